@@ -1,0 +1,47 @@
+// swift-tools-version:6.0
+// cowtrace: a copy-on-write fault tracer for Linux, in Swift on eBPF.
+import PackageDescription
+
+let package = Package(
+    name: "cowtrace",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "cowtrace", targets: ["cowtrace"]),
+        .executable(name: "cowtrace-workload", targets: ["cowtrace-workload"]),
+        .library(name: "CowTraceKit", targets: ["CowTraceKit"]),
+        .library(name: "MMUSim", targets: ["MMUSim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // libbpf, libelf and zlib from Debian, plus the event/counter structs shared with bpf/.
+        .target(
+            name: "CBPF",
+            path: "Sources/CBPF",
+            linkerSettings: [.linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
+        ),
+        // Compiles bpf/*.bpf.c with clang -target bpf and embeds the object in this target.
+        .plugin(name: "BPFObjectPlugin", capability: .buildTool()),
+        .target(
+            name: "CowTraceKit",
+            dependencies: ["CBPF"],
+            plugins: ["BPFObjectPlugin"]
+        ),
+        // The simulated MMU: no BPF dependency, deterministic, single-threaded.
+        .target(name: "MMUSim"),
+        .executableTarget(
+            name: "cowtrace",
+            dependencies: [
+                "CowTraceKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // Controlled fork/CoW scenarios, in C so that the workload touches exactly the pages it says.
+        .executableTarget(name: "cowtrace-workload", path: "Sources/cowtrace-workload"),
+        .testTarget(name: "CowTraceKitTests", dependencies: ["CowTraceKit"]),
+        .testTarget(name: "MMUSimTests", dependencies: ["MMUSim"]),
+        .testTarget(name: "cowtraceTests", dependencies: ["CowTraceKit"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,129 @@
+#include "cbpf.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define CAPTURE_SIZE 16384
+
+static char capture[CAPTURE_SIZE];
+static size_t capture_len;
+static int capture_verbose;
+static pthread_mutex_t capture_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int capture_print(enum libbpf_print_level level, const char *fmt, va_list args)
+{
+	char line[1024];
+	va_list copy;
+	va_copy(copy, args);
+	int n = vsnprintf(line, sizeof(line), fmt, copy);
+	va_end(copy);
+	if (n < 0)
+		return 0;
+	size_t len = strlen(line);
+	if (capture_verbose)
+		fputs(line, stderr);
+	if (level == LIBBPF_DEBUG && !capture_verbose)
+		return 0;
+	pthread_mutex_lock(&capture_lock);
+	if (len >= CAPTURE_SIZE)
+		len = CAPTURE_SIZE - 1;
+	if (capture_len + len >= CAPTURE_SIZE) {
+		/* Keep the most recent half: the failure is at the end. */
+		size_t keep = CAPTURE_SIZE / 2;
+		if (keep > capture_len)
+			keep = capture_len;
+		memmove(capture, capture + capture_len - keep, keep);
+		capture_len = keep;
+		if (capture_len + len >= CAPTURE_SIZE)
+			capture_len = 0;
+	}
+	memcpy(capture + capture_len, line, len);
+	capture_len += len;
+	pthread_mutex_unlock(&capture_lock);
+	return 0;
+}
+
+void cbpf_capture_libbpf_output(int verbose)
+{
+	capture_verbose = verbose;
+	libbpf_set_print(capture_print);
+}
+
+size_t cbpf_captured_libbpf_output(char *buf, size_t size)
+{
+	if (!size)
+		return 0;
+	pthread_mutex_lock(&capture_lock);
+	size_t n = capture_len < size - 1 ? capture_len : size - 1;
+	memcpy(buf, capture + capture_len - n, n);
+	buf[n] = 0;
+	pthread_mutex_unlock(&capture_lock);
+	return n;
+}
+
+void cbpf_clear_libbpf_output(void)
+{
+	pthread_mutex_lock(&capture_lock);
+	capture_len = 0;
+	pthread_mutex_unlock(&capture_lock);
+}
+
+struct bpf_object *cbpf_open_object(const void *data, size_t size, const char *name)
+{
+	LIBBPF_OPTS(bpf_object_open_opts, opts, .object_name = name);
+	struct bpf_object *obj = bpf_object__open_mem(data, size, &opts);
+	if (!obj && !errno)
+		errno = EINVAL;
+	return obj;
+}
+
+void *cbpf_rodata_variable(struct bpf_object *obj, const char *name, size_t *size)
+{
+	struct btf *btf = bpf_object__btf(obj);
+	struct bpf_map *map = NULL, *it;
+	if (!btf)
+		return NULL;
+	bpf_object__for_each_map(it, obj) {
+		const char *map_name = bpf_map__name(it);
+		size_t n = strlen(map_name);
+		if (n >= 7 && strcmp(map_name + n - 7, ".rodata") == 0) {
+			map = it;
+			break;
+		}
+	}
+	if (!map)
+		return NULL;
+	int sec_id = btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC);
+	if (sec_id < 0)
+		return NULL;
+	const struct btf_type *sec = btf__type_by_id(btf, sec_id);
+	const struct btf_var_secinfo *vsi = btf_var_secinfos(sec);
+	size_t data_size = 0;
+	char *data = bpf_map__initial_value(map, &data_size);
+	if (!data)
+		return NULL;
+	for (int i = 0; i < btf_vlen(sec); i++, vsi++) {
+		const struct btf_type *var = btf__type_by_id(btf, vsi->type);
+		if (strcmp(btf__name_by_offset(btf, var->name_off), name) == 0) {
+			if (vsi->offset + vsi->size > data_size)
+				return NULL;
+			*size = vsi->size;
+			return data + vsi->offset;
+		}
+	}
+	return NULL;
+}
+
+int cbpf_vmlinux_has_type(const char *name, int kind)
+{
+	static struct btf *vmlinux;
+	if (!vmlinux) {
+		vmlinux = btf__load_vmlinux_btf();
+		if (!vmlinux)
+			return -(errno ? errno : ENOENT);
+	}
+	return btf__find_by_name_kind(vmlinux, name, kind) >= 0 ? 1 : 0;
+}

@@ -1,0 +1,36 @@
+/* cbpf.h: libbpf for Swift, the structs shared with bpf/cowtrace.bpf.c, and a
+ * few shims for what Swift cannot call directly (variadic callbacks, option
+ * structs initialised with LIBBPF_OPTS, fork-free process spawning). */
+#ifndef CBPF_H
+#define CBPF_H
+
+#include <linux/types.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <bpf/libbpf.h>
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+
+#include "../../../bpf/cowtrace.h"
+
+/* libbpf's messages go to a ring of recent lines instead of stderr, so errors
+ * can quote the verifier or attach failure; `verbose` also echoes them. */
+void cbpf_capture_libbpf_output(int verbose);
+/* Copies the captured lines (newline separated, most recent last) into buf. */
+size_t cbpf_captured_libbpf_output(char *buf, size_t size);
+void cbpf_clear_libbpf_output(void);
+
+/* Opens an ELF object from memory under the given object name. */
+struct bpf_object *cbpf_open_object(const void *data, size_t size, const char *name);
+
+/* The address of a global variable in the object's .rodata (before load),
+ * found through the object's BTF, or NULL. */
+void *cbpf_rodata_variable(struct bpf_object *obj, const char *name, size_t *size);
+
+/* 1 if vmlinux BTF has a type of that name and kind (BTF_KIND_FUNC,
+ * BTF_KIND_TYPEDEF, ...), 0 if not, -errno if BTF cannot be read. */
+int cbpf_vmlinux_has_type(const char *name, int kind);
+
+
+#endif

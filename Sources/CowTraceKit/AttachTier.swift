@@ -1,0 +1,51 @@
+import CBPF
+
+/// How the fault-path programs reach the kernel, best first.
+public enum AttachTier: String, CaseIterable, Sendable, CustomStringConvertible {
+    /// fentry/fexit on do_wp_page and wp_page_copy: BTF trampolines, the cheapest probes.
+    case fentry
+    /// kprobe/kretprobe on the same functions: needs CONFIG_KPROBES.
+    case kprobe
+    /// BTF tracepoints page_fault_user + mm_page_alloc + rss_stat (x86): always there with BTF.
+    case tracepoint
+
+    public var description: String { rawValue }
+
+    /// The fault classes this tier tells apart, for `doctor` and the docs.
+    public func separatedClasses(copyByAlloc: Bool) -> [String] {
+        switch self {
+        case .fentry, .kprobe:
+            return ["copy", "reuse", "zero-fill", "file-copy", "shared-write"]
+        case .tracepoint:
+            return ["copy", "zero-fill", "file-copy", "reuse (shared writes included: no VMA is read)"]
+        }
+    }
+}
+
+/// One tier's programs for this kernel, decided before load.
+struct TierPlan {
+    let tier: AttachTier
+    let faultPrograms: [String]
+    /// wp_page_copy is not a symbol (inlined): the copy is found by its page allocation.
+    let copyByAlloc: Bool
+    var mode: UInt8 {
+        switch tier {
+        case .fentry: return UInt8(COWTRACE_MODE_FENTRY.rawValue)
+        case .kprobe: return UInt8(COWTRACE_MODE_KPROBE.rawValue)
+        case .tracepoint: return UInt8(COWTRACE_MODE_TRACEPOINT.rawValue)
+        }
+    }
+
+    static let processPrograms = ["tp_sched_process_fork", "tp_sched_process_exec", "tp_sched_process_exit"]
+
+    var allPrograms: [String] { faultPrograms + TierPlan.processPrograms }
+}
+
+/// The outcome of trying one tier, kept for `doctor` and error messages.
+public struct TierAttempt: Sendable {
+    public let tier: AttachTier
+    /// nil when the tier attached.
+    public let failure: String?
+    public let programs: [String]
+    public let copyByAlloc: Bool
+}

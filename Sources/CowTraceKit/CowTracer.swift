@@ -1,0 +1,261 @@
+import CBPF
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Which processes to trace.
+public struct TraceSelection: Sendable {
+    /// Every process on the host.
+    public var all = false
+    /// These processes (and the children they fork from now on).
+    public var pids: [Int32] = []
+    /// Processes that this process spawns (cowtrace -c), and their descendants.
+    public var followSpawnedChildren = false
+    public init() {}
+}
+
+public struct TracerOptions: Sendable {
+    public var selection = TraceSelection()
+    /// Use only this tier; nil picks the best one that attaches.
+    public var tier: AttachTier?
+    /// Send per-fault events to the ring buffer (recording, `cowtrace events`).
+    public var emitEvents = false
+    /// Room for this many processes in the kernel's maps.
+    public var maxProcesses: UInt32 = 16384
+    /// Ring buffer size in bytes (a power of two, at least one page).
+    public var ringBufferBytes: UInt32 = 4 << 20
+    /// Echo libbpf's messages to stderr.
+    public var verbose = false
+    public init() {}
+}
+
+/// A snapshot of everything the kernel counted so far.
+public struct TraceSnapshot: Sendable {
+    public var counters: [Int32: ProcessCounters]
+    public var info: [Int32: ProcessIdentity]
+    public var drops: DropCounts
+}
+
+/// The live tracer: probes the attach tiers, loads and attaches the programs
+/// of the best one, and reads the kernel's counters. Detaches on `close()` or
+/// when released.
+public final class CowTracer {
+    public let tier: AttachTier
+    public let copyByAlloc: Bool
+    /// Every tier tried, in order, with why it failed.
+    public let attempts: [TierAttempt]
+    public let pageSize = UInt64(sysconf(Int32(_SC_PAGESIZE)))
+
+    private var object: BPFObject?
+    private var links: [BPFLink] = []
+    private let countersFD: Int32
+    private let infoFD: Int32
+    private let dropsFD: Int32
+    private let eventsFD: Int32
+    private let possibleCPUs: Int
+    private var ringBuffer: OpaquePointer?
+    private var eventSink: EventSink?
+
+    public init(options: TracerOptions) throws {
+        let missing = KernelFacts.missingBPFCapabilities()
+        if !missing.isEmpty { throw TracerError.notPrivileged(missing: missing) }
+        guard FileManager.default.fileExists(atPath: KernelFacts.btfPath) else {
+            throw TracerError.btfMissing(path: KernelFacts.btfPath)
+        }
+        LibBPFLog.enableCapture(verbose: options.verbose)
+
+        var attempts: [TierAttempt] = []
+        var chosen: (BPFObject, [BPFLink], TierPlan)?
+        for tier in options.tier.map({ [$0] }) ?? AttachTier.allCases {
+            let plan: TierPlan
+            switch TierPlanner.plan(tier) {
+            case .failure(let reason):
+                attempts.append(TierAttempt(tier: tier, failure: reason.description, programs: [], copyByAlloc: false))
+                if options.tier != nil { throw TracerError.tierUnavailable(tier: tier, reason: reason.description) }
+                continue
+            case .success(let p):
+                plan = p
+            }
+            do {
+                let (object, links) = try CowTracer.loadAndAttach(plan: plan, options: options)
+                attempts.append(TierAttempt(tier: tier, failure: nil, programs: plan.allPrograms, copyByAlloc: plan.copyByAlloc))
+                chosen = (object, links, plan)
+                break
+            } catch let error as TracerError {
+                attempts.append(TierAttempt(tier: tier, failure: error.description, programs: plan.allPrograms, copyByAlloc: plan.copyByAlloc))
+                if options.tier != nil { throw error }
+            }
+        }
+        self.attempts = attempts
+        guard let (object, links, plan) = chosen else { throw TracerError.noTierAvailable(attempts) }
+        self.object = object
+        self.links = links
+        tier = plan.tier
+        copyByAlloc = plan.copyByAlloc
+        countersFD = try object.mapDescriptor("pid_counters")
+        infoFD = try object.mapDescriptor("pid_info")
+        dropsFD = try object.mapDescriptor("drops")
+        eventsFD = try object.mapDescriptor("events")
+        possibleCPUs = Int(libbpf_num_possible_cpus())
+
+        for pid in options.selection.pids { try trace(pid: pid) }
+    }
+
+    deinit { close() }
+
+    /// Detaches every program and frees the maps.
+    public func close() {
+        if let rb = ringBuffer { ring_buffer__free(rb) }
+        ringBuffer = nil
+        links.removeAll()
+        object = nil
+    }
+
+    private static func loadAndAttach(plan: TierPlan, options: TracerOptions) throws -> (BPFObject, [BPFLink]) {
+        let object = try BPFObject(bytes: EmbeddedBPF.cowtrace, name: "cowtrace")
+        object.enableOnly(Set(plan.allPrograms))
+        object.setMaxEntries("pid_counters", options.maxProcesses)
+        object.setMaxEntries("pid_info", options.maxProcesses)
+        object.setMaxEntries("events", options.ringBufferBytes)
+        guard let config = object.rodataVariable("cowtrace_cfg", as: cowtrace_config.self) else {
+            throw TracerError.openObject(.noEntry)
+        }
+        config.pointee.trace_all = options.selection.all ? 1 : 0
+        config.pointee.spawner_tgid = options.selection.followSpawnedChildren ? UInt32(getpid()) : 0
+        config.pointee.emit_events = options.emitEvents ? 1 : 0
+        config.pointee.fault_mode = plan.mode
+        config.pointee.copy_by_alloc = plan.copyByAlloc ? 1 : 0
+        try object.load(tier: plan.tier)
+        let links = try plan.allPrograms.map { try object.attach($0, tier: plan.tier) }
+        return (object, links)
+    }
+
+    /// Starts counting for an existing process (and the children it forks).
+    public func trace(pid: Int32) throws {
+        guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else {
+            throw TracerError.noSuchProcess(pid: pid)
+        }
+        var key = UInt32(pid)
+        let zeros = [UInt8](repeating: 0, count: percpuValueSize * possibleCPUs)
+        let rc = zeros.withUnsafeBytes { bpf_map_update_elem(countersFD, &key, $0.baseAddress, UInt64(BPF_NOEXIST)) }
+        if rc != 0 && Errno(rc) != Errno(EEXIST) {
+            throw TracerError.mapAccess(map: "pid_counters", operation: "insert pid \(pid)", errno: Errno(rc))
+        }
+        var info = cowtrace_pid_info()
+        info.ppid = UInt32(ProcFS.parentPID(of: pid) ?? 0)
+        ProcFS.comm(of: pid).map { setComm(&info, $0) }
+        _ = bpf_map_update_elem(infoFD, &key, &info, UInt64(BPF_NOEXIST))
+    }
+
+    private var percpuValueSize: Int { (MemoryLayout<cowtrace_pid_counters>.size + 7) & ~7 }
+
+    /// Reads every traced process's counters, identities and the drop counters.
+    public func snapshot() throws -> TraceSnapshot {
+        var counters: [Int32: ProcessCounters] = [:]
+        let stride = percpuValueSize
+        var values = [UInt8](repeating: 0, count: stride * possibleCPUs)
+        for key in try keys(of: countersFD, map: "pid_counters") {
+            var k = key
+            let rc = values.withUnsafeMutableBytes { bpf_map_lookup_elem(countersFD, &k, $0.baseAddress) }
+            if rc != 0 { continue } // deleted meanwhile
+            var total = ProcessCounters()
+            values.withUnsafeBytes { raw in
+                for cpu in 0..<possibleCPUs {
+                    total.accumulate(raw.loadUnaligned(fromByteOffset: cpu * stride, as: cowtrace_pid_counters.self))
+                }
+            }
+            counters[Int32(bitPattern: key)] = total
+        }
+        var info: [Int32: ProcessIdentity] = [:]
+        for key in try keys(of: infoFD, map: "pid_info") {
+            var k = key
+            var raw = cowtrace_pid_info()
+            if bpf_map_lookup_elem(infoFD, &k, &raw) == 0 { info[Int32(bitPattern: key)] = ProcessIdentity(raw) }
+        }
+        return TraceSnapshot(counters: counters, info: info, drops: try drops())
+    }
+
+    public func drops() throws -> DropCounts {
+        var result = DropCounts()
+        var values = [UInt64](repeating: 0, count: possibleCPUs)
+        for reason in 0..<Int(COWTRACE_DROP_NR.rawValue) {
+            var key = UInt32(reason)
+            let rc = values.withUnsafeMutableBytes { bpf_map_lookup_elem(dropsFD, &key, $0.baseAddress) }
+            if rc != 0 { throw TracerError.mapAccess(map: "drops", operation: "read", errno: Errno(rc)) }
+            let sum = values.reduce(0, &+)
+            switch UInt32(reason) {
+            case COWTRACE_DROP_RINGBUF_FULL.rawValue: result.ringBufferFull = sum
+            case COWTRACE_DROP_PID_MAP_FULL.rawValue: result.processMapFull = sum
+            case COWTRACE_DROP_INFO_MAP_FULL.rawValue: result.infoMapFull = sum
+            default: break
+            }
+        }
+        return result
+    }
+
+    /// Removes processes from the kernel's maps (after their exit was reported),
+    /// to make room on long runs.
+    public func forget(pids: [Int32]) {
+        for pid in pids {
+            var key = UInt32(bitPattern: pid)
+            _ = bpf_map_delete_elem(countersFD, &key)
+            _ = bpf_map_delete_elem(infoFD, &key)
+        }
+    }
+
+    private func keys(of fd: Int32, map: String) throws -> [UInt32] {
+        var keys: [UInt32] = []
+        var next: UInt32 = 0
+        var rc = bpf_map_get_next_key(fd, nil, &next)
+        while rc == 0 {
+            keys.append(next)
+            var current = next
+            rc = bpf_map_get_next_key(fd, &current, &next)
+        }
+        if Errno(rc) != Errno.noEntry {
+            throw TracerError.mapAccess(map: map, operation: "iterate", errno: Errno(rc))
+        }
+        return keys
+    }
+
+    // MARK: events
+
+    /// Delivers ring-buffer events to `handler` from `pollEvents`.
+    public func onEvent(_ handler: @escaping (FaultEvent) -> Void) throws {
+        let sink = EventSink(handler: handler)
+        eventSink = sink
+        let callback: ring_buffer_sample_fn = { ctx, data, size in
+            guard let ctx, let data, size >= MemoryLayout<cowtrace_event>.size else { return 0 }
+            let sink = Unmanaged<EventSink>.fromOpaque(ctx).takeUnretainedValue()
+            sink.handler(FaultEvent(data.loadUnaligned(as: cowtrace_event.self)))
+            return 0
+        }
+        errno = 0
+        guard let rb = ring_buffer__new(eventsFD, callback, Unmanaged.passUnretained(sink).toOpaque(), nil) else {
+            throw TracerError.mapAccess(map: "events", operation: "open ring buffer", errno: Errno.current)
+        }
+        ringBuffer = rb
+    }
+
+    /// Waits up to `timeoutMilliseconds` for events; returns how many were handled.
+    @discardableResult
+    public func pollEvents(timeoutMilliseconds: Int32) -> Int {
+        guard let rb = ringBuffer else { return 0 }
+        let n = ring_buffer__poll(rb, timeoutMilliseconds)
+        return n < 0 ? 0 : Int(n)
+    }
+}
+
+final class EventSink {
+    let handler: (FaultEvent) -> Void
+    init(handler: @escaping (FaultEvent) -> Void) { self.handler = handler }
+}
+
+private func setComm(_ info: inout cowtrace_pid_info, _ comm: String) {
+    withUnsafeMutableBytes(of: &info.comm) { buf in
+        let bytes = Array(comm.utf8.prefix(buf.count - 1))
+        buf.copyBytes(from: bytes)
+        buf[bytes.count] = 0
+    }
+}

@@ -1,0 +1,105 @@
+import CBPF
+
+/// One process's write-protect faults, summed over CPUs, by class.
+public struct ProcessCounters: Equatable, Sendable, Codable {
+    public var writeProtectFaults: UInt64 = 0
+    public var copies: UInt64 = 0
+    public var zeroFills: UInt64 = 0
+    public var fileCopies: UInt64 = 0
+    public var sharedWrites: UInt64 = 0
+    public var hugePMDFaults: UInt64 = 0
+    public var forks: UInt64 = 0
+    public var execs: UInt64 = 0
+
+    public init() {}
+
+    /// Write-protect faults that copied nothing: the page was exclusive.
+    /// Derived, so it is exact whenever the other classes are.
+    public var reuses: UInt64 {
+        let other = copies &+ zeroFills &+ fileCopies &+ sharedWrites
+        return writeProtectFaults >= other ? writeProtectFaults - other : 0
+    }
+
+    /// Bytes that were really copied (zero fills copy nothing).
+    public func bytesCopied(pageSize: UInt64) -> UInt64 { (copies + fileCopies) * pageSize }
+
+    /// Adds one CPU's slot with wrapping arithmetic: a class can be moved on
+    /// another CPU (copy → file copy), leaving -1 there.
+    mutating func accumulate(_ c: cowtrace_pid_counters) {
+        writeProtectFaults &+= c.wp_faults
+        copies &+= c.copies
+        zeroFills &+= c.zero_fills
+        fileCopies &+= c.file_copies
+        sharedWrites &+= c.shared_writes
+        hugePMDFaults &+= c.thp_wp_faults
+        forks &+= c.forks
+        execs &+= c.execs
+    }
+
+    /// What was counted between two snapshots of the same process.
+    public static func - (a: ProcessCounters, b: ProcessCounters) -> ProcessCounters {
+        var r = a
+        r.writeProtectFaults &-= b.writeProtectFaults
+        r.copies &-= b.copies
+        r.zeroFills &-= b.zeroFills
+        r.fileCopies &-= b.fileCopies
+        r.sharedWrites &-= b.sharedWrites
+        r.hugePMDFaults &-= b.hugePMDFaults
+        r.forks &-= b.forks
+        r.execs &-= b.execs
+        return r
+    }
+
+    public static func + (a: ProcessCounters, b: ProcessCounters) -> ProcessCounters {
+        var r = a
+        r.writeProtectFaults &+= b.writeProtectFaults
+        r.copies &+= b.copies
+        r.zeroFills &+= b.zeroFills
+        r.fileCopies &+= b.fileCopies
+        r.sharedWrites &+= b.sharedWrites
+        r.hugePMDFaults &+= b.hugePMDFaults
+        r.forks &+= b.forks
+        r.execs &+= b.execs
+        return r
+    }
+}
+
+/// Identity of a traced process, from the fork/exec/exit hooks.
+public struct ProcessIdentity: Equatable, Sendable {
+    public var ppid: Int32
+    public var comm: String
+    public var exited: Bool
+    public var exitCode: Int32
+    public var startNanoseconds: UInt64
+    public var exitNanoseconds: UInt64
+
+    init(_ raw: cowtrace_pid_info) {
+        ppid = Int32(bitPattern: raw.ppid)
+        var commTuple = raw.comm
+        comm = withUnsafeBytes(of: &commTuple) { buf in
+            String(decoding: buf.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        exited = raw.exited != 0
+        exitCode = Int32(bitPattern: raw.exit_code)
+        startNanoseconds = raw.start_ns
+        exitNanoseconds = raw.exit_ns
+    }
+
+    public init(ppid: Int32, comm: String) {
+        self.ppid = ppid
+        self.comm = comm
+        exited = false
+        exitCode = 0
+        startNanoseconds = 0
+        exitNanoseconds = 0
+    }
+}
+
+/// Events the kernel side could not deliver or store, by reason.
+public struct DropCounts: Equatable, Sendable, Codable {
+    public var ringBufferFull: UInt64 = 0
+    public var processMapFull: UInt64 = 0
+    public var infoMapFull: UInt64 = 0
+    public var total: UInt64 { ringBufferFull + processMapFull + infoMapFull }
+    public init() {}
+}

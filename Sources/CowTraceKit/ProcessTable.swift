@@ -1,0 +1,164 @@
+import Foundation
+
+/// The per-process table `stat` prints: one row per traced process.
+public struct ProcessTable: Sendable {
+    public struct Row: Sendable {
+        public let pid: Int32
+        public let ppid: Int32
+        public let comm: String
+        public let counters: ProcessCounters
+        public let exited: Bool
+    }
+
+    public let rows: [Row]
+    public let drops: DropCounts
+    public let tier: AttachTier
+    public let pageSize: UInt64
+
+    /// Rows sorted by bytes copied, then pid. Processes that never faulted,
+    /// forked or exec'd are left out unless `includeIdle`.
+    public init(snapshot: TraceSnapshot, tier: AttachTier, pageSize: UInt64, includeIdle: Bool = false) {
+        var rows: [Row] = []
+        for (pid, counters) in snapshot.counters {
+            if !includeIdle && counters == ProcessCounters() { continue }
+            let info = snapshot.info[pid]
+            let comm = info?.comm.nonEmpty ?? ProcFS.comm(of: pid) ?? "?"
+            rows.append(Row(pid: pid, ppid: info?.ppid ?? 0, comm: comm, counters: counters, exited: info?.exited ?? false))
+        }
+        rows.sort { a, b in
+            let ca = a.counters.copies + a.counters.fileCopies, cb = b.counters.copies + b.counters.fileCopies
+            return ca != cb ? ca > cb : a.pid < b.pid
+        }
+        self.rows = rows
+        self.drops = snapshot.drops
+        self.tier = tier
+        self.pageSize = pageSize
+    }
+
+    public var totals: ProcessCounters { rows.reduce(ProcessCounters()) { $0 + $1.counters } }
+}
+
+public enum OutputFormat: String, CaseIterable, Sendable {
+    case text, json, csv
+}
+
+/// Renders tables as bcc-style text, JSON lines or CSV.
+public struct TableRenderer {
+    public let format: OutputFormat
+    public var maxRows: Int
+    private var wroteCSVHeader = false
+
+    public init(format: OutputFormat, maxRows: Int = 0) {
+        self.format = format
+        self.maxRows = maxRows
+    }
+
+    public static let csvHeader = "time,pid,ppid,comm,wp_faults,copies,reuses,zero_fills,file_copies,shared_writes,thp_wp_faults,bytes_copied,forks,execs,exited"
+
+    public mutating func render(_ table: ProcessTable, at date: Date, final: Bool) -> String {
+        switch format {
+        case .text: return renderText(table, at: date, final: final)
+        case .json: return renderJSON(table, at: date, final: final)
+        case .csv:
+            var out = ""
+            if !wroteCSVHeader {
+                out += Self.csvHeader + "\n"
+                wroteCSVHeader = true
+            }
+            let time = Self.iso8601(date)
+            for r in table.rows {
+                let c = r.counters
+                out += [time, "\(r.pid)", "\(r.ppid)", Self.csvField(r.comm), "\(c.writeProtectFaults)", "\(c.copies)",
+                        "\(c.reuses)", "\(c.zeroFills)", "\(c.fileCopies)", "\(c.sharedWrites)", "\(c.hugePMDFaults)",
+                        "\(c.bytesCopied(pageSize: table.pageSize))", "\(c.forks)", "\(c.execs)", r.exited ? "1" : "0"]
+                    .joined(separator: ",") + "\n"
+            }
+            return out
+        }
+    }
+
+    private func renderText(_ table: ProcessTable, at date: Date, final: Bool) -> String {
+        let clock = DateFormatter()
+        clock.dateFormat = "HH:mm:ss"
+        var out = final ? "\(clock.string(from: date)) final totals (tier: \(table.tier))\n"
+                        : "\(clock.string(from: date)) totals since start (tier: \(table.tier))\n"
+        out += pad("PID", 8) + " " + pad("COMM", 17, left: true) + pad("COPIES", 10) + pad("REUSES", 10)
+            + pad("ZEROFILL", 10) + pad("FILECOPY", 10) + pad("SHARED", 9) + pad("MIB-COPIED", 12)
+            + pad("FORKS", 7) + pad("EXECS", 7) + "\n"
+        let shown = maxRows > 0 ? Array(table.rows.prefix(maxRows)) : table.rows
+        for r in shown {
+            let c = r.counters
+            let mib = Double(c.bytesCopied(pageSize: table.pageSize)) / 1_048_576
+            let comm = String(r.comm.prefix(15)) + (r.exited ? "*" : "")
+            out += pad("\(r.pid)", 8) + " " + pad(comm, 17, left: true) + pad("\(c.copies)", 10)
+                + pad("\(c.reuses)", 10) + pad("\(c.zeroFills)", 10) + pad("\(c.fileCopies)", 10)
+                + pad("\(c.sharedWrites)", 9) + pad(String(format: "%.1f", mib), 12)
+                + pad("\(c.forks)", 7) + pad("\(c.execs)", 7) + "\n"
+        }
+        if shown.count < table.rows.count {
+            out += "... \(table.rows.count - shown.count) more processes (use --top 0 to show all)\n"
+        }
+        if table.rows.contains(where: \.exited) { out += "(* exited)\n" }
+        if table.tier == .tracepoint && table.rows.contains(where: { $0.counters.reuses > 0 }) {
+            out += "(tracepoint tier: REUSES includes writes to shared mappings)\n"
+        }
+        if table.drops.total > 0 {
+            out += "LOST: \(table.drops.ringBufferFull) events (ring buffer full), \(table.drops.processMapFull) processes not counted (map full: raise --max-processes)\n"
+        }
+        return out
+    }
+
+    private func renderJSON(_ table: ProcessTable, at date: Date, final: Bool) -> String {
+        var processes: [String] = []
+        for r in table.rows {
+            let c = r.counters
+            processes.append("""
+                {"pid":\(r.pid),"ppid":\(r.ppid),"comm":\(Self.jsonString(r.comm)),"wp_faults":\(c.writeProtectFaults),\
+                "copies":\(c.copies),"reuses":\(c.reuses),"zero_fills":\(c.zeroFills),"file_copies":\(c.fileCopies),\
+                "shared_writes":\(c.sharedWrites),"thp_wp_faults":\(c.hugePMDFaults),\
+                "bytes_copied":\(c.bytesCopied(pageSize: table.pageSize)),"forks":\(c.forks),"execs":\(c.execs),\
+                "exited":\(r.exited)}
+                """)
+        }
+        let d = table.drops
+        return """
+            {"time":"\(Self.iso8601(date))","final":\(final),"tier":"\(table.tier)","page_size":\(table.pageSize),\
+            "processes":[\(processes.joined(separator: ","))],\
+            "lost":{"ring_buffer_full":\(d.ringBufferFull),"process_map_full":\(d.processMapFull),"info_map_full":\(d.infoMapFull)}}
+
+            """
+    }
+
+    private func pad(_ s: String, _ width: Int, left: Bool = false) -> String {
+        if s.count >= width { return s + (left ? " " : "") }
+        let spaces = String(repeating: " ", count: width - s.count)
+        return left ? s + spaces : spaces + s
+    }
+
+    static func iso8601(_ date: Date) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.string(from: date)
+    }
+
+    static func jsonString(_ s: String) -> String {
+        var out = "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+
+    static func csvField(_ s: String) -> String {
+        s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
+    }
+}
+
+extension String {
+    var nonEmpty: String? { isEmpty ? nil : self }
+}

@@ -1,0 +1,89 @@
+/// A workload run whose copy-on-write faults are known in advance, page by
+/// page, from the order of writes: the matrix `selftest` and the tests run.
+public struct Scenario: Sendable {
+    public enum Role: String, Sendable, CaseIterable { case parent, child }
+
+    /// What one process must show, by class; nil leaves a class unchecked.
+    public struct Expected: Sendable, Equatable {
+        public var copies: Int?
+        public var reuses: Int?
+        public var zeroFills: Int?
+        public var fileCopies: Int?
+        public var sharedWrites: Int?
+        public var execs: Int?
+        public init(copies: Int? = 0, reuses: Int? = 0, zeroFills: Int? = 0, fileCopies: Int? = 0, sharedWrites: Int? = 0, execs: Int? = 0) {
+            self.copies = copies
+            self.reuses = reuses
+            self.zeroFills = zeroFills
+            self.fileCopies = fileCopies
+            self.sharedWrites = sharedWrites
+            self.execs = execs
+        }
+    }
+
+    public let name: String
+    public let summary: String
+    public let arguments: [String]
+    public let expected: [Role: Expected]
+    /// Shared-file writes fault only where the file system tracks dirty pages
+    /// (ext4, xfs); on tmpfs the first read maps the page writable.
+    public let sharedWritesNeedWriteback: Bool
+
+    init(_ name: String, _ summary: String, _ arguments: [String], parent: Expected, child: Expected = Expected(), sharedWritesNeedWriteback: Bool = false) {
+        self.name = name
+        self.summary = summary
+        self.arguments = arguments
+        self.expected = [.parent: parent, .child: child]
+        self.sharedWritesNeedWriteback = sharedWritesNeedWriteback
+    }
+
+    /// The slack every class is allowed: the workload's own stack, libc data
+    /// and stdio buffers take a few extra faults around fork (measured: up to
+    /// 7 copies in a child, 19 reuses in a parent after its child exits), and
+    /// a transient page reference (LRU batch) can turn a reuse into a copy.
+    public static func tolerance(for expected: Int) -> Int { 32 + expected / 200 }
+    public static let toleranceDescription = "32 pages + 0.5 %"
+
+
+    public static let matrix: [Scenario] = [
+        Scenario("child-writes-half", "64 MiB filled, fork; the child writes half: every write copies",
+                 ["--pages", "16384", "child:write:0:8192", "child:exit"],
+                 parent: Expected(), child: Expected(copies: 8192)),
+        Scenario("parent-writes-child-alive", "the parent writes all 64 MiB while the child lives: all copies",
+                 ["--pages", "16384", "parent:write:0:16384", "child:exit"],
+                 parent: Expected(copies: 16384)),
+        Scenario("parent-writes-child-exited", "the child exits first: the parent owns every page again, all reuses",
+                 ["--pages", "16384", "child:exit", "parent:write:0:16384"],
+                 parent: Expected(reuses: 16384)),
+        Scenario("child-first-then-parent", "the child copies 4096 pages; the parent then reuses those and copies 4096 more, reuses the rest after the child exits",
+                 ["--pages", "16384", "child:write:0:4096", "parent:write:0:8192", "child:exit", "parent:write:8192:16384"],
+                 parent: Expected(copies: 4096, reuses: 12288), child: Expected(copies: 4096)),
+        Scenario("parent-first-then-child", "the parent copies 4096 pages; the child reuses those and copies 4096 more",
+                 ["--pages", "16384", "parent:write:0:4096", "child:write:0:8192", "child:exit"],
+                 parent: Expected(copies: 4096), child: Expected(copies: 4096, reuses: 4096)),
+        Scenario("small-region", "1 MiB region, the child writes all of it",
+                 ["--pages", "256", "child:write:0:256", "child:exit"],
+                 parent: Expected(), child: Expected(copies: 256)),
+        Scenario("large-region", "128 MiB region, the child writes all of it",
+                 ["--pages", "32768", "child:write:0:32768", "child:exit"],
+                 parent: Expected(), child: Expected(copies: 32768)),
+        Scenario("zero-page", "a region only read before fork maps the zero page: first writes are zero fills in both",
+                 ["--pages", "16", "--zero-pages", "4097", "child:zwrite:0:4096", "child:exit", "parent:zwrite:0:4096"],
+                 parent: Expected(zeroFills: 4096), child: Expected(zeroFills: 4096)),
+        Scenario("shared-file", "MAP_SHARED file: the child reads then writes 2048 pages; nothing is ever copied",
+                 ["--pages", "2048", "--map", "shared-file", "child:read:0:2048", "child:write:0:2048", "child:exit"],
+                 parent: Expected(), child: Expected(sharedWrites: 2048), sharedWritesNeedWriteback: true),
+        Scenario("private-file", "MAP_PRIVATE file read, then 2048 pages written: each write copies the page-cache page",
+                 ["--pages", "2048", "--map", "private-file", "--prefault", "read", "--no-fork", "parent:write:0:2048"],
+                 parent: Expected(fileCopies: 2048)),
+        // The new image's own start-up (ld.so relocations, .bss) is not the fork's cost: unchecked.
+        Scenario("fork-exec", "fork then exec at once: the child copies (almost) nothing",
+                 ["--pages", "16384", "child:exec"],
+                 parent: Expected(), child: Expected(copies: 0, reuses: nil, zeroFills: nil, fileCopies: nil, sharedWrites: 0, execs: 1)),
+        Scenario("thp-child-writes", "2 MiB-aligned region with THP asked for: a shared huge page is split, copies are still 4 KiB each",
+                 ["--pages", "1024", "--thp", "child:write:0:1024", "child:exit"],
+                 parent: Expected(), child: Expected(copies: 1024)),
+    ]
+
+    public static func named(_ name: String) -> Scenario? { matrix.first { $0.name == name } }
+}

@@ -1,0 +1,53 @@
+/// What went wrong while setting up or running the tracer: each case says
+/// what failed, why (errno where the kernel said no), and what to do.
+public enum TracerError: Error, CustomStringConvertible {
+    case notPrivileged(missing: [String])
+    case btfMissing(path: String)
+    case openObject(Errno)
+    case loadFailed(tier: AttachTier, errno: Errno, detail: String)
+    case attachFailed(tier: AttachTier, program: String, errno: Errno)
+    case tierUnavailable(tier: AttachTier, reason: String)
+    case noTierAvailable([TierAttempt])
+    case mapAccess(map: String, operation: String, errno: Errno)
+    case noSuchProcess(pid: Int32)
+    case badCgroup(path: String, reason: String)
+    case commandFailedToStart(command: String, errno: Errno)
+    case workloadNotFound(searched: [String])
+    case workloadFailed(arguments: [String], status: Int32, output: String)
+
+    public var description: String {
+        switch self {
+        case .notPrivileged(let missing):
+            return "cowtrace needs \(missing.joined(separator: " and ")) to load BPF programs: run it as root (sudo cowtrace ...) or grant CAP_BPF and CAP_PERFMON"
+        case .btfMissing(let path):
+            return "this kernel has no BTF (\(path) is missing): cowtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Debian, Ubuntu, Fedora and RHEL kernels have it)"
+        case .openObject(let errno):
+            return "cannot open the embedded BPF object: \(errno); rebuild cowtrace"
+        case .loadFailed(let tier, let errno, let detail):
+            var hint = detail.isEmpty ? "" : ": \(detail)"
+            if tier == .fentry && errno == .notPermitted {
+                hint = ": the kernel refuses BPF trampolines here (lockdown, or no DYNAMIC_FTRACE_WITH_DIRECT_CALLS)"
+            }
+            return "loading the \(tier) tier failed: \(errno)\(hint); run `cowtrace doctor` to see every tier's reason"
+        case .attachFailed(let tier, let program, let errno):
+            return "attaching \(program) (\(tier) tier) failed: \(errno); run `cowtrace doctor` to see what this kernel allows"
+        case .tierUnavailable(let tier, let reason):
+            return "the \(tier) tier is not available here: \(reason); drop --tier to let cowtrace pick one"
+        case .noTierAvailable(let attempts):
+            let reasons = attempts.map { "\($0.tier): \($0.failure ?? "?")" }.joined(separator: "; ")
+            return "no attach tier works on this kernel (\(reasons)); run `cowtrace doctor` for details"
+        case .mapAccess(let map, let operation, let errno):
+            return "\(operation) on BPF map \(map) failed: \(errno)"
+        case .noSuchProcess(let pid):
+            return "no process with pid \(pid): check the pid with `ps -p \(pid)` (it may have exited)"
+        case .badCgroup(let path, let reason):
+            return "bad cgroup \(path): \(reason); pass a cgroup directory such as /sys/fs/cgroup/memory/NAME or /sys/fs/cgroup/unified/NAME"
+        case .commandFailedToStart(let command, let errno):
+            return "cannot start `\(command)`: \(errno); check the command name and PATH"
+        case .workloadNotFound(let searched):
+            return "cannot find the cowtrace-workload program (looked in \(searched.joined(separator: ", "))): build it with `swift build` or set COWTRACE_WORKLOAD=/path/to/cowtrace-workload"
+        case .workloadFailed(let arguments, let status, let output):
+            return "cowtrace-workload \(arguments.joined(separator: " ")) failed with status \(status): \(output)"
+        }
+    }
+}

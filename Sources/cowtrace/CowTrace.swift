@@ -1,0 +1,18 @@
+import ArgumentParser
+
+@main
+struct CowTrace: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cowtrace",
+        abstract: "Trace copy-on-write page faults per process, live, with eBPF.",
+        discussion: """
+            cowtrace counts every write-protect fault in the kernel and says whether it \
+            copied a page (the real cost of fork), reused it, filled a zero page, copied \
+            a MAP_PRIVATE file page, or wrote a shared mapping.
+
+            Start with `cowtrace demo` to see a fork whose copies are known in advance, \
+            and `cowtrace doctor` to see what this kernel lets cowtrace attach to.
+            """,
+        subcommands: [Stat.self, Demo.self, Doctor.self, SelfTest.self, BenchFloor.self]
+    )
+}

@@ -1,0 +1,103 @@
+/* cowtrace.h: the structs and constants shared by bpf/cowtrace.bpf.c and the
+ * Swift loader (through Sources/CBPF). Plain fixed-width types only, so the
+ * layout is the same for clang -target bpf and for the host compiler. */
+#ifndef COWTRACE_H
+#define COWTRACE_H
+
+#define COWTRACE_COMM_LEN 16
+
+/* Per-process counters, kept per CPU in the kernel (BPF_MAP_TYPE_PERCPU_HASH,
+ * key: tgid). User space sums the CPUs with wrapping arithmetic: a fault that
+ * was counted as a copy on one CPU and re-classified as a file copy on another
+ * leaves -1 on the second CPU, which the sum absorbs. */
+struct cowtrace_pid_counters {
+	__u64 wp_faults;     /* every write-protect fault seen (present + write) */
+	__u64 copies;        /* anonymous page copied: CoW after fork */
+	__u64 zero_fills;    /* first write to the shared zero page: zeroed, nothing copied */
+	__u64 file_copies;   /* MAP_PRIVATE file page copied into an anonymous page */
+	__u64 shared_writes; /* write-protect fault on a MAP_SHARED mapping: never copies */
+	__u64 thp_wp_faults; /* write-protect faults on a huge PMD (do_huge_pmd_wp_page) */
+	__u64 forks;         /* processes this process forked */
+	__u64 execs;         /* execve calls that succeeded */
+};
+
+/* Per-process identity, written on fork, exec, exit (never per fault). */
+struct cowtrace_pid_info {
+	__u32 ppid;
+	__u32 exit_code;     /* task->exit_code, valid when exited != 0 */
+	__u64 start_ns;      /* bpf_ktime_get_ns at fork (0: seen first elsewhere) */
+	__u64 exit_ns;
+	__u8  exited;
+	__u8  pad[7];
+	char  comm[COWTRACE_COMM_LEN];
+};
+
+/* Where events were lost. Each is a per-CPU counter that user space reports. */
+enum cowtrace_drop_reason {
+	COWTRACE_DROP_RINGBUF_FULL = 0, /* bpf_ringbuf_reserve failed */
+	COWTRACE_DROP_PID_MAP_FULL = 1, /* pid_counters had no room for a new process */
+	COWTRACE_DROP_INFO_MAP_FULL = 2,/* pid_info had no room */
+	COWTRACE_DROP_NR = 4,
+};
+
+/* How a write-protect fault ended. */
+enum cowtrace_fault_class {
+	COWTRACE_CLASS_UNRESOLVED = 0, /* tracepoint tier: no copy seen yet (reuse unless a copy follows) */
+	COWTRACE_CLASS_COPY = 1,
+	COWTRACE_CLASS_REUSE = 2,
+	COWTRACE_CLASS_ZERO_FILL = 3,
+	COWTRACE_CLASS_FILE_COPY = 4,
+	COWTRACE_CLASS_SHARED_WRITE = 5,
+	COWTRACE_CLASS_OTHER = 6,
+};
+
+enum cowtrace_event_type {
+	COWTRACE_EVENT_WP_FAULT = 1, /* a write-protect fault began */
+	COWTRACE_EVENT_RESOLVE = 2,  /* the fault of (pid, tid) copied: class says how */
+	COWTRACE_EVENT_FORK = 3,
+	COWTRACE_EVENT_EXEC = 4,
+	COWTRACE_EVENT_EXIT = 5,
+};
+
+/* One ring-buffer record. Only emitted when cfg.emit_events is set. */
+struct cowtrace_event {
+	__u64 ts_ns;
+	__u64 address;   /* faulting address (fault), 0 otherwise */
+	__u64 ip;        /* user instruction pointer (tracepoint tier), 0 if unknown */
+	__u32 pid;       /* tgid */
+	__u32 tid;
+	__u32 other_pid; /* fork: child tgid; exit: exit code */
+	__u8  type;      /* enum cowtrace_event_type */
+	__u8  class_;    /* enum cowtrace_fault_class */
+	__u8  pad[2];
+	char  comm[COWTRACE_COMM_LEN];
+};
+
+/* Which attach tier feeds the fault-path counters. */
+enum cowtrace_fault_mode {
+	COWTRACE_MODE_FENTRY = 1,     /* fentry do_wp_page + wp_page_copy */
+	COWTRACE_MODE_KPROBE = 2,     /* kprobe do_wp_page + wp_page_copy */
+	COWTRACE_MODE_TRACEPOINT = 3, /* tp_btf page_fault_user + mm_page_alloc + rss_stat */
+};
+
+/* Settings fixed before load: the verifier prunes what they switch off. */
+struct cowtrace_config {
+	__u32 spawner_tgid;   /* children forked by this process are traced (cowtrace -c) */
+	__u8  trace_all;      /* trace every process */
+	__u8  emit_events;    /* send per-fault events to the ring buffer */
+	__u8  fault_mode;     /* enum cowtrace_fault_mode */
+	__u8  copy_by_alloc;  /* fentry/kprobe tiers without wp_page_copy: detect the copy by its allocation */
+};
+
+/* Per-CPU: the write-protect fault this CPU is handling right now. */
+struct cowtrace_pending_fault {
+	__u32 tid;     /* 0: none */
+	__u32 tgid;
+	__u64 ip;      /* tracepoint tier: user ip of the fault, to match the allocation */
+	__u64 address;
+	__u8  resolved;/* enum cowtrace_fault_class once a copy was seen */
+	__u8  file_backed; /* fentry/kprobe tiers: the VMA maps a file */
+	__u8  pad[6];
+};
+
+#endif

@@ -1,0 +1,79 @@
+/* cowtrace_kernel.h: the few kernel types cowtrace reads, written by hand.
+ * preserve_access_index makes every field access a CO-RE relocation: libbpf
+ * finds the field by name in the running kernel's BTF, so the layout written
+ * here does not matter and the same object runs on 6.1 and 6.18. Fields that
+ * sit inside anonymous structs or unions in the kernel (vm_fault.vma,
+ * vm_area_struct.vm_flags since 6.3) are found there by name as well. */
+#ifndef COWTRACE_KERNEL_H
+#define COWTRACE_KERNEL_H
+
+#include <linux/bpf.h>
+
+/* Tell bpf_tracing.h to use the kernel's pt_regs field names (di, si, ...). */
+#define __VMLINUX_H__ 1
+
+typedef __u32 gfp_t;
+typedef int pid_t;
+typedef _Bool bool;
+#define true 1
+#define false 0
+
+#pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)
+
+struct pt_regs {
+	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
+	unsigned long ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
+};
+
+struct file;
+
+/* page->mapping has bit 0 set (PAGE_MAPPING_ANON) for anonymous pages. */
+struct page {
+	unsigned long mapping;
+};
+
+struct mm_struct {
+	unsigned long total_vm;
+};
+
+struct task_struct {
+	unsigned int flags;
+	pid_t pid;
+	pid_t tgid;
+	struct task_struct *real_parent;
+	struct mm_struct *mm;
+	int exit_code;
+	char comm[16];
+};
+
+struct vm_area_struct {
+	unsigned long vm_start;
+	unsigned long vm_end;
+	unsigned long vm_flags;
+	struct file *vm_file;
+};
+
+struct vm_fault {
+	struct vm_area_struct *vma;
+	unsigned long address;
+	struct page *page;
+};
+
+#pragma clang attribute pop
+
+/* include/linux/mm.h */
+#define VM_SHARED   0x00000008UL
+#define VM_MAYSHARE 0x00000080UL
+/* include/linux/gfp_types.h: stable bit positions in 6.1 .. 6.18 */
+#define COWTRACE_GFP_MOVABLE 0x08u
+#define COWTRACE_GFP_ZERO    0x100u
+/* include/linux/mm_types_task.h: enum { MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES } */
+#define COWTRACE_MM_FILEPAGES  0
+#define COWTRACE_MM_SHMEMPAGES 3
+/* arch/x86/include/asm/trap_pf.h */
+#define X86_PF_PROT  0x1
+#define X86_PF_WRITE 0x2
+#define X86_PF_USER  0x4
+#define PF_KTHREAD 0x00200000
+
+#endif
