@@ -39,9 +39,11 @@ let package = Package(
         ),
         // Controlled fork/CoW scenarios, in C so that the workload touches exactly the pages it says.
         .executableTarget(name: "cowtrace-workload", path: "Sources/cowtrace-workload"),
-        .testTarget(name: "CowTraceKitTests", dependencies: ["CowTraceKit"]),
+        // Skips BPF tests when not root, and fails them when COWTRACE_REQUIRE_BPF=1 (CI).
+        .target(name: "CowTraceTestSupport", dependencies: ["CowTraceKit"], path: "Tests/CowTraceTestSupport"),
+        .testTarget(name: "CowTraceKitTests", dependencies: ["CowTraceKit", "CBPF", "CowTraceTestSupport"]),
         .testTarget(name: "MMUSimTests", dependencies: ["MMUSim"]),
-        .testTarget(name: "cowtraceTests", dependencies: ["CowTraceKit"]),
+        .testTarget(name: "cowtraceTests", dependencies: ["CowTraceKit", "CowTraceTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -23,11 +23,11 @@ public enum AttachTier: String, CaseIterable, Sendable, CustomStringConvertible 
 }
 
 /// One tier's programs for this kernel, decided before load.
-struct TierPlan {
-    let tier: AttachTier
-    let faultPrograms: [String]
+public struct TierPlan: Sendable, Equatable {
+    public let tier: AttachTier
+    public let faultPrograms: [String]
     /// wp_page_copy is not a symbol (inlined): the copy is found by its page allocation.
-    let copyByAlloc: Bool
+    public let copyByAlloc: Bool
     var mode: UInt8 {
         switch tier {
         case .fentry: return UInt8(COWTRACE_MODE_FENTRY.rawValue)
@@ -36,9 +36,9 @@ struct TierPlan {
         }
     }
 
-    static let processPrograms = ["tp_sched_process_fork", "tp_sched_process_exec", "tp_sched_process_exit"]
+    public static let processPrograms = ["tp_sched_process_fork", "tp_sched_process_exec", "tp_sched_process_exit"]
 
-    var allPrograms: [String] { faultPrograms + TierPlan.processPrograms }
+    public var allPrograms: [String] { faultPrograms + TierPlan.processPrograms }
 }
 
 /// The outcome of trying one tier, kept for `doctor` and error messages.

@@ -35,6 +35,12 @@ public struct TraceSnapshot: Sendable {
     public var counters: [Int32: ProcessCounters]
     public var info: [Int32: ProcessIdentity]
     public var drops: DropCounts
+
+    public init(counters: [Int32: ProcessCounters], info: [Int32: ProcessIdentity], drops: DropCounts) {
+        self.counters = counters
+        self.info = info
+        self.drops = drops
+    }
 }
 
 /// The live tracer: probes the attach tiers, loads and attaches the programs

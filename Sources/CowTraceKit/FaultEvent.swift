@@ -33,7 +33,7 @@ public struct FaultEvent: Sendable, Equatable {
     public var otherPID: Int32
     public var comm: String
 
-    init(_ raw: cowtrace_event) {
+    public init(_ raw: cowtrace_event) {
         timestampNanoseconds = raw.ts_ns
         kind = Kind(rawValue: raw.type)
         faultClass = FaultClass(rawValue: raw.class_) ?? .other

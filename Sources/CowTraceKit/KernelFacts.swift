@@ -48,7 +48,7 @@ public struct KernelFacts: Sendable {
 
     /// CAP_BPF (39) and CAP_PERFMON (38) are what loading tracing programs
     /// needs (CAP_SYS_ADMIN also grants both).
-    static func missingBPFCapabilities() -> [String] {
+    public static func missingBPFCapabilities() -> [String] {
         guard let status = readPseudoFile("/proc/self/status"),
               let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
               let mask = UInt64(line.split(separator: "\t").last.map(String.init) ?? "", radix: 16)

@@ -25,7 +25,7 @@ public struct ProcessCounters: Equatable, Sendable, Codable {
 
     /// Adds one CPU's slot with wrapping arithmetic: a class can be moved on
     /// another CPU (copy → file copy), leaving -1 there.
-    mutating func accumulate(_ c: cowtrace_pid_counters) {
+    public mutating func accumulate(_ c: cowtrace_pid_counters) {
         writeProtectFaults &+= c.wp_faults
         copies &+= c.copies
         zeroFills &+= c.zero_fills
