@@ -7,7 +7,9 @@ import Glibc
 /// What the running kernel offers cowtrace, read from /proc and /sys without
 /// loading anything. `cowtrace doctor` prints it; the tier planner uses it.
 public struct KernelFacts: Sendable {
-    public static let btfPath = "/sys/kernel/btf/vmlinux"
+    /// Where the kernel's BTF must be. COWTRACE_BTF_PATH overrides it, so the
+    /// "kernel without BTF" error can be tested on a kernel that has it.
+    public static let btfPath = Foundation.ProcessInfo.processInfo.environment["COWTRACE_BTF_PATH"] ?? "/sys/kernel/btf/vmlinux"
 
     public var release: String
     public var btfPresent: Bool

@@ -8,7 +8,7 @@ import XCTest
 final class CLITests: XCTestCase {
     struct Result { let status: Int32; let stdout: String; let stderr: String }
 
-    private func cowtrace(_ arguments: [String], asNobody: Bool = false, interruptAfter: Double? = nil) throws -> Result {
+    private func cowtrace(_ arguments: [String], asNobody: Bool = false, interruptAfter: Double? = nil, environment: [String: String] = [:]) throws -> Result {
         let binary = builtProductsDirectory().appendingPathComponent("cowtrace").path
         let process = Process()
         if asNobody {
@@ -18,6 +18,7 @@ final class CLITests: XCTestCase {
             process.executableURL = URL(fileURLWithPath: binary)
             process.arguments = arguments
         }
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
@@ -57,6 +58,12 @@ final class CLITests: XCTestCase {
         let r = try cowtrace(["stat", "--all", "1", "1"], asNobody: asRoot)
         assertOneLineError(r, contains: "needs")
         XCTAssertTrue(r.stderr.contains("run it as root") || r.stderr.contains("CAP_BPF"), r.stderr)
+    }
+
+    func testKernelWithoutBTF() throws {
+        try requireBPF()
+        let r = try cowtrace(["stat", "--all"], environment: ["COWTRACE_BTF_PATH": "/nonexistent/vmlinux"])
+        assertOneLineError(r, contains: "this kernel has no BTF (/nonexistent/vmlinux is missing)")
     }
 
     func testBadPid() throws {
