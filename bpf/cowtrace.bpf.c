@@ -162,7 +162,7 @@ static __always_inline int on_wp_page_copy(struct vm_fault *vmf)
 	if (!page) {                       /* vm_normal_page() is NULL for the zero page */
 		c->zero_fills++;
 		class_ = COWTRACE_CLASS_ZERO_FILL;
-	} else if (file && !(BPF_CORE_READ(page, mapping) & 1 /* PAGE_MAPPING_ANON */)) {
+	} else if (file && !((unsigned long)BPF_CORE_READ(page, mapping) & 1 /* PAGE_MAPPING_ANON */)) {
 		c->file_copies++;
 		class_ = COWTRACE_CLASS_FILE_COPY;
 	} else {

@@ -26,10 +26,13 @@ struct pt_regs {
 };
 
 struct file;
+struct address_space;
 
-/* page->mapping has bit 0 set (PAGE_MAPPING_ANON) for anonymous pages. */
+/* page->mapping has bit 0 set (PAGE_MAPPING_ANON) for anonymous pages. It is
+ * declared as the kernel declares it (a pointer): CO-RE refuses to relocate a
+ * field whose kind differs. */
 struct page {
-	unsigned long mapping;
+	struct address_space *mapping;
 };
 
 struct mm_struct {

@@ -1,4 +1,6 @@
+#define _GNU_SOURCE
 #include "cbpf.h"
+#include <stdlib.h>
 
 #include <errno.h>
 #include <pthread.h>
@@ -15,18 +17,27 @@ static pthread_mutex_t capture_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int capture_print(enum libbpf_print_level level, const char *fmt, va_list args)
 {
-	char line[1024];
+	/* One message can be the whole verifier log: keep its end, where the
+	 * reason is. */
+	char *line = NULL;
 	va_list copy;
 	va_copy(copy, args);
-	int n = vsnprintf(line, sizeof(line), fmt, copy);
+	int n = vasprintf(&line, fmt, copy);
 	va_end(copy);
 	if (n < 0)
 		return 0;
-	size_t len = strlen(line);
 	if (capture_verbose)
 		fputs(line, stderr);
-	if (level == LIBBPF_DEBUG && !capture_verbose)
+	if (level == LIBBPF_DEBUG && !capture_verbose) {
+		free(line);
 		return 0;
+	}
+	const char *text = line;
+	size_t len = (size_t)n;
+	if (len >= CAPTURE_SIZE / 2) {
+		text = line + len - CAPTURE_SIZE / 2;
+		len = CAPTURE_SIZE / 2;
+	}
 	pthread_mutex_lock(&capture_lock);
 	if (len >= CAPTURE_SIZE)
 		len = CAPTURE_SIZE - 1;
@@ -40,9 +51,10 @@ static int capture_print(enum libbpf_print_level level, const char *fmt, va_list
 		if (capture_len + len >= CAPTURE_SIZE)
 			capture_len = 0;
 	}
-	memcpy(capture + capture_len, line, len);
+	memcpy(capture + capture_len, text, len);
 	capture_len += len;
 	pthread_mutex_unlock(&capture_lock);
+	free(line);
 	return 0;
 }
 

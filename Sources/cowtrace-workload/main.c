@@ -21,7 +21,12 @@
  * At the end the parent prints one JSON line: pids, page size, region.
  *
  * storm mode (--storm FORKS) is the benchmark's CoW storm: FORKS children,
- * --parallel at a time, each writing every page of the region, then exiting. */
+ * --parallel at a time, each writing every page of the region, then exiting.
+ * With --time its JSON line also gives the storm's wall-clock time
+ * (CLOCK_MONOTONIC, parent's first write to last child reaped) as
+ * "elapsed_ns", and the CPU time parent and children used (user + system) as
+ * "cpu_ns", so scripts/bench times the workload, not a tracer's attach and
+ * detach. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -31,9 +36,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_STEPS 64
@@ -60,10 +67,11 @@ static struct {
 	int handshake;
 	int storm_forks;
 	int parallel;
+	int time_storm;
 	const char *file_dir;
 	struct step steps[MAX_STEPS];
 	int nsteps;
-} opt = { .pages = 16384, .mapping = MAP_KIND_ANON, .prefault = PREFAULT_WRITE, .fork = 1, .parallel = 2, .file_dir = "/var/tmp" };
+} opt = { .pages = 16384, .mapping = MAP_KIND_ANON, .prefault = PREFAULT_WRITE, .fork = 1, .parallel = 2 };
 
 static long page_size;
 static volatile unsigned char *region;
@@ -86,7 +94,7 @@ static void usage(void)
 {
 	puts("usage: cowtrace-workload [--pages N] [--mib N] [--zero-pages N] [--map anon|shared-file|private-file]\n"
 	     "                         [--prefault write|read|none] [--no-fork] [--thp] [--dir DIR] [--handshake]\n"
-	     "                         [--storm FORKS [--parallel K]] STEP...\n"
+	     "                         [--storm FORKS [--parallel K] [--time]] STEP...\n"
 	     "steps: child|parent:write|read|zwrite:FROM:TO, child:exit, child:exec\n"
 	     "example: cowtrace-workload --pages 16384 child:write:0:8192 child:exit parent:write:0:16384");
 }
@@ -142,6 +150,10 @@ static void map_region(void)
 			die("madvise MADV_HUGEPAGE");
 		return;
 	}
+	/* /var/tmp is usually a disk file system (dirty tracking: shared writes
+	 * fault); fall back to /tmp where it does not exist (initramfs). */
+	if (!opt.file_dir)
+		opt.file_dir = access("/var/tmp", W_OK) == 0 ? "/var/tmp" : "/tmp";
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/cowtrace-workload.XXXXXX", opt.file_dir);
 	int fd = mkstemp(path);
@@ -218,10 +230,29 @@ static int wait_turn(int fd)
 	return n == 1;
 }
 
+static long long monotonic_ns(void)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_MONOTONIC, &ts))
+		die("clock_gettime");
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static long long rusage_ns(int who)
+{
+	struct rusage ru;
+	if (getrusage(who, &ru))
+		die("getrusage");
+	return ((long long)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000LL +
+	       ((long long)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000LL;
+}
+
 static int storm(void)
 {
 	pid_t running[MAX_CHILDREN];
 	int nrunning = 0;
+	long long start_ns = monotonic_ns();
+	long long start_cpu_ns = rusage_ns(RUSAGE_SELF);
 	touch(0, opt.pages, 1);
 	for (int i = 0; i < opt.storm_forks; i++) {
 		if (nrunning == opt.parallel) {
@@ -240,9 +271,14 @@ static int storm(void)
 	}
 	while (wait(NULL) > 0)
 		;
+	long long elapsed_ns = monotonic_ns() - start_ns;
+	long long cpu_ns = rusage_ns(RUSAGE_SELF) - start_cpu_ns + rusage_ns(RUSAGE_CHILDREN);
 	(void)running;
-	printf("{\"workload\":\"storm\",\"parent\":%d,\"forks\":%d,\"pages\":%ld,\"page_size\":%ld}\n",
+	printf("{\"workload\":\"storm\",\"parent\":%d,\"forks\":%d,\"pages\":%ld,\"page_size\":%ld",
 	       getpid(), opt.storm_forks, opt.pages, page_size);
+	if (opt.time_storm)
+		printf(",\"elapsed_ns\":%lld,\"cpu_ns\":%lld", elapsed_ns, cpu_ns);
+	printf("}\n");
 	return 0;
 }
 
@@ -254,6 +290,7 @@ int main(int argc, char **argv)
 		{ "no-fork", no_argument, 0, 'n' },     { "thp", no_argument, 0, 't' },
 		{ "dir", required_argument, 0, 'd' },   { "storm", required_argument, 0, 's' },
 		{ "parallel", required_argument, 0, 'j' }, { "noop", no_argument, 0, 'z' }, { "handshake", no_argument, 0, 'H' },
+		{ "time", no_argument, 0, 'T' },
 		{ "help", no_argument, 0, 'h' },        { 0, 0, 0, 0 },
 	};
 	page_size = sysconf(_SC_PAGESIZE);
@@ -281,6 +318,7 @@ int main(int argc, char **argv)
 		case 'd': opt.file_dir = optarg; break;
 		case 's': opt.storm_forks = atoi(optarg); break;
 		case 'j': opt.parallel = atoi(optarg); break;
+		case 'T': opt.time_storm = 1; break;
 		case 'z': return 0; /* the image a child:exec step runs */
 		case 'h': usage(); return 0;
 		default: usage_error("unknown option");
