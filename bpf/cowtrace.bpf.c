@@ -22,19 +22,45 @@ char LICENSE[] SEC("license") = "GPL";
 
 const volatile struct cowtrace_config cowtrace_cfg = {};
 
+/* Live processes: counters in task-local storage on the thread-group leader,
+ * which a fault finds through the task, without hashing. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct cowtrace_pid_counters);
+} process_counters SEC(".maps");
+
+/* Processes whose last thread exited: their final counters, by tgid. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
 	__type(value, struct cowtrace_pid_counters);
-} pid_counters SEC(".maps");
+} exited_counters SEC(".maps");
 
+/* Every traced process, by tgid: the registry user space walks. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
 	__type(value, struct cowtrace_pid_info);
 } pid_info SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct cowtrace_fork_record);
+} fork_records SEC(".maps");
+
+/* Threads inside a fork-family syscall: entry time, by tid. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u64);
+} fork_start SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -55,8 +81,6 @@ struct {
 	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
 
-static const struct cowtrace_pid_counters zero_counters;
-
 static __always_inline void count_drop(__u32 reason)
 {
 	__u64 *n = bpf_map_lookup_elem(&drops, &reason);
@@ -64,23 +88,39 @@ static __always_inline void count_drop(__u32 reason)
 		(*n)++;
 }
 
-static __always_inline struct cowtrace_pid_counters *create_counters(__u32 tgid)
+#define ADD(field, n) __sync_fetch_and_add(&(field), (n))
+
+static __always_inline void note_identity(__u32 tgid, __u32 ppid, struct task_struct *task, bool at_fork);
+
+/* The counters of the process `task` belongs to, or NULL when it is not
+ * traced. With trace_all, a process seen for the first time is registered. */
+static __always_inline struct cowtrace_pid_counters *counters_of(struct task_struct *task)
 {
-	long err = bpf_map_update_elem(&pid_counters, &tgid, &zero_counters, BPF_NOEXIST);
-	if (err && err != -17 /* EEXIST: another CPU won the race */) {
+	struct task_struct *leader = task->group_leader;
+	struct cowtrace_pid_counters *c = bpf_task_storage_get(&process_counters, leader, 0, 0);
+	if (c || !cowtrace_cfg.trace_all)
+		return c;
+	c = bpf_task_storage_get(&process_counters, leader, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!c) {
 		count_drop(COWTRACE_DROP_PID_MAP_FULL);
 		return 0;
 	}
-	return bpf_map_lookup_elem(&pid_counters, &tgid);
+	note_identity(leader->tgid, BPF_CORE_READ(leader, real_parent, tgid), leader, false);
+	return c;
 }
 
-/* The counters of a traced process, or NULL when tgid is not traced. */
-static __always_inline struct cowtrace_pid_counters *traced_counters(__u32 tgid)
+static __always_inline struct cowtrace_pid_counters *current_counters(void)
 {
-	struct cowtrace_pid_counters *c = bpf_map_lookup_elem(&pid_counters, &tgid);
-	if (c || !cowtrace_cfg.trace_all)
-		return c;
-	return create_counters(tgid);
+	return counters_of(bpf_get_current_task_btf());
+}
+
+/* Starts counting a new process (fork of a traced one, or cowtrace -c). */
+static __always_inline struct cowtrace_pid_counters *start_counting(struct task_struct *task)
+{
+	struct cowtrace_pid_counters *c = bpf_task_storage_get(&process_counters, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!c)
+		count_drop(COWTRACE_DROP_PID_MAP_FULL);
+	return c;
 }
 
 static __always_inline void emit(__u8 type, __u8 class_, __u32 tgid, __u32 tid,
@@ -116,20 +156,20 @@ static __always_inline struct cowtrace_pending_fault *pending(void)
 
 static __always_inline int on_do_wp_page(struct vm_fault *vmf)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32, tid = (__u32)id;
-	struct cowtrace_pid_counters *c = traced_counters(tgid);
+	struct cowtrace_pid_counters *c = current_counters();
 	if (!c)
 		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
 
 	struct vm_area_struct *vma = BPF_CORE_READ(vmf, vma);
 	unsigned long vm_flags = BPF_CORE_READ(vma, vm_flags);
 	__u64 address = BPF_CORE_READ(vmf, address);
 	__u8 class_ = COWTRACE_CLASS_UNRESOLVED;
 
-	c->wp_faults++;
+	ADD(c->wp_faults, 1);
 	if (vm_flags & (VM_SHARED | VM_MAYSHARE)) {
-		c->shared_writes++;
+		ADD(c->shared_writes, 1);
 		class_ = COWTRACE_CLASS_SHARED_WRITE;
 	} else if (cowtrace_cfg.copy_by_alloc) {
 		struct cowtrace_pending_fault *p = pending();
@@ -148,11 +188,11 @@ static __always_inline int on_do_wp_page(struct vm_fault *vmf)
 /* wp_page_copy runs for every copy, zero-page fill included: classify it here. */
 static __always_inline int on_wp_page_copy(struct vm_fault *vmf)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32;
-	struct cowtrace_pid_counters *c = bpf_map_lookup_elem(&pid_counters, &tgid);
+	struct cowtrace_pid_counters *c = current_counters();
 	if (!c)
 		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
 
 	struct page *page = BPF_CORE_READ(vmf, page);
 	struct vm_area_struct *vma = BPF_CORE_READ(vmf, vma);
@@ -160,13 +200,13 @@ static __always_inline int on_wp_page_copy(struct vm_fault *vmf)
 	__u8 class_;
 
 	if (!page) {                       /* vm_normal_page() is NULL for the zero page */
-		c->zero_fills++;
+		ADD(c->zero_fills, 1);
 		class_ = COWTRACE_CLASS_ZERO_FILL;
 	} else if (file && !((unsigned long)BPF_CORE_READ(page, mapping) & 1 /* PAGE_MAPPING_ANON */)) {
-		c->file_copies++;
+		ADD(c->file_copies, 1);
 		class_ = COWTRACE_CLASS_FILE_COPY;
 	} else {
-		c->copies++;
+		ADD(c->copies, 1);
 		class_ = COWTRACE_CLASS_COPY;
 	}
 	emit(COWTRACE_EVENT_RESOLVE, class_, tgid, (__u32)id, BPF_CORE_READ(vmf, address), 0, 0);
@@ -183,10 +223,9 @@ static __always_inline int on_do_wp_page_return(void)
 
 static __always_inline int on_huge_pmd_wp_page(void)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct cowtrace_pid_counters *c = bpf_map_lookup_elem(&pid_counters, &tgid);
+	struct cowtrace_pid_counters *c = current_counters();
 	if (c)
-		c->thp_wp_faults++;
+		ADD(c->thp_wp_faults, 1);
 	return 0;
 }
 
@@ -224,12 +263,12 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 {
 	if ((error_code & (X86_PF_PROT | X86_PF_WRITE)) != (X86_PF_PROT | X86_PF_WRITE))
 		return 0;
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32, tid = (__u32)id;
-	struct cowtrace_pid_counters *c = traced_counters(tgid);
+	struct cowtrace_pid_counters *c = current_counters();
 	if (!c)
 		return 0;
-	c->wp_faults++;
+	ADD(c->wp_faults, 1);
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
 
 	struct cowtrace_pending_fault *p = pending();
 	if (!p)
@@ -265,15 +304,15 @@ int BPF_PROG(tp_mm_page_alloc, struct page *page, unsigned int order, gfp_t gfp_
 	struct cowtrace_pending_fault *p = pending();
 	if (!p || p->resolved != COWTRACE_CLASS_UNRESOLVED || !in_pending_fault(p))
 		return 0;
-	struct cowtrace_pid_counters *c = bpf_map_lookup_elem(&pid_counters, &p->tgid);
+	struct cowtrace_pid_counters *c = current_counters();
 	if (!c)
 		return 0;
 	__u8 class_;
 	if (gfp_flags & COWTRACE_GFP_ZERO) {
-		c->zero_fills++;
+		ADD(c->zero_fills, 1);
 		class_ = COWTRACE_CLASS_ZERO_FILL;
 	} else {
-		c->copies++;
+		ADD(c->copies, 1);
 		class_ = COWTRACE_CLASS_COPY;
 	}
 	p->resolved = class_;
@@ -291,11 +330,11 @@ int BPF_PROG(tp_rss_stat, struct mm_struct *mm, int member)
 	struct cowtrace_pending_fault *p = pending();
 	if (!p || p->resolved != COWTRACE_CLASS_COPY || !in_pending_fault(p))
 		return 0;
-	struct cowtrace_pid_counters *c = bpf_map_lookup_elem(&pid_counters, &p->tgid);
+	struct cowtrace_pid_counters *c = current_counters();
 	if (!c)
 		return 0;
-	c->copies--;
-	c->file_copies++;
+	ADD(c->copies, -1);
+	ADD(c->file_copies, 1);
 	p->resolved = COWTRACE_CLASS_FILE_COPY;
 	emit(COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_FILE_COPY, p->tgid, p->tid, p->address, p->ip, 0);
 	return 0;
@@ -324,46 +363,88 @@ static __always_inline void note_identity(__u32 tgid, __u32 ppid, struct task_st
 	BPF_CORE_READ_STR_INTO(&info->comm, task, comm);
 }
 
+static __always_inline __u64 copies_of(struct task_struct *task)
+{
+	struct cowtrace_pid_counters *c = bpf_task_storage_get(&process_counters, task->group_leader, 0, 0);
+	return c ? c->copies + c->file_copies : 0;
+}
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(tp_sched_process_fork, struct task_struct *parent, struct task_struct *child)
 {
 	__u32 parent_tgid = parent->tgid, child_tgid = child->tgid;
 	if (parent_tgid == child_tgid)
 		return 0; /* a new thread, not a process */
-	struct cowtrace_pid_counters *pc = traced_counters(parent_tgid);
+	struct cowtrace_pid_counters *pc = counters_of(parent);
 	bool spawned = cowtrace_cfg.spawner_tgid && parent_tgid == cowtrace_cfg.spawner_tgid;
 	if (!pc && !spawned)
 		return 0;
 	if (pc)
-		pc->forks++;
-	if (!traced_counters(child_tgid) && !create_counters(child_tgid))
+		ADD(pc->forks, 1);
+	if (!start_counting(child))
 		return 0;
 	note_identity(child_tgid, parent_tgid, child, true);
+	if (cowtrace_cfg.fork_lineage && pc) {
+		struct cowtrace_fork_record r = {};
+		r.parent = parent_tgid;
+		r.child = child_tgid;
+		r.fork_ns = bpf_ktime_get_ns();
+		r.total_vm_pages = BPF_CORE_READ(parent, mm, total_vm);
+		r.parent_copies_at_fork = pc->copies + pc->file_copies;
+		if (bpf_map_update_elem(&fork_records, &child_tgid, &r, BPF_ANY))
+			count_drop(COWTRACE_DROP_INFO_MAP_FULL);
+	}
 	emit(COWTRACE_EVENT_FORK, 0, parent_tgid, (__u32)bpf_get_current_pid_tgid(), 0, 0, child_tgid);
 	return 0;
+}
+
+/* The first exec or exit of a forked child closes its fork's attribution. */
+static __always_inline void end_fork(struct task_struct *p, __u8 how)
+{
+	__u32 tgid = p->tgid;
+	struct cowtrace_fork_record *r = bpf_map_lookup_elem(&fork_records, &tgid);
+	if (!r || r->ended_by != COWTRACE_FORK_RUNNING)
+		return;
+	r->end_ns = bpf_ktime_get_ns();
+	r->child_copies_at_end = copies_of(p);
+	struct task_struct *parent = p->real_parent;
+	if (parent && parent->tgid == r->parent)
+		r->parent_copies_at_end = copies_of(parent);
+	else
+		r->parent_copies_at_end = r->parent_copies_at_fork; /* parent gone: nothing more to attribute */
+	r->ended_by = how;
 }
 
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(tp_sched_process_exec, struct task_struct *p, pid_t old_pid, void *bprm)
 {
-	__u32 tgid = p->tgid;
-	struct cowtrace_pid_counters *c = traced_counters(tgid);
+	struct cowtrace_pid_counters *c = counters_of(p);
 	if (!c)
 		return 0;
-	c->execs++;
-	note_identity(tgid, BPF_CORE_READ(p, real_parent, tgid), p, false);
-	emit(COWTRACE_EVENT_EXEC, 0, tgid, p->pid, 0, 0, 0);
+	ADD(c->execs, 1);
+	if (cowtrace_cfg.fork_lineage)
+		end_fork(p, COWTRACE_FORK_ENDED_BY_EXEC);
+	note_identity(p->tgid, BPF_CORE_READ(p, real_parent, tgid), p, false);
+	emit(COWTRACE_EVENT_EXEC, 0, p->tgid, p->pid, 0, 0, 0);
 	return 0;
 }
 
+/* When the last thread of a traced process exits, its counters move from the
+ * leader's storage to exited_counters, where user space finds them by tgid. */
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(tp_sched_process_exit, struct task_struct *p)
 {
+	if (BPF_CORE_READ(p, signal, live.counter) != 0)
+		return 0; /* other threads still run */
 	__u32 tgid = p->tgid;
-	if (p->pid != p->tgid)
-		return 0; /* a thread; the process ends with its leader */
-	if (!bpf_map_lookup_elem(&pid_counters, &tgid))
+	struct cowtrace_pid_counters *c = bpf_task_storage_get(&process_counters, p->group_leader, 0, 0);
+	if (!c)
 		return 0;
+	struct cowtrace_pid_counters final = *c;
+	if (bpf_map_update_elem(&exited_counters, &tgid, &final, BPF_ANY))
+		count_drop(COWTRACE_DROP_PID_MAP_FULL);
+	if (cowtrace_cfg.fork_lineage)
+		end_fork(p, COWTRACE_FORK_ENDED_BY_EXIT);
 	note_identity(tgid, BPF_CORE_READ(p, real_parent, tgid), p, false);
 	struct cowtrace_pid_info *info = bpf_map_lookup_elem(&pid_info, &tgid);
 	if (info) {
@@ -372,5 +453,48 @@ int BPF_PROG(tp_sched_process_exit, struct task_struct *p)
 		info->exit_code = p->exit_code;
 	}
 	emit(COWTRACE_EVENT_EXIT, 0, tgid, p->pid, 0, 0, p->exit_code);
+	return 0;
+}
+
+/* ---- fork latency: the parent's time in the fork-family syscalls -------- */
+
+#define NR_clone  56
+#define NR_fork   57
+#define NR_vfork  58
+#define NR_clone3 435
+
+static __always_inline bool is_fork_syscall(long nr)
+{
+	return nr == NR_clone || nr == NR_fork || nr == NR_vfork || nr == NR_clone3;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(tp_sys_enter_fork, struct pt_regs *regs, long id)
+{
+	if (!is_fork_syscall(id) || !current_counters())
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&fork_start, &tid, &now, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(tp_sys_exit_fork, struct pt_regs *regs, long ret)
+{
+	if (!is_fork_syscall(regs->orig_ax))
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 *start = bpf_map_lookup_elem(&fork_start, &tid);
+	if (!start)
+		return 0;
+	__u64 latency = bpf_ktime_get_ns() - *start;
+	bpf_map_delete_elem(&fork_start, &tid);
+	if (ret <= 0)
+		return 0; /* the child's return, or a failed fork */
+	__u32 child = (__u32)ret;
+	struct cowtrace_fork_record *r = bpf_map_lookup_elem(&fork_records, &child);
+	if (r)
+		r->latency_ns = latency;
 	return 0;
 }

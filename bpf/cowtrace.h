@@ -6,10 +6,10 @@
 
 #define COWTRACE_COMM_LEN 16
 
-/* Per-process counters, kept per CPU in the kernel (BPF_MAP_TYPE_PERCPU_HASH,
- * key: tgid). User space sums the CPUs with wrapping arithmetic: a fault that
- * was counted as a copy on one CPU and re-classified as a file copy on another
- * leaves -1 on the second CPU, which the sum absorbs. */
+/* Per-process counters. Live processes keep them in task-local storage on
+ * their thread-group leader (found without hashing on every fault); when the
+ * last thread exits they move to a hash keyed by tgid. Updated with atomic
+ * adds, since a process's threads fault on several CPUs. */
 struct cowtrace_pid_counters {
 	__u64 wp_faults;     /* every write-protect fault seen (present + write) */
 	__u64 copies;        /* anonymous page copied: CoW after fork */
@@ -35,7 +35,7 @@ struct cowtrace_pid_info {
 /* Where events were lost. Each is a per-CPU counter that user space reports. */
 enum cowtrace_drop_reason {
 	COWTRACE_DROP_RINGBUF_FULL = 0, /* bpf_ringbuf_reserve failed */
-	COWTRACE_DROP_PID_MAP_FULL = 1, /* pid_counters had no room for a new process */
+	COWTRACE_DROP_PID_MAP_FULL = 1, /* no room for a new process (storage or exited_counters) */
 	COWTRACE_DROP_INFO_MAP_FULL = 2,/* pid_info had no room */
 	COWTRACE_DROP_NR = 4,
 };
@@ -87,6 +87,30 @@ struct cowtrace_config {
 	__u8  emit_events;    /* send per-fault events to the ring buffer */
 	__u8  fault_mode;     /* enum cowtrace_fault_mode */
 	__u8  copy_by_alloc;  /* fentry/kprobe tiers without wp_page_copy: detect the copy by its allocation */
+	__u8  fork_lineage;   /* keep a record per fork: latency, size, copies attributed to it */
+	__u8  pad[7];
+};
+
+/* One fork of a traced process (key: child tgid), for `cowtrace forks`. The
+ * fork ends, for attribution, when the child execs or exits. */
+enum cowtrace_fork_end {
+	COWTRACE_FORK_RUNNING = 0,
+	COWTRACE_FORK_ENDED_BY_EXEC = 1,
+	COWTRACE_FORK_ENDED_BY_EXIT = 2,
+};
+
+struct cowtrace_fork_record {
+	__u32 parent;
+	__u32 child;
+	__u64 fork_ns;               /* bpf_ktime_get_ns at sched_process_fork */
+	__u64 latency_ns;            /* the parent's time in fork/clone/vfork/clone3 (0: not seen) */
+	__u64 total_vm_pages;        /* the parent's mapped pages at fork */
+	__u64 parent_copies_at_fork;
+	__u64 parent_copies_at_end;
+	__u64 child_copies_at_end;
+	__u64 end_ns;
+	__u8  ended_by;              /* enum cowtrace_fork_end */
+	__u8  pad[7];
 };
 
 /* Per-CPU: the write-protect fault this CPU is handling right now. */

@@ -37,6 +37,8 @@ public struct TierPlan: Sendable, Equatable {
     }
 
     public static let processPrograms = ["tp_sched_process_fork", "tp_sched_process_exec", "tp_sched_process_exit"]
+    /// Only with fork lineage: the fork-family syscalls' entry and exit, for latency.
+    public static let lineagePrograms = ["tp_sys_enter_fork", "tp_sys_exit_fork"]
 
     public var allPrograms: [String] { faultPrograms + TierPlan.processPrograms }
 }

@@ -25,6 +25,9 @@ public struct TracerOptions: Sendable {
     public var maxProcesses: UInt32 = 16384
     /// Ring buffer size in bytes (a power of two, at least one page).
     public var ringBufferBytes: UInt32 = 4 << 20
+    /// Keep a record per fork (latency, size, copies attributed to it): adds
+    /// hooks on the fork-family syscalls.
+    public var forkLineage = false
     /// Echo libbpf's messages to stderr.
     public var verbose = false
     public init() {}
@@ -55,7 +58,9 @@ public final class CowTracer {
 
     private var object: BPFObject?
     private var links: [BPFLink] = []
-    private let countersFD: Int32
+    private let storageFD: Int32
+    private let exitedFD: Int32
+    private let forkRecordsFD: Int32
     private let infoFD: Int32
     private let dropsFD: Int32
     private let eventsFD: Int32
@@ -99,7 +104,9 @@ public final class CowTracer {
         self.links = links
         tier = plan.tier
         copyByAlloc = plan.copyByAlloc
-        countersFD = try object.mapDescriptor("pid_counters")
+        storageFD = try object.mapDescriptor("process_counters")
+        exitedFD = try object.mapDescriptor("exited_counters")
+        forkRecordsFD = try object.mapDescriptor("fork_records")
         infoFD = try object.mapDescriptor("pid_info")
         dropsFD = try object.mapDescriptor("drops")
         eventsFD = try object.mapDescriptor("events")
@@ -120,9 +127,11 @@ public final class CowTracer {
 
     private static func loadAndAttach(plan: TierPlan, options: TracerOptions) throws -> (BPFObject, [BPFLink]) {
         let object = try BPFObject(bytes: EmbeddedBPF.cowtrace, name: "cowtrace")
-        object.enableOnly(Set(plan.allPrograms))
-        object.setMaxEntries("pid_counters", options.maxProcesses)
-        object.setMaxEntries("pid_info", options.maxProcesses)
+        let programs = plan.allPrograms + (options.forkLineage ? TierPlan.lineagePrograms : [])
+        object.enableOnly(Set(programs))
+        for map in ["exited_counters", "pid_info", "fork_records"] {
+            object.setMaxEntries(map, options.maxProcesses)
+        }
         object.setMaxEntries("events", options.ringBufferBytes)
         guard let config = object.rodataVariable("cowtrace_cfg", as: cowtrace_config.self) else {
             throw TracerError.openObject(.noEntry)
@@ -132,54 +141,77 @@ public final class CowTracer {
         config.pointee.emit_events = options.emitEvents ? 1 : 0
         config.pointee.fault_mode = plan.mode
         config.pointee.copy_by_alloc = plan.copyByAlloc ? 1 : 0
+        config.pointee.fork_lineage = options.forkLineage ? 1 : 0
         try object.load(tier: plan.tier)
-        let links = try plan.allPrograms.map { try object.attach($0, tier: plan.tier) }
+        let links = try programs.map { try object.attach($0, tier: plan.tier) }
         return (object, links)
     }
 
     /// Starts counting for an existing process (and the children it forks).
     public func trace(pid: Int32) throws {
-        guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else {
-            throw TracerError.noSuchProcess(pid: pid)
-        }
-        var key = UInt32(pid)
-        let zeros = [UInt8](repeating: 0, count: percpuValueSize * possibleCPUs)
-        let rc = zeros.withUnsafeBytes { bpf_map_update_elem(countersFD, &key, $0.baseAddress, UInt64(BPF_NOEXIST)) }
+        guard pid > 0, let pidfd = PIDFD(pid) else { throw TracerError.noSuchProcess(pid: pid) }
+        var key = pidfd.descriptor
+        var zeros = cowtrace_pid_counters()
+        let rc = bpf_map_update_elem(storageFD, &key, &zeros, UInt64(BPF_NOEXIST))
         if rc != 0 && Errno(rc) != Errno(EEXIST) {
-            throw TracerError.mapAccess(map: "pid_counters", operation: "insert pid \(pid)", errno: Errno(rc))
+            throw TracerError.mapAccess(map: "process_counters", operation: "start counting pid \(pid)", errno: Errno(rc))
         }
+        var tgid = UInt32(pid)
         var info = cowtrace_pid_info()
         info.ppid = UInt32(ProcFS.parentPID(of: pid) ?? 0)
         ProcFS.comm(of: pid).map { setComm(&info, $0) }
-        _ = bpf_map_update_elem(infoFD, &key, &info, UInt64(BPF_NOEXIST))
+        _ = bpf_map_update_elem(infoFD, &tgid, &info, UInt64(BPF_NOEXIST))
     }
 
-    private var percpuValueSize: Int { (MemoryLayout<cowtrace_pid_counters>.size + 7) & ~7 }
-
     /// Reads every traced process's counters, identities and the drop counters.
+    /// Live processes are read from their leader's task storage (by pidfd),
+    /// exited ones from exited_counters.
     public func snapshot() throws -> TraceSnapshot {
-        var counters: [Int32: ProcessCounters] = [:]
-        let stride = percpuValueSize
-        var values = [UInt8](repeating: 0, count: stride * possibleCPUs)
-        for key in try keys(of: countersFD, map: "pid_counters") {
-            var k = key
-            let rc = values.withUnsafeMutableBytes { bpf_map_lookup_elem(countersFD, &k, $0.baseAddress) }
-            if rc != 0 { continue } // deleted meanwhile
-            var total = ProcessCounters()
-            values.withUnsafeBytes { raw in
-                for cpu in 0..<possibleCPUs {
-                    total.accumulate(raw.loadUnaligned(fromByteOffset: cpu * stride, as: cowtrace_pid_counters.self))
-                }
-            }
-            counters[Int32(bitPattern: key)] = total
-        }
         var info: [Int32: ProcessIdentity] = [:]
         for key in try keys(of: infoFD, map: "pid_info") {
             var k = key
             var raw = cowtrace_pid_info()
             if bpf_map_lookup_elem(infoFD, &k, &raw) == 0 { info[Int32(bitPattern: key)] = ProcessIdentity(raw) }
         }
+        var counters: [Int32: ProcessCounters] = [:]
+        for (pid, identity) in info {
+            if !identity.exited, let live = liveCounters(pid) {
+                counters[pid] = live
+            } else if let final = exitedCounters(pid) {
+                counters[pid] = final
+            }
+        }
         return TraceSnapshot(counters: counters, info: info, drops: try drops())
+    }
+
+    private func liveCounters(_ pid: Int32) -> ProcessCounters? {
+        guard let pidfd = PIDFD(pid) else { return nil }
+        var key = pidfd.descriptor
+        var raw = cowtrace_pid_counters()
+        guard bpf_map_lookup_elem(storageFD, &key, &raw) == 0 else { return nil }
+        var c = ProcessCounters()
+        c.accumulate(raw)
+        return c
+    }
+
+    private func exitedCounters(_ pid: Int32) -> ProcessCounters? {
+        var key = UInt32(bitPattern: pid)
+        var raw = cowtrace_pid_counters()
+        guard bpf_map_lookup_elem(exitedFD, &key, &raw) == 0 else { return nil }
+        var c = ProcessCounters()
+        c.accumulate(raw)
+        return c
+    }
+
+    /// Every fork of a traced process seen so far (needs `forkLineage`).
+    public func forkRecords() throws -> [ForkRecord] {
+        var records: [ForkRecord] = []
+        for key in try keys(of: forkRecordsFD, map: "fork_records") {
+            var k = key
+            var raw = cowtrace_fork_record()
+            if bpf_map_lookup_elem(forkRecordsFD, &k, &raw) == 0 { records.append(ForkRecord(raw)) }
+        }
+        return records.sorted { $0.forkNanoseconds < $1.forkNanoseconds }
     }
 
     public func drops() throws -> DropCounts {
@@ -205,8 +237,9 @@ public final class CowTracer {
     public func forget(pids: [Int32]) {
         for pid in pids {
             var key = UInt32(bitPattern: pid)
-            _ = bpf_map_delete_elem(countersFD, &key)
+            _ = bpf_map_delete_elem(exitedFD, &key)
             _ = bpf_map_delete_elem(infoFD, &key)
+            _ = bpf_map_delete_elem(forkRecordsFD, &key)
         }
     }
 

@@ -23,8 +23,8 @@ public struct ProcessCounters: Equatable, Sendable, Codable {
     /// Bytes that were really copied (zero fills copy nothing).
     public func bytesCopied(pageSize: UInt64) -> UInt64 { (copies + fileCopies) * pageSize }
 
-    /// Adds one CPU's slot with wrapping arithmetic: a class can be moved on
-    /// another CPU (copy → file copy), leaving -1 there.
+    /// Adds a kernel record with wrapping arithmetic: a copy re-classified as
+    /// a file copy is undone with an atomic add of -1, which may be read first.
     public mutating func accumulate(_ c: cowtrace_pid_counters) {
         writeProtectFaults &+= c.wp_faults
         copies &+= c.copies

@@ -44,7 +44,7 @@ final class EventDecodingTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<cowtrace_pid_counters>.size, 8 * 8)
         XCTAssertEqual(MemoryLayout<cowtrace_event>.size, 8 * 3 + 4 * 3 + 4 + 16)
         XCTAssertEqual(MemoryLayout<cowtrace_pid_info>.size, 4 + 4 + 8 + 8 + 8 + 16)
-        XCTAssertEqual(MemoryLayout<cowtrace_config>.size, 8)
+        XCTAssertEqual(MemoryLayout<cowtrace_config>.size, 16)
     }
 
     /// A copy counted on one CPU and re-classified as a file copy on another
