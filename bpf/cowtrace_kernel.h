@@ -39,11 +39,19 @@ struct mm_struct {
 	unsigned long total_vm;
 };
 
+typedef struct {
+	int counter;
+} atomic_t;
+
+struct signal_struct; /* defined below, with the fields the OOM hooks read */
+
 struct task_struct {
 	unsigned int flags;
 	pid_t pid;
 	pid_t tgid;
 	struct task_struct *real_parent;
+	struct task_struct *group_leader;
+	struct signal_struct *signal;
 	struct mm_struct *mm;
 	int exit_code;
 	char comm[16];
@@ -78,5 +86,79 @@ struct vm_fault {
 #define X86_PF_WRITE 0x2
 #define X86_PF_USER  0x4
 #define PF_KTHREAD 0x00200000
+
+/* ---- OOM kills (bpf/oom.bpf.c) ------------------------------------------
+ * Types only oom.bpf.c reads. task_struct and mm_struct get ___oom flavours
+ * (CO-RE drops the suffix) so the types above stay as they are. */
+#pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)
+
+struct oom_atomic_long { long counter; };          /* atomic_long_t */
+
+/* 6.2+ (f1a7941243c1, "mm: convert mm's rss stats into percpu_counter"):
+ * mm->rss_stat[] is an array of per-CPU counters. */
+struct percpu_counter {
+	long long count;
+	int *counters;                              /* s32 __percpu * */
+};
+/* 6.1: one atomic per counter (plus per-task caches folded every 64 faults). */
+struct mm_rss_stat {
+	struct oom_atomic_long count[4];
+};
+
+struct mm_struct___oom {
+	unsigned long total_vm;
+	struct oom_atomic_long pgtables_bytes;
+	struct percpu_counter rss_stat[4];
+};
+struct mm_struct___oom_61 {
+	struct mm_rss_stat rss_stat;
+};
+
+/* 6.15 renamed kernfs_node.parent to __parent (RCU-protected). */
+struct kernfs_node___oom {
+	struct kernfs_node___oom *__parent;
+	const char *name;
+	__u64 id;
+};
+struct kernfs_node___oom_61 {
+	struct kernfs_node___oom_61 *parent;
+};
+
+struct cgroup { struct kernfs_node___oom *kn; };
+struct cgroup_subsys_state { struct cgroup *cgroup; };
+struct mem_cgroup { struct cgroup_subsys_state css; };
+struct css_set { struct cgroup_subsys_state *subsys[16]; };
+struct signal_struct {
+	atomic_t live;         /* threads still running; 0 once the last one is in do_exit */
+	short oom_score_adj;
+};
+struct cred { struct { unsigned int val; } uid; };   /* kuid_t */
+
+struct task_struct___oom {
+	pid_t pid;
+	pid_t tgid;
+	struct mm_struct___oom *mm;
+	struct signal_struct *signal;
+	struct cred *cred;            /* const struct cred __rcu * */
+	struct css_set *cgroups;
+	char comm[16];
+};
+
+/* mm/oom_kill.c, include/linux/oom.h */
+struct oom_control {
+	struct mem_cgroup *memcg;
+	unsigned long totalpages;
+	struct task_struct___oom *chosen;
+};
+
+#pragma clang attribute pop
+
+/* include/linux/cgroup_subsys.h: the value is taken from the kernel's BTF. */
+enum cgroup_subsys_id { memory_cgrp_id = 4 };
+/* include/linux/mm_types_task.h */
+#define OOM_MM_FILEPAGES  0
+#define OOM_MM_ANONPAGES  1
+#define OOM_MM_SWAPENTS   2
+#define OOM_MM_SHMEMPAGES 3
 
 #endif
