@@ -13,6 +13,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // libbpf, libelf and zlib from Debian, plus the event/counter structs shared with bpf/.
@@ -29,11 +30,14 @@ let package = Package(
             plugins: ["BPFObjectPlugin"]
         ),
         // The simulated MMU: no BPF dependency, deterministic, single-threaded.
-        .target(name: "MMUSim"),
+        .target(name: "MMUSim", dependencies: [.product(name: "Yams", package: "Yams")]),
+        // Simulated fault events per second, fork time and memory per simulated page (run with -c release).
+        .executableTarget(name: "mmusim-bench", dependencies: ["MMUSim"]),
         .executableTarget(
             name: "cowtrace",
             dependencies: [
                 "CowTraceKit",
+                "MMUSim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

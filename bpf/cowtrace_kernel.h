@@ -144,6 +144,13 @@ struct task_struct___oom {
 	char comm[16];
 };
 
+/* include/linux/bpf.h: a per-CPU array map's values, as __percpu pointers.
+ * oom.bpf.c compares one with bpf_map_lookup_percpu_elem()'s address to learn
+ * each CPU's per-CPU offset (kallsyms may not list this_cpu_off). */
+struct bpf_array___oom {
+	void *pptrs[1];
+};
+
 /* mm/oom_kill.c, include/linux/oom.h */
 struct oom_control {
 	struct mem_cgroup *memcg;

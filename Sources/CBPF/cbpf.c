@@ -7,6 +7,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define CAPTURE_SIZE 16384
 
@@ -129,13 +131,45 @@ void *cbpf_rodata_variable(struct bpf_object *obj, const char *name, size_t *siz
 	return NULL;
 }
 
-int cbpf_vmlinux_has_type(const char *name, int kind)
+static struct btf *vmlinux_btf(void)
 {
 	static struct btf *vmlinux;
-	if (!vmlinux) {
+	if (!vmlinux)
 		vmlinux = btf__load_vmlinux_btf();
-		if (!vmlinux)
-			return -(errno ? errno : ENOENT);
-	}
+	return vmlinux;
+}
+
+int cbpf_vmlinux_has_type(const char *name, int kind)
+{
+	struct btf *vmlinux = vmlinux_btf();
+	if (!vmlinux)
+		return -(errno ? errno : ENOENT);
 	return btf__find_by_name_kind(vmlinux, name, kind) >= 0 ? 1 : 0;
+}
+
+int cbpf_vmlinux_tracepoint_arity(const char *name)
+{
+	struct btf *vmlinux = vmlinux_btf();
+	char typedef_name[128];
+	if (!vmlinux)
+		return -(errno ? errno : ENOENT);
+	if (snprintf(typedef_name, sizeof(typedef_name), "btf_trace_%s", name) >= (int)sizeof(typedef_name))
+		return -ENAMETOOLONG;
+	int id = btf__find_by_name_kind(vmlinux, typedef_name, BTF_KIND_TYPEDEF);
+	if (id < 0)
+		return -ENOENT;
+	/* typedef -> pointer -> func_proto(void *, args...) */
+	const struct btf_type *t = btf__type_by_id(vmlinux, id);
+	t = t ? btf__type_by_id(vmlinux, t->type) : NULL;
+	if (!t || !btf_is_ptr(t))
+		return -EINVAL;
+	t = btf__type_by_id(vmlinux, t->type);
+	if (!t || !btf_is_func_proto(t) || btf_vlen(t) < 1)
+		return -EINVAL;
+	return btf_vlen(t) - 1;
+}
+
+int cbpf_pidfd_open(pid_t pid)
+{
+	return (int)syscall(SYS_pidfd_open, pid, 0);
 }

@@ -7,6 +7,8 @@ enum EmbeddedBPF {
     static var cowtrace: [UInt8] { decode(cowtraceBase64) }
     /// bpf/bench_floor.bpf.c: empty programs on the same hooks, for benchmarks.
     static var benchFloor: [UInt8] { decode(benchFloorBase64) }
+    /// bpf/oom.bpf.c: one record per OOM kill (`cowtrace oom`).
+    static var oom: [UInt8] { decode(oomBase64) }
 
     private static func decode(_ base64: String) -> [UInt8] {
         guard let data = Data(base64Encoded: base64) else {

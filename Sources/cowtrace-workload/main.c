@@ -18,6 +18,9 @@
  * With --handshake the parent prints "ready PID" once the region is prepared
  * and waits for a byte on stdin before it forks, so a tracer can take a
  * baseline of the program's own start-up faults.
+ * --child-oom-score-adj N: the child writes N to /proc/self/oom_score_adj
+ * right after the fork, so a memory-cgroup OOM picks it (parent and child
+ * have the same rss after a fork; the OOM test wants the child killed).
  * At the end the parent prints one JSON line: pids, page size, region.
  *
  * storm mode (--storm FORKS) is the benchmark's CoW storm: FORKS children,
@@ -65,6 +68,8 @@ static struct {
 	int fork;
 	int thp;
 	int handshake;
+	int child_oom_score_adj; /* written by the child when child_oom_score_adj_set */
+	int child_oom_score_adj_set;
 	int storm_forks;
 	int parallel;
 	int time_storm;
@@ -94,6 +99,7 @@ static void usage(void)
 {
 	puts("usage: cowtrace-workload [--pages N] [--mib N] [--zero-pages N] [--map anon|shared-file|private-file]\n"
 	     "                         [--prefault write|read|none] [--no-fork] [--thp] [--dir DIR] [--handshake]\n"
+	     "                         [--child-oom-score-adj N]\n"
 	     "                         [--storm FORKS [--parallel K] [--time]] STEP...\n"
 	     "steps: child|parent:write|read|zwrite:FROM:TO, child:exit, child:exec\n"
 	     "example: cowtrace-workload --pages 16384 child:write:0:8192 child:exit parent:write:0:16384");
@@ -290,7 +296,7 @@ int main(int argc, char **argv)
 		{ "no-fork", no_argument, 0, 'n' },     { "thp", no_argument, 0, 't' },
 		{ "dir", required_argument, 0, 'd' },   { "storm", required_argument, 0, 's' },
 		{ "parallel", required_argument, 0, 'j' }, { "noop", no_argument, 0, 'z' }, { "handshake", no_argument, 0, 'H' },
-		{ "time", no_argument, 0, 'T' },
+		{ "time", no_argument, 0, 'T' },        { "child-oom-score-adj", required_argument, 0, 'O' },
 		{ "help", no_argument, 0, 'h' },        { 0, 0, 0, 0 },
 	};
 	page_size = sysconf(_SC_PAGESIZE);
@@ -319,6 +325,12 @@ int main(int argc, char **argv)
 		case 's': opt.storm_forks = atoi(optarg); break;
 		case 'j': opt.parallel = atoi(optarg); break;
 		case 'T': opt.time_storm = 1; break;
+		case 'O':
+			opt.child_oom_score_adj = atoi(optarg);
+			opt.child_oom_score_adj_set = 1;
+			if (opt.child_oom_score_adj < -1000 || opt.child_oom_score_adj > 1000)
+				usage_error("--child-oom-score-adj must be -1000..1000");
+			break;
 		case 'z': return 0; /* the image a child:exec step runs */
 		case 'h': usage(); return 0;
 		default: usage_error("unknown option");
@@ -359,6 +371,14 @@ int main(int argc, char **argv)
 		/* Each side keeps only its ends, so closing one shows as EOF to the other. */
 		close(child == 0 ? to_child[1] : to_child[0]);
 		close(child == 0 ? to_parent[0] : to_parent[1]);
+		if (child == 0 && opt.child_oom_score_adj_set) {
+			char adj[16];
+			int fd = open("/proc/self/oom_score_adj", O_WRONLY);
+			int len = snprintf(adj, sizeof(adj), "%d", opt.child_oom_score_adj);
+			if (fd < 0 || write(fd, adj, len) != len)
+				die("write /proc/self/oom_score_adj");
+			close(fd);
+		}
 	}
 	int is_child = opt.fork && child == 0;
 	int child_alive = opt.fork;

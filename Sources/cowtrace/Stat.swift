@@ -50,6 +50,9 @@ struct Stat: ParsableCommand {
             help: ArgumentHelp("Run this command (must come last) and trace it and its descendants until it exits.", valueName: "command args"))
     var command: [String] = []
 
+    @Flag(help: "Also watch for OOM kills (any process) and print each under the table, with its ancestry (see `cowtrace oom`).")
+    var oom = false
+
     func validate() throws {
         let modes = [!pid.isEmpty || cgroup != nil, all, !command.isEmpty].filter { $0 }.count
         if modes == 0 {
@@ -74,6 +77,9 @@ struct Stat: ParsableCommand {
         StopSignal.install()
         let tracer = try CowTracer(options: options)
         defer { tracer.close() }
+        let oomWatcher = oom ? try OOMWatcher(options: options, lineage: false, existingTracer: tracer) : nil
+        defer { oomWatcher?.close() }
+        var oomPrinted = 0
         for p in members?.pids() ?? [] { try? tracer.trace(pid: p) }
 
         var child: Int32?
@@ -86,6 +92,7 @@ struct Stat: ParsableCommand {
         var printed = 0
         while true {
             StopSignal.sleep(period.isFinite ? period : 3600) {
+                oomWatcher?.poll(timeoutMilliseconds: 0)
                 if let c = child, childStatus == nil { childStatus = Subprocess.poll(c) }
                 return childStatus != nil
             }
@@ -97,6 +104,11 @@ struct Stat: ParsableCommand {
                 print(renderer.render(table, at: Date(), final: isLast), terminator: format == .text ? "\n" : "")
                 fflush(stdout)
                 printed += 1
+                for report in (oomWatcher?.reports ?? []).dropFirst(oomPrinted) {
+                    print(format == .text ? report.text() + "\n" : report.json())
+                    oomPrinted += 1
+                }
+                fflush(stdout)
             }
             if isLast { break }
         }

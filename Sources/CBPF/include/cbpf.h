@@ -13,6 +13,7 @@
 #include <bpf/btf.h>
 
 #include "../../../bpf/cowtrace.h"
+#include "../../../bpf/oom.h"
 
 /* libbpf's messages go to a ring of recent lines instead of stderr, so errors
  * can quote the verifier or attach failure; `verbose` also echoes them. */
@@ -32,5 +33,13 @@ void *cbpf_rodata_variable(struct bpf_object *obj, const char *name, size_t *siz
  * BTF_KIND_TYPEDEF, ...), 0 if not, -errno if BTF cannot be read. */
 int cbpf_vmlinux_has_type(const char *name, int kind);
 
+
+/* pidfd_open(2), which Swift cannot reach through variadic syscall(). */
+int cbpf_pidfd_open(pid_t pid);
+/* The number of arguments a BTF tracepoint passes to its programs (the
+ * parameters of vmlinux's btf_trace_<name> prototype, without the leading
+ * void *), or -errno (-ENOENT: no such tracepoint). Tells mark_victim's
+ * prototypes apart: 2 (task, uid) since 6.9, 1 (pid) before. */
+int cbpf_vmlinux_tracepoint_arity(const char *name);
 
 #endif

@@ -1,0 +1,235 @@
+import CBPF
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The programs of bpf/oom.bpf.c one attach tier needs on this kernel.
+public struct OOMTierPlan: Sendable, Equatable {
+    public let tier: AttachTier
+    public let programs: [String]
+    /// "task, uid" (6.9+) or "pid" (older kernels).
+    public let markVictimPrototype: String
+    /// oom_kill_process is hooked: the trigger's limit and cgroup are known.
+    public var seesOOMControl: Bool { tier != .tracepoint }
+
+    /// Decides from BTF and kallsyms; `tracepointArity` is the number of
+    /// arguments of `btf_trace_mark_victim` (nil: no such tracepoint).
+    public static func plan(_ tier: AttachTier, tracepointArity: Int?, kernel: KernelSymbols = LiveKernel()) -> Result<OOMTierPlan, TierPlanner.Unavailable> {
+        let markVictim: (String, String)
+        switch tracepointArity {
+        case 2?: markVictim = ("tp_mark_victim", "task, uid")
+        case 1?: markVictim = ("tp_mark_victim_pid", "pid")
+        case let n?:
+            return .failure(.init(description: "the kernel's mark_victim tracepoint takes \(n) arguments; cowtrace knows (task, uid) and (pid)"))
+        case nil:
+            return .failure(.init(description: "the kernel's BTF has no mark_victim tracepoint (btf_trace_mark_victim): it needs CONFIG_DEBUG_INFO_BTF and the oom tracepoints"))
+        }
+        var programs = [markVictim.0]
+        switch tier {
+        case .fentry:
+            guard kernel.btfHasFunction("oom_kill_process") else {
+                return .failure(.init(description: "oom_kill_process is not a function in the kernel's BTF, so fentry cannot attach to it"))
+            }
+            programs += ["fentry_oom_kill_process", "fexit_oom_kill_process"]
+        case .kprobe:
+            guard kernel.hasKprobePMU else {
+                return .failure(.init(description: "the kernel has no kprobe PMU (built without CONFIG_KPROBES)"))
+            }
+            guard kernel.kallsymsHas("oom_kill_process") else {
+                return .failure(.init(description: "oom_kill_process is not in /proc/kallsyms (inlined, or kallsyms is hidden: run as root)"))
+            }
+            programs += ["kprobe_oom_kill_process", "kretprobe_oom_kill_process"]
+        case .tracepoint:
+            break
+        }
+        return .success(OOMTierPlan(tier: tier, programs: programs, markVictimPrototype: markVictim.1))
+    }
+
+    /// The live kernel's mark_victim arity, or nil.
+    public static func liveTracepointArity() -> Int? {
+        let n = cbpf_vmlinux_tracepoint_arity("mark_victim")
+        return n >= 0 ? Int(n) : nil
+    }
+}
+
+/// Watches for OOM kills: loads bpf/oom.bpf.c on the best tier that attaches
+/// (fentry, kprobe, then mark_victim alone) and delivers one `OOMKill` per
+/// victim from `poll`. Detaches on `close()` or when released.
+public final class OOMTracer {
+    public let tier: AttachTier
+    public let plan: OOMTierPlan
+    /// Every tier tried, in order, with why it failed.
+    public let attempts: [TierAttempt]
+
+    private var object: BPFObject?
+    private var links: [BPFLink] = []
+    private var ringBuffer: OpaquePointer?
+    private let sink: OOMSink
+    private let dropsFD: Int32
+    private let possibleCPUs: Int
+
+    public init(options: TracerOptions) throws {
+        let missing = KernelFacts.missingBPFCapabilities()
+        if !missing.isEmpty { throw TracerError.notPrivileged(missing: missing) }
+        guard FileManager.default.fileExists(atPath: KernelFacts.btfPath) else {
+            throw TracerError.btfMissing(path: KernelFacts.btfPath)
+        }
+        LibBPFLog.enableCapture(verbose: options.verbose)
+        let arity = OOMTierPlan.liveTracepointArity()
+
+        var attempts: [TierAttempt] = []
+        var chosen: (BPFObject, [BPFLink], OOMTierPlan)?
+        for tier in options.tier.map({ [$0] }) ?? AttachTier.allCases {
+            let plan: OOMTierPlan
+            switch OOMTierPlan.plan(tier, tracepointArity: arity) {
+            case .failure(let reason):
+                attempts.append(TierAttempt(tier: tier, failure: reason.description, programs: [], copyByAlloc: false))
+                if options.tier != nil || arity == nil { throw TracerError.tierUnavailable(tier: tier, reason: reason.description) }
+                continue
+            case .success(let p):
+                plan = p
+            }
+            do {
+                let object = try BPFObject(bytes: EmbeddedBPF.oom, name: "oom")
+                object.enableOnly(Set(plan.programs))
+                guard let config = object.rodataVariable("oom_cfg", as: oom_config.self) else {
+                    throw TracerError.openObject(.noEntry)
+                }
+                config.pointee.nr_cpus = UInt32(max(1, libbpf_num_possible_cpus()))
+                try object.load(tier: plan.tier)
+                let links = try plan.programs.map { try object.attach($0, tier: plan.tier) }
+                attempts.append(TierAttempt(tier: tier, failure: nil, programs: plan.programs, copyByAlloc: false))
+                chosen = (object, links, plan)
+                break
+            } catch let error as TracerError {
+                attempts.append(TierAttempt(tier: tier, failure: error.description, programs: plan.programs, copyByAlloc: false))
+                if options.tier != nil { throw error }
+            }
+        }
+        self.attempts = attempts
+        guard let (object, links, plan) = chosen else { throw TracerError.noTierAvailable(attempts) }
+        self.object = object
+        self.links = links
+        self.plan = plan
+        tier = plan.tier
+        dropsFD = try object.mapDescriptor("drops")
+        possibleCPUs = Int(libbpf_num_possible_cpus())
+        sink = OOMSink(memcgRange: KernelSymbolRange(named: "mem_cgroup_out_of_memory"))
+
+        let eventsFD = try object.mapDescriptor("events")
+        let callback: ring_buffer_sample_fn = { ctx, data, size in
+            guard let ctx, let data, size >= MemoryLayout<oom_kill_event>.size else { return 0 }
+            let sink = Unmanaged<OOMSink>.fromOpaque(ctx).takeUnretainedValue()
+            sink.deliver(data.loadUnaligned(as: oom_kill_event.self))
+            return 0
+        }
+        errno = 0
+        guard let rb = ring_buffer__new(eventsFD, callback, Unmanaged.passUnretained(sink).toOpaque(), nil) else {
+            throw TracerError.mapAccess(map: "events", operation: "open ring buffer", errno: Errno.current)
+        }
+        ringBuffer = rb
+    }
+
+    deinit { close() }
+
+    /// Detaches the programs and frees the maps.
+    public func close() {
+        if let rb = ringBuffer { ring_buffer__free(rb) }
+        ringBuffer = nil
+        links.removeAll()
+        object = nil
+    }
+
+    /// Kills seen from now on go to `handler`, called from `poll`.
+    public func onKill(_ handler: @escaping (OOMKill) -> Void) {
+        sink.handler = handler
+    }
+
+    /// Waits up to `timeoutMilliseconds` for kills; returns how many were delivered.
+    @discardableResult
+    public func poll(timeoutMilliseconds: Int32) -> Int {
+        guard let rb = ringBuffer else { return 0 }
+        let n = ring_buffer__poll(rb, timeoutMilliseconds)
+        return n < 0 ? 0 : Int(n)
+    }
+
+    /// Records the kernel could not send (ring buffer full).
+    public func lostRecords() throws -> UInt64 {
+        var values = [UInt64](repeating: 0, count: possibleCPUs)
+        var key = UInt32(OOM_DROP_RINGBUF_FULL.rawValue)
+        let rc = values.withUnsafeMutableBytes { bpf_map_lookup_elem(dropsFD, &key, $0.baseAddress) }
+        if rc != 0 { throw TracerError.mapAccess(map: "drops", operation: "read", errno: Errno(rc)) }
+        return values.reduce(0, &+)
+    }
+}
+
+final class OOMSink {
+    var handler: ((OOMKill) -> Void)?
+    let memcgRange: KernelSymbolRange?
+
+    init(memcgRange: KernelSymbolRange?) { self.memcgRange = memcgRange }
+
+    func deliver(_ raw: oom_kill_event) {
+        var kill = OOMKill(raw) { [memcgRange] stack in
+            guard let range = memcgRange, !stack.isEmpty else { return nil }
+            return stack.contains { range.contains($0) }
+        }
+        if kill.constraint == .memcg && kill.limitPages == nil {
+            MemoryCgroupLimit.fill(&kill)
+        }
+        handler?(kill)
+    }
+}
+
+/// A kernel function's text, [start, next symbol), from /proc/kallsyms.
+struct KernelSymbolRange {
+    let start: UInt64
+    let end: UInt64
+
+    init?(named name: String) {
+        guard let text = readPseudoFile("/proc/kallsyms") else { return nil }
+        var start: UInt64?
+        var addresses: [UInt64] = []
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ", maxSplits: 3)
+            guard parts.count >= 3, parts[1] == "t" || parts[1] == "T",
+                  let address = UInt64(parts[0], radix: 16), address != 0 else { continue }
+            addresses.append(address)
+            if parts[2] == name { start = address }
+        }
+        guard let start, let end = addresses.filter({ $0 > start }).min() else { return nil }
+        self.start = start
+        self.end = end
+    }
+
+    func contains(_ address: UInt64) -> Bool { address >= start && address < end }
+}
+
+/// On the tracepoint tier the kernel does not say which cgroup's limit was
+/// hit: the tightest limit on the victim's cgroup and its ancestors is it.
+enum MemoryCgroupLimit {
+    static func fill(_ kill: inout OOMKill) {
+        let v1 = "/sys/fs/cgroup/memory"
+        let (root, file) = FileManager.default.fileExists(atPath: v1 + "/memory.limit_in_bytes")
+            ? (v1, "memory.limit_in_bytes") : ("/sys/fs/cgroup", "memory.max")
+        guard !kill.cgroup.hasPrefix("…") else { return }
+        var path = kill.cgroup
+        var best: (UInt64, String)?
+        while true {
+            let dir = path == "/" ? root : root + path
+            if let text = KernelFacts.readSysfs(dir + "/" + file), let bytes = UInt64(text) {
+                let pages = bytes / 4096
+                if best == nil || pages < best!.0 { best = (pages, path) }
+            }
+            if path == "/" { break }
+            path = (path as NSString).deletingLastPathComponent
+            if path.isEmpty { path = "/" }
+        }
+        if let (pages, cgroup) = best, pages < (1 << 50) {
+            kill.limitPages = pages
+            kill.oomCgroup = cgroup
+            kill.limitSource = "cgroupfs"
+        }
+    }
+}

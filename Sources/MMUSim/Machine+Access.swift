@@ -1,0 +1,233 @@
+/// How a range is touched.
+public enum AccessKind: String, Sendable {
+    case read, write
+}
+
+/// What touching a range did.
+public struct AccessResult: Equatable, Sendable {
+    public var faults = FaultCounts()
+    /// Set when the access stopped with SIGSEGV (no VMA, or a VMA that forbids it).
+    public var segvAddress: UInt64?
+    /// Set when the access stopped with SIGBUS (past the end of a mapped file).
+    public var sigbusAddress: UInt64?
+    /// The process was killed by the OOM killer during the access (or no memory was left).
+    public var outOfMemory = false
+    public init() {}
+    /// The access ran to the end of the range.
+    public var completed: Bool { segvAddress == nil && sigbusAddress == nil && !outOfMemory }
+}
+
+extension Machine {
+    /// Touches every page of [address, address+length) in order, as a loop of
+    /// loads or stores would, and handles each fault on the way. Stops at the
+    /// first SIGSEGV, SIGBUS or OOM failure.
+    @discardableResult
+    public func access(_ pid: Int32, _ address: UInt64, length: UInt64, _ kind: AccessKind) throws -> AccessResult {
+        let task = try task(pid)
+        var result = AccessResult()
+        guard length > 0 else { return result }
+        accessRange(task, address, address &+ length, write: kind == .write, &result)
+        task.faults += result.faults
+        return result
+    }
+
+    /// Touches one page in every `every` over [address, address+length): a
+    /// strided loop, such as updating every 20th record in place.
+    @discardableResult
+    public func access(_ pid: Int32, _ address: UInt64, length: UInt64, _ kind: AccessKind, every: Int) throws -> AccessResult {
+        guard every > 1 else { return try access(pid, address, length: length, kind) }
+        let task = try task(pid)
+        var result = AccessResult()
+        let stride = Paging.pageSize * UInt64(every)
+        let end = address &+ length
+        let logging = faultLog != nil
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: FaultClass.count) { buffer in
+            let counts = buffer.baseAddress!
+            counts.initialize(repeating: 0, count: FaultClass.count)
+            var a = Paging.pageAlignDown(address)
+            while a < end, result.completed {
+                accessRange(task, a, a + 1, write: kind == .write, logging: logging, counts, &result)
+                a += stride
+            }
+            result.faults.add(counts)
+        }
+        task.faults += result.faults
+        return result
+    }
+
+    public func read(_ pid: Int32, _ address: UInt64, length: UInt64) throws -> AccessResult {
+        try access(pid, address, length: length, .read)
+    }
+
+    public func write(_ pid: Int32, _ address: UInt64, length: UInt64) throws -> AccessResult {
+        try access(pid, address, length: length, .write)
+    }
+
+    /// One access to one address, as the replay of a traced fault: returns the
+    /// fault it caused, or nil when the page tables already allowed it.
+    public func fault(_ pid: Int32, at address: UInt64, write: Bool) throws -> FaultRecord? {
+        let task = try task(pid)
+        var result = AccessResult()
+        let saved = faultLog
+        faultLog = []
+        accessRange(task, address, address &+ 1, write: write, &result)
+        task.faults += result.faults
+        let records = faultLog ?? []
+        faultLog = saved.map { $0 + records }
+        return records.last
+    }
+
+    /// Reads the page's content word (one 64-bit word per page in this model).
+    public func load(_ pid: Int32, _ address: UInt64) throws -> UInt64 {
+        let result = try access(pid, address, length: 1, .read)
+        guard result.completed, let info = frameInfo(pid, address) else {
+            throw MMError.invalidArgument("load from \(hex(address)) failed: \(describe(result))")
+        }
+        return info.contents
+    }
+
+    /// Writes the page's content word, faulting as a store would.
+    public func store(_ pid: Int32, _ address: UInt64, _ value: UInt64) throws {
+        let result = try access(pid, address, length: 1, .write)
+        guard result.completed, let entry = pageTableEntry(pid, address) else {
+            throw MMError.invalidArgument("store to \(hex(address)) failed: \(describe(result))")
+        }
+        let frame = entry.frame + (entry.isHuge ? Paging.pteIndex(address) : 0)
+        frames.contents[frame] = value
+    }
+
+    /// `(*p)++`: a load then a store of the page's content word. Returns the new value.
+    @discardableResult
+    public func increment(_ pid: Int32, _ address: UInt64) throws -> UInt64 {
+        let value = try load(pid, address) &+ 1
+        try store(pid, address, value)
+        return value
+    }
+
+    /// Pins the pages of a range for DMA (pin_user_pages with FOLL_WRITE):
+    /// faults them in for writing, then adds GUP_PIN_COUNTING_BIAS to each refcount.
+    public func pin(_ pid: Int32, _ address: UInt64, length: UInt64) throws {
+        let result = try access(pid, address, length: length, .write)
+        guard result.completed else { throw MMError.invalidArgument("cannot pin: \(describe(result))") }
+        let task = try task(pid)
+        task.mm!.hasPinned = true
+        forEachPage(pid, address, length) { frames.refcount[$0] += FrameTable.pinBias }
+    }
+
+    /// unpin_user_pages.
+    public func unpin(_ pid: Int32, _ address: UInt64, length: UInt64) throws {
+        forEachPage(pid, address, length) { f in
+            if frames.refcount[f] > FrameTable.pinBias { frames.refcount[f] -= FrameTable.pinBias }
+        }
+    }
+
+    func forEachPage(_ pid: Int32, _ address: UInt64, _ length: UInt64, _ body: (Int) -> Void) {
+        var a = Paging.pageAlignDown(address)
+        while a < address &+ length {
+            if let info = frameInfo(pid, a), !info.isZeroPage { body(info.frame) }
+            a += Paging.pageSize
+        }
+    }
+
+    func describe(_ r: AccessResult) -> String {
+        if let a = r.segvAddress { return "SIGSEGV at \(hex(a))" }
+        if let a = r.sigbusAddress { return "SIGBUS at \(hex(a))" }
+        if r.outOfMemory { return "out of memory" }
+        return "ok"
+    }
+
+    /// The loop a CPU runs: translate each page; fault when the entry does not allow the access.
+    func accessRange(_ task: Task, _ start: UInt64, _ end: UInt64, write: Bool, _ result: inout AccessResult) {
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: FaultClass.count) { buffer in
+            let counts = buffer.baseAddress!
+            counts.initialize(repeating: 0, count: FaultClass.count)
+            accessRange(task, start, end, write: write, logging: faultLog != nil, counts, &result)
+            result.faults.add(counts)
+        }
+    }
+
+    func accessRange(_ task: Task, _ start: UInt64, _ end: UInt64, write: Bool, logging: Bool,
+                     _ counts: UnsafeMutablePointer<Int>, _ result: inout AccessResult) {
+        var address = Paging.pageAlignDown(start)
+        let need = PageTableEntry.present | (write ? PageTableEntry.write : 0)
+        let setBits = PageTableEntry.accessed | (write ? PageTableEntry.dirty : 0)
+        while address < end {
+            guard task.alive, let mm = task.mm else { result.outOfMemory = true; return }
+            guard let vmaIndex = mm.findVMA(address), Machine.accessAllowed(mm.vmas[vmaIndex], write: write) else {
+                // bad_area / access_error: the fault event fires, then SIGSEGV.
+                let slot = mm.pageTable.walk(address, allocate: false)
+                let present = slot.map { $0.pointee & PageTableEntry.present != 0 } ?? false
+                counts[FaultClass.segv.rawValue] += 1
+                if logging { log(task, address, write: write, present: present, .segv) }
+                result.segvAddress = address
+                return
+            }
+            var vma = mm.vmas[vmaIndex]
+            let stop = min(end, vma.end)
+            let table = mm.pageTable
+            // The paging-structure cache: the last PTE table reached, by its 2 MiB tag.
+            var cachedTag = UInt64.max
+            var cachedTable: UnsafeMutablePointer<UInt64>? = nil
+            while address < stop {
+                let tag = address >> Paging.pmdShift
+                let slot: UnsafeMutablePointer<UInt64>?
+                if tag == cachedTag {
+                    slot = cachedTable! + Paging.pteIndex(address)
+                } else if let pmd = table.walk(address, to: .pmd, allocate: false), pmd.pointee != 0 {
+                    if pmd.pointee & PageTableEntry.huge != 0 {
+                        slot = pmd
+                    } else {
+                        cachedTag = tag
+                        cachedTable = PageTable.table(pmd.pointee)
+                        slot = cachedTable! + Paging.pteIndex(address)
+                    }
+                } else {
+                    slot = nil
+                }
+                var present = false
+                var hint: UnsafeMutablePointer<UInt64>? = nil
+                if let slot {
+                    let entry = slot.pointee
+                    if entry & need == need {
+                        slot.pointee = entry | setBits
+                        address = entry & PageTableEntry.huge != 0
+                            ? (address | (Paging.hugePageSize - 1)) &+ 1 : address &+ Paging.pageSize
+                        continue
+                    }
+                    present = entry & PageTableEntry.present != 0
+                    if entry & PageTableEntry.huge == 0 { hint = slot }
+                }
+                let cls = handleMMFault(task, mm, vmaIndex: vmaIndex, vma: vma, address: address, write: write, pte: hint)
+                if hint == nil { cachedTag = .max } // the PMD may have changed (new table, huge page, split)
+                counts[cls.rawValue] &+= 1
+                if logging { log(task, address, write: write, present: present, cls) }
+                switch cls {
+                case .anonymousPage, .copy, .zeroPage, .zeroFill, .fileCopy, .fileRead, .sharedWrite, .ksmCopy:
+                    address &+= Paging.pageSize
+                case .oom:
+                    result.outOfMemory = true
+                    return
+                case .sigbus:
+                    result.sigbusAddress = address
+                    return
+                case .hugePage, .hugeZeroPage:
+                    address = (address | (Paging.hugePageSize - 1)) + 1
+                case .reuse, .spurious, .segv:
+                    // A PTE-level fix leaves the page accessible; a PMD-level one is retried.
+                    if hint != nil { address &+= Paging.pageSize } else { continue }
+                }
+                if !vma.hasAnonVMA {
+                    // anon_vma_prepare may have run: keep our copy of the VMA in step.
+                    vma = mm.vmas[vmaIndex]
+                }
+            }
+        }
+    }
+
+    func log(_ task: Task, _ address: UInt64, write: Bool, present: Bool, _ cls: FaultClass) {
+        let code = FaultErrorCode.user | (write ? FaultErrorCode.write : 0) | (present ? FaultErrorCode.protection : 0)
+        faultLog!.append(FaultRecord(pid: task.pid, address: address, errorCode: code, faultClass: cls))
+    }
+}
+
+func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }

@@ -1,0 +1,98 @@
+import ArgumentParser
+import CowTraceKit
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct ForkProfile: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fork-profile",
+        abstract: "Profile the snapshot children a process forks: what each fork copied, and when.",
+        discussion: """
+            Waits for the process to fork, follows the child until it exits or execs and \
+            prints, every interval, the pages the parent and the child copied and the MiB \
+            copied so far; then the total, the busiest interval and the fork latency (the \
+            parent's time in the fork syscall). Made for processes that fork a child to \
+            work on a snapshot of their memory (Redis, Valkey, KeyDB). While one child is profiled, the parent's copies are all \
+            counted against it, even if it has other children alive.
+
+            Examples:
+              cowtrace fork-profile -p 4242          profile pid 4242's next fork
+              cowtrace fork-profile -p 4242 --count 3 --interval 250
+              cowtrace fork-profile -p 4242 --format json --timeout 60
+            """
+    )
+
+    @Option(name: .shortAndLong, help: "The process whose forks to profile.")
+    var pid: Int32
+
+    @Option(help: ArgumentHelp("Milliseconds between timeline rows.", valueName: "ms"))
+    var interval: Int = 1000
+
+    @Option(help: "Profile this many forks, one after the other, then stop.")
+    var count: Int = 1
+
+    @Option(help: ArgumentHelp("Give up when the process has not forked after this many seconds (0: wait forever).", valueName: "seconds"))
+    var timeout: Double = 0
+
+    @Option(help: "Output format: text (timeline and summary) or json (one object per fork).")
+    var format: OutputFormat = .text
+
+    @OptionGroup var tierOptions: TierOptions
+
+    func validate() throws {
+        if pid <= 0 { throw ValidationError("a pid must be a positive number") }
+        if interval <= 0 { throw ValidationError("--interval must be a positive number of milliseconds") }
+        if count <= 0 { throw ValidationError("--count must be at least 1") }
+        if timeout < 0 { throw ValidationError("--timeout must be 0 (wait forever) or a positive number of seconds") }
+        if format == .csv { throw ValidationError("--format csv is not supported here: use text or json") }
+    }
+
+    func run() throws {
+        do { try profile() } catch { throw cliError(error) }
+    }
+
+    private func profile() throws {
+        var options = tierOptions.tracerOptions()
+        options.selection.pids = [pid]
+        options.forkLineage = true
+        StopSignal.install()
+        let tracer = try CowTracer(options: options)
+        defer { tracer.close() }
+        let profiler = ForkProfiler(tracer: tracer, parent: pid)
+        let text = format == .text
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        // In JSON mode the banner goes to stderr, so that stdout is only JSON.
+        let banner = "cowtrace: waiting for pid \(pid) to fork (Ctrl-C to stop), \(tracer.tier) tier\n"
+        if text { print(banner, terminator: ""); fflush(stdout) } else { FileHandle.standardError.write(Data(banner.utf8)) }
+        for n in 0..<count {
+            guard let child = try profiler.waitForFork(timeoutSeconds: timeout > 0 ? timeout : nil, shouldStop: { StopSignal.isRequested }) else {
+                if StopSignal.isRequested { return }
+                if kill(pid, 0) != 0 && errno == ESRCH {
+                    throw CLIError(description: "pid \(pid) exited after \(n) of \(count) forks")
+                }
+                throw CLIError(description: "pid \(pid) did not fork within \(String(format: "%g", timeout)) s: raise --timeout, or check that it forks")
+            }
+            if text {
+                print("\(n > 0 ? "\n" : "")fork: child \(child)\n" + ForkProfileText.timelineHeader)
+                fflush(stdout)
+            }
+            let profile = try profiler.follow(child: child, intervalSeconds: Double(interval) / 1000,
+                                              shouldStop: { StopSignal.isRequested }) { sample in
+                guard text else { return }
+                print(ForkProfileText.row(sample))
+                fflush(stdout)
+            }
+            if text {
+                print("")
+                ForkProfileText.summary(profile).forEach { print($0) }
+            } else {
+                print(String(decoding: try encoder.encode(profile), as: UTF8.self))
+            }
+            fflush(stdout)
+            if StopSignal.isRequested { return }
+        }
+    }
+}

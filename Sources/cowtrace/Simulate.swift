@@ -1,0 +1,121 @@
+import ArgumentParser
+import Foundation
+import MMUSim
+
+/// `cowtrace simulate`: run a fork/CoW/OOM scenario on the simulated MMU.
+struct Simulate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a copy-on-write scenario on a simulated Linux MMU: no BPF, no root, nothing forked for real.",
+        discussion: """
+            The simulator models x86-64 page tables, fork's write-protection, the fault \
+            handlers of mm/memory.c (copy, reuse, zero-fill, file copy, shared write), \
+            overcommit (modes 0, 1 and 2) and the OOM killer. After each step it prints, per \
+            process, RSS, private and shared memory, PSS and the pages copied so far, and for \
+            the host the memory used, Committed_AS and OOM kills; then a summary.
+
+            A scenario is a built-in name (see --list) or a YAML or JSON file; the schema is \
+            in docs/simulate.md, and `--show NAME` prints a built-in as a starting point.
+
+            Examples:
+              cowtrace simulate --list
+              cowtrace simulate redis-bgsave
+              cowtrace simulate oom-8g-never --summary
+              cowtrace simulate --show oom-8g > my.yaml && cowtrace simulate my.yaml --format json
+            """
+    )
+
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case text, json
+    }
+
+    @Argument(help: ArgumentHelp("A built-in scenario name, or a path to a .yaml/.yml/.json scenario file.", valueName: "name|file"))
+    var scenario: String?
+
+    @Flag(help: "List the built-in scenarios with a one-line explanation each, and exit.")
+    var list = false
+
+    @Flag(help: "Print the YAML of the built-in scenario instead of running it (edit it to make your own).")
+    var show = false
+
+    @Flag(help: "Print only the summary, not the table after each step.")
+    var summary = false
+
+    @Option(help: "Output format: text (tables) or json (the whole report as one object).")
+    var format: Format = .text
+
+    func validate() throws {
+        if list { return }
+        guard let scenario, !scenario.isEmpty else {
+            throw ValidationError("say which scenario to run: a built-in name (see `cowtrace simulate --list`) or a YAML/JSON file")
+        }
+        if show && Scenario.builtinSource(named: scenario) == nil {
+            throw ValidationError("--show prints built-in scenarios only; '\(scenario)' is not one (see `cowtrace simulate --list`)")
+        }
+    }
+
+    func run() throws {
+        if list {
+            let width = Scenario.builtinNames.map(\.count).max() ?? 0
+            for name in Scenario.builtinNames {
+                let s = try Scenario.builtin(named: name)!
+                print(name.padding(toLength: width + 2, withPad: " ", startingAt: 0) + s.summary)
+            }
+            return
+        }
+        let name = scenario!
+        if show {
+            print(Scenario.builtinSource(named: name)!)
+            return
+        }
+        let loaded = try load(name)
+        if format == .json {
+            let report = try ScenarioRunner.run(loaded)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            try finish(report)
+            return
+        }
+        print("Scenario \(loaded.name)" + (loaded.summary.isEmpty ? "" : ": \(loaded.summary)"))
+        let report = try ScenarioRunner.run(loaded) { step in
+            guard !summary else { return }
+            print("")
+            print(ScenarioReport.text(step).joined(separator: "\n"))
+            fflush(stdout)
+        }
+        print("")
+        print(report.summaryLines().joined(separator: "\n"))
+        try finish(report)
+    }
+
+    /// A built-in name first, then a file path.
+    func load(_ name: String) throws -> Scenario {
+        if let builtin = try Scenario.builtin(named: name) { return builtin }
+        guard FileManager.default.fileExists(atPath: name) else {
+            throw SimulateError("no built-in scenario or file named '\(name)': run `cowtrace simulate --list` for the built-ins, or give the path of a YAML/JSON scenario file")
+        }
+        guard let data = FileManager.default.contents(atPath: name), let text = String(data: data, encoding: .utf8) else {
+            throw SimulateError("cannot read '\(name)' as UTF-8 text: check the file's permissions and encoding")
+        }
+        do {
+            return try Scenario.parse(text, file: name)
+        } catch let error as ScenarioError {
+            throw SimulateError("\(error) (the schema is in docs/simulate.md)")
+        }
+    }
+
+    func finish(_ report: ScenarioReport) throws {
+        let failed = report.expectations.filter { !$0.passed }
+        guard failed.isEmpty else {
+            throw SimulateError("\(failed.count) expectation\(failed.count == 1 ? "" : "s") of scenario \(report.name) failed: "
+                + failed.map { "\($0.check) (got \($0.actual))" }.joined(separator: "; ")
+                + "; fix the scenario's expect: list or the steps")
+        }
+    }
+}
+
+/// A one-line error naming the problem and the fix; exits non-zero.
+struct SimulateError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

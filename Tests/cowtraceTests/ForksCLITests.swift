@@ -1,0 +1,60 @@
+import CowTraceKit
+import CowTraceTestSupport
+import Foundation
+import XCTest
+
+/// `cowtrace forks`: lineage records from the real kernel.
+final class ForksCLITests: XCTestCase {
+    private func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = Process()
+        process.executableURL = builtProductsDirectory().appendingPathComponent("cowtrace")
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    }
+
+    /// The parent copies 500 pages while the child lives; the child copies
+    /// 1000, then execs: those 1000 are reported as copied before exec.
+    func testForkThenExecReportsTheWastedCopies() throws {
+        try requireBPF()
+        let workload = builtProductsDirectory().appendingPathComponent("cowtrace-workload").path
+        let r = try run(["forks", "--format", "json", "-c", workload, "--pages", "4096",
+                         "parent:write:0:500", "child:write:1000:2000", "child:exec"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.stdout.split(separator: "\n")
+        let report = try JSONDecoder().decode(Workload.Report.self, from: Data(try XCTUnwrap(lines.first { $0.contains("\"workload\"") }).utf8))
+        let tree = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(try XCTUnwrap(lines.last { $0.contains("\"forks\"") }).utf8)) as? [String: Any])
+        let forks = try XCTUnwrap(tree["forks"] as? [[String: Any]])
+        let fork = try XCTUnwrap(forks.first { $0["child"] as? Int == Int(report.child ?? 0) })
+        XCTAssertEqual(fork["parent"] as? Int, Int(report.parent))
+        XCTAssertEqual(fork["ended_by"] as? String, "exec")
+        XCTAssertEqual(fork["copies_before_exec"] as! Int, 1000, accuracy: Scenario.tolerance(for: 1000))
+        XCTAssertEqual(fork["parent_copies_during"] as! Int, 500, accuracy: Scenario.tolerance(for: 500))
+        let latency = try XCTUnwrap(fork["latency_ns"] as? Int, "the fork syscall must have been timed")
+        XCTAssertGreaterThan(latency, 1_000)          // more than 1 µs
+        XCTAssertLessThan(latency, 1_000_000_000)     // less than 1 s
+        // 4096 pages of region plus the program's own mappings.
+        XCTAssertGreaterThanOrEqual(fork["mapped_pages"] as! Int, 4096)
+    }
+
+    func testTextTreeNamesTheWaste() throws {
+        try requireBPF()
+        let workload = builtProductsDirectory().appendingPathComponent("cowtrace-workload").path
+        let r = try run(["forks", "-c", workload, "--pages", "1024", "child:write:0:300", "child:exec"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("wasted by fork+exec"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("1 followed by exec"), r.stdout)
+    }
+
+    func testNothingToTrace() throws {
+        let r = try run(["forks"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("say what to trace"), r.stderr)
+    }
+}
