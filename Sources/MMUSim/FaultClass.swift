@@ -95,6 +95,19 @@ public struct FaultRecord: Equatable, Sendable {
     /// The x86 error code the CPU would push: 0x1 present, 0x2 write, 0x4 user.
     public var errorCode: UInt32
     public var faultClass: FaultClass
+    /// The fault hit a huge PMD (the tracer's thp_wp_faults when it is a write-protect fault).
+    public var onHugePMD: Bool = false
+
+    public init(pid: Int32, address: UInt64, errorCode: UInt32, faultClass: FaultClass, onHugePMD: Bool = false) {
+        self.pid = pid
+        self.address = address
+        self.errorCode = errorCode
+        self.faultClass = faultClass
+        self.onHugePMD = onHugePMD
+    }
+
+    /// Present and write (error code bits 0x1 and 0x2): what the tracer calls a write-protect fault.
+    public var isWriteProtectFault: Bool { errorCode & 0x3 == 0x3 }
 }
 
 /// The x86 page-fault error code bits.

@@ -1,6 +1,7 @@
 /// Everything one fault's handlers need (`struct vm_fault`), passed down the
 /// chain `handleMMFault` → `handlePTEFault` → `doAnonymousPage`/`doFault`/`doWPPage`
-/// → `reusePage`/`copyPage`.
+/// → `reusePage`/`copyPage`. The access loop builds one per VMA it walks and
+/// sets the address and entry of each fault in it.
 ///
 /// The hot fields (pid, the task's state, the RSS counters) are plain values
 /// and pointers, so handling a fault costs no reference counting; the task and
@@ -15,9 +16,9 @@ struct FaultContext {
     /// The hot facts of the VMA; the rest is read through `vma` when needed.
     let vmaFlags: VMFlags
     let isAnonymousVMA: Bool
-    let hasAnonVMA: Bool
+    var hasAnonVMA: Bool
     /// Page-aligned faulting address.
-    let address: UInt64
+    var address: UInt64
     /// FAULT_FLAG_WRITE.
     let write: Bool
     /// The PMD slot, once walked.

@@ -162,8 +162,9 @@ extension Machine {
                 result.segvAddress = address
                 return
             }
-            var vma = mm.vmas[vmaIndex]
+            let vma = mm.vmas[vmaIndex]
             let stop = min(end, vma.end)
+            var ctx = FaultContext(task: task, mm: mm, vmaIndex: vmaIndex, vma: vma, address: 0, write: write)
             let table = mm.pageTable
             // The paging-structure cache: the last PTE table reached, by its 2 MiB tag.
             var cachedTag = UInt64.max
@@ -197,10 +198,13 @@ extension Machine {
                     present = entry & PageTableEntry.present != 0
                     if entry & PageTableEntry.huge == 0 { hint = slot }
                 }
-                let cls = handleMMFault(task, mm, vmaIndex: vmaIndex, vma: vma, address: address, write: write, pte: hint)
+                ctx.address = address
+                ctx.pte = hint
+                ctx.pmd = nil
+                let cls = handleMMFault(&ctx)
                 if hint == nil { cachedTag = .max } // the PMD may have changed (new table, huge page, split)
                 counts[cls.rawValue] &+= 1
-                if logging { log(task, address, write: write, present: present, cls) }
+                if logging { log(task, address, write: write, present: present, cls, huge: present && hint == nil) }
                 switch cls {
                 case .anonymousPage, .copy, .zeroPage, .zeroFill, .fileCopy, .fileRead, .sharedWrite, .ksmCopy:
                     address &+= Paging.pageSize
@@ -216,17 +220,13 @@ extension Machine {
                     // A PTE-level fix leaves the page accessible; a PMD-level one is retried.
                     if hint != nil { address &+= Paging.pageSize } else { continue }
                 }
-                if !vma.hasAnonVMA {
-                    // anon_vma_prepare may have run: keep our copy of the VMA in step.
-                    vma = mm.vmas[vmaIndex]
-                }
             }
         }
     }
 
-    func log(_ task: Task, _ address: UInt64, write: Bool, present: Bool, _ cls: FaultClass) {
+    func log(_ task: Task, _ address: UInt64, write: Bool, present: Bool, _ cls: FaultClass, huge: Bool = false) {
         let code = FaultErrorCode.user | (write ? FaultErrorCode.write : 0) | (present ? FaultErrorCode.protection : 0)
-        faultLog!.append(FaultRecord(pid: task.pid, address: address, errorCode: code, faultClass: cls))
+        faultLog!.append(FaultRecord(pid: task.pid, address: address, errorCode: code, faultClass: cls, onHugePMD: huge))
     }
 }
 

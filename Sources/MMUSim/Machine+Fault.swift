@@ -9,27 +9,24 @@ extension Machine {
         write ? vma.flags.contains(.write) : !vma.flags.isDisjoint(with: [.read, .write, .exec])
     }
 
-    /// handle_mm_fault. When the hardware walk already reached the PTE (`pte`,
-    /// the PMD points to a PTE table), nothing happens at the PMD level and the
-    /// fault goes straight to handle_pte_fault, inlined into the caller's loop.
+    /// handle_mm_fault for the fault described by `ctx` (address, and `pte` when
+    /// the hardware walk already reached the PTE). With a PTE, the PMD points to
+    /// a PTE table: nothing happens at the PMD level and the fault goes straight
+    /// to handle_pte_fault.
     @inline(__always)
-    func handleMMFault(_ task: Task, _ mm: MM, vmaIndex: Int, vma: borrowing VMArea, address: UInt64, write: Bool,
-                       pte: UnsafeMutablePointer<UInt64>? = nil) -> FaultClass {
-        guard let pte else { return handlePMDFault(task, mm, vmaIndex: vmaIndex, address: address, write: write) }
+    func handleMMFault(_ ctx: inout FaultContext) -> FaultClass {
+        guard let pte = ctx.pte else { return handlePMDFault(&ctx) }
         counters.pointee.vmstat.pgfault &+= 1
-        var ctx = FaultContext(task: task, mm: mm, vmaIndex: vmaIndex, vmaFlags: vma.flags, anonymous: vma.file == nil,
-                               hasAnonVMA: vma.hasAnonVMA, address: address & ~(Paging.pageSize - 1), write: write)
-        ctx.pte = pte
         ctx.origPTE = pte.pointee
         return handlePTEFault(&ctx)
     }
 
     /// __handle_mm_fault from the top: the PMD level (THP) first, then the PTE level.
     @inline(never)
-    func handlePMDFault(_ task: Task, _ mm: MM, vmaIndex: Int, address: UInt64, write: Bool) -> FaultClass {
+    func handlePMDFault(_ ctx: inout FaultContext) -> FaultClass {
         counters.pointee.vmstat.pgfault &+= 1
-        var ctx = FaultContext(task: task, mm: mm, vmaIndex: vmaIndex, vma: mm.vmas[vmaIndex],
-                               address: address & ~(Paging.pageSize - 1), write: write)
+        let mm = ctx.mm
+        let write = ctx.write
         guard let pmd = mm.pageTable.walk(ctx.address, to: .pmd, allocate: true) else { return .oom }
         ctx.pmd = pmd
         if pmd.pointee == 0, thpSuitable(ctx.vma, ctx.address) {
@@ -65,7 +62,10 @@ extension Machine {
     /// anon_vma_prepare: from now on fork copies this VMA's page tables.
     @inline(__always)
     func anonVMAPrepare(_ ctx: inout FaultContext) {
-        if !ctx.hasAnonVMA { markAnonVMA(ctx.mmRef, ctx.vmaIndex) }
+        if !ctx.hasAnonVMA {
+            markAnonVMA(ctx.mmRef, ctx.vmaIndex)
+            ctx.hasAnonVMA = true
+        }
     }
 
     // Out of line: runs once per VMA, and keeps the fault path's frame small.

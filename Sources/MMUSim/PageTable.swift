@@ -178,15 +178,19 @@ public final class PageTable {
     }
 }
 
-/// Page-table pages for every address space of one Machine: freed tables are
-/// kept and handed out again (zeroed), as the kernel's page allocator would,
-/// instead of going back to the host's malloc.
+/// Page-table pages for every address space of one Machine. Tables are carved
+/// from 2 MiB chunks (one host allocation per 512 tables), and freed tables are
+/// kept and handed out again, zeroed, as the kernel's page allocator would.
+/// (Asking the host for huge pages here made the first fork slower, not faster:
+/// a huge-page fault may have to compact memory.)
 final class TablePool {
     /// Page-table pages in use, host-wide.
     let pages: UnsafeMutablePointer<Int>
     private var spare: [UnsafeMutablePointer<UInt64>] = []
-    /// Spare tables kept at most (64 MiB of them); the rest go back to the host.
-    static let maxSpare = 16_384
+    private var chunks: [UnsafeMutableRawPointer] = []
+    private var carved = TablePool.tablesPerChunk
+    static let chunkBytes = 2 << 20
+    static let tablesPerChunk = chunkBytes / 4096
 
     init() {
         pages = .allocate(capacity: 1)
@@ -194,23 +198,30 @@ final class TablePool {
     }
 
     deinit {
-        for table in spare { free(table) }
+        for chunk in chunks { free(chunk) }
         pages.deallocate()
     }
 
     /// A zeroed, 4 KiB-aligned table.
     func take() -> UnsafeMutablePointer<UInt64> {
+        let raw: UnsafeMutableRawPointer
         if let table = spare.popLast() {
-            memset(table, 0, 4096)
-            return table
+            raw = UnsafeMutableRawPointer(table)
+        } else {
+            if carved == TablePool.tablesPerChunk {
+                var chunk: UnsafeMutableRawPointer?
+                guard posix_memalign(&chunk, TablePool.chunkBytes, TablePool.chunkBytes) == 0, let chunk else {
+                    fatalError("page table allocation failed")
+                }
+                chunks.append(chunk)
+                carved = 0
+            }
+            raw = chunks[chunks.count - 1] + carved * 4096
+            carved += 1
         }
-        var raw: UnsafeMutableRawPointer?
-        guard posix_memalign(&raw, 4096, 4096) == 0, let raw else { fatalError("page table allocation failed") }
         memset(raw, 0, 4096)
         return raw.bindMemory(to: UInt64.self, capacity: 512)
     }
 
-    func give(_ table: UnsafeMutablePointer<UInt64>) {
-        if spare.count < TablePool.maxSpare { spare.append(table) } else { free(table) }
-    }
+    func give(_ table: UnsafeMutablePointer<UInt64>) { spare.append(table) }
 }

@@ -244,6 +244,9 @@ struct ScenarioReader {
         }) { c.transparentHugePages = v }
         if let v = try m.optional("huge_zero_page", bool) { c.hugeZeroPage = v }
         guard c.ramBytes >= 1 << 20 else { throw fail(m.node("ram") ?? node, m.field("ram"), "at least 1MiB of RAM is needed") }
+        guard c.ramBytes + c.swapBytes <= Machine.maxMemoryBytes else {
+            throw fail(m.node("ram") ?? node, m.field("ram"), "RAM + swap can be at most 4TiB in the simulator")
+        }
         return c
     }
 

@@ -40,7 +40,11 @@ public struct ScenarioRunner {
         return s
     }
 
-    struct StepFailure: Error { var message: String }
+    struct StepFailure: Error {
+        var message: String
+        /// What the step was doing, when known before it failed.
+        var action: String? = nil
+    }
 
     func pid(_ name: String) throws -> Int32 {
         guard let pid = pids[name] else { throw StepFailure(message: "no process named '\(name)'") }
@@ -66,6 +70,7 @@ public struct ScenarioRunner {
             description = try apply(step.action, &stepFaults)
         } catch let stepFailure as StepFailure {
             failure = stepFailure.message
+            description = stepFailure.action ?? ""
         } catch let other {
             failure = "\(other)"
         }
@@ -148,8 +153,14 @@ public struct ScenarioRunner {
             let r = try region(process, name)
             let (pages, result) = try touch(p, r, span) { try machine.access(p, $0, length: $1, kind, every: span.every) }
             faults += result.faults
-            try check(result)
-            return "\(process): \(kind.rawValue) \(pages) pages of \(name)\(span.every > 1 ? " (every \(span.every)th)" : "")"
+            let description = "\(process): \(kind.rawValue) \(pages) pages of \(name)\(span.every > 1 ? " (every \(span.every)th)" : "")"
+            do {
+                try check(result)
+            } catch var failure as StepFailure {
+                failure.action = description
+                throw failure
+            }
+            return description
         case let .pin(process, name, span):
             let p = try pid(process)
             let r = try region(process, name)
@@ -285,10 +296,10 @@ public struct ScenarioRunner {
             return .init(check: "\(name) made \(n) \(n == 1 ? "copy" : "copies")", actual: actual.map(String.init) ?? "never existed", passed: actual == n)
         case .oomKills(let n):
             let k = machine.vmstat.oomKill
-            return .init(check: "\(n) OOM kills", actual: "\(k)", passed: k == n)
+            return .init(check: "\(n) OOM kill\(n == 1 ? "" : "s")", actual: "\(k)", passed: k == n)
         case .failedSteps(let n):
             let f = report.failedSteps
-            return .init(check: "\(n) failed steps", actual: "\(f)", passed: f == n)
+            return .init(check: "\(n) failed step\(n == 1 ? "" : "s")", actual: "\(f)", passed: f == n)
         case let .value(name, region, offset, n):
             var actual = "unreadable"
             if let pid = pids[name], machine.isAlive(pid), let r = regions[name]?[region],

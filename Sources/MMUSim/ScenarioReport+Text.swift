@@ -58,7 +58,8 @@ extension ScenarioReport {
         var out = ["Summary"]
         for p in processes {
             out.append("  \(p.name) (pid \(p.pid)): \(p.state), \(p.copies) pages copied (\(formatKB(p.copies * 4))), "
-                + "\(p.faults) faults, RSS \(formatKB(p.rssKB)), Private_Dirty \(formatKB(p.privateDirtyKB))")
+                + "\(p.faults) faults, RSS \(formatKB(p.rssKB)) (anon \(formatKB(p.anonKB)), file \(formatKB(p.fileKB)), "
+                + "shmem \(formatKB(p.shmemKB))), Private_Dirty \(formatKB(p.privateDirtyKB))")
         }
         out.append("  " + ScenarioReport.hostLine(host))
         let failed = steps.filter { $0.error != nil }

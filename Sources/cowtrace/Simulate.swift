@@ -18,8 +18,7 @@ struct Simulate: ParsableCommand {
 
             Examples:
               cowtrace simulate --list
-              cowtrace simulate redis-bgsave
-              cowtrace simulate oom-8g-never --summary
+              cowtrace simulate redis-bgsave --summary
               cowtrace simulate --show oom-8g > my.yaml && cowtrace simulate my.yaml --format json
             """
     )

@@ -102,6 +102,8 @@ final class MachineFaultTests: XCTestCase {
         XCTAssertEqual(first, FaultRecord(pid: p, address: a, errorCode: 0x6, faultClass: .anonymousPage))
         XCTAssertNil(try m.fault(p, at: a + 16, write: true))
         XCTAssertEqual(m.faults(p)[.anonymousPage], 1)
+        XCTAssertEqual(FaultClass.count, FaultClass.allCases.count)
+        XCTAssertEqual(FaultClass.allCases.compactMap(\.tracerClass), [.copy, .reuse, .zeroFill, .fileCopy, .sharedWrite, .copy])
         XCTAssertEqual(FaultClass.ksmCopy.tracerClass, .copy)
         XCTAssertNil(FaultClass.anonymousPage.tracerClass)
     }

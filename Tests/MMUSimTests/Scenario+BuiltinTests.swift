@@ -109,6 +109,7 @@ final class ScenarioBuiltinTests: XCTestCase {
         XCTAssertTrue(text.contains("  faults: copy 10"))
         XCTAssertTrue(text.contains("PROCESS  PID   STATE"))
         XCTAssertTrue(text.contains("child (pid 1001): exited, 10 pages copied (40 KiB)"))
+        XCTAssertTrue(text.contains("parent (pid 1000): running, 0 pages copied (0 B), 262144 faults, RSS 1 GiB (anon 1 GiB, file 0 B, shmem 0 B), Private_Dirty 1 GiB"), text)
         XCTAssertTrue(text.contains("ok   expect child made 10 copies"))
     }
 }

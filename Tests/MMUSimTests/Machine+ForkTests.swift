@@ -129,7 +129,11 @@ final class MachineForkTests: XCTestCase {
         XCTAssertEqual(m.rss(c).anon, 512)
         XCTAssertEqual(m.frameInfo(p, a + 5 * page)!.mapcount, 2)
         // The child writes one 4 KiB page: the PMD is split, one 4 KiB copy.
+        m.faultLog = []
         let w = try m.write(c, a + 5 * page, length: 1)
+        XCTAssertEqual(m.faultLog, [FaultRecord(pid: c, address: a + 5 * page, errorCode: 0x7, faultClass: .copy, onHugePMD: true)])
+        XCTAssertTrue(m.faultLog![0].isWriteProtectFault)
+        m.faultLog = nil
         XCTAssertEqual(w.faults[.copy], 1); XCTAssertEqual(w.faults.total, 1)
         XCTAssertEqual(m.vmstat.thpSplitPMD, 1)
         XCTAssertFalse(m.pageTableEntry(c, a)!.isHuge)
