@@ -263,12 +263,14 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 {
 	if ((error_code & (X86_PF_PROT | X86_PF_WRITE)) != (X86_PF_PROT | X86_PF_WRITE))
 		return 0;
-	struct cowtrace_pid_counters *c = current_counters();
+	/* One task pointer serves the filter, the ids and the counters: every
+	 * helper call costs on this path. */
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct cowtrace_pid_counters *c = counters_of(task);
 	if (!c)
 		return 0;
 	ADD(c->wp_faults, 1);
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32, tid = (__u32)id;
+	__u32 tgid = task->tgid, tid = task->pid;
 
 	struct cowtrace_pending_fault *p = pending();
 	if (!p)
@@ -283,16 +285,16 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	return 0;
 }
 
-/* True while current is still inside the user fault recorded in p. */
-static __always_inline bool in_pending_fault(struct cowtrace_pending_fault *p)
+/* True while `task` is still inside the user fault recorded in p. */
+static __always_inline bool in_pending_fault(struct cowtrace_pending_fault *p, struct task_struct *task)
 {
-	if (!p->tid || p->tid != (__u32)bpf_get_current_pid_tgid())
+	if (!p->tid || p->tid != task->pid)
 		return false;
 	if (cowtrace_cfg.fault_mode != COWTRACE_MODE_TRACEPOINT)
 		return true; /* fentry/kprobe: the window closes at do_wp_page's return */
 	/* The user pt_regs show an exception (orig_ax == -1, a syscall would show
 	 * its number) at the faulting ip: the fault has not returned yet. */
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	return regs->orig_ax == (unsigned long)-1 && regs->ip == p->ip;
 }
 
@@ -302,9 +304,12 @@ int BPF_PROG(tp_mm_page_alloc, struct page *page, unsigned int order, gfp_t gfp_
 	if (order != 0 || !(gfp_flags & COWTRACE_GFP_MOVABLE))
 		return 0;
 	struct cowtrace_pending_fault *p = pending();
-	if (!p || p->resolved != COWTRACE_CLASS_UNRESOLVED || !in_pending_fault(p))
+	if (!p || !p->tid || p->resolved != COWTRACE_CLASS_UNRESOLVED)
 		return 0;
-	struct cowtrace_pid_counters *c = current_counters();
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (!in_pending_fault(p, task))
+		return 0;
+	struct cowtrace_pid_counters *c = counters_of(task);
 	if (!c)
 		return 0;
 	__u8 class_;
@@ -328,9 +333,12 @@ int BPF_PROG(tp_rss_stat, struct mm_struct *mm, int member)
 	if (member != COWTRACE_MM_FILEPAGES && member != COWTRACE_MM_SHMEMPAGES)
 		return 0;
 	struct cowtrace_pending_fault *p = pending();
-	if (!p || p->resolved != COWTRACE_CLASS_COPY || !in_pending_fault(p))
+	if (!p || p->resolved != COWTRACE_CLASS_COPY)
 		return 0;
-	struct cowtrace_pid_counters *c = current_counters();
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (!in_pending_fault(p, task))
+		return 0;
+	struct cowtrace_pid_counters *c = counters_of(task);
 	if (!c)
 		return 0;
 	ADD(c->copies, -1);

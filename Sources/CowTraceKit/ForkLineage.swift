@@ -28,7 +28,7 @@ public struct ForkLineage: Sendable {
         let children = Set(records.map(\.child))
         func comm(_ pid: Int32) -> String { snapshot.info[pid]?.comm.nonEmpty ?? ProcFS.comm(of: pid) ?? "?" }
         func copies(_ pid: Int32) -> UInt64 {
-            snapshot.counters[pid].map { $0.copies + $0.fileCopies } ?? 0
+            snapshot.counters[pid]?.pagesCopied ?? 0
         }
         func build(_ r: ForkRecord, depth: Int) -> Node {
             let grandchildren = depth < 64 ? (byParent[r.child] ?? []).map { build($0, depth: depth + 1) } : []
@@ -50,7 +50,7 @@ public struct ForkLineage: Sendable {
     public func renderText() -> String {
         if roots.isEmpty { return "no forks seen\n" }
         var out = ""
-        let mib = { (pages: UInt64) in String(format: "%.1f MiB", Double(pages * pageSize) / 1_048_576) }
+        let mib = { (pages: UInt64) in String(format: "%.1f MiB", Double(pages &* pageSize) / 1_048_576) }
         func line(_ n: Node, indent: String) {
             let r = n.record
             let latency = r.latencyNanoseconds.map { String(format: "%.3f ms", Double($0) / 1e6) } ?? "?"

@@ -50,7 +50,7 @@ public struct ForkProfile: Codable, Equatable, Sendable {
     public var drops: UInt64
 
     public var totalCopies: UInt64 { parentCopies + childCopies }
-    public var bytesCopied: UInt64 { totalCopies * pageSize }
+    public var bytesCopied: UInt64 { totalCopies &* pageSize }
 
     /// The interval that copied the most.
     public var peakSample: ForkProfileSample? {
@@ -181,7 +181,7 @@ public final class ForkProfiler {
             drops: sub(try tracer.drops().total, startDrops))
     }
 
-    private func copies(_ c: ProcessCounters) -> UInt64 { c.copies + c.fileCopies }
+    private func copies(_ c: ProcessCounters) -> UInt64 { c.pagesCopied }
 }
 
 /// The kernel's exit_code (status << 8 | signal) as a shell would show it.

@@ -33,7 +33,7 @@ public struct OOMAncestry: Sendable, Codable, Equatable {
                 let counters = snapshot?.counters[current]
                 chain.append(Link(pid: current, comm: currentComm ?? info.comm,
                                   forkedAtNanoseconds: info.startNanoseconds == 0 ? nil : info.startNanoseconds,
-                                  pagesCopied: counters.map { $0.copies + $0.fileCopies },
+                                  pagesCopied: counters?.pagesCopied,
                                   bytesCopied: counters.map { $0.bytesCopied(pageSize: pageSize) },
                                   source: "tracer"))
                 parent = info.ppid

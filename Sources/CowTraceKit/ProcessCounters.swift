@@ -20,8 +20,12 @@ public struct ProcessCounters: Equatable, Sendable, Codable {
         return writeProtectFaults >= other ? writeProtectFaults - other : 0
     }
 
-    /// Bytes that were really copied (zero fills copy nothing).
-    public func bytesCopied(pageSize: UInt64) -> UInt64 { (copies + fileCopies) * pageSize }
+    /// Pages really copied: anonymous and file copies (zero fills copy nothing).
+    /// Wrapping: a re-classification in flight may be read half done.
+    public var pagesCopied: UInt64 { copies &+ fileCopies }
+
+    /// Bytes that were really copied.
+    public func bytesCopied(pageSize: UInt64) -> UInt64 { pagesCopied &* pageSize }
 
     /// Adds a kernel record with wrapping arithmetic: a copy re-classified as
     /// a file copy is undone with an atomic add of -1, which may be read first.

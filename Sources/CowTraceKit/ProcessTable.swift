@@ -26,7 +26,7 @@ public struct ProcessTable: Sendable {
             rows.append(Row(pid: pid, ppid: info?.ppid ?? 0, comm: comm, counters: counters, exited: info?.exited ?? false))
         }
         rows.sort { a, b in
-            let ca = a.counters.copies + a.counters.fileCopies, cb = b.counters.copies + b.counters.fileCopies
+            let ca = a.counters.pagesCopied, cb = b.counters.pagesCopied
             return ca != cb ? ca > cb : a.pid < b.pid
         }
         self.rows = rows
