@@ -54,12 +54,20 @@ struct {
 	__type(value, struct cowtrace_fork_record);
 } fork_records SEC(".maps");
 
-/* Threads inside a fork-family syscall: entry time, by tid. */
+/* Threads inside a fork-family syscall, by tid: entry time, and the child
+ * sched_process_fork saw (its global tgid: the syscall returns the pid in the
+ * parent's namespace, which is not the key of fork_records in a container). */
+struct fork_in_progress {
+	__u64 start_ns;
+	__u32 child;
+	__u32 pad;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct fork_in_progress);
 } fork_start SEC(".maps");
 
 struct {
@@ -261,8 +269,14 @@ int BPF_KPROBE(kprobe_do_huge_pmd_wp_page) { return on_huge_pmd_wp_page(); }
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, unsigned long error_code)
 {
-	if ((error_code & (X86_PF_PROT | X86_PF_WRITE)) != (X86_PF_PROT | X86_PF_WRITE))
+	if ((error_code & (X86_PF_PROT | X86_PF_WRITE)) != (X86_PF_PROT | X86_PF_WRITE)) {
+		/* Any other fault of the thread ends its pending one: a first
+		 * touch at the same ip after a reuse must not pass for its copy. */
+		struct cowtrace_pending_fault *p = pending();
+		if (p && p->tid && p->tid == (__u32)bpf_get_current_pid_tgid())
+			p->tid = 0;
 		return 0;
+	}
 	/* One task pointer serves the filter, the ids and the counters: every
 	 * helper call costs on this path. */
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -365,8 +379,13 @@ static __always_inline void note_identity(__u32 tgid, __u32 ppid, struct task_st
 			return;
 	}
 	if (at_fork) {
+		/* A recycled pid starts afresh: nothing of the old process stays. */
 		info->ppid = ppid;
 		info->start_ns = bpf_ktime_get_ns();
+		info->exited = 0;
+		info->exit_ns = 0;
+		info->exit_code = 0;
+		bpf_map_delete_elem(&exited_counters, &tgid);
 	}
 	BPF_CORE_READ_STR_INTO(&info->comm, task, comm);
 }
@@ -401,6 +420,10 @@ int BPF_PROG(tp_sched_process_fork, struct task_struct *parent, struct task_stru
 		r.parent_copies_at_fork = pc->copies + pc->file_copies;
 		if (bpf_map_update_elem(&fork_records, &child_tgid, &r, BPF_ANY))
 			count_drop(COWTRACE_DROP_INFO_MAP_FULL);
+		__u32 tid = (__u32)bpf_get_current_pid_tgid();
+		struct fork_in_progress *f = bpf_map_lookup_elem(&fork_start, &tid);
+		if (f)
+			f->child = child_tgid;
 	}
 	emit(COWTRACE_EVENT_FORK, 0, parent_tgid, (__u32)bpf_get_current_pid_tgid(), 0, 0, child_tgid);
 	return 0;
@@ -427,8 +450,13 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(tp_sched_process_exec, struct task_struct *p, pid_t old_pid, void *bprm)
 {
 	struct cowtrace_pid_counters *c = counters_of(p);
-	if (!c)
+	if (!c) {
+		/* A non-leader thread exec'd: de_thread freed the old leader and
+		 * its storage. Traced or not, we cannot tell: count the loss. */
+		if (old_pid != p->pid && bpf_map_lookup_elem(&pid_info, &(__u32){ p->tgid }))
+			count_drop(COWTRACE_DROP_PID_MAP_FULL);
 		return 0;
+	}
 	ADD(c->execs, 1);
 	if (cowtrace_cfg.fork_lineage)
 		end_fork(p, COWTRACE_FORK_ENDED_BY_EXEC);
@@ -482,8 +510,9 @@ int BPF_PROG(tp_sys_enter_fork, struct pt_regs *regs, long id)
 	if (!is_fork_syscall(id) || !current_counters())
 		return 0;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u64 now = bpf_ktime_get_ns();
-	bpf_map_update_elem(&fork_start, &tid, &now, BPF_ANY);
+	struct fork_in_progress f = { .start_ns = bpf_ktime_get_ns() };
+	if (bpf_map_update_elem(&fork_start, &tid, &f, BPF_ANY))
+		count_drop(COWTRACE_DROP_INFO_MAP_FULL);
 	return 0;
 }
 
@@ -493,14 +522,14 @@ int BPF_PROG(tp_sys_exit_fork, struct pt_regs *regs, long ret)
 	if (!is_fork_syscall(regs->orig_ax))
 		return 0;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u64 *start = bpf_map_lookup_elem(&fork_start, &tid);
-	if (!start)
+	struct fork_in_progress *f = bpf_map_lookup_elem(&fork_start, &tid);
+	if (!f)
 		return 0;
-	__u64 latency = bpf_ktime_get_ns() - *start;
+	__u64 latency = bpf_ktime_get_ns() - f->start_ns;
+	__u32 child = f->child;
 	bpf_map_delete_elem(&fork_start, &tid);
-	if (ret <= 0)
-		return 0; /* the child's return, or a failed fork */
-	__u32 child = (__u32)ret;
+	if (ret <= 0 || !child)
+		return 0; /* the child's return, a failed fork, or a thread */
 	struct cowtrace_fork_record *r = bpf_map_lookup_elem(&fork_records, &child);
 	if (r)
 		r->latency_ns = latency;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -172,4 +173,9 @@ int cbpf_vmlinux_tracepoint_arity(const char *name)
 int cbpf_pidfd_open(pid_t pid)
 {
 	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int cbpf_pipe_cloexec(int fds[2])
+{
+	return pipe2(fds, O_CLOEXEC);
 }

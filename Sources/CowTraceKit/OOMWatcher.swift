@@ -5,7 +5,7 @@ import Foundation
 /// `cowtrace stat --oom` use it.
 public final class OOMWatcher {
     public let oom: OOMTracer
-    /// nil when lineage was not asked for or the main tracer could not attach.
+    /// nil when lineage was not asked for (if the main tracer cannot attach, init throws).
     public let lineage: CowTracer?
     public private(set) var reports: [OOMReport] = []
     private var handler: ((OOMReport) -> Void)?

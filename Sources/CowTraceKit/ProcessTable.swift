@@ -103,7 +103,7 @@ public struct TableRenderer {
             out += "(tracepoint tier: REUSES includes writes to shared mappings)\n"
         }
         if table.drops.total > 0 {
-            out += "LOST: \(table.drops.ringBufferFull) events (ring buffer full), \(table.drops.processMapFull) processes not counted (map full: raise --max-processes)\n"
+            out += "LOST: \(table.drops.ringBufferFull) events (ring buffer full), \(table.drops.processMapFull) processes not counted, \(table.drops.infoMapFull) identities or fork records not stored (maps full: raise --max-processes)\n"
         }
         return out
     }

@@ -1,3 +1,4 @@
+import CBPF
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -22,7 +23,7 @@ public enum Subprocess {
         defer { posix_spawn_file_actions_destroy(&actions) }
         var pipeFDs: [Int32] = [-1, -1]
         if captureOutput {
-            guard pipe(&pipeFDs) == 0 else {
+            guard cbpf_pipe_cloexec(&pipeFDs) == 0 else {
                 throw TracerError.commandFailedToStart(command: arguments.joined(separator: " "), errno: .current)
             }
             posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
@@ -31,7 +32,8 @@ public enum Subprocess {
         }
         var inputFDs: [Int32] = [-1, -1]
         if pipeInput {
-            guard pipe(&inputFDs) == 0 else {
+            guard cbpf_pipe_cloexec(&inputFDs) == 0 else {
+                if captureOutput { close(pipeFDs[0]); close(pipeFDs[1]) }
                 throw TracerError.commandFailedToStart(command: arguments.joined(separator: " "), errno: .current)
             }
             posix_spawn_file_actions_adddup2(&actions, inputFDs[0], 0)

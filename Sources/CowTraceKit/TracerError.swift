@@ -47,7 +47,8 @@ public enum TracerError: Error, CustomStringConvertible {
         case .workloadNotFound(let searched):
             return "cannot find the cowtrace-workload program (looked in \(searched.joined(separator: ", "))): build it with `swift build` or set COWTRACE_WORKLOAD=/path/to/cowtrace-workload"
         case .workloadFailed(let arguments, let status, let output):
-            return "cowtrace-workload \(arguments.joined(separator: " ")) failed with status \(status): \(output)"
+            let last = output.split(whereSeparator: \.isNewline).last.map(String.init) ?? "no output"
+            return "cowtrace-workload \(arguments.joined(separator: " ")) failed with status \(status) (last output: \(last)); run it by hand to see its error"
         }
     }
 }

@@ -32,7 +32,9 @@ struct Demo: ParsableCommand {
         let tracer = try CowTracer(options: options)
         defer { tracer.close() }
         let p = Self.pages, c = Self.childPages, live = Self.parentLivePages, z = Self.zeroPages
-        let arguments = ["--pages", "\(p)", "--zero-pages", "\(z)",
+        // --zero-pages z+1: the workload writes the last page before the fork
+        // (so the region's page table is copied) and steps leave it out.
+        let arguments = ["--pages", "\(p)", "--zero-pages", "\(z + 1)",
                          "child:write:0:\(c)",
                          "parent:write:\(c):\(c + live)",
                          "child:exit",

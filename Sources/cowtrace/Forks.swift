@@ -48,7 +48,7 @@ struct Forks: ParsableCommand {
     }
 
     func run() throws {
-        do { try trace() } catch { throw cliError(error) }
+        do { try trace() } catch let e as ExitCode { throw e } catch { throw cliError(error) }
     }
 
     private func trace() throws {
@@ -61,7 +61,9 @@ struct Forks: ParsableCommand {
         let tracer = try CowTracer(options: options)
         defer { tracer.close() }
         var childStatus: Int32?
+        var stoppedByUs = false
         let child = command.isEmpty ? nil : try Subprocess.spawn(command).pid
+        defer { if let c = child, childStatus == nil { kill(c, SIGTERM); _ = Subprocess.wait(c) } }
         StopSignal.sleep(duration ?? .greatestFiniteMagnitude) {
             if let c = child, childStatus == nil { childStatus = Subprocess.poll(c) }
             return childStatus != nil
@@ -69,12 +71,17 @@ struct Forks: ParsableCommand {
         if let c = child, childStatus == nil {
             kill(c, SIGTERM)
             childStatus = Subprocess.wait(c)
+            stoppedByUs = true
         }
         let lineage = ForkLineage(records: try tracer.forkRecords(), snapshot: try tracer.snapshot(), pageSize: tracer.pageSize)
         print(format == .json ? lineage.renderJSON() : lineage.renderText(), terminator: "")
         let drops = try tracer.drops()
         if drops.total > 0 {
             FileHandle.standardError.write(Data("cowtrace: LOST \(drops.total) records (maps full: raise --max-processes)\n".utf8))
+        }
+        if let status = childStatus, status != 0, !stoppedByUs {
+            FileHandle.standardError.write(Data("cowtrace: \(command.joined(separator: " ")) exited with status \(status)\n".utf8))
+            throw ExitCode(status)
         }
     }
 }

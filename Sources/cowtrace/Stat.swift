@@ -65,7 +65,7 @@ struct Stat: ParsableCommand {
     }
 
     func run() throws {
-        do { try trace() } catch { throw cliError(error) }
+        do { try trace() } catch let e as ExitCode { throw e } catch { throw cliError(error) }
     }
 
     private func trace() throws {
@@ -84,9 +84,15 @@ struct Stat: ParsableCommand {
 
         var child: Int32?
         var childStatus: Int32?
+        var stoppedByUs = false
         if !command.isEmpty {
             child = try Subprocess.spawn(command).pid
         }
+        defer {
+            // Whatever ends the loop, even an error, the command does not outlive us.
+            if let c = child, childStatus == nil { kill(c, SIGTERM); _ = Subprocess.wait(c) }
+        }
+        var history = TraceHistory()
         let period = interval ?? (command.isEmpty ? 1 : .infinity)
         var renderer = TableRenderer(format: format, maxRows: format == .text ? top : 0)
         var printed = 0
@@ -98,7 +104,8 @@ struct Stat: ParsableCommand {
             }
             let finished = StopSignal.isRequested || childStatus != nil
             for p in members?.pids() ?? [] { try? tracer.trace(pid: p) }
-            let table = ProcessTable(snapshot: try tracer.snapshot(), tier: tracer.tier, pageSize: tracer.pageSize)
+            let snapshot = history.merge(try tracer.snapshot(), retiringFrom: tracer)
+            let table = ProcessTable(snapshot: snapshot, tier: tracer.tier, pageSize: tracer.pageSize)
             let isLast = finished || (count.map { printed + 1 >= $0 } ?? false)
             if period.isFinite || isLast {
                 print(renderer.render(table, at: Date(), final: isLast), terminator: format == .text ? "\n" : "")
@@ -115,9 +122,12 @@ struct Stat: ParsableCommand {
         if let c = child, childStatus == nil {
             kill(c, SIGTERM)
             childStatus = Subprocess.wait(c)
+            stoppedByUs = true
         }
-        if let status = childStatus, status != 0 {
+        // Like time(1): a command that failed on its own makes cowtrace fail too.
+        if let status = childStatus, status != 0, !stoppedByUs {
             FileHandle.standardError.write(Data("cowtrace: \(command.joined(separator: " ")) exited with status \(status)\n".utf8))
+            throw ExitCode(status)
         }
     }
 }

@@ -109,6 +109,15 @@ final class CLITests: XCTestCase {
         XCTAssertLessThan(Date().timeIntervalSince(start), 15)
     }
 
+    /// Like time(1): the command's failure is cowtrace's exit status, after the table.
+    func testFailingCommandsStatusIsPassedOn() throws {
+        try requireBPF()
+        let r = try cowtrace(["stat", "-c", "sh", "-c", "exit 3"])
+        XCTAssertEqual(r.status, 3, r.stderr)
+        XCTAssertTrue(r.stdout.contains("final totals"), r.stdout)
+        XCTAssertTrue(r.stderr.contains("exited with status 3"), r.stderr)
+    }
+
     func testDemoNumbersMatchTheWorkload() throws {
         try requireBPF()
         let r = try cowtrace(["demo"])

@@ -34,6 +34,9 @@ void *cbpf_rodata_variable(struct bpf_object *obj, const char *name, size_t *siz
 int cbpf_vmlinux_has_type(const char *name, int kind);
 
 
+/* pipe2(fds, O_CLOEXEC): glibc declares pipe2 only under _GNU_SOURCE. */
+int cbpf_pipe_cloexec(int fds[2]);
+
 /* pidfd_open(2), which Swift cannot reach through variadic syscall(). */
 int cbpf_pidfd_open(pid_t pid);
 /* The number of arguments a BTF tracepoint passes to its programs (the
