@@ -65,8 +65,7 @@ public final class CowTracer {
     private let dropsFD: Int32
     private let eventsFD: Int32
     private let possibleCPUs: Int
-    private var ringBuffer: OpaquePointer?
-    private var eventSink: EventSink?
+    private var ringBuffer: RingBuffer?
 
     public init(options: TracerOptions) throws {
         let missing = KernelFacts.missingBPFCapabilities()
@@ -119,7 +118,6 @@ public final class CowTracer {
 
     /// Detaches every program and frees the maps.
     public func close() {
-        if let rb = ringBuffer { ring_buffer__free(rb) }
         ringBuffer = nil
         links.removeAll()
         object = nil
@@ -262,33 +260,14 @@ public final class CowTracer {
 
     /// Delivers ring-buffer events to `handler` from `pollEvents`.
     public func onEvent(_ handler: @escaping (FaultEvent) -> Void) throws {
-        let sink = EventSink(handler: handler)
-        eventSink = sink
-        let callback: ring_buffer_sample_fn = { ctx, data, size in
-            guard let ctx, let data, size >= MemoryLayout<cowtrace_event>.size else { return 0 }
-            let sink = Unmanaged<EventSink>.fromOpaque(ctx).takeUnretainedValue()
-            sink.handler(FaultEvent(data.loadUnaligned(as: cowtrace_event.self)))
-            return 0
-        }
-        errno = 0
-        guard let rb = ring_buffer__new(eventsFD, callback, Unmanaged.passUnretained(sink).toOpaque(), nil) else {
-            throw TracerError.mapAccess(map: "events", operation: "open ring buffer", errno: Errno.current)
-        }
-        ringBuffer = rb
+        ringBuffer = try RingBuffer(mapFD: eventsFD, map: "events", as: cowtrace_event.self) { handler(FaultEvent($0)) }
     }
 
     /// Waits up to `timeoutMilliseconds` for events; returns how many were handled.
     @discardableResult
     public func pollEvents(timeoutMilliseconds: Int32) -> Int {
-        guard let rb = ringBuffer else { return 0 }
-        let n = ring_buffer__poll(rb, timeoutMilliseconds)
-        return n < 0 ? 0 : Int(n)
+        ringBuffer?.poll(timeoutMilliseconds: timeoutMilliseconds) ?? 0
     }
-}
-
-final class EventSink {
-    let handler: (FaultEvent) -> Void
-    init(handler: @escaping (FaultEvent) -> Void) { self.handler = handler }
 }
 
 private func setComm(_ info: inout cowtrace_pid_info, _ comm: String) {

@@ -64,7 +64,7 @@ public final class OOMTracer {
 
     private var object: BPFObject?
     private var links: [BPFLink] = []
-    private var ringBuffer: OpaquePointer?
+    private var ringBuffer: RingBuffer?
     private let sink: OOMSink
     private let dropsFD: Int32
     private let possibleCPUs: Int
@@ -117,25 +117,15 @@ public final class OOMTracer {
         possibleCPUs = Int(libbpf_num_possible_cpus())
         sink = OOMSink(memcgRange: KernelSymbolRange(named: "mem_cgroup_out_of_memory"))
 
-        let eventsFD = try object.mapDescriptor("events")
-        let callback: ring_buffer_sample_fn = { ctx, data, size in
-            guard let ctx, let data, size >= MemoryLayout<oom_kill_event>.size else { return 0 }
-            let sink = Unmanaged<OOMSink>.fromOpaque(ctx).takeUnretainedValue()
-            sink.deliver(data.loadUnaligned(as: oom_kill_event.self))
-            return 0
+        ringBuffer = try RingBuffer(mapFD: object.mapDescriptor("events"), map: "events", as: oom_kill_event.self) { [sink] in
+            sink.deliver($0)
         }
-        errno = 0
-        guard let rb = ring_buffer__new(eventsFD, callback, Unmanaged.passUnretained(sink).toOpaque(), nil) else {
-            throw TracerError.mapAccess(map: "events", operation: "open ring buffer", errno: Errno.current)
-        }
-        ringBuffer = rb
     }
 
     deinit { close() }
 
     /// Detaches the programs and frees the maps.
     public func close() {
-        if let rb = ringBuffer { ring_buffer__free(rb) }
         ringBuffer = nil
         links.removeAll()
         object = nil
@@ -149,9 +139,7 @@ public final class OOMTracer {
     /// Waits up to `timeoutMilliseconds` for kills; returns how many were delivered.
     @discardableResult
     public func poll(timeoutMilliseconds: Int32) -> Int {
-        guard let rb = ringBuffer else { return 0 }
-        let n = ring_buffer__poll(rb, timeoutMilliseconds)
-        return n < 0 ? 0 : Int(n)
+        ringBuffer?.poll(timeoutMilliseconds: timeoutMilliseconds) ?? 0
     }
 
     /// Records the kernel could not send (ring buffer full).
