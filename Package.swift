@@ -10,6 +10,8 @@ let package = Package(
         .executable(name: "cowtrace-workload", targets: ["cowtrace-workload"]),
         .library(name: "CowTraceKit", targets: ["CowTraceKit"]),
         .library(name: "MMUSim", targets: ["MMUSim"]),
+        .library(name: "CowTraceFormat", targets: ["CowTraceFormat"]),
+        .library(name: "CowTraceReplay", targets: ["CowTraceReplay"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -26,28 +28,42 @@ let package = Package(
         .plugin(name: "BPFObjectPlugin", capability: .buildTool()),
         .target(
             name: "CowTraceKit",
-            dependencies: ["CBPF"],
+            dependencies: ["CBPF", "CowTraceFormat"],
             plugins: ["BPFObjectPlugin"]
         ),
         // The simulated MMU: no BPF dependency, deterministic, single-threaded.
         .target(name: "MMUSim", dependencies: [.product(name: "Yams", package: "Yams")]),
+        // The recording file format (`cowtrace record`): blocks with checksums,
+        // readable up to the damage. Foundation and zlib only, so that the fuzz
+        // script can compile it on its own.
+        .target(name: "CowTraceFormat", linkerSettings: [.linkedLibrary("z")]),
+        // Replays a recording through the simulated MMU and compares it with the kernel's classes.
+        .target(name: "CowTraceReplay", dependencies: ["CowTraceFormat", "MMUSim"]),
         // Simulated fault events per second, fork time and memory per simulated page (run with -c release).
         .executableTarget(name: "mmusim-bench", dependencies: ["MMUSim"]),
+        // Recording format write / decode speed (run with -c release); --write-seeds makes the fuzz corpus.
+        .executableTarget(name: "trace-format-bench", dependencies: ["CowTraceFormat"]),
         .executableTarget(
             name: "cowtrace",
             dependencies: [
                 "CowTraceKit",
                 "MMUSim",
+                "CowTraceFormat",
+                "CowTraceReplay",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // Controlled fork/CoW scenarios, in C so that the workload touches exactly the pages it says.
-        .executableTarget(name: "cowtrace-workload", path: "Sources/cowtrace-workload"),
+        // Frame pointers: `cowtrace stat --stacks` walks its stacks in tests.
+        .executableTarget(name: "cowtrace-workload", path: "Sources/cowtrace-workload",
+                          cSettings: [.unsafeFlags(["-fno-omit-frame-pointer"])]),
         // Skips BPF tests when not root, and fails them when COWTRACE_REQUIRE_BPF=1 (CI).
         .target(name: "CowTraceTestSupport", dependencies: ["CowTraceKit"], path: "Tests/CowTraceTestSupport"),
         .testTarget(name: "CowTraceKitTests", dependencies: ["CowTraceKit", "CBPF", "CowTraceTestSupport"]),
         .testTarget(name: "MMUSimTests", dependencies: ["MMUSim"]),
-        .testTarget(name: "cowtraceTests", dependencies: ["CowTraceKit", "CowTraceTestSupport"]),
+        .testTarget(name: "CowTraceFormatTests", dependencies: ["CowTraceFormat"]),
+        .testTarget(name: "CowTraceReplayTests", dependencies: ["CowTraceReplay", "CowTraceFormat", "MMUSim"]),
+        .testTarget(name: "cowtraceTests", dependencies: ["CowTraceKit", "CowTraceFormat", "CowTraceTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

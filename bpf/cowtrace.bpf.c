@@ -89,6 +89,30 @@ struct {
 	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
 
+/* Per-process histograms (cfg.histograms), allocated on first use. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384 * COWTRACE_HIST_NR);
+	__type(key, struct cowtrace_hist_key);
+	__type(value, struct cowtrace_hist);
+} histograms SEC(".maps");
+
+/* --stacks: user stacks of copy faults, and copies per (process, stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, 127 * sizeof(__u64));
+	__uint(max_entries, 16384);
+} stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct cowtrace_stack_key);
+	__type(value, __u64);
+} stack_copies SEC(".maps");
+
 static __always_inline void count_drop(__u32 reason)
 {
 	__u64 *n = bpf_map_lookup_elem(&drops, &reason);
@@ -151,13 +175,166 @@ static __always_inline void emit(__u8 type, __u8 class_, __u32 tgid, __u32 tid,
 	e->class_ = class_;
 	e->pad[0] = e->pad[1] = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, 0);
+	/* Without wakeups the reader polls on a timer, except for an exec: the
+	 * recorder reads the new program's maps while the process still runs. */
+	__u64 flags = 0;
+	if (type == COWTRACE_EVENT_EXEC)
+		flags = BPF_RB_FORCE_WAKEUP;
+	else if (cowtrace_cfg.no_wakeup)
+		flags = BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
 }
 
 static __always_inline struct cowtrace_pending_fault *pending(void)
 {
 	__u32 zero = 0;
 	return bpf_map_lookup_elem(&pending_fault, &zero);
+}
+
+/* ---- histograms (cfg.histograms) and stacks (cfg.user_stacks) ----------- */
+
+static __always_inline struct cowtrace_hist *hist_of(__u32 tgid, __u32 kind)
+{
+	struct cowtrace_hist_key key = { .tgid = tgid, .kind = kind };
+	struct cowtrace_hist *h = bpf_map_lookup_elem(&histograms, &key);
+	if (h)
+		return h;
+	static const struct cowtrace_hist zero = {};
+	if (bpf_map_update_elem(&histograms, &key, &zero, BPF_NOEXIST) && !bpf_map_lookup_elem(&histograms, &key)) {
+		count_drop(COWTRACE_DROP_HIST_MAP_FULL);
+		return 0;
+	}
+	return bpf_map_lookup_elem(&histograms, &key);
+}
+
+static __always_inline __u32 log2_slot(__u64 v)
+{
+	__u32 r = 0, shift;
+	shift = (v > 0xFFFFFFFFULL) << 5; v >>= shift; r |= shift;
+	shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
+	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
+	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
+	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
+	r |= (v >> 1);
+	/* Keep clang from folding the mask into the shifts above: the 6.1
+	 * verifier must see the final slot bounded. */
+	asm volatile("" : "+r"(r));
+	return r & (COWTRACE_HIST_SLOTS - 1);
+}
+
+static __always_inline void hist_record(struct cowtrace_hist *h, __u64 value)
+{
+	__u32 slot = log2_slot(value);
+	ADD(h->slots[slot], 1);
+	ADD(h->sum, value);
+	ADD(h->count, 1);
+}
+
+static __always_inline void hist_add(__u32 tgid, __u32 kind, __u64 value)
+{
+	struct cowtrace_hist *h = hist_of(tgid, kind);
+	if (h)
+		hist_record(h, value);
+}
+
+/* One more copy for the burst-size histogram: copies are counted per interval
+ * of cfg.burst_interval_ns; an interval's count is bucketed when the next
+ * copy falls after it (or at exit). Threads racing on two CPUs may merge. */
+static __always_inline void burst_add(__u32 tgid)
+{
+	struct cowtrace_hist *h = hist_of(tgid, COWTRACE_HIST_COPIES_PER_INTERVAL);
+	if (!h)
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	if (now - h->interval_start_ns >= cowtrace_cfg.burst_interval_ns) {
+		if (h->interval_copies)
+			hist_record(h, h->interval_copies);
+		h->interval_start_ns = now;
+		h->interval_copies = 1;
+	} else {
+		ADD(h->interval_copies, 1);
+	}
+}
+
+static __always_inline void burst_flush(__u32 tgid)
+{
+	struct cowtrace_hist_key key = { .tgid = tgid, .kind = COWTRACE_HIST_COPIES_PER_INTERVAL };
+	struct cowtrace_hist *h = bpf_map_lookup_elem(&histograms, &key);
+	if (h && h->interval_copies) {
+		hist_record(h, h->interval_copies);
+		h->interval_copies = 0;
+	}
+}
+
+/* The histogram kind of a write-protect fault in `vma`, from its flags, file
+ * and the mm's heap and stack bounds. */
+static __always_inline __u32 mapping_hist_kind(struct vm_area_struct *vma, struct mm_struct *mm)
+{
+	unsigned long flags = BPF_CORE_READ(vma, vm_flags);
+	if (flags & (VM_SHARED | VM_MAYSHARE))
+		return COWTRACE_HIST_OFFSET_SHARED;
+	if (BPF_CORE_READ(vma, vm_file))
+		return COWTRACE_HIST_OFFSET_FILE_PRIVATE;
+	unsigned long start = BPF_CORE_READ(vma, vm_start), end = BPF_CORE_READ(vma, vm_end);
+	unsigned long start_brk = BPF_CORE_READ(mm, start_brk), brk = BPF_CORE_READ(mm, brk);
+	unsigned long stack = BPF_CORE_READ(mm, start_stack);
+	if (start <= brk && end >= start_brk)
+		return COWTRACE_HIST_OFFSET_HEAP;
+	if (start <= stack && end >= stack)
+		return COWTRACE_HIST_OFFSET_STACK;
+	return COWTRACE_HIST_OFFSET_ANON;
+}
+
+static __always_inline void offset_add(__u32 tgid, struct vm_area_struct *vma, __u64 address)
+{
+	struct mm_struct *mm = BPF_CORE_READ(vma, vm_mm);
+	hist_add(tgid, mapping_hist_kind(vma, mm), address - BPF_CORE_READ(vma, vm_start));
+}
+
+struct find_vma_ctx {
+	__u32 tgid;
+	__u32 kind;     /* out: enum cowtrace_vma_kind (recording) */
+	__u64 address;
+	__u8  histogram;
+	__u8  pad[7];
+};
+
+static __always_inline __u32 vma_kind(struct vm_area_struct *vma)
+{
+	if (BPF_CORE_READ(vma, vm_flags) & (VM_SHARED | VM_MAYSHARE))
+		return COWTRACE_VMA_SHARED;
+	return BPF_CORE_READ(vma, vm_file) ? COWTRACE_VMA_FILE_PRIVATE : COWTRACE_VMA_ANON_PRIVATE;
+}
+
+static long vma_found(struct task_struct *task, struct vm_area_struct *vma, void *data)
+{
+	struct find_vma_ctx *f = data;
+	if (f->histogram)
+		offset_add(f->tgid, vma, f->address);
+	f->kind = vma_kind(vma);
+	return 0;
+}
+
+/* A copy happened in the current thread: histograms and stacks. */
+static __always_inline void note_copy(void *ctx, __u32 tgid)
+{
+	if (cowtrace_cfg.histograms)
+		burst_add(tgid);
+	if (cowtrace_cfg.user_stacks) {
+		struct cowtrace_stack_key key = { .tgid = tgid };
+		key.stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+		__u64 one = 1, *n = bpf_map_lookup_elem(&stack_copies, &key);
+		if (!n) {
+			if (!bpf_map_update_elem(&stack_copies, &key, &one, BPF_NOEXIST))
+				return;
+			n = bpf_map_lookup_elem(&stack_copies, &key); /* another CPU inserted it */
+			if (!n) {
+				count_drop(COWTRACE_DROP_HIST_MAP_FULL);
+				return;
+			}
+		}
+		ADD(*n, 1);
+	}
 }
 
 /* ---- fentry and kprobe tiers ------------------------------------------ */
@@ -176,10 +353,14 @@ static __always_inline int on_do_wp_page(struct vm_fault *vmf)
 	__u8 class_ = COWTRACE_CLASS_UNRESOLVED;
 
 	ADD(c->wp_faults, 1);
+	if (cowtrace_cfg.mapping_histograms)
+		offset_add(tgid, vma, address);
 	if (vm_flags & (VM_SHARED | VM_MAYSHARE)) {
 		ADD(c->shared_writes, 1);
 		class_ = COWTRACE_CLASS_SHARED_WRITE;
-	} else if (cowtrace_cfg.copy_by_alloc) {
+	} else if (cowtrace_cfg.copy_by_alloc || cowtrace_cfg.histograms) {
+		/* The copy's allocation (copy_by_alloc) and the fault's return
+		 * (latency) find the fault here. */
 		struct cowtrace_pending_fault *p = pending();
 		if (p) {
 			p->tid = tid;
@@ -187,14 +368,16 @@ static __always_inline int on_do_wp_page(struct vm_fault *vmf)
 			p->ip = 0;
 			p->address = address;
 			p->resolved = COWTRACE_CLASS_UNRESOLVED;
+			p->start_ns = cowtrace_cfg.histograms ? bpf_ktime_get_ns() : 0;
 		}
 	}
-	emit(COWTRACE_EVENT_WP_FAULT, class_, tgid, tid, address, 0, 0);
+	if (cowtrace_cfg.emit_events)
+		emit(COWTRACE_EVENT_WP_FAULT, class_, tgid, tid, address, 0, 3 /* present + write */ | vma_kind(vma) << 8);
 	return 0;
 }
 
 /* wp_page_copy runs for every copy, zero-page fill included: classify it here. */
-static __always_inline int on_wp_page_copy(struct vm_fault *vmf)
+static __always_inline int on_wp_page_copy(void *ctx, struct vm_fault *vmf)
 {
 	struct cowtrace_pid_counters *c = current_counters();
 	if (!c)
@@ -217,6 +400,13 @@ static __always_inline int on_wp_page_copy(struct vm_fault *vmf)
 		ADD(c->copies, 1);
 		class_ = COWTRACE_CLASS_COPY;
 	}
+	if (class_ != COWTRACE_CLASS_ZERO_FILL)
+		note_copy(ctx, tgid);
+	if (cowtrace_cfg.histograms) {
+		struct cowtrace_pending_fault *p = pending();
+		if (p && p->tid == (__u32)id)
+			p->resolved = class_;
+	}
 	emit(COWTRACE_EVENT_RESOLVE, class_, tgid, (__u32)id, BPF_CORE_READ(vmf, address), 0, 0);
 	return 0;
 }
@@ -224,8 +414,12 @@ static __always_inline int on_wp_page_copy(struct vm_fault *vmf)
 static __always_inline int on_do_wp_page_return(void)
 {
 	struct cowtrace_pending_fault *p = pending();
-	if (p && p->tid == (__u32)bpf_get_current_pid_tgid())
-		p->tid = 0;
+	if (!p || p->tid != (__u32)bpf_get_current_pid_tgid())
+		return 0;
+	if (cowtrace_cfg.histograms && p->start_ns &&
+	    (p->resolved == COWTRACE_CLASS_COPY || p->resolved == COWTRACE_CLASS_FILE_COPY))
+		hist_add(p->tgid, COWTRACE_HIST_COPY_LATENCY, bpf_ktime_get_ns() - p->start_ns);
+	p->tid = 0;
 	return 0;
 }
 
@@ -244,7 +438,7 @@ SEC("fexit/do_wp_page")
 int BPF_PROG(fexit_do_wp_page, struct vm_fault *vmf, int ret) { return on_do_wp_page_return(); }
 
 SEC("fentry/wp_page_copy")
-int BPF_PROG(fentry_wp_page_copy, struct vm_fault *vmf) { return on_wp_page_copy(vmf); }
+int BPF_PROG(fentry_wp_page_copy, struct vm_fault *vmf) { return on_wp_page_copy(ctx, vmf); }
 
 SEC("fentry/do_huge_pmd_wp_page")
 int BPF_PROG(fentry_do_huge_pmd_wp_page, struct vm_fault *vmf) { return on_huge_pmd_wp_page(); }
@@ -256,7 +450,7 @@ SEC("kretprobe/do_wp_page")
 int BPF_KRETPROBE(kretprobe_do_wp_page) { return on_do_wp_page_return(); }
 
 SEC("kprobe/wp_page_copy")
-int BPF_KPROBE(kprobe_wp_page_copy, struct vm_fault *vmf) { return on_wp_page_copy(vmf); }
+int BPF_KPROBE(kprobe_wp_page_copy, struct vm_fault *vmf) { return on_wp_page_copy(ctx, vmf); }
 
 SEC("kprobe/do_huge_pmd_wp_page")
 int BPF_KPROBE(kprobe_do_huge_pmd_wp_page) { return on_huge_pmd_wp_page(); }
@@ -295,7 +489,33 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	p->ip = ip;
 	p->address = address;
 	p->resolved = COWTRACE_CLASS_UNRESOLVED;
-	emit(COWTRACE_EVENT_WP_FAULT, COWTRACE_CLASS_UNRESOLVED, tgid, tid, address, ip, 0);
+	p->start_ns = 0;
+	/* The VMA, for the mapping histograms and for recordings (the model
+	 * needs the kind of a mapping it never saw made). Costs about 1 µs: its
+	 * mmap_lock unlock goes through irq_work, IRQs being off here. */
+	struct find_vma_ctx f = { .tgid = tgid, .address = address, .histogram = cowtrace_cfg.mapping_histograms };
+	if ((cowtrace_cfg.mapping_histograms || cowtrace_cfg.record_faults) &&
+	    bpf_find_vma(task, address, vma_found, &f, 0))
+		count_drop(COWTRACE_DROP_VMA_BUSY);
+	emit(COWTRACE_EVENT_WP_FAULT, COWTRACE_CLASS_UNRESOLVED, tgid, tid, address, ip,
+	     (__u32)(error_code & 0xff) | f.kind << 8);
+	return 0;
+}
+
+/* Recording: every not-present user fault of a traced process (the model
+ * needs to know which pages were populated, and how). */
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(tp_first_touch, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+{
+	if (error_code & X86_PF_PROT)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (!counters_of(task))
+		return 0;
+	/* No VMA lookup here: bpf_find_vma costs microseconds on this path (its
+	 * mmap_lock unlock is deferred through irq_work with IRQs off). The
+	 * write-protect fault that matters carries the VMA kind. */
+	emit(COWTRACE_EVENT_FIRST_TOUCH, 0, task->tgid, task->pid, address, regs->ip, (__u32)(error_code & 0xff));
 	return 0;
 }
 
@@ -333,6 +553,7 @@ int BPF_PROG(tp_mm_page_alloc, struct page *page, unsigned int order, gfp_t gfp_
 	} else {
 		ADD(c->copies, 1);
 		class_ = COWTRACE_CLASS_COPY;
+		note_copy(ctx, p->tgid);
 	}
 	p->resolved = class_;
 	emit(COWTRACE_EVENT_RESOLVE, class_, p->tgid, p->tid, p->address, p->ip, 0);
@@ -477,6 +698,8 @@ int BPF_PROG(tp_sched_process_exit, struct task_struct *p)
 	if (!c)
 		return 0;
 	struct cowtrace_pid_counters final = *c;
+	if (cowtrace_cfg.histograms)
+		burst_flush(tgid);
 	if (bpf_map_update_elem(&exited_counters, &tgid, &final, BPF_ANY))
 		count_drop(COWTRACE_DROP_PID_MAP_FULL);
 	if (cowtrace_cfg.fork_lineage)
@@ -533,5 +756,46 @@ int BPF_PROG(tp_sys_exit_fork, struct pt_regs *regs, long ret)
 	struct cowtrace_fork_record *r = bpf_map_lookup_elem(&fork_records, &child);
 	if (r)
 		r->latency_ns = latency;
+	return 0;
+}
+
+/* ---- recording: address-space changes of traced processes --------------- */
+
+#define NR_mmap     9
+#define NR_mprotect 10
+#define NR_munmap   11
+#define NR_brk      12
+#define NR_mremap   25
+#define NR_madvise  28
+
+/* At the syscall's exit the saved user registers still hold its arguments. */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(tp_sys_exit_vm, struct pt_regs *regs, long ret)
+{
+	long nr = regs->orig_ax;
+	if (nr != NR_mmap && nr != NR_mprotect && nr != NR_munmap && nr != NR_brk &&
+	    nr != NR_mremap && nr != NR_madvise)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (!counters_of(task))
+		return 0;
+	struct cowtrace_vm_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(COWTRACE_DROP_RINGBUF_FULL);
+		return 0;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->result = ret;
+	e->pid = task->tgid;
+	e->tid = task->pid;
+	e->nr = nr;
+	e->type = COWTRACE_EVENT_ADDRESS_SPACE;
+	e->pad[0] = e->pad[1] = e->pad[2] = 0;
+	e->arg0 = regs->di;
+	e->arg1 = regs->si;
+	e->arg2 = regs->dx;
+	e->arg3 = regs->r10;
+	e->arg4 = regs->r8;
+	bpf_ringbuf_submit(e, cowtrace_cfg.no_wakeup ? BPF_RB_NO_WAKEUP : 0);
 	return 0;
 }

@@ -37,7 +37,9 @@ enum cowtrace_drop_reason {
 	COWTRACE_DROP_RINGBUF_FULL = 0, /* bpf_ringbuf_reserve failed */
 	COWTRACE_DROP_PID_MAP_FULL = 1, /* no room for a new process (storage or exited_counters) */
 	COWTRACE_DROP_INFO_MAP_FULL = 2,/* pid_info had no room */
-	COWTRACE_DROP_NR = 4,
+	COWTRACE_DROP_HIST_MAP_FULL = 3,/* histograms or stack_copies had no room */
+	COWTRACE_DROP_VMA_BUSY = 4,     /* bpf_find_vma refused (-EBUSY: another lookup's unlock pending on this CPU) */
+	COWTRACE_DROP_NR = 5,
 };
 
 /* How a write-protect fault ended. */
@@ -57,6 +59,18 @@ enum cowtrace_event_type {
 	COWTRACE_EVENT_FORK = 3,
 	COWTRACE_EVENT_EXEC = 4,
 	COWTRACE_EVENT_EXIT = 5,
+	COWTRACE_EVENT_FIRST_TOUCH = 6, /* recording: a not-present user fault; other_pid = x86 error code */
+	COWTRACE_EVENT_ADDRESS_SPACE = 7, /* recording: struct cowtrace_vm_event */
+};
+
+/* Recording: the kind of VMA a fault hit, in bits 8..15 of a fault event's
+ * other_pid (bits 0..7: the x86 error code). Lets the model build a mapping
+ * it never saw being made (exec, before tracing) with the right backing. */
+enum cowtrace_vma_kind {
+	COWTRACE_VMA_UNKNOWN = 0,
+	COWTRACE_VMA_ANON_PRIVATE = 1,
+	COWTRACE_VMA_FILE_PRIVATE = 2,
+	COWTRACE_VMA_SHARED = 3,
 };
 
 /* One ring-buffer record. Only emitted when cfg.emit_events is set. */
@@ -71,6 +85,58 @@ struct cowtrace_event {
 	__u8  class_;    /* enum cowtrace_fault_class */
 	__u8  pad[2];
 	char  comm[COWTRACE_COMM_LEN];
+};
+
+/* Recording: an address-space syscall of a traced process, at its exit.
+ * Shares cowtrace_event's first 40 bytes (ts, pid, tid, type at the same
+ * offsets), so one ring buffer carries both; `type` tells them apart. */
+struct cowtrace_vm_event {
+	__u64 ts_ns;
+	__s64 result;    /* the syscall's return value (-errno on failure) */
+	__u64 arg0;
+	__u32 pid;
+	__u32 tid;
+	__u32 nr;        /* x86-64 syscall number */
+	__u8  type;      /* COWTRACE_EVENT_ADDRESS_SPACE */
+	__u8  pad[3];
+	__u64 arg1;
+	__u64 arg2;
+	__u64 arg3;
+	__u64 arg4;
+};
+
+/* Per-process histograms (key: tgid + kind). Log2 buckets as bcc's: slot 0
+ * holds 0 and 1, slot i holds [2^i, 2^(i+1)). */
+#define COWTRACE_HIST_SLOTS 64
+
+enum cowtrace_hist_kind {
+	COWTRACE_HIST_COPY_LATENCY = 0,       /* ns in do_wp_page, faults that copied (fexit/kretprobe) */
+	COWTRACE_HIST_COPIES_PER_INTERVAL = 1,/* copies per burst interval in which the process copied */
+	COWTRACE_HIST_OFFSET_HEAP = 2,        /* write-protect faults: offset into the mapping, by kind */
+	COWTRACE_HIST_OFFSET_STACK = 3,
+	COWTRACE_HIST_OFFSET_ANON = 4,
+	COWTRACE_HIST_OFFSET_FILE_PRIVATE = 5,
+	COWTRACE_HIST_OFFSET_SHARED = 6,
+	COWTRACE_HIST_NR = 7,
+};
+
+struct cowtrace_hist_key {
+	__u32 tgid;
+	__u32 kind;     /* enum cowtrace_hist_kind */
+};
+
+struct cowtrace_hist {
+	__u64 slots[COWTRACE_HIST_SLOTS];
+	__u64 sum;
+	__u64 count;
+	__u64 interval_start_ns; /* copies-per-interval: the open interval */
+	__u64 interval_copies;
+};
+
+/* --stacks: copies counted per (process, user stack). */
+struct cowtrace_stack_key {
+	__u32 tgid;
+	__s32 stack_id; /* in the `stacks` stack-trace map; <0: the stack could not be read */
 };
 
 /* Which attach tier feeds the fault-path counters. */
@@ -88,7 +154,13 @@ struct cowtrace_config {
 	__u8  fault_mode;     /* enum cowtrace_fault_mode */
 	__u8  copy_by_alloc;  /* fentry/kprobe tiers without wp_page_copy: detect the copy by its allocation */
 	__u8  fork_lineage;   /* keep a record per fork: latency, size, copies attributed to it */
-	__u8  pad[7];
+	__u8  record_faults;  /* recording: first-touch faults and address-space syscalls as events */
+	__u8  no_wakeup;      /* submit events without waking the reader (it polls on a timer) */
+	__u8  histograms;     /* bucket latency, burst size and fault offsets per process */
+	__u8  user_stacks;    /* count copies per user stack */
+	__u8  mapping_histograms; /* write-protect faults by mapping kind (a VMA lookup per fault on the tracepoint tier) */
+	__u8  pad[2];
+	__u64 burst_interval_ns; /* copies-per-interval histogram: interval length */
 };
 
 /* One fork of a traced process (key: child tgid), for `cowtrace forks`. The
@@ -122,6 +194,7 @@ struct cowtrace_pending_fault {
 	__u8  resolved;/* enum cowtrace_fault_class once a copy was seen */
 	__u8  file_backed; /* fentry/kprobe tiers: the VMA maps a file */
 	__u8  pad[6];
+	__u64 start_ns;    /* fentry/kprobe tiers with histograms: when do_wp_page began */
 };
 
 #endif

@@ -37,6 +37,9 @@ struct page {
 
 struct mm_struct {
 	unsigned long total_vm;
+	unsigned long start_brk;
+	unsigned long brk;
+	unsigned long start_stack;
 };
 
 typedef struct {
@@ -62,6 +65,7 @@ struct vm_area_struct {
 	unsigned long vm_end;
 	unsigned long vm_flags;
 	struct file *vm_file;
+	struct mm_struct *vm_mm;
 };
 
 struct vm_fault {

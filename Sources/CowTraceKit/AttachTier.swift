@@ -11,6 +11,9 @@ public enum AttachTier: String, CaseIterable, Sendable, CustomStringConvertible 
 
     public var description: String { rawValue }
 
+    /// The tier sees do_wp_page return, so it can time copies (copy-latency histogram).
+    public var seesFaultReturn: Bool { self != .tracepoint }
+
     /// The fault classes this tier tells apart, for `doctor` and the docs.
     public func separatedClasses(copyByAlloc: Bool) -> [String] {
         switch self {
@@ -40,7 +43,20 @@ public struct TierPlan: Sendable, Equatable {
     /// Only with fork lineage: the fork-family syscalls' entry and exit, for latency.
     public static let lineagePrograms = ["tp_sys_enter_fork", "tp_sys_exit_fork"]
 
+    /// Only when recording: first-touch faults and the address-space syscalls.
+    public static let recordPrograms = ["tp_first_touch", "tp_sys_exit_vm"]
+
     public var allPrograms: [String] { faultPrograms + TierPlan.processPrograms }
+
+    /// The program that sees do_wp_page return on this tier (copy latency), if any.
+    public var faultReturnProgram: String? {
+        switch tier {
+        case .fentry: return "fexit_do_wp_page"
+        case .kprobe: return "kretprobe_do_wp_page"
+        case .tracepoint: return nil
+        }
+    }
+
 }
 
 /// The outcome of trying one tier, kept for `doctor` and error messages.

@@ -30,6 +30,23 @@ public struct TracerOptions: Sendable {
     public var forkLineage = false
     /// Echo libbpf's messages to stderr.
     public var verbose = false
+    /// Recording: also send first-touch faults and address-space syscalls
+    /// (mmap, munmap, mprotect, brk, mremap, madvise) of traced processes.
+    public var recordAddressSpace = false
+    /// Submit events without waking the reader: it must poll on a timer
+    /// (cheaper per event under a fault storm).
+    public var eventsWithoutWakeup = false
+    /// Bucket per-process histograms in the kernel (`histograms()`): copies
+    /// per interval, and copy latency on tiers that see the fault return.
+    public var histograms = false
+    /// Also bucket write-protect faults by mapping kind (offset into the
+    /// mapping). On the tracepoint tier this looks the VMA up on every
+    /// write-protect fault (about 1 µs each); fentry/kprobe get it for free.
+    public var mappingHistograms = false
+    /// Interval of the copies-per-interval histogram.
+    public var burstIntervalNanoseconds: UInt64 = 100_000_000
+    /// Count copies per user stack (`stackCounts()`).
+    public var userStacks = false
     public init() {}
 }
 
@@ -55,8 +72,12 @@ public final class CowTracer {
     /// Every tier tried, in order, with why it failed.
     public let attempts: [TierAttempt]
     public let pageSize = UInt64(sysconf(Int32(_SC_PAGESIZE)))
+    /// The kernel buckets histograms (TracerOptions.histograms).
+    public let histogramsEnabled: Bool
+    /// The kernel buckets write-protect faults by mapping kind (TracerOptions.mappingHistograms).
+    public let mappingHistogramsEnabled: Bool
 
-    private var object: BPFObject?
+    var object: BPFObject?
     private var links: [BPFLink] = []
     private let storageFD: Int32
     private let exitedFD: Int32
@@ -64,7 +85,7 @@ public final class CowTracer {
     private let infoFD: Int32
     private let dropsFD: Int32
     private let eventsFD: Int32
-    private let possibleCPUs: Int
+    let possibleCPUs: Int
     private var ringBuffer: RingBuffer?
 
     public init(options: TracerOptions) throws {
@@ -98,6 +119,8 @@ public final class CowTracer {
             }
         }
         self.attempts = attempts
+        histogramsEnabled = options.histograms
+        mappingHistogramsEnabled = options.mappingHistograms
         guard let (object, links, plan) = chosen else { throw TracerError.noTierAvailable(attempts) }
         self.object = object
         self.links = links
@@ -125,7 +148,9 @@ public final class CowTracer {
 
     private static func loadAndAttach(plan: TierPlan, options: TracerOptions) throws -> (BPFObject, [BPFLink]) {
         let object = try BPFObject(bytes: EmbeddedBPF.cowtrace, name: "cowtrace")
-        let programs = plan.allPrograms + (options.forkLineage ? TierPlan.lineagePrograms : [])
+        var programs = plan.allPrograms + (options.forkLineage ? TierPlan.lineagePrograms : [])
+        if options.recordAddressSpace { programs += TierPlan.recordPrograms }
+        if options.histograms, let ret = plan.faultReturnProgram, !programs.contains(ret) { programs.append(ret) }
         object.enableOnly(Set(programs))
         for map in ["exited_counters", "pid_info", "fork_records"] {
             object.setMaxEntries(map, options.maxProcesses)
@@ -140,6 +165,17 @@ public final class CowTracer {
         config.pointee.fault_mode = plan.mode
         config.pointee.copy_by_alloc = plan.copyByAlloc ? 1 : 0
         config.pointee.fork_lineage = options.forkLineage ? 1 : 0
+        config.pointee.record_faults = options.recordAddressSpace ? 1 : 0
+        config.pointee.no_wakeup = options.eventsWithoutWakeup ? 1 : 0
+        config.pointee.histograms = options.histograms ? 1 : 0
+        config.pointee.mapping_histograms = options.mappingHistograms ? 1 : 0
+        config.pointee.user_stacks = options.userStacks ? 1 : 0
+        config.pointee.burst_interval_ns = max(options.burstIntervalNanoseconds, 1_000_000)
+        object.setMaxEntries("histograms", options.histograms || options.mappingHistograms
+                             ? options.maxProcesses &* UInt32(COWTRACE_HIST_NR.rawValue) : 1)
+        // The stack maps are preallocated: keep them tiny unless asked for.
+        object.setMaxEntries("stacks", options.userStacks ? 16384 : 1)
+        object.setMaxEntries("stack_copies", options.userStacks ? 65536 : 1)
         try object.load(tier: plan.tier)
         let links = try programs.map { try object.attach($0, tier: plan.tier) }
         return (object, links)
@@ -224,6 +260,8 @@ public final class CowTracer {
             case COWTRACE_DROP_RINGBUF_FULL.rawValue: result.ringBufferFull = sum
             case COWTRACE_DROP_PID_MAP_FULL.rawValue: result.processMapFull = sum
             case COWTRACE_DROP_INFO_MAP_FULL.rawValue: result.infoMapFull = sum
+            case COWTRACE_DROP_HIST_MAP_FULL.rawValue: result.histogramMapFull = sum
+            case COWTRACE_DROP_VMA_BUSY.rawValue: result.vmaLookupBusy = sum
             default: break
             }
         }
@@ -238,10 +276,16 @@ public final class CowTracer {
             _ = bpf_map_delete_elem(exitedFD, &key)
             _ = bpf_map_delete_elem(infoFD, &key)
             _ = bpf_map_delete_elem(forkRecordsFD, &key)
+            if histogramsEnabled || mappingHistogramsEnabled, let fd = try? object?.mapDescriptor("histograms") {
+                for kind in HistogramKind.allCases {
+                    var k = cowtrace_hist_key(tgid: UInt32(bitPattern: pid), kind: kind.rawValue)
+                    _ = bpf_map_delete_elem(fd, &k)
+                }
+            }
         }
     }
 
-    private func keys(of fd: Int32, map: String) throws -> [UInt32] {
+    func keys(of fd: Int32, map: String) throws -> [UInt32] {
         var keys: [UInt32] = []
         var next: UInt32 = 0
         var rc = bpf_map_get_next_key(fd, nil, &next)
@@ -261,6 +305,20 @@ public final class CowTracer {
     /// Delivers ring-buffer events to `handler` from `pollEvents`.
     public func onEvent(_ handler: @escaping (FaultEvent) -> Void) throws {
         ringBuffer = try RingBuffer(mapFD: eventsFD, map: "events", as: cowtrace_event.self) { handler(FaultEvent($0)) }
+    }
+
+    /// Delivers every ring-buffer record as raw bytes (a cowtrace_event, or a
+    /// cowtrace_vm_event when its type says so) from `pollEvents`: the
+    /// recorder's fast path.
+    public func onRawEvent(_ handler: @escaping (UnsafeRawBufferPointer) -> Void) throws {
+        ringBuffer = try RingBuffer(mapFD: eventsFD, map: "events", raw: handler)
+    }
+
+    /// Reads what the ring buffer holds without waiting (for readers that
+    /// poll on a timer, with `eventsWithoutWakeup`).
+    @discardableResult
+    public func consumeEvents() -> Int {
+        ringBuffer?.consume() ?? 0
     }
 
     /// Waits up to `timeoutMilliseconds` for events; returns how many were handled.

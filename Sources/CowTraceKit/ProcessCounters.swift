@@ -104,6 +104,12 @@ public struct DropCounts: Equatable, Sendable, Codable {
     public var ringBufferFull: UInt64 = 0
     public var processMapFull: UInt64 = 0
     public var infoMapFull: UInt64 = 0
-    public var total: UInt64 { ringBufferFull + processMapFull + infoMapFull }
+    /// Histogram or stack-count entries not stored (maps full).
+    public var histogramMapFull: UInt64 = 0
+    /// Write-protect faults whose VMA could not be looked up (another BPF
+    /// program's lookup was finishing on that CPU): missing from the
+    /// mapping histograms, and recorded without their mapping kind.
+    public var vmaLookupBusy: UInt64 = 0
+    public var total: UInt64 { ringBufferFull + processMapFull + infoMapFull + histogramMapFull + vmaLookupBusy }
     public init() {}
 }

@@ -103,7 +103,7 @@ public struct TableRenderer {
             out += "(tracepoint tier: REUSES includes writes to shared mappings)\n"
         }
         if table.drops.total > 0 {
-            out += "LOST: \(table.drops.ringBufferFull) events (ring buffer full), \(table.drops.processMapFull) processes not counted, \(table.drops.infoMapFull) identities or fork records not stored (maps full: raise --max-processes)\n"
+            out += "LOST: \(table.drops.ringBufferFull) events (ring buffer full), \(table.drops.processMapFull) processes not counted, \(table.drops.infoMapFull) identities or fork records not stored, \(table.drops.histogramMapFull) histogram or stack entries not stored (maps full: raise --max-processes), \(table.drops.vmaLookupBusy) VMA lookups refused (another BPF tool was looking VMAs up)\n"
         }
         return out
     }
@@ -124,7 +124,7 @@ public struct TableRenderer {
         return """
             {"time":"\(Self.iso8601(date))","final":\(final),"tier":"\(table.tier)","page_size":\(table.pageSize),\
             "processes":[\(processes.joined(separator: ","))],\
-            "lost":{"ring_buffer_full":\(d.ringBufferFull),"process_map_full":\(d.processMapFull),"info_map_full":\(d.infoMapFull)}}
+            "lost":{"ring_buffer_full":\(d.ringBufferFull),"process_map_full":\(d.processMapFull),"info_map_full":\(d.infoMapFull),"histogram_map_full":\(d.histogramMapFull),"vma_lookup_busy":\(d.vmaLookupBusy)}}
 
             """
     }

@@ -10,11 +10,16 @@ final class RingBuffer {
     private let receive: (UnsafeMutableRawPointer, Int) -> Void
     private var handle: OpaquePointer?
 
-    init<Record>(mapFD: Int32, map: String, as _: Record.Type, deliver: @escaping (Record) -> Void) throws {
-        receive = { data, size in
-            guard size >= MemoryLayout<Record>.size else { return }
-            deliver(data.loadUnaligned(as: Record.self))
-        }
+    convenience init<Record>(mapFD: Int32, map: String, as _: Record.Type, deliver: @escaping (Record) -> Void) throws {
+        try self.init(mapFD: mapFD, map: map, raw: { bytes in
+            guard bytes.count >= MemoryLayout<Record>.size, let base = bytes.baseAddress else { return }
+            deliver(base.loadUnaligned(as: Record.self))
+        })
+    }
+
+    /// Hands each record over as raw bytes, valid only during the call.
+    init(mapFD: Int32, map: String, raw deliver: @escaping (UnsafeRawBufferPointer) -> Void) throws {
+        receive = { data, size in deliver(UnsafeRawBufferPointer(start: data, count: size)) }
         let callback: ring_buffer_sample_fn = { ctx, data, size in
             guard let ctx, let data else { return 0 }
             Unmanaged<RingBuffer>.fromOpaque(ctx).takeUnretainedValue().receive(data, size)
@@ -31,6 +36,13 @@ final class RingBuffer {
     func poll(timeoutMilliseconds: Int32) -> Int {
         guard let rb = handle else { return 0 }
         let n = ring_buffer__poll(rb, timeoutMilliseconds)
+        return n < 0 ? 0 : Int(n)
+    }
+
+    /// Reads what is there without waiting.
+    func consume() -> Int {
+        guard let rb = handle else { return 0 }
+        let n = ring_buffer__consume(rb)
         return n < 0 ? 0 : Int(n)
     }
 

@@ -35,6 +35,7 @@ public struct ScenarioRunner {
             baseline = try tracer.snapshot().counters[pid] ?? ProcessCounters()
         }
         let snapshot = try tracer.snapshot()
+        let histograms = tracer.histogramsEnabled || tracer.mappingHistogramsEnabled ? try tracer.histograms() : []
         var checks: [ScenarioResult.Check] = []
         for role in Scenario.Role.allCases {
             guard var expected = scenario.expected[role] else { continue }
@@ -64,8 +65,38 @@ public struct ScenarioRunner {
                 checks.append(.init(role: role, pid: pid, measure: measure, expected: want,
                                     observed: Int(clamping: got), tolerance: tolerance))
             }
+            if tracer.histogramsEnabled || tracer.mappingHistogramsEnabled {
+                checks += histogramChecks(role: role, pid: pid, counted: snapshot.counters[pid] ?? ProcessCounters(),
+                                          histograms: histograms.first { $0.pid == pid })
+            }
         }
         tracer.forget(pids: [report.parent] + (report.child.map { [$0] } ?? []))
         return ScenarioResult(scenario: scenario, report: report, checks: checks)
+    }
+
+    /// The kernel's histograms of a process that exited must add up to its
+    /// counters (whole life, start-up included): every copy in one burst
+    /// interval, every write-protect fault in one mapping kind, and on tiers
+    /// that see the fault return, every copy timed once.
+    private func histogramChecks(role: Scenario.Role, pid: Int32, counted: ProcessCounters,
+                                 histograms: ProcessHistograms?) -> [ScenarioResult.Check] {
+        let h = histograms?.histograms ?? [:]
+        let copies = Int(clamping: counted.pagesCopied)
+        let faults = Int(clamping: counted.writeProtectFaults)
+        let byMapping = MappingKind.allCases.reduce(0) { $0 + Int(clamping: h[.offsetInMapping($1)]?.count ?? 0) }
+        var checks: [ScenarioResult.Check] = []
+        if tracer.histogramsEnabled {
+            checks.append(.init(role: role, pid: pid, measure: "hist.copies-per-interval.sum", expected: copies,
+                                observed: Int(clamping: h[.copiesPerInterval]?.sum ?? 0), tolerance: Scenario.tolerance(for: copies)))
+        }
+        if tracer.mappingHistogramsEnabled {
+            checks.append(.init(role: role, pid: pid, measure: "hist.offset-in-mapping.count", expected: faults,
+                                observed: byMapping, tolerance: Scenario.tolerance(for: faults)))
+        }
+        if tracer.histogramsEnabled && tracer.tier.seesFaultReturn {
+            checks.append(.init(role: role, pid: pid, measure: "hist.copy-latency.count", expected: copies,
+                                observed: Int(clamping: h[.copyLatency]?.count ?? 0), tolerance: Scenario.tolerance(for: copies)))
+        }
+        return checks
     }
 }

@@ -14,6 +14,8 @@ public enum TracerError: Error, CustomStringConvertible {
     case commandFailedToStart(command: String, errno: Errno)
     case workloadNotFound(searched: [String])
     case workloadFailed(arguments: [String], status: Int32, output: String)
+    /// An output file the user named could not be written.
+    case output(path: String, problem: String)
 
     public var description: String {
         switch self {
@@ -49,6 +51,8 @@ public enum TracerError: Error, CustomStringConvertible {
         case .workloadFailed(let arguments, let status, let output):
             let last = output.split(whereSeparator: \.isNewline).last.map(String.init) ?? "no output"
             return "cowtrace-workload \(arguments.joined(separator: " ")) failed with status \(status) (last output: \(last)); run it by hand to see its error"
+        case .output(let path, let problem):
+            return "cannot write \(path): \(problem)"
         }
     }
 }

@@ -21,12 +21,6 @@ struct Forks: ParsableCommand {
             """
     )
 
-    @Option(name: .shortAndLong, help: "Trace this process and its descendants from now on (repeatable).")
-    var pid: [Int32] = []
-
-    @Flag(help: "Trace every process on the host.")
-    var all = false
-
     @Option(help: "Output format: text or json.")
     var format: OutputFormat = .text
 
@@ -35,14 +29,9 @@ struct Forks: ParsableCommand {
 
     @OptionGroup var tierOptions: TierOptions
 
-    @Option(name: [.customShort("c"), .customLong("command")], parsing: .remaining,
-            help: ArgumentHelp("Run this command (must come last) and trace it and its descendants until it exits.", valueName: "command args"))
-    var command: [String] = []
+    @OptionGroup var selection: SelectionOptions
 
     func validate() throws {
-        if pid.isEmpty && !all && command.isEmpty {
-            throw ValidationError("say what to trace: -p PID, -c COMMAND... or --all")
-        }
         if format == .csv { throw ValidationError("forks prints text or json (a tree is not a table)") }
         if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
     }
@@ -53,25 +42,16 @@ struct Forks: ParsableCommand {
 
     private func trace() throws {
         var options = tierOptions.tracerOptions()
-        options.selection.all = all
-        options.selection.pids = pid
-        options.selection.followSpawnedChildren = !command.isEmpty
+        selection.apply(to: &options)
         options.forkLineage = true
         StopSignal.install()
         let tracer = try CowTracer(options: options)
         defer { tracer.close() }
-        var childStatus: Int32?
-        var stoppedByUs = false
-        let child = command.isEmpty ? nil : try Subprocess.spawn(command).pid
-        defer { if let c = child, childStatus == nil { kill(c, SIGTERM); _ = Subprocess.wait(c) } }
+        let run = try TracedRun(selection: selection) { try? tracer.trace(pid: $0) }
+        try run.start()
         StopSignal.sleep(duration ?? .greatestFiniteMagnitude) {
-            if let c = child, childStatus == nil { childStatus = Subprocess.poll(c) }
-            return childStatus != nil
-        }
-        if let c = child, childStatus == nil {
-            kill(c, SIGTERM)
-            childStatus = Subprocess.wait(c)
-            stoppedByUs = true
+            run.refresh()
+            return run.commandExited()
         }
         let lineage = ForkLineage(records: try tracer.forkRecords(), snapshot: try tracer.snapshot(), pageSize: tracer.pageSize)
         print(format == .json ? lineage.renderJSON() : lineage.renderText(), terminator: "")
@@ -79,9 +59,6 @@ struct Forks: ParsableCommand {
         if drops.total > 0 {
             FileHandle.standardError.write(Data("cowtrace: LOST \(drops.total) records (maps full: raise --max-processes)\n".utf8))
         }
-        if let status = childStatus, status != 0, !stoppedByUs {
-            FileHandle.standardError.write(Data("cowtrace: \(command.joined(separator: " ")) exited with status \(status)\n".utf8))
-            throw ExitCode(status)
-        }
+        try run.finish()
     }
 }

@@ -27,6 +27,9 @@ struct SelfTest: ParsableCommand {
     @Flag(help: "List the scenarios and exit.")
     var list = false
 
+    @Flag(help: "Also bucket histograms in the kernel and check that they add up to the counters (copies per interval, faults per mapping kind, and copy latency on tiers that see the fault return).")
+    var histograms = false
+
     func validate() throws {
         for name in scenario where Scenario.named(name) == nil {
             throw ValidationError("unknown scenario '\(name)': run `cowtrace selftest --list`")
@@ -45,11 +48,13 @@ struct SelfTest: ParsableCommand {
         let workload = try Workload.locate()
         var options = tierOptions.tracerOptions()
         options.selection.followSpawnedChildren = true
+        options.histograms = histograms
+        options.mappingHistograms = histograms
         let tracer = try CowTracer(options: options)
         defer { tracer.close() }
         let runner = ScenarioRunner(tracer: tracer, workload: workload)
         let chosen = scenario.isEmpty ? Scenario.matrix : scenario.compactMap(Scenario.named)
-        print("cowtrace selftest: kernel \(KernelFacts.read().release), tier \(tracer.tier)\(tracer.copyByAlloc && tracer.tier != .tracepoint ? " (copies found by allocation)" : "")")
+        print("cowtrace selftest: kernel \(KernelFacts.read().release), tier \(tracer.tier)\(histograms ? ", with histograms" : "")\(tracer.copyByAlloc && tracer.tier != .tracepoint ? " (copies found by allocation)" : "")")
         var failed = 0
         for s in chosen {
             let result = try runner.run(s)

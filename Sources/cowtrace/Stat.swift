@@ -23,15 +23,6 @@ struct Stat: ParsableCommand {
             """
     )
 
-    @Option(name: .shortAndLong, help: "Trace this process and the children it forks from now on (repeatable).")
-    var pid: [Int32] = []
-
-    @Option(help: ArgumentHelp("Trace the processes of this cgroup directory and its sub-cgroups (v1 or v2).", valueName: "path"))
-    var cgroup: String?
-
-    @Flag(help: "Trace every process on the host.")
-    var all = false
-
     @Option(help: "Output format: text, json (one object per interval) or csv.")
     var format: OutputFormat = .text
 
@@ -46,22 +37,17 @@ struct Stat: ParsableCommand {
     @Argument(help: "Stop after this many tables.")
     var count: Int?
 
-    @Option(name: [.customShort("c"), .customLong("command")], parsing: .remaining,
-            help: ArgumentHelp("Run this command (must come last) and trace it and its descendants until it exits.", valueName: "command args"))
-    var command: [String] = []
-
     @Flag(help: "Also watch for OOM kills (any process) and print each under the table, with its ancestry (see `cowtrace oom`).")
     var oom = false
 
+    @Option(help: ArgumentHelp("Write the user stacks of copy faults to this file as folded stacks (for flamegraph.pl or speedscope), symbolized from each process's ELF symbols. Frames beyond the faulting function need frame pointers.", valueName: "file"))
+    var stacks: String?
+
+    @OptionGroup var selection: SelectionOptions
+
     func validate() throws {
-        let modes = [!pid.isEmpty || cgroup != nil, all, !command.isEmpty].filter { $0 }.count
-        if modes == 0 {
-            throw ValidationError("say what to trace: -p PID, -c COMMAND..., --cgroup PATH or --all")
-        }
-        if all && modes > 1 { throw ValidationError("--all traces everything already: drop -p, -c and --cgroup") }
         if let interval, interval <= 0 { throw ValidationError("interval must be a positive number of seconds") }
         if let count, count <= 0 { throw ValidationError("count must be at least 1") }
-        if pid.contains(where: { $0 <= 0 }) { throw ValidationError("a pid must be a positive number") }
     }
 
     func run() throws {
@@ -70,40 +56,30 @@ struct Stat: ParsableCommand {
 
     private func trace() throws {
         var options = tierOptions.tracerOptions()
-        options.selection.all = all
-        options.selection.pids = pid
-        options.selection.followSpawnedChildren = !command.isEmpty
-        let members = try cgroup.map { try CgroupMembers(path: $0) }
+        selection.apply(to: &options)
+        options.userStacks = stacks != nil
         StopSignal.install()
         let tracer = try CowTracer(options: options)
         defer { tracer.close() }
+        let stackCollector = try stacks.map { try StackCollector(tracer: tracer, path: $0) }
         let oomWatcher = oom ? try OOMWatcher(options: options, lineage: false, existingTracer: tracer) : nil
         defer { oomWatcher?.close() }
         var oomPrinted = 0
-        for p in members?.pids() ?? [] { try? tracer.trace(pid: p) }
-
-        var child: Int32?
-        var childStatus: Int32?
-        var stoppedByUs = false
-        if !command.isEmpty {
-            child = try Subprocess.spawn(command).pid
-        }
-        defer {
-            // Whatever ends the loop, even an error, the command does not outlive us.
-            if let c = child, childStatus == nil { kill(c, SIGTERM); _ = Subprocess.wait(c) }
-        }
+        // Whatever ends the loop, even an error, the command does not outlive us (TracedRun's deinit).
+        let run = try TracedRun(selection: selection) { try? tracer.trace(pid: $0) }
+        try run.start()
         var history = TraceHistory()
-        let period = interval ?? (command.isEmpty ? 1 : .infinity)
+        let period = interval ?? (selection.command.isEmpty ? 1 : .infinity)
         var renderer = TableRenderer(format: format, maxRows: format == .text ? top : 0)
         var printed = 0
         while true {
             StopSignal.sleep(period.isFinite ? period : 3600) {
                 oomWatcher?.poll(timeoutMilliseconds: 0)
-                if let c = child, childStatus == nil { childStatus = Subprocess.poll(c) }
-                return childStatus != nil
+                stackCollector?.poll()
+                return run.commandExited()
             }
-            let finished = StopSignal.isRequested || childStatus != nil
-            for p in members?.pids() ?? [] { try? tracer.trace(pid: p) }
+            let finished = StopSignal.isRequested || run.commandExited()
+            run.refresh()
             let snapshot = history.merge(try tracer.snapshot(), retiringFrom: tracer)
             let table = ProcessTable(snapshot: snapshot, tier: tracer.tier, pageSize: tracer.pageSize)
             let isLast = finished || (count.map { printed + 1 >= $0 } ?? false)
@@ -119,15 +95,11 @@ struct Stat: ParsableCommand {
             }
             if isLast { break }
         }
-        if let c = child, childStatus == nil {
-            kill(c, SIGTERM)
-            childStatus = Subprocess.wait(c)
-            stoppedByUs = true
+        if let stackCollector, let path = stacks {
+            let (n, copies) = try stackCollector.finish()
+            FileHandle.standardError.write(Data("cowtrace: \(n) stacks, \(copies) copies written to \(path) (flamegraph.pl \(path) > copies.svg)\n".utf8))
         }
         // Like time(1): a command that failed on its own makes cowtrace fail too.
-        if let status = childStatus, status != 0, !stoppedByUs {
-            FileHandle.standardError.write(Data("cowtrace: \(command.joined(separator: " ")) exited with status \(status)\n".utf8))
-            throw ExitCode(status)
-        }
+        try run.finish()
     }
 }

@@ -43,6 +43,26 @@ final class LiveScenarioTests: XCTestCase {
     func testPrivateFile() throws { try check("private-file") }
     func testForkExec() throws { try check("fork-exec") }
     func testTransparentHugePage() throws { try check("thp-child-writes") }
+
+    /// The whole matrix again with the kernel bucketing histograms: the
+    /// counts stay right and every histogram adds up to the counters.
+    func testMatrixWithHistograms() throws {
+        try requireBPF()
+        var options = TracerOptions()
+        options.selection.followSpawnedChildren = true
+        options.histograms = true
+        options.mappingHistograms = true
+        let tracer = try CowTracer(options: options)
+        defer { tracer.close() }
+        let runner = ScenarioRunner(tracer: tracer, workload: try Workload.locate())
+        for scenario in Scenario.matrix {
+            let result = try runner.run(scenario)
+            for c in result.checks {
+                XCTAssertTrue(c.passed, "\(scenario.name): \(c.role) \(c.measure) counted \(c.observed), expected \(c.expected) ± \(c.tolerance)")
+            }
+            XCTAssertTrue(result.checks.contains { $0.measure.hasPrefix("hist.") && $0.expected > 0 && $0.passed }, scenario.name)
+        }
+    }
 }
 
 final class LiveTracerTests: XCTestCase {

@@ -1,0 +1,486 @@
+import CowTraceFormat
+import MMUSim
+
+/// Replays a recording (`cowtrace record`) through the simulated MMU and
+/// compares the model's class of every write-protect fault with the kernel's.
+///
+/// ```swift
+/// let result = try TraceReplayer(header: header).replay(records)
+/// print(renderReplay(result))
+/// let check = TraceCheck(result: result)
+/// print(renderCheck(check))
+/// ```
+///
+/// The records are sorted by time first (stably: mapping and pageRun records,
+/// which carry no time, keep the time of the record before them). Then each
+/// kind of record drives the model (see docs/replay.md): processes found
+/// running are rebuilt from their maps and pagemap; fork, exec, exit and the
+/// address-space syscalls are replayed; every fault is replayed at its
+/// address, and write-protect faults are compared. What the model could not
+/// see (mappings made before tracing or by exec, pages populated without a user
+/// fault, processes it never saw created) is made up on the spot, and every
+/// disagreement it may explain is labelled with a `ReplayReason`.
+///
+/// A replayer replays one recording: call `replay` once.
+public final class TraceReplayer {
+    public let header: TraceHeader
+    /// The model, after `replay` the state at the end of the recording.
+    public let machine: Machine
+
+    var faultTier: String
+    var tierSeesSharedWrites: Bool
+
+    // Per-pid bookkeeping next to the model.
+    struct PidState {
+        /// Pages whose VMA the replay made up (each a one-page VMA).
+        var implicitPages: Set<UInt64> = []
+        /// The /proc/PID/maps lines recorded at start (inherited by fork, dropped by exec).
+        var recordedMaps: [MappingRecord] = []
+        /// Whether the model's start_brk is the real one.
+        var brkKnown = false
+        /// When the address space was last replaced (exec): nothing before matters to its pages.
+        var memorySince: UInt64 = 0
+    }
+    var processes: [Int32: ReplayProcess] = [:]
+    var pidState: [Int32: PidState] = [:]
+    /// Simulated files by key: "path#inode" for /proc maps lines, "fd:pid:fd" for mmap records.
+    var files: [String: FileID] = [:]
+    /// Kernel frame number → simulated frame, for anonymous pages shared at start.
+    var pfnFrames: [UInt64: Int] = [:]
+    /// Kernel frame number → how many pages of traced processes map it (non-exclusive anonymous pages only).
+    var pfnMappers: [UInt64: Int] = [:]
+
+    // Gaps, and when the model last saw each page (kept only when there are gaps).
+    /// How long before a gap record its lost events may lie: the recorder notices
+    /// losses when it drains the ring buffer, after they happened.
+    public var gapWindowNanoseconds: UInt64 = 1_000_000_000
+    var gapTimes: [UInt64] = []
+    /// Successful mprotect calls per pid (time, start, end), to undo what a
+    /// snapshot read later than its process record already shows.
+    var mprotects: [Int32: [(time: UInt64, start: UInt64, end: UInt64)]] = [:]
+    /// When each pid's latest process record (snapshot) was taken.
+    var snapshotTimes: [Int32: UInt64] = [:]
+    struct PageKey: Hashable { var pid: Int32; var page: UInt64 }
+    var lastSeen: [PageKey: UInt64] = [:]
+    /// Pages installed from a snapshot and not faulted since in the model.
+    var snapshotPages: Set<PageKey> = []
+
+    var disagreements: [Disagreement] = []
+    var stats = ReplayStats()
+    var noteIndex: [String: Int] = [:]
+    var notes: [ReplayNote] = []
+    var gaps: [GapRecord] = []
+    var oomKills: [OOMKillRecord] = []
+    var end: EndRecord?
+    var modelOOMEventsSeen = 0
+
+    /// Builds the model from the header: RAM, swap, overcommit and THP settings.
+    /// Throws `ReplayError` for what the model cannot simulate (page sizes other
+    /// than 4096, unknown modes, more than 4 TiB).
+    public init(header: TraceHeader) throws {
+        self.header = header
+        machine = Machine(try TraceReplayer.configuration(for: header))
+        let tier = header.attachTiers["faults"] ?? header.attachTiers["fault"] ?? ""
+        faultTier = tier.isEmpty ? "unknown" : tier
+        tierSeesSharedWrites = tier == "fentry" || tier == "kprobe"
+    }
+
+    /// The machine configuration a header describes.
+    public static func configuration(for header: TraceHeader) throws -> MachineConfiguration {
+        guard header.pageSize == 4096 else { throw ReplayError.unsupportedPageSize(header.pageSize) }
+        let thp = try thpMode(header.transparentHugePages)
+        guard let overcommit = OvercommitMode(rawValue: Int(header.overcommitMemory)) else {
+            throw ReplayError.unsupportedOvercommitMode(header.overcommitMemory)
+        }
+        let ram = header.ramBytes == 0 ? MachineConfiguration().ramBytes : header.ramBytes
+        let (sum, overflow) = ram.addingReportingOverflow(header.swapBytes)
+        guard !overflow, sum <= Machine.maxMemoryBytes else { throw ReplayError.memoryTooLarge(overflow ? .max : sum) }
+        return MachineConfiguration(ramBytes: ram, swapBytes: header.swapBytes, overcommitMode: overcommit,
+                                    overcommitRatio: Int(header.overcommitRatio),
+                                    overcommitKBytes: Int(clamping: header.overcommitKBytes),
+                                    transparentHugePages: thp)
+    }
+
+    /// "madvise", "[madvise]" or the whole sysfs line "always [madvise] never".
+    static func thpMode(_ text: String) throws -> THPMode {
+        var word = String(String(text.drop(while: \.isWhitespace).reversed()).drop(while: \.isWhitespace).reversed())
+        if let open = word.firstIndex(of: "["), let close = word[open...].firstIndex(of: "]") {
+            word = String(word[word.index(after: open)..<close])
+        }
+        if word.isEmpty { return .madvise }
+        guard let mode = THPMode(rawValue: word) else { throw ReplayError.unsupportedTHPMode(text) }
+        return mode
+    }
+
+    // MARK: replay
+
+    /// The kernel's class of one write-protect fault, and whether it was inferred
+    /// (no resolve and no class on the fault record: a reuse by default).
+    struct KernelVerdict {
+        var cls: ReplayClass
+        var inferred: Bool
+    }
+
+    /// Replays the records (in any order: they are sorted by time) and returns the comparison.
+    public func replay(_ records: [TraceRecord]) -> ReplayResult {
+        let sorted = TraceReplayer.sortedByTime(records, startTime: header.startTime)
+        stats.records = sorted.count
+        let verdicts = kernelVerdicts(sorted)
+        prepare(sorted)
+
+        for (i, record) in sorted.enumerated() {
+            switch record {
+            case .process(let r): replayProcess(r)
+            case .mapping(let r): replayMapping(r)
+            case .pageRun(let r): replayPageRun(r)
+            case .fork(let r): replayFork(r)
+            case .exec(let r): replayExec(r)
+            case .exit(let r): replayExit(r)
+            case .addressSpace(let r): replayAddressSpace(r)
+            case .fault(let r): replayFault(r, verdict: verdicts[i])
+            case .resolve: break // folded into the verdicts
+            case .oomKill(let r): oomKills.append(r)
+            case .gap(let r):
+                gaps.append(r)
+                stats.gaps += 1
+                stats.lostEvents += r.lost
+            case .counters(let r): replayCounters(r)
+            case .end(let r): end = r
+            }
+            if machine.oomEvents.count != modelOOMEventsSeen { noteModelOOM() }
+        }
+        return ReplayResult(header: header, faultTier: faultTier, tierSeesSharedWrites: tierSeesSharedWrites,
+                            processes: processes.values.sorted { $0.pid < $1.pid },
+                            disagreements: disagreements, gaps: gaps, oomKills: oomKills, end: end,
+                            stats: stats, notes: notes)
+    }
+
+    /// Sorted by time, stably; records without a time keep the time of the record before them.
+    static func sortedByTime(_ records: [TraceRecord], startTime: UInt64) -> [TraceRecord] {
+        var keys = [UInt64]()
+        keys.reserveCapacity(records.count)
+        var last = startTime
+        for r in records {
+            if let t = r.time { last = t }
+            keys.append(last)
+        }
+        let order = records.indices.sorted { keys[$0] != keys[$1] ? keys[$0] < keys[$1] : $0 < $1 }
+        return order.map { records[$0] }
+    }
+
+    /// The kernel's class of every write-protect fault (indexed like `sorted`):
+    /// the last resolve of the same thread before its next fault, else the
+    /// class on the fault record, else a reuse.
+    func kernelVerdicts(_ sorted: [TraceRecord]) -> [KernelVerdict?] {
+        var verdicts = [KernelVerdict?](repeating: nil, count: sorted.count)
+        struct Pending { var index: Int; var pid: Int32; var recorded: RecordedFaultClass; var resolved: RecordedFaultClass? }
+        var pending: [Int32: Pending] = [:]
+        func finish(_ p: Pending) {
+            if let r = p.resolved {
+                verdicts[p.index] = KernelVerdict(cls: ReplayClass(r), inferred: false)
+            } else if p.recorded != .unresolved {
+                verdicts[p.index] = KernelVerdict(cls: ReplayClass(p.recorded), inferred: false)
+            } else {
+                verdicts[p.index] = KernelVerdict(cls: .reuse, inferred: true)
+            }
+        }
+        var sawSharedWriteClass = false
+        for (i, record) in sorted.enumerated() {
+            switch record {
+            case .fault(let f):
+                if let p = pending.removeValue(forKey: f.tid) { finish(p) }
+                if f.kind == .writeProtect {
+                    pending[f.tid] = Pending(index: i, pid: f.pid, recorded: f.faultClass, resolved: nil)
+                    if f.faultClass == .sharedWrite { sawSharedWriteClass = true }
+                }
+            case .resolve(let r):
+                stats.resolves += 1
+                if var p = pending[r.tid], p.pid == r.pid {
+                    p.resolved = r.faultClass
+                    pending[r.tid] = p
+                } else {
+                    stats.unmatchedResolves += 1
+                }
+            default:
+                break
+            }
+        }
+        for p in pending.values { finish(p) }
+        if faultTier == "unknown" && sawSharedWriteClass { tierSeesSharedWrites = true }
+        return verdicts
+    }
+
+    /// Frame-sharing counts of the pageRun records, and the gap times.
+    func prepare(_ sorted: [TraceRecord]) {
+        for record in sorted {
+            switch record {
+            case .pageRun(let r):
+                guard r.flags.contains(.present), r.frame != 0,
+                      r.flags.isDisjoint(with: [.zeroPage, .fileOrShared, .exclusive]) else { continue }
+                for k in 0..<UInt64(r.count) { pfnMappers[r.frame &+ k, default: 0] += 1 }
+            case .gap(let g):
+                gapTimes.append(g.time)
+            case .addressSpace(let a) where a.op == .mprotect && a.result == 0 && a.args.count >= 2:
+                mprotects[a.pid, default: []].append((a.time, a.args[0], a.args[0] &+ a.args[1]))
+            default:
+                break
+            }
+        }
+        gapTimes.sort()
+    }
+
+    // MARK: faults
+
+    struct Hints: OptionSet {
+        let rawValue: UInt8
+        static let implicitMapping = Hints(rawValue: 1 << 0)
+        static let materialized = Hints(rawValue: 1 << 1)
+        static let reprotected = Hints(rawValue: 1 << 2)
+        static let modelOOM = Hints(rawValue: 1 << 3)
+    }
+
+    func replayFault(_ f: CowTraceFormat.FaultRecord, verdict: KernelVerdict?) {
+        let pid = f.pid
+        guard ensureProcess(pid) else { return }
+        let page = f.address & ~UInt64(4095)
+        if f.kind != .writeProtect {
+            stats.firstTouchFaults += 1
+            processes[pid, default: ReplayProcess(pid: pid, comm: "?", origin: .adopted)].firstTouchFaults += 1
+            if machine.vma(pid, containing: page) == nil { makeImplicitMapping(pid, page, kind: f.mapping) }
+            // A snapshot read after this fault already shows its result (an
+            // exec'd process's maps are read while it runs): undo the page so
+            // the fault replays from the state before it.
+            if snapshotPages.remove(PageKey(pid: pid, page: page)) != nil,
+               machine.pageTableEntry(pid, page)?.isPresent == true {
+                try? machine.madvise(pid, page, length: 4096, .dontNeed)
+                stats.snapshotPagesRefaulted += 1
+            }
+            do {
+                _ = try machine.fault(pid, at: f.address, write: f.kind == .firstTouchWrite)
+            } catch {
+                modelError("fault refused by the model", "pid \(pid) at \(hex(f.address)): \(error)")
+            }
+            touch(pid, page, f.time)
+            return
+        }
+
+        stats.writeProtectFaults += 1
+        snapshotPages.remove(PageKey(pid: pid, page: page))
+        let kernel = verdict ?? KernelVerdict(cls: .reuse, inferred: true)
+        let since = gapTimes.isEmpty ? 0
+            : max(lastSeen[PageKey(pid: pid, page: page)] ?? 0, pidState[pid]?.memorySince ?? 0)
+        var hints: Hints = []
+
+        var vma = machine.vma(pid, containing: page)
+        if vma == nil {
+            makeImplicitMapping(pid, page, kind: f.mapping)
+            vma = machine.vma(pid, containing: page)
+            hints.insert(.implicitMapping)
+        } else if pidState[pid]?.implicitPages.contains(page) == true {
+            hints.insert(.implicitMapping)
+            // Made up at a first touch as anonymous; the kernel says, with
+            // this fault, that it maps a file: make it up again as one.
+            if f.mapping == .filePrivate || f.mapping == .shared, vma?.file == nil {
+                try? machine.munmap(pid, page, length: 4096)
+                makeImplicitMapping(pid, page, kind: f.mapping)
+                vma = machine.vma(pid, containing: page)
+            }
+        }
+        if let vma, vma.flags.contains(.write) {
+            if let entry = machine.pageTableEntry(pid, page), entry.isPresent {
+                if entry.isWritable, machine.writeProtect(pid, at: page) {
+                    stats.reprotectedPages += 1
+                    hints.insert(.reprotected)
+                }
+            } else if materialize(pid, page, vma) {
+                hints.insert(.materialized)
+            }
+        }
+
+        var outcome: FaultClass? = nil
+        var onHugePMD = false
+        let oomBefore = machine.oomEvents.count
+        do {
+            let record = try machine.fault(pid, at: f.address, write: true)
+            outcome = record?.faultClass
+            onHugePMD = record?.onHugePMD ?? false
+        } catch {
+            modelError("fault refused by the model", "pid \(pid) at \(hex(f.address)): \(error)")
+        }
+        if machine.oomEvents.count != oomBefore || outcome == .oom { hints.insert(.modelOOM) }
+        touch(pid, page, f.time)
+
+        let model = ReplayClass(model: outcome)
+        var p = processes[pid] ?? ReplayProcess(pid: pid, comm: "?", origin: .adopted)
+        p.kernel[kernel.cls] += 1
+        p.model[model] += 1
+        if model == kernel.cls {
+            p.agreements += 1
+        } else if kernel.inferred, kernel.cls == .reuse, !tierSeesSharedWrites,
+                  model == .sharedWrite || outcome == .segv {
+            // The tracepoint tier reads no VMA: a shared write (and a write that
+            // ends in SIGSEGV) is a write-protect fault with no copy, i.e. a reuse.
+            p.agreements += 1
+            p.tierLimitedAgreements += 1
+        } else {
+            let reason = disagreementReason(hints: hints, since: since, now: f.time, kernel: kernel.cls,
+                                            model: model, outcome: outcome, onHugePMD: onHugePMD, vma: vma)
+            disagreements.append(Disagreement(time: f.time, pid: pid, tid: f.tid, address: f.address,
+                                              kernel: kernel.cls, model: model,
+                                              modelOutcome: outcome?.description ?? "none", reason: reason))
+        }
+        processes[pid] = p
+    }
+
+    func disagreementReason(hints: Hints, since: UInt64, now: UInt64, kernel: ReplayClass, model: ReplayClass,
+                            outcome: FaultClass?, onHugePMD: Bool, vma: VMArea?) -> ReplayReason {
+        if hints.contains(.implicitMapping) { return .mappingBeforeTrace }
+        if gapBetween(since, now) { return .eventsLostInGap }
+        if hints.contains(.materialized) { return .pagePopulatedOutside }
+        if hints.contains(.reprotected) { return .writeProtectedOutside }
+        if hints.contains(.modelOOM) { return .modelOutOfMemory }
+        if outcome == .segv { return .protectionChangedOutside }
+        if onHugePMD || vma.map(thpEligible) == true { return .thpSplit }
+        if kernel == .copy && model == .reuse { return .transientReference }
+        if kernel == .reuse && model == .copy { return .sharerNotSeen }
+        return .unexplained
+    }
+
+    /// Whether a gap was recorded after `since` and no later than `now` plus
+    /// the gap window (a gap recorded just after the fault may hold the fault's resolve).
+    func gapBetween(_ since: UInt64, _ now: UInt64) -> Bool {
+        guard !gapTimes.isEmpty else { return false }
+        let now = now &+ gapWindowNanoseconds
+        var lo = 0, hi = gapTimes.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if gapTimes[mid] <= since { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < gapTimes.count && gapTimes[lo] <= now
+    }
+
+    func touch(_ pid: Int32, _ page: UInt64, _ time: UInt64) {
+        if !gapTimes.isEmpty { lastSeen[PageKey(pid: pid, page: page)] = time }
+    }
+
+    /// Whether anonymous memory of this VMA may be backed by huge pages under the host's THP mode.
+    func thpEligible(_ vma: VMArea) -> Bool {
+        guard vma.isAnonymous, !vma.isShared, !vma.flags.contains(.noHugePage),
+              vma.end - vma.start >= 2 << 20 else { return false }
+        switch machine.configuration.transparentHugePages {
+        case .always: return true
+        case .madvise: return vma.flags.contains(.hugePage)
+        case .never: return false
+        }
+    }
+
+    /// Installs the page a write-protect fault found present in the kernel but the
+    /// model never populated: a page-cache page in a file or shared mapping
+    /// (fault-around, or a read before tracing), else an exclusive anonymous page
+    /// (populated by the kernel itself: exec's stack, read() into a buffer, MAP_POPULATE).
+    func materialize(_ pid: Int32, _ page: UInt64, _ vma: VMArea) -> Bool {
+        let kind: InstalledPage = (vma.isShared || vma.file != nil) ? .file : .anonymous(exclusive: true)
+        do {
+            try machine.installPage(pid, at: page, kind)
+            stats.materializedPages += 1
+            return true
+        } catch {
+            modelError("page could not be materialized", "pid \(pid) at \(hex(page)): \(error)")
+            return false
+        }
+    }
+
+    /// A one-page VMA for a fault where the model has none: as the recorded
+    /// /proc maps line that covers it says, else private anonymous read-write memory.
+    /// `kind`: what the kernel said the VMA was at the fault (recorded with it).
+    func makeImplicitMapping(_ pid: Int32, _ page: UInt64, kind: RecordedMappingKind = .unknown) {
+        // Below mmap_min_addr or above the user address space, the kernel raised SIGSEGV.
+        guard page >= 0x10000, page < Paging.userAddressLimit else { return }
+        let end = page + 4096
+        do {
+            if let line = pidState[pid]?.recordedMaps.first(where: { $0.start <= page && page < $0.end }),
+               let spec = MappingSpec(line), spec.kind != .ignored {
+                let pgoff = Int(line.offset >> 12) + Int((page - line.start) >> 12)
+                try adopt(pid, spec, start: page, end: end, pgoff: pgoff, heap: false)
+            } else {
+                switch kind {
+                case .filePrivate, .shared:
+                    // A file the model never saw mapped: a made-up one, one per page.
+                    let shared = kind == .shared
+                    let file = fileObject(key: "implicit:\(pid):\(hex(page))", name: "(mapped before tracing)",
+                                          shmem: shared, bytes: 4096)
+                    try machine.adoptMapping(pid, start: page, end: end, protection: .readWrite, shared: shared,
+                                             file: file, pgoff: 0, heap: false)
+                case .anonymousPrivate, .unknown:
+                    try machine.adoptMapping(pid, start: page, end: end, protection: .readWrite, shared: false)
+                }
+            }
+            pidState[pid, default: PidState()].implicitPages.insert(page)
+            stats.implicitMappings += 1
+        } catch {
+            modelError("no mapping could be made up", "pid \(pid) at \(hex(page)): \(error)")
+        }
+    }
+
+    // MARK: processes
+
+    /// Makes sure the model has a live process `pid`; adopts it (empty) if not.
+    @discardableResult
+    func ensureProcess(_ pid: Int32, comm: String? = nil) -> Bool {
+        if machine.isAlive(pid) { return true }
+        do {
+            try machine.spawn(comm: comm ?? "?", pid: pid)
+        } catch {
+            modelError("process could not be adopted", "pid \(pid): \(error)")
+            return false
+        }
+        stats.adoptedProcesses += 1
+        if var p = processes[pid], p.origin != .countersOnly {
+            p.exited = false
+            processes[pid] = p
+        } else {
+            let counters = processes[pid]?.counters
+            var p = ReplayProcess(pid: pid, comm: comm ?? counters?.comm ?? "?", origin: .adopted)
+            p.counters = counters
+            processes[pid] = p
+        }
+        pidState[pid] = PidState()
+        return true
+    }
+
+    func replayCounters(_ c: CountersRecord) {
+        if processes[c.pid] == nil {
+            processes[c.pid] = ReplayProcess(pid: c.pid, comm: c.comm, origin: .countersOnly)
+        }
+        processes[c.pid]!.counters = c
+        if processes[c.pid]!.comm == "?" { processes[c.pid]!.comm = c.comm }
+    }
+
+    func noteModelOOM() {
+        for event in machine.oomEvents[modelOOMEventsSeen...] {
+            if let v = event.victim {
+                note("the model's OOM killer killed a process", "pid \(v.pid) (\(v.comm))")
+            } else {
+                note("the model ran out of memory with nothing to kill", event.dmesg)
+            }
+        }
+        modelOOMEventsSeen = machine.oomEvents.count
+    }
+
+    // MARK: notes
+
+    func note(_ kind: String, _ example: @autoclosure () -> String) {
+        if let i = noteIndex[kind] {
+            notes[i].count += 1
+        } else {
+            noteIndex[kind] = notes.count
+            notes.append(ReplayNote(kind: kind, count: 1, example: example()))
+        }
+    }
+
+    /// The kernel did something the model refused or could not do.
+    func modelError(_ kind: String, _ example: @autoclosure () -> String) {
+        stats.modelErrors += 1
+        note(kind, example())
+    }
+}

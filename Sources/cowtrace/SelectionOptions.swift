@@ -1,0 +1,111 @@
+import ArgumentParser
+import CowTraceKit
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What to trace: the options `record`, `hist` (and the other tracing
+/// subcommands) share. `-c` must come last: it takes the rest of the line.
+struct SelectionOptions: ParsableArguments {
+    @Option(name: .shortAndLong, help: "Trace this process and the children it forks from now on (repeatable).")
+    var pid: [Int32] = []
+
+    @Option(help: ArgumentHelp("Trace the processes of this cgroup directory and its sub-cgroups (v1 or v2).", valueName: "path"))
+    var cgroup: String?
+
+    @Flag(help: "Trace every process on the host.")
+    var all = false
+
+    @Option(name: [.customShort("c"), .customLong("command")], parsing: .remaining,
+            help: ArgumentHelp("Run this command (must come last) and trace it and its descendants until it exits.", valueName: "command args"))
+    var command: [String] = []
+
+    func validate() throws {
+        let modes = [!pid.isEmpty || cgroup != nil, all, !command.isEmpty].filter { $0 }.count
+        if modes == 0 {
+            throw ValidationError("say what to trace: -p PID, -c COMMAND..., --cgroup PATH or --all")
+        }
+        if all && modes > 1 { throw ValidationError("--all traces everything already: drop -p, -c and --cgroup") }
+        if pid.contains(where: { $0 <= 0 }) { throw ValidationError("a pid must be a positive number") }
+    }
+
+    func apply(to options: inout TracerOptions) {
+        options.selection.all = all
+        options.selection.pids = pid
+        options.selection.followSpawnedChildren = !command.isEmpty
+    }
+
+    /// As the user wrote it, for headers and titles.
+    var summary: String {
+        if all { return "--all" }
+        var parts = pid.map { "-p \($0)" }
+        if let cgroup { parts.append("--cgroup \(cgroup)") }
+        if !command.isEmpty { parts.append("-c " + command.joined(separator: " ")) }
+        return parts.joined(separator: " ")
+    }
+}
+
+/// The `-c` command and the `--cgroup` members of one tracing run: starts the
+/// command, keeps new cgroup members traced, tells when the command ended,
+/// and never lets the command outlive cowtrace.
+final class TracedRun {
+    let selection: SelectionOptions
+    private let members: CgroupMembers?
+    private(set) var child: Int32?
+    private(set) var childStatus: Int32?
+    private var stoppedByUs = false
+
+    /// `trace` is called for each cgroup member, now and on `refresh()`.
+    init(selection: SelectionOptions, trace: @escaping (Int32) -> Void) throws {
+        self.selection = selection
+        members = try selection.cgroup.map { try CgroupMembers(path: $0) }
+        self.trace = trace
+        refresh()
+    }
+
+    private let trace: (Int32) -> Void
+
+    /// Starts the `-c` command, if any (after the tracer is attached).
+    func start() throws {
+        if !selection.command.isEmpty { child = try Subprocess.spawn(selection.command).pid }
+    }
+
+    /// Traces cgroup members that joined since the last call.
+    func refresh() {
+        for p in members?.pids() ?? [] { trace(p) }
+    }
+
+    /// True once the `-c` command has exited.
+    func commandExited() -> Bool {
+        if let c = child, childStatus == nil { childStatus = Subprocess.poll(c) }
+        return childStatus != nil
+    }
+
+    /// Stops the command if it still runs, and throws ExitCode(status) when it
+    /// failed on its own (like time(1)).
+    func finish() throws {
+        if let c = child, childStatus == nil {
+            kill(c, SIGTERM)
+            childStatus = Subprocess.wait(c)
+            stoppedByUs = true
+        }
+        if let status = childStatus, status != 0, !stoppedByUs {
+            FileHandle.standardError.write(Data("cowtrace: \(selection.command.joined(separator: " ")) exited with status \(status)\n".utf8))
+            throw ExitCode(status)
+        }
+    }
+
+    deinit {
+        if let c = child, childStatus == nil { kill(c, SIGTERM); _ = Subprocess.wait(c) }
+    }
+}
+
+/// Parses "10", "10s", "500ms", "2m" into seconds.
+func parseDuration(_ text: String) -> Double? {
+    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+    for (suffix, scale) in units where text.hasSuffix(suffix) {
+        return Double(text.dropLast(suffix.count)).map { $0 * scale }.flatMap { $0 > 0 ? $0 : nil }
+    }
+    return Double(text).flatMap { $0 > 0 ? $0 : nil }
+}

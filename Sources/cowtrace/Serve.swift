@@ -1,0 +1,220 @@
+import ArgumentParser
+import CowTraceKit
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve per-process copy-on-write counts and histograms to Prometheus.",
+        discussion: """
+            Traces like `cowtrace stat` and serves what the kernel counted at \
+            http://ADDR:PORT/metrics in the Prometheus text format, until Ctrl-C or \
+            SIGTERM. Every scrape reads the kernel's counters at that moment. With -c, \
+            the command's end does not stop the server: its counts stay visible (pass \
+            --exit-with-command to stop with it). Without -p, -c or --cgroup, every \
+            process is traced (--all).
+
+            Metrics (docs/exports.md has them all): \
+            cowtrace_write_protect_faults_total{pid,comm,class} with class copy, reuse, \
+            zero_fill, file_copy or shared_write; cowtrace_copied_bytes_total; \
+            cowtrace_forks_total; cowtrace_execs_total; the histograms \
+            cowtrace_copy_latency_seconds, cowtrace_copies_per_interval and \
+            cowtrace_fault_offset_bytes{mapping}; cowtrace_dropped_events_total{reason}; \
+            cowtrace_info{tier,kernel,version}; cowtrace_traced_processes. Only the --top \
+            processes with the most pages copied get series of their own; the others \
+            are summed into pid="other", so a busy host cannot flood Prometheus.
+
+            Examples:
+              cowtrace serve                         every process, on 127.0.0.1:9464
+              cowtrace serve -p 1234 --listen 127.0.0.1:9500
+                                                     pid 1234 and its future children
+              cowtrace serve --top 200 -c make -j2   a command; served after it ends
+              curl -s 127.0.0.1:9464/metrics | grep 'class="copy"'
+
+            Prometheus (prometheus.yml):
+              scrape_configs:
+                - job_name: cowtrace
+                  scrape_interval: 5s
+                  static_configs:
+                    - targets: ['127.0.0.1:9464']
+            Then, e.g., the pages copied per second by each process:
+              rate(cowtrace_write_protect_faults_total{class="copy"}[1m])
+
+            Listening on another address than loopback makes the pids and command \
+            names of the traced processes readable from the network: cowtrace warns.
+            """
+    )
+
+    @Option(help: ArgumentHelp("Address to serve on: IPV4:PORT or [IPV6]:PORT; port 0 picks a free one (printed).", valueName: "addr:port"))
+    var listen: String = ListenAddress.defaultText
+
+    @Option(help: ArgumentHelp("Processes with series of their own, most pages copied first; the rest are summed into pid=\"other\".", valueName: "n"))
+    var top: Int = MetricsExposition.defaultTop
+
+    @Option(name: .shortAndLong, help: "Trace this process and the children it forks from now on (repeatable).")
+    var pid: [Int32] = []
+
+    @Option(help: ArgumentHelp("Trace the processes of this cgroup directory and its sub-cgroups (v1 or v2).", valueName: "path"))
+    var cgroup: String?
+
+    @Flag(help: "Trace every process on the host (the default without -p, -c or --cgroup).")
+    var all = false
+
+    @Flag(help: "With -c: stop serving when the command exits (its exit status becomes cowtrace's).")
+    var exitWithCommand = false
+
+    @Flag(help: "Leave out cowtrace_fault_offset_bytes: on the tracepoint tier it costs a VMA lookup (about 1 µs) per write-protect fault.")
+    var noMapping = false
+
+    @OptionGroup var tierOptions: TierOptions
+
+    @Option(name: [.customShort("c"), .customLong("command")], parsing: .remaining,
+            help: ArgumentHelp("Run this command (must come last) and trace it and its descendants.", valueName: "command args"))
+    var command: [String] = []
+
+    func validate() throws {
+        let modes = [!pid.isEmpty || cgroup != nil, all, !command.isEmpty].filter { $0 }.count
+        if all && modes > 1 { throw ValidationError("--all traces everything already: drop -p, -c and --cgroup") }
+        if top < 1 { throw ValidationError("--top must be at least 1") }
+        if pid.contains(where: { $0 <= 0 }) { throw ValidationError("a pid must be a positive number") }
+        if exitWithCommand && command.isEmpty { throw ValidationError("--exit-with-command needs -c COMMAND...") }
+    }
+
+    func run() throws {
+        do {
+            try serve()
+        } catch let e as ExitCode {
+            throw e
+        } catch let e as MetricsServerError {
+            throw CLIError(description: e.description)
+        } catch {
+            throw cliError(error)
+        }
+    }
+
+    private func serve() throws {
+        let address = try ListenAddress(parsing: listen)
+        var options = tierOptions.tracerOptions()
+        options.selection.all = all || (pid.isEmpty && cgroup == nil && command.isEmpty)
+        options.selection.pids = pid
+        options.selection.followSpawnedChildren = !command.isEmpty
+        options.histograms = true
+        options.mappingHistograms = !noMapping
+        let members = try cgroup.map { try CgroupMembers(path: $0) }
+        StopSignal.install()
+
+        // Bound before the programs load: a port in use fails fast. Scrapes
+        // wait in the backlog until the collector exists and start() runs.
+        let box = CollectorBox()
+        let server = try MetricsServer(listen: address) {
+            guard let collector = box.collector else { throw CLIError(description: "starting") }
+            return try collector.render()
+        }
+        if let warning = server.address.networkWarning { printError(warning) }
+        let tracer = try CowTracer(options: options)
+        defer { tracer.close() }
+        let collector = MetricsCollector(source: TracerMetricsSource(tracer), top: top)
+        box.collector = collector
+        defer { server.stop() } // before the tracer closes: no scrape reads a closed map
+        for p in members?.pids() ?? [] { try? tracer.trace(pid: p) }
+        server.start()
+        printError("serving \(server.address.metricsURL) (tier: \(tracer.tier))")
+
+        var child: Int32?
+        var childStatus: Int32?
+        if !command.isEmpty {
+            child = try Subprocess.spawn(command).pid
+        }
+        defer {
+            // Whatever ends the loop, even an error, the command does not outlive us.
+            if let c = child, childStatus == nil { kill(c, SIGTERM); _ = Subprocess.wait(c) }
+        }
+        while !StopSignal.isRequested {
+            StopSignal.sleep(1) {
+                if let c = child, childStatus == nil, let status = Subprocess.poll(c) {
+                    childStatus = status
+                    return true
+                }
+                return false
+            }
+            if let status = childStatus, child != nil {
+                child = nil
+                if exitWithCommand {
+                    if status != 0 {
+                        printError("cowtrace: \(command.joined(separator: " ")) exited with status \(status)")
+                        throw ExitCode(status)
+                    }
+                    return
+                }
+                printError("cowtrace: \(command.joined(separator: " ")) exited with status \(status); its counts stay served (Ctrl-C to stop)")
+            }
+            if let members {
+                collector.withLock { for p in members.pids() { try? tracer.trace(pid: p) } }
+            }
+        }
+    }
+}
+
+private func printError(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+}
+
+/// The collector, once the tracer is attached (the server exists before).
+private final class CollectorBox: @unchecked Sendable {
+    var collector: MetricsCollector? {
+        get { lock.lock(); defer { lock.unlock() }; return value }
+        set { lock.lock(); value = newValue; lock.unlock() }
+    }
+    private var value: MetricsCollector?
+    private let lock = NSLock()
+}
+
+/// The tracer as a metrics source. Exited processes stay in every snapshot
+/// with their final counters and histograms, so that their counters never go
+/// back to zero for Prometheus. A process is removed from the kernel's maps
+/// (which are bounded) one read after its exit was seen: by then its final
+/// histograms (the last copies-per-interval interval is closed at exit) have
+/// been read too.
+final class TracerMetricsSource: MetricsSource {
+    private let tracer: CowTracer
+    private var retiredCounters: [Int32: ProcessCounters] = [:]
+    private var retiredInfo: [Int32: ProcessIdentity] = [:]
+    private var retiredHistograms: [Int32: ProcessHistograms] = [:]
+    /// Exited at the last read: forgotten by the kernel at the next one.
+    private var toForget: [Int32] = []
+    private var exitedNow: Set<Int32> = []
+
+    init(_ tracer: CowTracer) { self.tracer = tracer }
+
+    var tier: AttachTier { tracer.tier }
+    var pageSize: UInt64 { tracer.pageSize }
+
+    func snapshot() throws -> TraceSnapshot {
+        tracer.forget(pids: toForget)
+        toForget = []
+        var s = try tracer.snapshot()
+        exitedNow = []
+        for (pid, info) in s.info where info.exited {
+            retiredInfo[pid] = info
+            if let c = s.counters[pid] { retiredCounters[pid] = c }
+            exitedNow.insert(pid)
+            toForget.append(pid)
+        }
+        for (pid, c) in retiredCounters where s.counters[pid] == nil {
+            s.counters[pid] = c
+            s.info[pid] = retiredInfo[pid]
+        }
+        return s
+    }
+
+    /// Called after snapshot() (MetricsCollector does).
+    func histograms() throws -> [ProcessHistograms] {
+        var current: [Int32: ProcessHistograms] = [:]
+        for h in try tracer.histograms() { current[h.pid] = h }
+        for pid in exitedNow { if let h = current[pid] { retiredHistograms[pid] = h } }
+        for (pid, h) in retiredHistograms where current[pid] == nil { current[pid] = h }
+        return current.keys.sorted().map { current[$0]! }
+    }
+}

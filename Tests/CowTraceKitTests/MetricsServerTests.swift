@@ -1,0 +1,228 @@
+import CowTraceKit
+import Foundation
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The metrics HTTP server on a real loopback socket, with a fixed source.
+final class MetricsServerTests: XCTestCase {
+    final class FixedSource: MetricsSource {
+        let tier = AttachTier.fentry
+        let pageSize: UInt64 = 4096
+        var reads = 0
+        var fail = false
+        func snapshot() throws -> TraceSnapshot {
+            reads += 1
+            if fail { throw TracerError.noSuchProcess(pid: 42) }
+            var c = ProcessCounters()
+            c.copies = 7
+            c.writeProtectFaults = 9
+            return TraceSnapshot(counters: [42: c], info: [42: ProcessIdentity(ppid: 1, comm: "fixed")], drops: DropCounts())
+        }
+        func histograms() throws -> [ProcessHistograms] {
+            var h = Log2Histogram()
+            h.record(5)
+            return [ProcessHistograms(pid: 42, comm: "fixed", histograms: [.copiesPerInterval: h])]
+        }
+    }
+
+    struct Response { var status: Int; var headers: [String: String]; var body: String }
+
+    /// One request over a fresh connection, read to EOF (the server closes).
+    static func request(port: UInt16, _ raw: String, host: String = "127.0.0.1") throws -> Response {
+        let v6 = host.contains(":")
+        let fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Errno.current }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let rc: Int32
+        if v6 {
+            var a = sockaddr_in6()
+            a.sin6_family = sa_family_t(AF_INET6)
+            a.sin6_port = port.bigEndian
+            inet_pton(AF_INET6, host, &a.sin6_addr)
+            rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+        } else {
+            var a = sockaddr_in()
+            a.sin_family = sa_family_t(AF_INET)
+            a.sin_port = port.bigEndian
+            inet_pton(AF_INET, host, &a.sin_addr)
+            rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        }
+        guard rc == 0 else { throw Errno.current }
+        let bytes = Array(raw.utf8)
+        _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var data = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            data.append(contentsOf: buffer[0..<n])
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        guard let split = text.range(of: "\r\n\r\n") else { throw TracerError.noSuchProcess(pid: -1) }
+        let head = text[..<split.lowerBound].components(separatedBy: "\r\n")
+        var headers: [String: String] = [:]
+        for line in head.dropFirst() {
+            if let colon = line.firstIndex(of: ":") {
+                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        let status = Int(head[0].split(separator: " ")[1]) ?? 0
+        return Response(status: status, headers: headers, body: String(text[split.upperBound...]))
+    }
+
+    private var server: MetricsServer!
+    private var source: FixedSource!
+    private var collector: MetricsCollector!
+
+    override func setUpWithError() throws {
+        source = FixedSource()
+        collector = MetricsCollector(source: source, top: 10)
+        let collector = collector!
+        server = try MetricsServer(listen: try ListenAddress(parsing: "127.0.0.1:0")) { try collector.render() }
+        server.start()
+    }
+
+    override func tearDown() {
+        server?.stop()
+        server = nil
+    }
+
+    func testBoundPortIsExposed() {
+        XCTAssertNotEqual(server.address.port, 0)
+        XCTAssertEqual(server.address.metricsURL, "http://127.0.0.1:\(server.address.port)/metrics")
+    }
+
+    func testGetMetrics() throws {
+        let r = try Self.request(port: server.address.port, "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
+        XCTAssertEqual(r.status, 200)
+        XCTAssertEqual(r.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8")
+        XCTAssertEqual(r.headers["connection"], "close")
+        XCTAssertEqual(r.headers["content-length"], "\(r.body.utf8.count)")
+        XCTAssertTrue(r.body.contains("cowtrace_write_protect_faults_total{pid=\"42\",comm=\"fixed\",class=\"copy\"} 7\n"), r.body)
+        XCTAssertTrue(r.body.contains("cowtrace_copies_per_interval_count{pid=\"42\",comm=\"fixed\"} 1\n"), r.body)
+        XCTAssertTrue(r.body.contains("cowtrace_info{tier=\"fentry\""), r.body)
+        // A query string is ignored.
+        XCTAssertEqual(try Self.request(port: server.address.port, "GET /metrics?x=1 HTTP/1.0\r\n\r\n").status, 200)
+    }
+
+    func testHeadHasTheHeadersButNoBody() throws {
+        let get = try Self.request(port: server.address.port, "GET /metrics HTTP/1.1\r\n\r\n")
+        let head = try Self.request(port: server.address.port, "HEAD /metrics HTTP/1.1\r\n\r\n")
+        XCTAssertEqual(head.status, 200)
+        XCTAssertEqual(head.body, "")
+        XCTAssertEqual(head.headers["content-length"], get.headers["content-length"])
+    }
+
+    func testRootLinksToMetricsAndOtherPathsAre404() throws {
+        let root = try Self.request(port: server.address.port, "GET / HTTP/1.1\r\n\r\n")
+        XCTAssertEqual(root.status, 200)
+        XCTAssertEqual(root.headers["content-type"], "text/html; charset=utf-8")
+        XCTAssertTrue(root.body.contains("<a href=\"/metrics\">"))
+        XCTAssertEqual(root.body.split(separator: "\n").count, 1)
+        XCTAssertEqual(try Self.request(port: server.address.port, "GET /nope HTTP/1.1\r\n\r\n").status, 404)
+        XCTAssertEqual(try Self.request(port: server.address.port, "GET /metrics/x HTTP/1.1\r\n\r\n").status, 404)
+        let post = try Self.request(port: server.address.port, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        XCTAssertEqual(post.status, 405)
+        XCTAssertEqual(post.headers["allow"], "GET, HEAD")
+        XCTAssertEqual(try Self.request(port: server.address.port, "garbage\r\n\r\n").status, 400)
+    }
+
+    func testSourceErrorIs500WithTheMessage() throws {
+        source.fail = true
+        let r = try Self.request(port: server.address.port, "GET /metrics HTTP/1.1\r\n\r\n")
+        XCTAssertEqual(r.status, 500)
+        XCTAssertTrue(r.body.contains("42"), r.body)
+    }
+
+    func testManyScrapersAtOnceAndASilentClientBlocksNobody() throws {
+        // A client that connects and never sends: its thread waits, the others are served.
+        let silent = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(silent) }
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_port = server.address.port.bigEndian
+        inet_pton(AF_INET, "127.0.0.1", &a.sin_addr)
+        let rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(silent, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        XCTAssertEqual(rc, 0)
+
+        let port = server.address.port
+        let statuses = Statuses()
+        let start = Date()
+        DispatchQueue.concurrentPerform(iterations: 16) { _ in
+            let status = (try? Self.request(port: port, "GET /metrics HTTP/1.1\r\n\r\n").status) ?? -1
+            statuses.append(status)
+        }
+        XCTAssertEqual(statuses.all, Array(repeating: 200, count: 16))
+        XCTAssertLessThan(Date().timeIntervalSince(start), Double(MetricsServer.ioTimeoutSeconds))
+    }
+
+    func testPortInUseIsOneLineWithTheFix() throws {
+        let address = server.address
+        XCTAssertThrowsError(try MetricsServer(listen: address) { "" }) { error in
+            XCTAssertEqual(error as? MetricsServerError, .addressInUse(address))
+            XCTAssertEqual("\(error)", "127.0.0.1:\(address.port) is already in use (EADDRINUSE): stop the other server or pass --listen 127.0.0.1:PORT")
+        }
+    }
+
+    func testIPv6Loopback() throws {
+        let v6: MetricsServer
+        do {
+            v6 = try MetricsServer(listen: try ListenAddress(parsing: "[::1]:0")) { "x 1\n" }
+        } catch MetricsServerError.cannotListen(_, _, let errno) where errno.rawValue == EAFNOSUPPORT || errno.rawValue == EADDRNOTAVAIL {
+            throw XCTSkip("no IPv6 loopback on this host")
+        }
+        v6.start()
+        defer { v6.stop() }
+        XCTAssertTrue(v6.address.metricsURL.hasPrefix("http://[::1]:"))
+        let r = try Self.request(port: v6.address.port, "GET /metrics HTTP/1.1\r\n\r\n", host: "::1")
+        XCTAssertEqual(r.body, "x 1\n")
+    }
+
+    func testStopIsIdempotentAndFreesThePort() throws {
+        let address = server.address
+        server.stop()
+        server.stop()
+        let again = try MetricsServer(listen: address) { "" }
+        again.stop()
+    }
+
+    func testListenAddressParsing() throws {
+        let a = try ListenAddress(parsing: "127.0.0.1:9464")
+        XCTAssertEqual(a.family, .ipv4)
+        XCTAssertEqual(a.port, 9464)
+        XCTAssertTrue(a.isLoopback)
+        XCTAssertNil(a.networkWarning)
+        XCTAssertEqual(try ListenAddress(parsing: "localhost:80").description, "127.0.0.1:80")
+        XCTAssertTrue(try ListenAddress(parsing: "127.1.2.3:1").isLoopback)
+        let v6 = try ListenAddress(parsing: "[::1]:9464")
+        XCTAssertEqual(v6.family, .ipv6)
+        XCTAssertEqual(v6.description, "[::1]:9464")
+        XCTAssertTrue(v6.isLoopback)
+        XCTAssertFalse(try ListenAddress(parsing: "[::]:9464").isLoopback)
+        let any = try ListenAddress(parsing: "0.0.0.0:9464")
+        XCTAssertFalse(any.isLoopback)
+        let warning = try XCTUnwrap(any.networkWarning)
+        XCTAssertTrue(warning.hasPrefix("warning: 0.0.0.0:9464 is not a loopback address"))
+        XCTAssertFalse(warning.contains("\n"))
+        XCTAssertEqual(try ListenAddress(parsing: "0.0.0.0:0").port, 0)
+
+        for bad in ["", "9464", ":9464", "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:-1", "127.0.0.1:http",
+                    "::1:9464", "[::1]", "[::1]9464", "[nope]:1", "example.com:80", "300.1.1.1:80"] {
+            XCTAssertThrowsError(try ListenAddress(parsing: bad), bad) { error in
+                XCTAssertEqual("\(error)", "bad listen address '\(bad)': expected IPV4:PORT (127.0.0.1:9464) or [IPV6]:PORT ([::1]:9464), PORT from 0 to 65535 (0: any free port)")
+            }
+        }
+    }
+}
+
+private final class Statuses: @unchecked Sendable {
+    private let lock = NSLock()
+    private var values: [Int] = []
+    func append(_ v: Int) { lock.lock(); values.append(v); lock.unlock() }
+    var all: [Int] { lock.lock(); defer { lock.unlock() }; return values }
+}

@@ -1,0 +1,198 @@
+@testable import MMUSim
+import XCTest
+
+/// The calls CowTraceReplay uses to rebuild processes found running and to fix
+/// up state a recording could not show (Machine+Replay.swift).
+final class MachineReplayTests: XCTestCase {
+    let base: UInt64 = 0x7f00_1000_0000
+
+    func testAdoptedMappingAndExclusivePagesAreReusedOnWrite() throws {
+        let m = Machine()
+        let p = try m.spawn(comm: "found", pid: 500)
+        try m.adoptMapping(p, start: base, end: base + 4 * page, protection: .readWrite, shared: false)
+        XCTAssertEqual(m.vmas(p).count, 1)
+        XCTAssertTrue(m.vmas(p)[0].flags.contains(.account))
+        XCTAssertEqual(m.committedPages, 4)
+        XCTAssertEqual(m.vma(p, containing: base + page)?.start, base)
+        XCTAssertNil(m.vma(p, containing: base + 4 * page))
+
+        let f = try m.installPage(p, at: base, .anonymous(exclusive: true))
+        XCTAssertEqual(m.frameInfo(p, base)?.frame, f)
+        XCTAssertEqual([m.frameInfo(frame: f).refcount, m.frameInfo(frame: f).mapcount], [1, 1])
+        XCTAssertFalse(m.pageTableEntry(p, base)!.isWritable, "installed read-only by default")
+        XCTAssertEqual(m.rss(p).anon, 1)
+        XCTAssertEqual(try m.fault(p, at: base, write: true)?.faultClass, .reuse)
+        // Writable on request: no fault at all.
+        try m.installPage(p, at: base + page, .anonymous(exclusive: true), writable: true)
+        XCTAssertNil(try m.fault(p, at: base + page, write: true))
+        // Already mapped.
+        XCTAssertThrowsError(try m.installPage(p, at: base, .zeroPage))
+        // No VMA.
+        XCTAssertThrowsError(try m.installPage(p, at: base + 8 * page, .zeroPage))
+    }
+
+    func testFramesSharedByNumberCopyThenReuse() throws {
+        let m = Machine()
+        let a = try m.spawn(comm: "a", pid: 600)
+        let b = try m.spawn(comm: "b", pid: 601)
+        for p in [a, b] { try m.adoptMapping(p, start: base, end: base + 2 * page, protection: .readWrite, shared: false) }
+        let f = try m.installPage(a, at: base, .anonymous(exclusive: true))
+        XCTAssertEqual(try m.installPage(b, at: base, .frame(f)), f)
+        let info = m.frameInfo(frame: f)
+        XCTAssertEqual([info.refcount, info.mapcount], [2, 2])
+        XCTAssertFalse(info.isAnonExclusive)
+        // b writes first: copy; then a is alone: reuse.
+        XCTAssertEqual(try m.fault(b, at: base, write: true)?.faultClass, .copy)
+        XCTAssertEqual(try m.fault(a, at: base, write: true)?.faultClass, .reuse)
+        XCTAssertEqual(m.meminfo().anonPages, 2)
+    }
+
+    func testPageSharedWithAnUnknownProcessAlwaysCopies() throws {
+        let m = Machine()
+        let p = try m.spawn(comm: "p", pid: 700)
+        try m.adoptMapping(p, start: base, end: base + page, protection: .readWrite, shared: false)
+        let f = try m.installPage(p, at: base, .anonymous(exclusive: false))
+        XCTAssertEqual([m.frameInfo(frame: f).refcount, m.frameInfo(frame: f).mapcount], [2, 2])
+        XCTAssertEqual(try m.fault(p, at: base, write: true)?.faultClass, .copy)
+        // The other (unknown) mapper keeps the old frame.
+        XCTAssertEqual([m.frameInfo(frame: f).refcount, m.frameInfo(frame: f).mapcount], [1, 1])
+        XCTAssertEqual(m.meminfo().anonPages, 2)
+    }
+
+    func testZeroPageAndFilePagesInstalled() throws {
+        let m = Machine()
+        let p = try m.spawn(comm: "p", pid: 800)
+        try m.adoptMapping(p, start: base, end: base + page, protection: .readWrite, shared: false)
+        XCTAssertEqual(try m.installPage(p, at: base, .zeroPage), 0)
+        XCTAssertTrue(m.frameInfo(p, base)!.isZeroPage)
+        XCTAssertEqual(try m.fault(p, at: base, write: true)?.faultClass, .zeroFill)
+
+        let lib = m.createFile("lib.so", size: page)
+        let fileAt = base + 16 * page
+        // A mapping longer than the file grows it (the kernel's file was at least this long).
+        try m.adoptMapping(p, start: fileAt, end: fileAt + 2 * page, protection: .readWrite, shared: false, file: lib)
+        try m.installPage(p, at: fileAt + page, .file)
+        XCTAssertEqual(m.rss(p).file, 1)
+        XCTAssertEqual(try m.fault(p, at: fileAt + page, write: true)?.faultClass, .fileCopy)
+        XCTAssertThrowsError(try m.installPage(p, at: base + page, .file), "no VMA there")
+
+        let data = m.createFile("data", size: page)
+        let sharedAt = base + 32 * page
+        try m.adoptMapping(p, start: sharedAt, end: sharedAt + page, protection: .readWrite, shared: true, file: data)
+        XCTAssertThrowsError(try m.installPage(p, at: sharedAt, .anonymous(exclusive: true)))
+        try m.installPage(p, at: sharedAt, .file)
+        XCTAssertEqual(try m.fault(p, at: sharedAt, write: true)?.faultClass, .sharedWrite)
+        // Written back: write-protected again, and the next write is a shared write again.
+        XCTAssertTrue(m.writeProtect(p, at: sharedAt))
+        XCTAssertFalse(m.writeProtect(p, at: sharedAt))
+        XCTAssertEqual(try m.fault(p, at: sharedAt, write: true)?.faultClass, .sharedWrite)
+    }
+
+    func testSharedMemoryObjectIsSharedBetweenProcesses() throws {
+        let m = Machine()
+        let shm = m.createSharedMemory("/dev/shm/x", size: page)
+        let a = try m.spawn(comm: "a", pid: 900)
+        let b = try m.spawn(comm: "b", pid: 901)
+        try m.adoptMapping(a, start: base, end: base + page, protection: .readWrite, shared: true, file: shm)
+        try m.adoptMapping(b, start: base + page, end: base + 2 * page, protection: .readWrite, shared: true, file: shm)
+        try m.store(a, base, 42)
+        XCTAssertEqual(try m.load(b, base + page), 42)
+        XCTAssertEqual(m.rss(a).shmem, 1)
+        // Shared anonymous with no object: a fresh one.
+        try m.adoptMapping(a, start: base + 8 * page, end: base + 9 * page, protection: .readWrite, shared: true)
+        XCTAssertNotNil(m.vmas(a).last?.file)
+    }
+
+    func testAdoptedHeapGrowsWithBrk() throws {
+        let m = Machine()
+        let p = try m.spawn(comm: "p", pid: 1000)
+        let heap: UInt64 = 0x5600_0000_0000
+        try m.setBreak(p, start: heap, current: heap + 3 * page)
+        try m.adoptMapping(p, start: heap, end: heap + 3 * page, protection: .readWrite, shared: false, heap: true)
+        XCTAssertEqual(try m.currentBreak(p), heap + 3 * page)
+        try m.brk(p, heap + 5 * page)
+        XCTAssertEqual(m.vmas(p).count, 1, "the adopted heap VMA grew")
+        XCTAssertEqual(m.vmas(p)[0].end, heap + 5 * page)
+        try m.brk(p, heap + page)
+        XCTAssertEqual(m.vmas(p)[0].end, heap + page)
+    }
+
+    func testAdoptMappingReplacesWhatWasThere() throws {
+        let m = Machine()
+        let p = try m.spawn(comm: "p", pid: 1100)
+        try m.adoptMapping(p, start: base, end: base + 4 * page, protection: .readWrite, shared: false)
+        try m.installPage(p, at: base + page, .anonymous(exclusive: true))
+        try m.adoptMapping(p, start: base + page, end: base + 2 * page, protection: .read, shared: false)
+        XCTAssertEqual(m.vmas(p).map(\.start), [base, base + page, base + 2 * page])
+        XCTAssertNil(m.frameInfo(p, base + page))
+        XCTAssertEqual(m.rss(p).anon, 0)
+        XCTAssertEqual(m.committedPages, 3)
+    }
+
+    func testMremapMovesPagesWithTheirState() throws {
+        let m = Machine()
+        let p = try m.spawn(comm: "p", pid: 1200)
+        let a = try m.anon(p, 8 * page)
+        try m.write(p, a, length: 8 * page)
+        let frames = (0..<8).map { m.frameInfo(p, a + UInt64($0) * page)!.frame }
+        let dest: UInt64 = 0x6000_0000_0000
+        XCTAssertEqual(try m.mremap(p, a, oldLength: 8 * page, newLength: 12 * page, to: dest), dest)
+        XCTAssertEqual((0..<8).map { m.frameInfo(p, dest + UInt64($0) * page)?.frame }, frames)
+        XCTAssertNil(m.frameInfo(p, a))
+        XCTAssertNil(m.vma(p, containing: a))
+        XCTAssertEqual(m.vma(p, containing: dest)?.end, dest + 12 * page)
+        XCTAssertEqual(m.rss(p).anon, 8)
+        XCTAssertEqual(m.committedPages, 12)
+        XCTAssertEqual(m.totalVMPages(p), 12)
+        // Still exclusive and writable: no fault; the grown part is fresh.
+        XCTAssertNil(try m.fault(p, at: dest, write: true))
+        XCTAssertEqual(try m.fault(p, at: dest + 8 * page, write: true)?.faultClass, .anonymousPage)
+        // After fork, the moved pages are shared like any other.
+        let c = try m.fork(p)
+        XCTAssertEqual(try m.fault(c, at: dest + page, write: true)?.faultClass, .copy)
+    }
+
+    func testMremapInPlaceGrowAndShrink() throws {
+        let m = Machine()
+        let p = try m.spawn(comm: "p", pid: 1300)
+        let a = try m.anon(p, 4 * page)
+        try m.write(p, a, length: 4 * page)
+        XCTAssertEqual(try m.mremap(p, a, oldLength: 4 * page, newLength: 2 * page), a)
+        XCTAssertEqual(m.rss(p).anon, 2)
+        XCTAssertEqual(m.committedPages, 2)
+        XCTAssertEqual(try m.mremap(p, a, oldLength: 2 * page, newLength: 6 * page), a)
+        XCTAssertEqual(m.vma(p, containing: a)?.end, a + 6 * page)
+        XCTAssertEqual(m.committedPages, 6)
+        // Blocked: no MREMAP_MAYMOVE, ENOMEM; with it, it moves.
+        _ = try m.mmap(p, length: page, protection: .readWrite, flags: [.private, .anonymous], at: a + 6 * page)
+        XCTAssertThrowsError(try m.mremap(p, a, oldLength: 6 * page, newLength: 8 * page))
+        let moved = try m.mremap(p, a, oldLength: 6 * page, newLength: 8 * page, mayMove: true)
+        XCTAssertNotEqual(moved, a)
+        XCTAssertEqual(m.rss(p).anon, 2)
+        XCTAssertNil(try m.fault(p, at: moved + page, write: true))
+    }
+
+    func testMremapOfAHugePageSplitsIt() throws {
+        let m = Machine(MachineConfiguration(transparentHugePages: .always))
+        let p = try m.spawn(comm: "p", pid: 1400)
+        let a = try m.anon(p, 4 * MiB)
+        try m.write(p, a, length: 2 * MiB)
+        XCTAssertTrue(m.pageTableEntry(p, a)!.isHuge)
+        let dest: UInt64 = 0x6000_0010_0000 // not 2 MiB aligned
+        try m.mremap(p, a, oldLength: 2 * MiB, newLength: 2 * MiB, to: dest)
+        XCTAssertFalse(m.pageTableEntry(p, dest)!.isHuge)
+        XCTAssertEqual(m.rss(p).anon, 512)
+        XCTAssertNil(try m.fault(p, at: dest + 511 * page, write: true))
+    }
+
+    func testGrowFile() throws {
+        let m = Machine()
+        let f = m.createFile("f", size: page)
+        let p = try m.spawn(comm: "p", pid: 1500)
+        let a = try m.mmap(p, length: 4 * page, protection: .read, flags: .private, file: f)
+        XCTAssertEqual(try m.read(p, a + 2 * page, length: 1).sigbusAddress, a + 2 * page)
+        try m.growFile(f, toAtLeast: 4 * page)
+        XCTAssertTrue(try m.read(p, a + 2 * page, length: 1).completed)
+        XCTAssertThrowsError(try m.growFile(FileID(rawValue: 99), toAtLeast: page))
+    }
+}

@@ -1,0 +1,89 @@
+import CowTraceKit
+import CowTraceTestSupport
+import Foundation
+import XCTest
+
+/// Issue 5's live test: every scenario of the live matrix recorded with
+/// `cowtrace record`, then `cowtrace check`ed: the model agrees with the
+/// kernel on ≥ 99.5 % of the write-protect faults, the recorded events add up
+/// to the kernel's live counters exactly, and the counts are what the
+/// scenario did.
+final class RecordCheckTests: XCTestCase {
+    func testEveryScenarioRecordsAndChecks() throws {
+        try requireBPF()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cowtrace-record-check-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let workload = productPath("cowtrace-workload")
+        for scenario in Scenario.matrix {
+            let file = dir.appendingPathComponent("\(scenario.name).ctr").path
+            let rec = try runProduct("cowtrace", ["record", "--no-oom", "-o", file, "-c", workload] + scenario.arguments,
+                                     environment: ["TMPDIR": "/var/tmp"])
+            XCTAssertEqual(rec.status, 0, "\(scenario.name): \(rec.stderr)")
+            XCTAssertTrue(rec.stderr.contains("no events lost"), "\(scenario.name): \(rec.stderr)")
+            let line = try XCTUnwrap(workloadLine(rec.stdout), "\(scenario.name): \(rec.stdout)")
+
+            let chk = try runProduct("cowtrace", ["check", "--format", "json", file])
+            XCTAssertEqual(chk.status, 0, "\(scenario.name) check failed: \(chk.stdout) \(chk.stderr)")
+            let doc = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(chk.stdout.utf8)) as? [String: Any], chk.stdout)
+            let agreement = try XCTUnwrap(doc["agreement"] as? [String: Any])
+            let ratio = try XCTUnwrap(agreement["ratio"] as? Double)
+            XCTAssertGreaterThanOrEqual(ratio, 0.995, "\(scenario.name): \(agreement["line"] ?? "")")
+            XCTAssertGreaterThan(agreement["total"] as? Int ?? 0, 0, scenario.name)
+            let counters = try XCTUnwrap(doc["counters"] as? [String: Any])
+            XCTAssertEqual(counters["consistent"] as? Bool, true, "\(scenario.name): events vs live counters: \(counters)")
+            XCTAssertEqual(counters["lostEvents"] as? Int, 0, scenario.name)
+
+            // The recorded classes per process equal the kernel's counters and match the scenario.
+            let processes = try XCTUnwrap(doc["processes"] as? [[String: Any]])
+            for (role, expected) in scenario.expected {
+                guard let pid = (role == .parent ? line["parent"] : line["child"]) as? Int, pid > 0 else { continue }
+                let row = try XCTUnwrap(processes.first { $0["pid"] as? Int == pid }, "\(scenario.name): no row for \(role) \(pid)")
+                let kernel = try XCTUnwrap(row["kernel"] as? [String: Int])
+                let live = try XCTUnwrap(row["counters"] as? [String: Int], "\(scenario.name): no live counters for \(pid)")
+                for key in ["copy", "reuse", "zeroFill", "fileCopy", "sharedWrite"] {
+                    XCTAssertEqual(kernel[key], live[key], "\(scenario.name) \(role) \(key): events vs live counters")
+                }
+                let model = try XCTUnwrap(row["model"] as? [String: Int])
+                let checks: [(String, Int?)] = [("copy", expected.copies), ("zeroFill", expected.zeroFills),
+                                                ("fileCopy", expected.fileCopies)]
+                for (key, want) in checks {
+                    guard let want else { continue }
+                    XCTAssertEqual(kernel[key] ?? -1, want, accuracy: Scenario.tolerance(for: want), "\(scenario.name) \(role) kernel \(key)")
+                    XCTAssertEqual(model[key] ?? -1, want, accuracy: Scenario.tolerance(for: want), "\(scenario.name) \(role) model \(key)")
+                }
+            }
+        }
+    }
+
+    func testCheckRefusesADamagedFileWithTheOffset() throws {
+        try requireBPF()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cowtrace-damaged-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("run.ctr").path
+        let rec = try runProduct("cowtrace", ["record", "--no-oom", "-o", file, "-c", productPath("cowtrace-workload"),
+                                              "--pages", "4096", "child:write:0:2048", "child:exit"])
+        XCTAssertEqual(rec.status, 0, rec.stderr)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+        let cut = bytes.count - 100
+        bytes = bytes.prefix(cut)
+        try bytes.write(to: URL(fileURLWithPath: file))
+        let r = try runProduct("cowtrace", ["check", file])
+        XCTAssertNotEqual(r.status, 0)
+        let errors = r.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") }
+        XCTAssertEqual(errors.count, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("offset"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("--salvage"), r.stderr)
+        let salvaged = try runProduct("cowtrace", ["replay", "--salvage", file])
+        XCTAssertEqual(salvaged.status, 0, salvaged.stderr)
+        XCTAssertTrue(salvaged.stderr.contains("salvaged the records before offset"), salvaged.stderr)
+
+        let missing = try runProduct("cowtrace", ["check", dir.appendingPathComponent("none.ctr").path])
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertEqual(missing.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") }.count, 1, missing.stderr)
+        let notOurs = try runProduct("cowtrace", ["check", "/etc/passwd"])
+        XCTAssertNotEqual(notOurs.status, 0)
+        XCTAssertTrue(notOurs.stderr.contains("not a cowtrace"), notOurs.stderr)
+    }
+}

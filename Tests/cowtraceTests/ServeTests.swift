@@ -1,0 +1,420 @@
+import CowTraceKit
+import CowTraceTestSupport
+import Foundation
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `cowtrace serve` end to end: a real Prometheus scrapes it while a
+/// workload whose copies are known runs under it; bad input gets one line.
+final class ServeTests: XCTestCase {
+    /// Everything started by a test; tearDown stops what still runs, even after a failure.
+    private var started: [Process] = []
+    private var temporaryDirectories: [URL] = []
+
+    override func tearDown() {
+        for p in started.reversed() where p.isRunning {
+            kill(p.processIdentifier, SIGTERM)
+            let deadline = Date().addingTimeInterval(10)
+            while p.isRunning && Date() < deadline { usleep(50_000) }
+            if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        }
+        started.removeAll()
+        for d in temporaryDirectories { try? FileManager.default.removeItem(at: d) }
+        temporaryDirectories.removeAll()
+        super.tearDown()
+    }
+
+    // MARK: the real Prometheus
+
+    func testPrometheusScrapesTheChildsCopies() throws {
+        try requireBPF()
+        let prometheus = try requirePrometheus()
+        let pages = 4096
+        let (serve, port, tier) = try startServe(["-c", workloadPath, "--pages", "\(pages)", "child:write:0:\(pages)", "child:exit"])
+        let report = try waitForWorkloadReport(serve)
+        let child = try XCTUnwrap(report.child)
+
+        // The exposition itself: valid for promtool, and whether it holds histograms yet.
+        let exposition = try Self.get(port: port, "/metrics")
+        XCTAssertEqual(exposition.status, 200)
+        if let promtool = Self.which("promtool") {
+            let check = try Self.run(promtool, ["check", "metrics"], input: exposition.body)
+            XCTAssertEqual(check.status, 0, "promtool check metrics: \(check.stdout)\(check.stderr)")
+        }
+        let hasHistograms = exposition.body.split(separator: "\n").contains { $0.hasPrefix("cowtrace_") && $0.contains("_count{") }
+
+        let directory = try temporaryDirectory()
+        let webPort = try Self.freePort()
+        let config = directory.appendingPathComponent("prometheus.yml")
+        try """
+            global:
+              scrape_interval: 1s
+              evaluation_interval: 1s
+            scrape_configs:
+              - job_name: cowtrace
+                static_configs:
+                  - targets: ['127.0.0.1:\(port)']
+
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let log = directory.appendingPathComponent("prometheus.log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: prometheus)
+        server.arguments = ["--config.file=\(config.path)", "--storage.tsdb.path=\(directory.appendingPathComponent("data").path)",
+                            "--web.listen-address=127.0.0.1:\(webPort)"]
+        let logHandle = try FileHandle(forWritingTo: log)
+        server.standardOutput = logHandle
+        server.standardError = logHandle
+        try server.run()
+        started.append(server)
+        let prometheusLog = { String(decoding: (try? Data(contentsOf: log)) ?? Data(), as: UTF8.self).suffix(2000) }
+
+        // The child's copies, as Prometheus stored them.
+        let copies = try waitForQuery(port: webPort, #"cowtrace_write_protect_faults_total{class="copy"}"#, log: prometheusLog) { results in
+            results.first { $0.labels["pid"] == "\(child)" }
+        }
+        XCTAssertEqual(copies.labels["comm"], "cowtrace-worklo")
+        XCTAssertEqual(Int(copies.value), pages, accuracy: Scenario.tolerance(for: pages),
+                       "child \(child) copies on tier \(tier) (\(Scenario.toleranceDescription))")
+        let up = try waitForQuery(port: webPort, #"up{job="cowtrace"}"#, log: prometheusLog) { $0.first }
+        XCTAssertEqual(up.value, 1)
+        let info = try waitForQuery(port: webPort, "cowtrace_info", log: prometheusLog) { $0.first }
+        XCTAssertEqual(info.labels["tier"], tier)
+
+        // Histograms only once the kernel side fills them (TracerOptions.histograms).
+        if hasHistograms {
+            let count = try waitForQuery(port: webPort, #"{__name__=~"cowtrace_.+_count"} > 0"#, log: prometheusLog) { $0.first }
+            XCTAssertGreaterThan(count.value, 0)
+        } else {
+            print("ServeTests: the exposition has no histogram yet; the _count assertion was not made")
+        }
+
+        // The command's end did not stop the server; Ctrl-C does, cleanly.
+        XCTAssertTrue(serve.isRunning)
+        serve.interrupt()
+        let status = try waitForExit(serve, seconds: 20)
+        XCTAssertEqual(status, 0, serve.stderr)
+        XCTAssertTrue(serve.stderr.contains("exited with status 0; its counts stay served"), serve.stderr)
+        XCTAssertFalse(serve.stderr.contains("Error"), serve.stderr)
+    }
+
+    // MARK: the endpoint without Prometheus
+
+    func testEndpointServesTheChildsCopiesAndStopsOnSIGTERM() throws {
+        try requireBPF()
+        let pages = 2000
+        let (serve, port, _) = try startServe(["--top", "5", "-c", workloadPath, "--pages", "4096", "child:write:0:\(pages)", "child:exit"])
+        let report = try waitForWorkloadReport(serve)
+        let child = try XCTUnwrap(report.child)
+        let r = try Self.get(port: port, "/metrics")
+        XCTAssertEqual(r.status, 200)
+        XCTAssertEqual(r.headers["content-type"], MetricsExposition.contentType)
+        XCTAssertEqual(r.headers["connection"], "close")
+        let line = try XCTUnwrap(r.body.split(separator: "\n").first {
+            $0.hasPrefix("cowtrace_write_protect_faults_total{pid=\"\(child)\",") && $0.contains("class=\"copy\"")
+        }, r.body)
+        XCTAssertEqual(Int(line.split(separator: " ").last!)!, pages, accuracy: Scenario.tolerance(for: pages))
+        // The exited child's series outlive its removal from the kernel's maps (at the next read).
+        let childSeries = { (body: String) in
+            body.split(separator: "\n").filter { $0.contains("{pid=\"\(child)\",") }.map(String.init).sorted()
+        }
+        let first = childSeries(r.body)
+        XCTAssertEqual(childSeries(try Self.get(port: port, "/metrics").body), first)
+        XCTAssertEqual(childSeries(try Self.get(port: port, "/metrics").body), first)
+        if r.body.contains("cowtrace_copies_per_interval_count{") {
+            XCTAssertTrue(first.contains { $0.hasPrefix("cowtrace_copies_per_interval_count{") }, r.body)
+        }
+        XCTAssertEqual(try Self.get(port: port, "/metrics", method: "HEAD").body, "")
+        XCTAssertEqual(try Self.get(port: port, "/nope").status, 404)
+        XCTAssertTrue(try Self.get(port: port, "/").body.contains("href=\"/metrics\""))
+
+        kill(serve.process.processIdentifier, SIGTERM)
+        XCTAssertEqual(try waitForExit(serve, seconds: 20), 0, serve.stderr)
+    }
+
+    func testExitWithCommandPassesItsStatusOn() throws {
+        try requireBPF()
+        let r = try cowtrace(["serve", "--listen", "127.0.0.1:0", "--exit-with-command", "-c", "sh", "-c", "exit 3"])
+        XCTAssertEqual(r.status, 3, r.stderr)
+        XCTAssertTrue(r.stderr.contains("serving http://127.0.0.1:"), r.stderr)
+    }
+
+    func testNonLoopbackAddressWarnsOnce() throws {
+        try requireBPF()
+        let r = try cowtrace(["serve", "--listen", "0.0.0.0:0", "--exit-with-command", "-c", "true"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let warnings = r.stderr.split(separator: "\n").filter { $0.hasPrefix("warning: 0.0.0.0:") && $0.contains(" is not a loopback address") }
+        XCTAssertEqual(warnings.count, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("serving http://0.0.0.0:"), r.stderr)
+    }
+
+    // MARK: bad input (no BPF needed: the port is bound first)
+
+    func testPortInUseIsOneLineError() throws {
+        let (fd, port) = try Self.listeningSocket()
+        defer { close(fd) }
+        let r = try cowtrace(["serve", "--listen", "127.0.0.1:\(port)"])
+        assertOneLineError(r, contains: "127.0.0.1:\(port) is already in use (EADDRINUSE): stop the other server or pass --listen 127.0.0.1:PORT")
+    }
+
+    func testUnknownFlag() throws {
+        assertOneLineError(try cowtrace(["serve", "--bogus"]), contains: "Unknown option '--bogus'")
+    }
+
+    func testBadAddressSaysWhatIsExpected() throws {
+        assertOneLineError(try cowtrace(["serve", "--listen", "localhost"]),
+                           contains: "bad listen address 'localhost': expected IPV4:PORT (127.0.0.1:9464) or [IPV6]:PORT ([::1]:9464)")
+    }
+
+    func testTopMustBePositive() throws {
+        assertOneLineError(try cowtrace(["serve", "--top", "0"]), contains: "--top must be at least 1")
+    }
+
+    func testHelpTeachesAScrapeConfig() throws {
+        let r = try cowtrace(["serve", "--help"])
+        XCTAssertEqual(r.status, 0)
+        XCTAssertTrue(r.stdout.contains("scrape_configs:"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("- targets: ['127.0.0.1:9464']"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("--exit-with-command"), r.stdout)
+    }
+
+    // MARK: helpers
+
+    private var workloadPath: String { builtProductsDirectory().appendingPathComponent("cowtrace-workload").path }
+    private var cowtracePath: String { builtProductsDirectory().appendingPathComponent("cowtrace").path }
+
+    private func requirePrometheus() throws -> String {
+        if let path = Self.which("prometheus") { return path }
+        let reason = "the prometheus binary is not installed (Debian package prometheus: run scripts/setup)"
+        if ProcessInfo.processInfo.environment["COWTRACE_REQUIRE_BPF"] == "1" {
+            XCTFail("COWTRACE_REQUIRE_BPF=1 but \(reason)")
+        } else {
+            print("skipping: \(reason)")
+        }
+        throw XCTSkip(reason)
+    }
+
+    /// A running `cowtrace serve`, its output collected as it comes.
+    final class Running {
+        let process: Process
+        private let out = Collected(), err = Collected()
+        init(_ process: Process, stdout: Pipe, stderr: Pipe) {
+            self.process = process
+            out.follow(stdout.fileHandleForReading)
+            err.follow(stderr.fileHandleForReading)
+        }
+        var stdout: String { out.text }
+        var stderr: String { err.text }
+        var isRunning: Bool { process.isRunning }
+        func interrupt() { process.interrupt() }
+    }
+
+    final class Collected: @unchecked Sendable {
+        private let lock = NSLock()
+        private var data = Data()
+        func follow(_ handle: FileHandle) {
+            Thread.detachNewThread { [self] in
+                while true {
+                    let chunk = handle.availableData
+                    if chunk.isEmpty { return }
+                    lock.lock(); data.append(chunk); lock.unlock()
+                }
+            }
+        }
+        var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
+    }
+
+    /// Starts `cowtrace serve --listen 127.0.0.1:0 ARGS` and waits for its
+    /// "serving http://127.0.0.1:PORT/metrics (tier: T)" line.
+    private func startServe(_ arguments: [String]) throws -> (Running, UInt16, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: cowtracePath)
+        process.arguments = ["serve", "--listen", "127.0.0.1:0"] + arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        started.append(process)
+        let running = Running(process, stdout: out, stderr: err)
+        let pattern = #"serving http://127\.0\.0\.1:([0-9]+)/metrics \(tier: ([a-z]+)\)"#
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            let text = running.stderr
+            if let m = text.range(of: pattern, options: .regularExpression) {
+                let line = String(text[m])
+                let port = line.split(separator: ":")[2].split(separator: "/")[0]
+                let tier = line.split(separator: " ").last!.dropLast()
+                return (running, UInt16(port)!, String(tier))
+            }
+            if !process.isRunning { break }
+            usleep(50_000)
+        }
+        XCTFail("cowtrace serve did not say where it serves: \(running.stderr)")
+        throw XCTSkip("cowtrace serve did not start")
+    }
+
+    private func waitForWorkloadReport(_ serve: Running) throws -> Workload.Report {
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if let line = serve.stdout.split(separator: "\n").last(where: { $0.contains("\"workload\"") }),
+               let report = try? JSONDecoder().decode(Workload.Report.self, from: Data(line.utf8)) {
+                return report
+            }
+            XCTAssertTrue(serve.isRunning, "serve ended early: \(serve.stderr)")
+            if !serve.isRunning { break }
+            usleep(50_000)
+        }
+        XCTFail("the workload never reported: stdout \(serve.stdout) stderr \(serve.stderr)")
+        throw XCTSkip("no workload report")
+    }
+
+    private func waitForExit(_ serve: Running, seconds: Double) throws -> Int32 {
+        let deadline = Date().addingTimeInterval(seconds)
+        while serve.isRunning && Date() < deadline { usleep(50_000) }
+        XCTAssertFalse(serve.isRunning, "cowtrace serve did not stop within \(seconds) s")
+        if serve.isRunning { throw XCTSkip("still running") }
+        return serve.process.terminationStatus
+    }
+
+    struct QueryResult { var labels: [String: String]; var value: Double }
+
+    /// Polls Prometheus' instant-query API until `pick` finds a result (60 s at most).
+    private func waitForQuery(port: UInt16, _ query: String, log: () -> Substring,
+                              pick: ([QueryResult]) -> QueryResult?) throws -> QueryResult {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        let encoded = query.addingPercentEncoding(withAllowedCharacters: allowed)!
+        let deadline = Date().addingTimeInterval(60)
+        var last = ""
+        while Date() < deadline {
+            if let r = try? Self.get(port: port, "/api/v1/query?query=\(encoded)") {
+                last = r.body
+                if r.status == 200,
+                   let object = try? JSONSerialization.jsonObject(with: Data(r.body.utf8)) as? [String: Any],
+                   let data = object["data"] as? [String: Any], let result = data["result"] as? [[String: Any]] {
+                    let parsed = result.compactMap { item -> QueryResult? in
+                        guard let labels = item["metric"] as? [String: String], let value = item["value"] as? [Any],
+                              value.count == 2, let text = value[1] as? String, let number = Double(text) else { return nil }
+                        return QueryResult(labels: labels, value: number)
+                    }
+                    if let found = pick(parsed) { return found }
+                }
+            }
+            usleep(500_000)
+        }
+        XCTFail("Prometheus never answered \(query): last answer \(last); its log: \(log())")
+        throw XCTSkip("query timed out")
+    }
+
+    struct CommandResult { let status: Int32; let stdout: String; let stderr: String }
+
+    /// Runs cowtrace to its end (killed after 60 s).
+    private func cowtrace(_ arguments: [String]) throws -> CommandResult {
+        try Self.run(cowtracePath, arguments, timeout: 60)
+    }
+
+    static func run(_ path: String, _ arguments: [String], input: String? = nil, timeout: Double = 60) throws -> CommandResult {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe(), inPipe = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        if input != nil { process.standardInput = inPipe }
+        try process.run()
+        if let input {
+            inPipe.fileHandleForWriting.write(Data(input.utf8))
+            try inPipe.fileHandleForWriting.close()
+        }
+        let o = Collected(), e = Collected()
+        o.follow(out.fileHandleForReading)
+        e.follow(err.fileHandleForReading)
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        usleep(100_000) // the readers drain the pipes
+        return CommandResult(status: process.terminationStatus, stdout: o.text, stderr: e.text)
+    }
+
+    private func assertOneLineError(_ r: CommandResult, contains text: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertNotEqual(r.status, 0, "must fail", file: file, line: line)
+        XCTAssertTrue(r.stderr.contains(text), "stderr was: \(r.stderr)", file: file, line: line)
+        XCTAssertEqual(r.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") }.count, 1, "one Error: line", file: file, line: line)
+    }
+
+    private func temporaryDirectory() throws -> URL {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("cowtrace-serve-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        temporaryDirectories.append(d)
+        return d
+    }
+
+    static func which(_ name: String) -> String? {
+        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") + ["/usr/bin", "/usr/sbin"] {
+            let path = "\(dir)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        return nil
+    }
+
+    /// A socket listening on 127.0.0.1 at a port the kernel picked.
+    static func listeningSocket() throws -> (Int32, UInt16) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        inet_pton(AF_INET, "127.0.0.1", &a.sin_addr)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &a) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard ok else { close(fd); throw Errno.current }
+        return (fd, UInt16(bigEndian: a.sin_port))
+    }
+
+    /// A port nobody listens on right now.
+    static func freePort() throws -> UInt16 {
+        let (fd, port) = try listeningSocket()
+        close(fd)
+        return port
+    }
+
+    struct HTTPResponse { var status: Int; var headers: [String: String]; var body: String }
+
+    /// GET (or HEAD) over HTTP/1.0 on 127.0.0.1, read to the end.
+    static func get(port: UInt16, _ path: String, method: String = "GET") throws -> HTTPResponse {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Errno.current }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_port = port.bigEndian
+        inet_pton(AF_INET, "127.0.0.1", &a.sin_addr)
+        let rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard rc == 0 else { throw Errno.current }
+        let request = Array("\(method) \(path) HTTP/1.0\r\nHost: 127.0.0.1:\(port)\r\n\r\n".utf8)
+        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var data = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            data.append(contentsOf: buffer[0..<n])
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        guard let split = text.range(of: "\r\n\r\n") else { throw Errno(EPROTO) }
+        let head = text[..<split.lowerBound].components(separatedBy: "\r\n")
+        var headers: [String: String] = [:]
+        for line in head.dropFirst() {
+            if let colon = line.firstIndex(of: ":") {
+                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        return HTTPResponse(status: Int(head[0].split(separator: " ")[1]) ?? 0, headers: headers, body: String(text[split.upperBound...]))
+    }
+}
