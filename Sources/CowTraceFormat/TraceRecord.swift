@@ -86,17 +86,19 @@ public struct PageRunFlags: OptionSet, Sendable, Hashable {
 }
 
 /// One recorded item, in the order the recorder saw it (by timestamp within
-/// a block, not strictly across blocks: the replay sorts by `time`).
+/// a block, not strictly across blocks: the replay sorts by `time`). The
+/// large, rare cases are `indirect`, so an array of (mostly fault) records
+/// stays at 48 bytes per element.
 public enum TraceRecord: Equatable, Sendable {
     /// A traced process as found when recording started (or when first seen
     /// already running), from /proc/PID/stat and status.
-    case process(ProcessRecord)
+    indirect case process(ProcessRecord)
     /// One line of /proc/PID/maps of a process found at start.
-    case mapping(MappingRecord)
+    indirect case mapping(MappingRecord)
     /// A run of pages of a process found at start with the same state:
     /// `count` pages from `address`; when present (and not the zero page),
     /// their frame numbers run from `frame` upward by one.
-    case pageRun(PageRunRecord)
+    indirect case pageRun(PageRunRecord)
     case fork(ForkEventRecord)
     case exec(ExecEventRecord)
     case exit(ExitEventRecord)
@@ -107,13 +109,13 @@ public enum TraceRecord: Equatable, Sendable {
     /// write-protect fault: its final class. A fault with no resolve before
     /// the thread's next fault is a reuse on the tracepoint tier.
     case resolve(ResolveRecord)
-    case oomKill(OOMKillRecord)
+    indirect case oomKill(OOMKillRecord)
     /// Events the kernel could not hand over (counted in the kernel, found by
     /// the recorder at `time`): the events in between are missing.
     case gap(GapRecord)
     /// The kernel's exact per-process counters (written at the end, and
     /// periodically so that a cut file still has recent ones).
-    case counters(CountersRecord)
+    indirect case counters(CountersRecord)
     /// The recording ended cleanly.
     case end(EndRecord)
 }

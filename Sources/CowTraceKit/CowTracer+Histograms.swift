@@ -7,7 +7,8 @@ extension CowTracer {
     /// Every histogram the kernel bucketed (needs `TracerOptions.histograms`),
     /// per process. The open copies-per-interval interval of a live process is
     /// not in it until the next interval starts or the process exits.
-    public func histograms() throws -> [ProcessHistograms] {
+    /// `identities`: names already read (from `snapshot()`), to spare a read.
+    public func histograms(identities known: [Int32: ProcessIdentity]? = nil) throws -> [ProcessHistograms] {
         guard let object else { return [] }
         let fd = try object.mapDescriptor("histograms")
         var byPid: [Int32: [HistogramKind: Log2Histogram]] = [:]
@@ -28,7 +29,7 @@ extension CowTracer {
         if Errno(rc) != Errno.noEntry {
             throw TracerError.mapAccess(map: "histograms", operation: "iterate", errno: Errno(rc))
         }
-        let identities = (try? snapshot().info) ?? [:]
+        let identities = known ?? (try? snapshot().info) ?? [:]
         return byPid.keys.sorted().map { pid in
             ProcessHistograms(pid: pid, comm: identities[pid]?.comm ?? ProcFS.comm(of: pid) ?? "?", histograms: byPid[pid]!)
         }

@@ -3,9 +3,10 @@ import Foundation
 import Glibc
 #endif
 
-/// Where `cowtrace serve` reads what it exports from. `CowTracer` provides
-/// both (wrapped so that exited processes are kept, see TraceHistory); tests
-/// use a fixed one.
+/// Where `cowtrace serve` reads what it exports from: the tracer, wrapped so
+/// that exited processes keep their final counts (TracerMetricsSource in
+/// Sources/cowtrace/Serve.swift); tests use a fixed one. MetricsCollector
+/// calls snapshot() and then histograms(), under its lock.
 public protocol MetricsSource: AnyObject {
     var tier: AttachTier { get }
     var pageSize: UInt64 { get }

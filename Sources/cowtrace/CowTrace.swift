@@ -13,6 +13,6 @@ struct CowTrace: ParsableCommand {
             Start with `cowtrace demo` to see a fork whose copies are known in advance, \
             and `cowtrace doctor` to see what this kernel lets cowtrace attach to.
             """,
-        subcommands: [Stat.self, Record.self, Replay.self, Check.self, Report.self, Hist.self, Forks.self, Demo.self, Doctor.self, SelfTest.self, Simulate.self, Redis.self, ForkProfile.self, OOM.self, OOMSelfTestCommand.self, BenchFloor.self]
+        subcommands: [Stat.self, Record.self, Replay.self, Check.self, Report.self, Hist.self, Serve.self, Forks.self, Demo.self, Doctor.self, SelfTest.self, Simulate.self, Redis.self, ForkProfile.self, OOM.self, OOMSelfTestCommand.self, BenchFloor.self]
     )
 }

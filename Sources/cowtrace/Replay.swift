@@ -51,17 +51,17 @@ struct Replay: ParsableCommand {
 
     @OptionGroup var input: RecordingInput
 
-    @Option(help: "Output format: text or json.")
+    @Option(help: "Output format: text, json or csv.")
     var format: OutputFormat = .text
-
-    func validate() throws {
-        if format == .csv { throw ValidationError("replay prints text or json") }
-    }
 
     func run() throws {
         let contents = try input.read()
         let result = try replay(contents)
-        print(format == .json ? renderReplayJSON(result) : renderReplay(result), terminator: "")
+        switch format {
+        case .text: print(renderReplay(result), terminator: "")
+        case .json: print(renderReplayJSON(result), terminator: "")
+        case .csv: print(renderReplayCSV(result), terminator: "")
+        }
     }
 }
 
@@ -97,18 +97,21 @@ struct Check: ParsableCommand {
     @Option(help: ArgumentHelp("Lowest agreement, in percent, that passes.", valueName: "percent"))
     var minAgreement: Double = TraceCheck.defaultThreshold * 100
 
-    @Option(help: "Output format: text or json.")
+    @Option(help: "Output format: text, json or csv (per process and class; the exit status says whether it passed).")
     var format: OutputFormat = .text
 
     func validate() throws {
-        if format == .csv { throw ValidationError("check prints text or json") }
         if !(0...100).contains(minAgreement) { throw ValidationError("--min-agreement is a percentage from 0 to 100") }
     }
 
     func run() throws {
         let contents = try input.read()
         let check = TraceCheck(result: try replay(contents), threshold: minAgreement / 100)
-        print(format == .json ? renderCheckJSON(check) : renderCheck(check), terminator: "")
+        switch format {
+        case .text: print(renderCheck(check), terminator: "")
+        case .json: print(renderCheckJSON(check), terminator: "")
+        case .csv: print(renderCheckCSV(check), terminator: "")
+        }
         if !check.passed { throw ExitCode(1) }
     }
 }

@@ -65,8 +65,8 @@ struct Serve: ParsableCommand {
     @Flag(help: "With -c: stop serving when the command exits (its exit status becomes cowtrace's).")
     var exitWithCommand = false
 
-    @Flag(help: "Leave out cowtrace_fault_offset_bytes: on the tracepoint tier it costs a VMA lookup (about 1 µs) per write-protect fault.")
-    var noMapping = false
+    @Flag(help: "Also export cowtrace_fault_offset_bytes (write-protect faults by mapping kind). Off by default for a daemon: on the tracepoint tier it costs a VMA lookup (about 1 µs) per write-protect fault.")
+    var mappingHistograms = false
 
     @OptionGroup var tierOptions: TierOptions
 
@@ -101,7 +101,7 @@ struct Serve: ParsableCommand {
         options.selection.pids = pid
         options.selection.followSpawnedChildren = !command.isEmpty
         options.histograms = true
-        options.mappingHistograms = !noMapping
+        options.mappingHistograms = mappingHistograms
         let members = try cgroup.map { try CgroupMembers(path: $0) }
         StopSignal.install()
 
@@ -185,6 +185,8 @@ final class TracerMetricsSource: MetricsSource {
     /// Exited at the last read: forgotten by the kernel at the next one.
     private var toForget: [Int32] = []
     private var exitedNow: Set<Int32> = []
+    /// Names from the last snapshot, so histograms() need not read them again.
+    private var lastIdentities: [Int32: ProcessIdentity] = [:]
 
     init(_ tracer: CowTracer) { self.tracer = tracer }
 
@@ -195,6 +197,7 @@ final class TracerMetricsSource: MetricsSource {
         tracer.forget(pids: toForget)
         toForget = []
         var s = try tracer.snapshot()
+        lastIdentities = s.info
         exitedNow = []
         for (pid, info) in s.info where info.exited {
             retiredInfo[pid] = info
@@ -212,7 +215,7 @@ final class TracerMetricsSource: MetricsSource {
     /// Called after snapshot() (MetricsCollector does).
     func histograms() throws -> [ProcessHistograms] {
         var current: [Int32: ProcessHistograms] = [:]
-        for h in try tracer.histograms() { current[h.pid] = h }
+        for h in try tracer.histograms(identities: lastIdentities) { current[h.pid] = h }
         for pid in exitedNow { if let h = current[pid] { retiredHistograms[pid] = h } }
         for (pid, h) in retiredHistograms where current[pid] == nil { current[pid] = h }
         return current.keys.sorted().map { current[$0]! }

@@ -56,6 +56,29 @@ final class RecordCheckTests: XCTestCase {
         }
     }
 
+    func testReplayAndCheckAsCSV() throws {
+        try requireBPF()
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cowtrace-csv-\(getpid()).ctr").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let rec = try runProduct("cowtrace", ["record", "--force", "--no-oom", "-o", file, "-c", productPath("cowtrace-workload"),
+                                              "--pages", "4096", "child:write:0:1024", "child:exit"])
+        XCTAssertEqual(rec.status, 0, rec.stderr)
+        let child = try XCTUnwrap(workloadLine(rec.stdout)?["child"] as? Int)
+        let replay = try runProduct("cowtrace", ["replay", "--format", "csv", file])
+        XCTAssertEqual(replay.status, 0, replay.stderr)
+        let lines = replay.stdout.split(separator: "\n")
+        XCTAssertEqual(lines.first, "pid,comm,copies,reuses,zero_fills,file_copies,shared_writes,other,mib_copied")
+        let row = try XCTUnwrap(lines.first { $0.hasPrefix("\(child),") }, replay.stdout).split(separator: ",")
+        XCTAssertEqual(Int(row[2]) ?? -1, 1024, accuracy: pageSlack(1024), "the model's copies of the child")
+        let check = try runProduct("cowtrace", ["check", "--format", "csv", file])
+        XCTAssertEqual(check.status, 0, check.stdout + check.stderr)
+        let copyRow = try XCTUnwrap(check.stdout.split(separator: "\n").first { $0.hasPrefix("\(child),") && $0.contains(",copy,") })
+        let fields = copyRow.split(separator: ",", omittingEmptySubsequences: false)
+        XCTAssertEqual(fields.count, 6)
+        XCTAssertEqual(fields[3], fields[5], "kernel events equal the live counters")
+        XCTAssertEqual(Int(fields[3]) ?? -1, 1024, accuracy: pageSlack(1024))
+    }
+
     func testCheckRefusesADamagedFileWithTheOffset() throws {
         try requireBPF()
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cowtrace-damaged-\(getpid())")

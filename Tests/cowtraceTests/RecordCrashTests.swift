@@ -32,7 +32,19 @@ final class RecordCrashTests: XCTestCase {
         let w = try runProduct("cowtrace-workload", ["--pages", "4096", "child:write:0:\(pages)", "child:exit"])
         XCTAssertEqual(w.status, 0, w.stderr)
         let child = try XCTUnwrap(workloadLine(w.stdout)?["child"] as? Int)
-        Thread.sleep(forTimeInterval: 1.0) // several flush intervals
+        // The file is readable while it is written (complete blocks only):
+        // wait until the child's copies are in it, then kill the recorder.
+        func childCopies(_ records: [TraceRecord]) -> Int {
+            records.filter {
+                if case .resolve(let r) = $0 { return r.pid == Int32(child) && r.faultClass == .copy }
+                return false
+            }.count
+        }
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if let partial = try? TraceFileReader.read(path: path), childCopies(partial.records) >= pages { break }
+            Thread.sleep(forTimeInterval: 0.25)
+        }
         kill(recorder.processIdentifier, SIGKILL)
         recorder.waitUntilExit()
         XCTAssertEqual(recorder.terminationReason, .uncaughtSignal)
@@ -41,10 +53,7 @@ final class RecordCrashTests: XCTestCase {
         guard case .noEndRecord = contents.cut else { return XCTFail("cut not reported: \(String(describing: contents.cut))") }
         XCTAssertFalse(contents.records.contains { if case .end = $0 { return true }; return false })
         // The child's copies, as the kernel resolved them, are all in the file.
-        let copies = contents.records.filter {
-            if case .resolve(let r) = $0 { return r.pid == Int32(child) && r.faultClass == .copy }
-            return false
-        }.count
+        let copies = childCopies(contents.records)
         XCTAssertEqual(copies, pages, accuracy: pageSlack(pages), "copies of child \(child) recorded before the kill")
         XCTAssertTrue(contents.records.contains { if case .fork(let f) = $0 { return f.child == Int32(child) }; return false })
     }

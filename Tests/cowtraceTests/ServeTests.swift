@@ -83,13 +83,17 @@ final class ServeTests: XCTestCase {
         let info = try waitForQuery(port: webPort, "cowtrace_info", log: prometheusLog) { $0.first }
         XCTAssertEqual(info.labels["tier"], tier)
 
-        // Histograms only once the kernel side fills them (TracerOptions.histograms).
-        if hasHistograms {
-            let count = try waitForQuery(port: webPort, #"{__name__=~"cowtrace_.+_count"} > 0"#, log: prometheusLog) { $0.first }
-            XCTAssertGreaterThan(count.value, 0)
-        } else {
-            print("ServeTests: the exposition has no histogram yet; the _count assertion was not made")
+        // The child's burst histogram, bucketed in the kernel: every copy lands
+        // in one interval, so its _sum is the child's copies.
+        XCTAssertTrue(hasHistograms, "the exposition has no histogram")
+        let burstSum = try waitForQuery(port: webPort, #"cowtrace_copies_per_interval_sum"#, log: prometheusLog) { results in
+            results.first { $0.labels["pid"] == "\(child)" }
         }
+        XCTAssertEqual(Int(burstSum.value), pages, accuracy: Scenario.tolerance(for: pages), "copies-per-interval _sum of the child")
+        let burstCount = try waitForQuery(port: webPort, #"cowtrace_copies_per_interval_count"#, log: prometheusLog) { results in
+            results.first { $0.labels["pid"] == "\(child)" }
+        }
+        XCTAssertGreaterThan(burstCount.value, 0)
 
         // The command's end did not stop the server; Ctrl-C does, cleanly.
         XCTAssertTrue(serve.isRunning)
