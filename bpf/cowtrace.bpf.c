@@ -160,7 +160,8 @@ static __always_inline void emit(__u8 type, __u8 class_, __u32 tgid, __u32 tid,
 {
 	if (!cowtrace_cfg.emit_events)
 		return;
-	struct cowtrace_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	bool with_comm = type == COWTRACE_EVENT_FORK || type == COWTRACE_EVENT_EXEC || type == COWTRACE_EVENT_EXIT;
+	struct cowtrace_event *e = bpf_ringbuf_reserve(&events, with_comm ? sizeof(*e) : COWTRACE_SHORT_EVENT_SIZE, 0);
 	if (!e) {
 		count_drop(COWTRACE_DROP_RINGBUF_FULL);
 		return;
@@ -174,7 +175,8 @@ static __always_inline void emit(__u8 type, __u8 class_, __u32 tgid, __u32 tid,
 	e->type = type;
 	e->class_ = class_;
 	e->pad[0] = e->pad[1] = 0;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	if (with_comm)
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
 	/* Without wakeups the reader polls on a timer, except for an exec: the
 	 * recorder reads the new program's maps while the process still runs. */
 	__u64 flags = 0;
@@ -494,8 +496,11 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	 * needs the kind of a mapping it never saw made). Costs about 1 µs: its
 	 * mmap_lock unlock goes through irq_work, IRQs being off here. */
 	struct find_vma_ctx f = { .tgid = tgid, .address = address, .histogram = cowtrace_cfg.mapping_histograms };
-	if ((cowtrace_cfg.mapping_histograms || cowtrace_cfg.record_faults) &&
-	    bpf_find_vma(task, address, vma_found, &f, 0))
+	/* Recordings need the kind only where the model may not know the
+	 * mapping: a process's start-up (its first faults after exec, before
+	 * its maps could be read), so the lookup stops after 256 faults. */
+	bool lookup = cowtrace_cfg.mapping_histograms || (cowtrace_cfg.record_faults && c->wp_faults <= 256);
+	if (lookup && bpf_find_vma(task, address, vma_found, &f, 0))
 		count_drop(COWTRACE_DROP_VMA_BUSY);
 	emit(COWTRACE_EVENT_WP_FAULT, COWTRACE_CLASS_UNRESOLVED, tgid, tid, address, ip,
 	     (__u32)(error_code & 0xff) | f.kind << 8);

@@ -73,7 +73,12 @@ enum cowtrace_vma_kind {
 	COWTRACE_VMA_SHARED = 3,
 };
 
-/* One ring-buffer record. Only emitted when cfg.emit_events is set. */
+/* One ring-buffer record. Only emitted when cfg.emit_events is set. Fault
+ * events (write-protect, resolve, first touch) stop before comm: they are
+ * COWTRACE_SHORT_EVENT_SIZE bytes long, the most frequent records of a
+ * recording. Fork, exec and exit carry the comm. */
+#define COWTRACE_SHORT_EVENT_SIZE 40
+
 struct cowtrace_event {
 	__u64 ts_ns;
 	__u64 address;   /* faulting address (fault), 0 otherwise */

@@ -304,7 +304,13 @@ public final class CowTracer {
 
     /// Delivers ring-buffer events to `handler` from `pollEvents`.
     public func onEvent(_ handler: @escaping (FaultEvent) -> Void) throws {
-        ringBuffer = try RingBuffer(mapFD: eventsFD, map: "events", as: cowtrace_event.self) { handler(FaultEvent($0)) }
+        ringBuffer = try RingBuffer(mapFD: eventsFD, map: "events") { bytes in
+            guard bytes.count >= Int(COWTRACE_SHORT_EVENT_SIZE) else { return }
+            // Fault events stop before comm: copy what there is into a zeroed event.
+            var raw = cowtrace_event()
+            withUnsafeMutableBytes(of: &raw) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes.prefix($0.count))) }
+            handler(FaultEvent(raw))
+        }
     }
 
     /// Delivers every ring-buffer record as raw bytes (a cowtrace_event, or a

@@ -94,7 +94,10 @@ public final class TraceRecorder {
     /// the reader at once; other events are collected on the next call).
     @discardableResult
     public func pump(waitMilliseconds: Int32 = 0) throws -> Int {
-        let n = waitMilliseconds > 0 ? tracer.pollEvents(timeoutMilliseconds: waitMilliseconds) : tracer.consumeEvents()
+        // Events sent without a wakeup never make epoll ready: after the wait
+        // (which an exec ends early), read whatever is there.
+        var n = waitMilliseconds > 0 ? tracer.pollEvents(timeoutMilliseconds: waitMilliseconds) : 0
+        n += tracer.consumeEvents()
         _ = oom?.poll(timeoutMilliseconds: 0)
         for kill in oomKills { writer.append(.oomKill(TraceRecorder.record(kill))) }
         oomKills.removeAll()
@@ -152,7 +155,7 @@ public final class TraceRecorder {
     // MARK: events
 
     private func receive(_ bytes: UInt8Buffer) {
-        guard let base = bytes.baseAddress, bytes.count >= MemoryLayout<cowtrace_event>.size else { return }
+        guard let base = bytes.baseAddress, bytes.count >= Int(COWTRACE_SHORT_EVENT_SIZE) else { return }
         events += 1
         let type = base.load(fromByteOffset: 36, as: UInt8.self)
         if type == UInt8(COWTRACE_EVENT_ADDRESS_SPACE.rawValue) {
@@ -164,7 +167,9 @@ public final class TraceRecorder {
                 args: [e.arg0, e.arg1, e.arg2, e.arg3, e.arg4], result: e.result)))
             return
         }
-        let e = base.loadUnaligned(as: cowtrace_event.self)
+        // Fault events stop before comm: copy what there is into a zeroed event.
+        var e = cowtrace_event()
+        withUnsafeMutableBytes(of: &e) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes.prefix($0.count))) }
         let pid = Int32(bitPattern: e.pid), tid = Int32(bitPattern: e.tid)
         switch UInt32(e.type) {
         case COWTRACE_EVENT_WP_FAULT.rawValue:
