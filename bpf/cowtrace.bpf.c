@@ -242,30 +242,26 @@ static __always_inline void hist_add(__u32 tgid, __u32 kind, __u64 value)
 /* One more copy for the burst-size histogram: copies are counted per interval
  * of cfg.burst_interval_ns; an interval's count is bucketed when the next
  * copy falls after it (or at exit). Threads racing on two CPUs may merge. */
-static __always_inline void burst_add(__u32 tgid)
+static __always_inline void burst_add(__u32 tgid, struct cowtrace_pid_counters *c)
 {
-	struct cowtrace_hist *h = hist_of(tgid, COWTRACE_HIST_COPIES_PER_INTERVAL);
-	if (!h)
-		return;
 	__u64 now = bpf_ktime_get_ns();
-	if (now - h->interval_start_ns >= cowtrace_cfg.burst_interval_ns) {
-		if (h->interval_copies)
-			hist_record(h, h->interval_copies);
-		h->interval_start_ns = now;
-		h->interval_copies = 1;
-	} else {
-		ADD(h->interval_copies, 1);
+	if (now - c->burst_start_ns < cowtrace_cfg.burst_interval_ns) {
+		ADD(c->burst_copies, 1);
+		return;
 	}
+	__u64 closed = c->burst_copies;
+	c->burst_start_ns = now;
+	c->burst_copies = 1;
+	if (closed)
+		hist_add(tgid, COWTRACE_HIST_COPIES_PER_INTERVAL, closed);
 }
 
-static __always_inline void burst_flush(__u32 tgid)
+static __always_inline void burst_flush(__u32 tgid, struct cowtrace_pid_counters *c)
 {
-	struct cowtrace_hist_key key = { .tgid = tgid, .kind = COWTRACE_HIST_COPIES_PER_INTERVAL };
-	struct cowtrace_hist *h = bpf_map_lookup_elem(&histograms, &key);
-	if (h && h->interval_copies) {
-		hist_record(h, h->interval_copies);
-		h->interval_copies = 0;
-	}
+	__u64 open = c->burst_copies;
+	c->burst_copies = 0;
+	if (open)
+		hist_add(tgid, COWTRACE_HIST_COPIES_PER_INTERVAL, open);
 }
 
 /* The histogram kind of a write-protect fault in `vma`, from its flags, file
@@ -318,10 +314,10 @@ static long vma_found(struct task_struct *task, struct vm_area_struct *vma, void
 }
 
 /* A copy happened in the current thread: histograms and stacks. */
-static __always_inline void note_copy(void *ctx, __u32 tgid)
+static __always_inline void note_copy(void *ctx, __u32 tgid, struct cowtrace_pid_counters *c)
 {
 	if (cowtrace_cfg.histograms)
-		burst_add(tgid);
+		burst_add(tgid, c);
 	if (cowtrace_cfg.user_stacks) {
 		struct cowtrace_stack_key key = { .tgid = tgid };
 		key.stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
@@ -403,7 +399,7 @@ static __always_inline int on_wp_page_copy(void *ctx, struct vm_fault *vmf)
 		class_ = COWTRACE_CLASS_COPY;
 	}
 	if (class_ != COWTRACE_CLASS_ZERO_FILL)
-		note_copy(ctx, tgid);
+		note_copy(ctx, tgid, c);
 	if (cowtrace_cfg.histograms) {
 		struct cowtrace_pending_fault *p = pending();
 		if (p && p->tid == (__u32)id)
@@ -558,7 +554,7 @@ int BPF_PROG(tp_mm_page_alloc, struct page *page, unsigned int order, gfp_t gfp_
 	} else {
 		ADD(c->copies, 1);
 		class_ = COWTRACE_CLASS_COPY;
-		note_copy(ctx, p->tgid);
+		note_copy(ctx, p->tgid, c);
 	}
 	p->resolved = class_;
 	emit(COWTRACE_EVENT_RESOLVE, class_, p->tgid, p->tid, p->address, p->ip, 0);
@@ -702,9 +698,9 @@ int BPF_PROG(tp_sched_process_exit, struct task_struct *p)
 	struct cowtrace_pid_counters *c = bpf_task_storage_get(&process_counters, p->group_leader, 0, 0);
 	if (!c)
 		return 0;
-	struct cowtrace_pid_counters final = *c;
 	if (cowtrace_cfg.histograms)
-		burst_flush(tgid);
+		burst_flush(tgid, c);
+	struct cowtrace_pid_counters final = *c;
 	if (bpf_map_update_elem(&exited_counters, &tgid, &final, BPF_ANY))
 		count_drop(COWTRACE_DROP_PID_MAP_FULL);
 	if (cowtrace_cfg.fork_lineage)

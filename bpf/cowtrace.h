@@ -19,6 +19,10 @@ struct cowtrace_pid_counters {
 	__u64 thp_wp_faults; /* write-protect faults on a huge PMD (do_huge_pmd_wp_page) */
 	__u64 forks;         /* processes this process forked */
 	__u64 execs;         /* execve calls that succeeded */
+	/* copies-per-interval histogram: the open interval, kept here so that a
+	 * copy costs no hash lookup (the histogram map is touched per interval) */
+	__u64 burst_start_ns;
+	__u64 burst_copies;
 };
 
 /* Per-process identity, written on fork, exec, exit (never per fault). */
@@ -134,8 +138,6 @@ struct cowtrace_hist {
 	__u64 slots[COWTRACE_HIST_SLOTS];
 	__u64 sum;
 	__u64 count;
-	__u64 interval_start_ns; /* copies-per-interval: the open interval */
-	__u64 interval_copies;
 };
 
 /* --stacks: copies counted per (process, user stack). */

@@ -41,7 +41,7 @@ final class EventDecodingTests: XCTestCase {
 
     /// The shared header's layout is what the BPF side writes: pin it.
     func testSharedStructSizesMatchTheBPFSide() {
-        XCTAssertEqual(MemoryLayout<cowtrace_pid_counters>.size, 8 * 8)
+        XCTAssertEqual(MemoryLayout<cowtrace_pid_counters>.size, 10 * 8)
         XCTAssertEqual(MemoryLayout<cowtrace_event>.size, 8 * 3 + 4 * 3 + 4 + 16)
         XCTAssertEqual(MemoryLayout<cowtrace_pid_info>.size, 4 + 4 + 8 + 8 + 8 + 16)
         XCTAssertEqual(MemoryLayout<cowtrace_config>.size, 4 + 12 + 8)
@@ -49,7 +49,7 @@ final class EventDecodingTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<cowtrace_vm_event>.size, 72)
         XCTAssertEqual(MemoryLayout<cowtrace_event>.offset(of: \cowtrace_event.type), 36)
         XCTAssertEqual(MemoryLayout<cowtrace_vm_event>.offset(of: \cowtrace_vm_event.type), 36)
-        XCTAssertEqual(MemoryLayout<cowtrace_hist>.size, (64 + 4) * 8)
+        XCTAssertEqual(MemoryLayout<cowtrace_hist>.size, (64 + 2) * 8)
     }
 
     /// A copy counted on one CPU and re-classified as a file copy on another
