@@ -158,9 +158,9 @@ static __always_inline struct cowtrace_pid_counters *start_counting(struct task_
 static __always_inline void emit(__u8 type, __u8 class_, __u32 tgid, __u32 tid,
 				 __u64 address, __u64 ip, __u32 other_pid)
 {
-	if (!cowtrace_cfg.emit_events)
-		return;
 	bool with_comm = type == COWTRACE_EVENT_FORK || type == COWTRACE_EVENT_EXEC || type == COWTRACE_EVENT_EXIT;
+	if (!cowtrace_cfg.emit_events && !(cowtrace_cfg.process_events && with_comm))
+		return;
 	struct cowtrace_event *e = bpf_ringbuf_reserve(&events, with_comm ? sizeof(*e) : COWTRACE_SHORT_EVENT_SIZE, 0);
 	if (!e) {
 		count_drop(COWTRACE_DROP_RINGBUF_FULL);

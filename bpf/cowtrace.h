@@ -166,7 +166,8 @@ struct cowtrace_config {
 	__u8  histograms;     /* bucket latency, burst size and fault offsets per process */
 	__u8  user_stacks;    /* count copies per user stack */
 	__u8  mapping_histograms; /* write-protect faults by mapping kind (a VMA lookup per fault on the tracepoint tier) */
-	__u8  pad[2];
+	__u8  process_events; /* fork, exec and exit events only (stack symbolization reads maps at exec) */
+	__u8  pad[1];
 	__u64 burst_interval_ns; /* copies-per-interval histogram: interval length */
 };
 

@@ -47,6 +47,8 @@ public struct TracerOptions: Sendable {
     public var burstIntervalNanoseconds: UInt64 = 100_000_000
     /// Count copies per user stack (`stackCounts()`).
     public var userStacks = false
+    /// Send fork, exec and exit events (not fault events) to the ring buffer.
+    public var processEvents = false
     public init() {}
 }
 
@@ -170,6 +172,7 @@ public final class CowTracer {
         config.pointee.histograms = options.histograms ? 1 : 0
         config.pointee.mapping_histograms = options.mappingHistograms ? 1 : 0
         config.pointee.user_stacks = options.userStacks ? 1 : 0
+        config.pointee.process_events = options.processEvents ? 1 : 0
         config.pointee.burst_interval_ns = max(options.burstIntervalNanoseconds, 1_000_000)
         object.setMaxEntries("histograms", options.histograms || options.mappingHistograms
                              ? options.maxProcesses &* UInt32(COWTRACE_HIST_NR.rawValue) : 1)

@@ -47,6 +47,7 @@ struct Doctor: ParsableCommand {
                 print("tier \(tier.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0)) OK\(via)")
                 print("  separates: \(tier.separatedClasses(copyByAlloc: tracer.copyByAlloc).joined(separator: ", "))")
                 print("  programs:  \(tracer.attempts.last?.programs.joined(separator: " ") ?? "")")
+                print("  histograms: copies per interval\(tier.seesFaultReturn ? ", copy latency" : " (no copy latency: this tier cannot see a fault return)"), faults by mapping kind\(tier == .tracepoint ? " (a VMA lookup, about 1 µs, per write-protect fault)" : "")")
                 tracer.close()
                 anyAttached = true
             } catch {

@@ -58,6 +58,7 @@ struct Stat: ParsableCommand {
         var options = tierOptions.tracerOptions()
         selection.apply(to: &options)
         options.userStacks = stacks != nil
+        options.processEvents = stacks != nil // exec events: read each program's maps while it runs
         StopSignal.install()
         let tracer = try CowTracer(options: options)
         defer { tracer.close() }

@@ -29,6 +29,9 @@ public final class StackSymbolizer {
         return true
     }
 
+    /// Drops a process's cached mappings (its program changed: exec).
+    public func forget(pid: Int32) { maps[pid] = nil }
+
     /// Gives `child` the parent's cached mappings when it has none of its own.
     public func inherit(child: Int32, from parent: Int32) {
         if maps[child] == nil, !remember(pid: child), let m = maps[parent] { maps[child] = m }
