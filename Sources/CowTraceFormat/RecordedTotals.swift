@@ -232,40 +232,12 @@ public struct RecordedTotals: Equatable, Sendable {
     }
 
     /// The time of a record; nil for mapping and pageRun records.
-    public static func time(of record: TraceRecord) -> UInt64? {
-        switch record {
-        case .process(let r): return r.time
-        case .mapping, .pageRun: return nil
-        case .fork(let r): return r.time
-        case .exec(let r): return r.time
-        case .exit(let r): return r.time
-        case .addressSpace(let r): return r.time
-        case .fault(let r): return r.time
-        case .resolve(let r): return r.time
-        case .oomKill(let r): return r.time
-        case .gap(let r): return r.time
-        case .counters(let r): return r.time
-        case .end(let r): return r.time
-        }
-    }
+    public static func time(of record: TraceRecord) -> UInt64? { record.time }
 
     /// The records sorted by time, stably; records without a time (mapping,
     /// pageRun) keep the time of the record before them, so they stay right
     /// after their process record.
-    public static func sortedByTime(_ records: [TraceRecord]) -> [TraceRecord] {
-        var keys = [UInt64]()
-        keys.reserveCapacity(records.count)
-        var lastKey: UInt64 = 0
-        var sorted = true
-        for r in records {
-            if let t = time(of: r) { lastKey = t }
-            if let previous = keys.last, previous > lastKey { sorted = false }
-            keys.append(lastKey)
-        }
-        if sorted { return records }
-        let order = records.indices.sorted { keys[$0] != keys[$1] ? keys[$0] < keys[$1] : $0 < $1 }
-        return order.map { records[$0] }
-    }
+    public static func sortedByTime(_ records: [TraceRecord]) -> [TraceRecord] { TraceRecord.sortedByTime(records) }
 
     /// The kernel's class of every write-protect fault in `sorted` (records in
     /// time order), handed to `body` in the order the faults are settled: when

@@ -335,3 +335,42 @@ public struct TraceHeader: Equatable, Sendable {
         self.selection = selection; self.toolVersion = toolVersion
     }
 }
+
+extension TraceRecord {
+    /// The record's time; nil for mapping and pageRun records, which belong
+    /// to the process record before them.
+    public var time: UInt64? {
+        switch self {
+        case .process(let r): return r.time
+        case .mapping, .pageRun: return nil
+        case .fork(let r): return r.time
+        case .exec(let r): return r.time
+        case .exit(let r): return r.time
+        case .addressSpace(let r): return r.time
+        case .fault(let r): return r.time
+        case .resolve(let r): return r.time
+        case .oomKill(let r): return r.time
+        case .gap(let r): return r.time
+        case .counters(let r): return r.time
+        case .end(let r): return r.time
+        }
+    }
+
+    /// Records in time order, stably; a record without a time keeps the
+    /// time of the record before it (mapping and pageRun records stay after
+    /// their process record). Returns the input when it is already in order.
+    public static func sortedByTime(_ records: [TraceRecord]) -> [TraceRecord] {
+        var keys = [UInt64]()
+        keys.reserveCapacity(records.count)
+        var lastKey: UInt64 = 0
+        var sorted = true
+        for r in records {
+            if let t = r.time { lastKey = t }
+            if let previous = keys.last, previous > lastKey { sorted = false }
+            keys.append(lastKey)
+        }
+        if sorted { return records }
+        let order = records.indices.sorted { keys[$0] != keys[$1] ? keys[$0] < keys[$1] : $0 < $1 }
+        return order.map { records[$0] }
+    }
+}

@@ -271,24 +271,4 @@ public enum ReplayError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-extension TraceRecord {
-    /// The record's time; nil for mapping and pageRun records, which belong to the process record before them.
-    var time: UInt64? {
-        switch self {
-        case .process(let r): return r.time
-        case .mapping, .pageRun: return nil
-        case .fork(let r): return r.time
-        case .exec(let r): return r.time
-        case .exit(let r): return r.time
-        case .addressSpace(let r): return r.time
-        case .fault(let r): return r.time
-        case .resolve(let r): return r.time
-        case .oomKill(let r): return r.time
-        case .gap(let r): return r.time
-        case .counters(let r): return r.time
-        case .end(let r): return r.time
-        }
-    }
-}
-
 func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }

@@ -123,7 +123,7 @@ public final class TraceReplayer {
 
     /// Replays the records (in any order: they are sorted by time) and returns the comparison.
     public func replay(_ records: [TraceRecord]) -> ReplayResult {
-        let sorted = TraceReplayer.sortedByTime(records, startTime: header.startTime)
+        let sorted = TraceRecord.sortedByTime(records)
         stats.records = sorted.count
         let verdicts = kernelVerdicts(sorted)
         prepare(sorted)
@@ -153,19 +153,6 @@ public final class TraceReplayer {
                             processes: processes.values.sorted { $0.pid < $1.pid },
                             disagreements: disagreements, gaps: gaps, oomKills: oomKills, end: end,
                             stats: stats, notes: notes)
-    }
-
-    /// Sorted by time, stably; records without a time keep the time of the record before them.
-    static func sortedByTime(_ records: [TraceRecord], startTime: UInt64) -> [TraceRecord] {
-        var keys = [UInt64]()
-        keys.reserveCapacity(records.count)
-        var last = startTime
-        for r in records {
-            if let t = r.time { last = t }
-            keys.append(last)
-        }
-        let order = records.indices.sorted { keys[$0] != keys[$1] ? keys[$0] < keys[$1] : $0 < $1 }
-        return order.map { records[$0] }
     }
 
     /// The kernel's class of every write-protect fault (indexed like `sorted`):

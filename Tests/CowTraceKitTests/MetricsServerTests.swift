@@ -1,4 +1,5 @@
 import CowTraceKit
+import CowTraceTestSupport
 import Foundation
 import XCTest
 #if canImport(Glibc)
@@ -27,52 +28,10 @@ final class MetricsServerTests: XCTestCase {
         }
     }
 
-    struct Response { var status: Int; var headers: [String: String]; var body: String }
+    typealias Response = HTTPResponse
 
-    /// One request over a fresh connection, read to EOF (the server closes).
     static func request(port: UInt16, _ raw: String, host: String = "127.0.0.1") throws -> Response {
-        let v6 = host.contains(":")
-        let fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw Errno.current }
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let rc: Int32
-        if v6 {
-            var a = sockaddr_in6()
-            a.sin6_family = sa_family_t(AF_INET6)
-            a.sin6_port = port.bigEndian
-            inet_pton(AF_INET6, host, &a.sin6_addr)
-            rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
-        } else {
-            var a = sockaddr_in()
-            a.sin_family = sa_family_t(AF_INET)
-            a.sin_port = port.bigEndian
-            inet_pton(AF_INET, host, &a.sin_addr)
-            rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        }
-        guard rc == 0 else { throw Errno.current }
-        let bytes = Array(raw.utf8)
-        _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        var data = [UInt8]()
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            data.append(contentsOf: buffer[0..<n])
-        }
-        let text = String(decoding: data, as: UTF8.self)
-        guard let split = text.range(of: "\r\n\r\n") else { throw TracerError.noSuchProcess(pid: -1) }
-        let head = text[..<split.lowerBound].components(separatedBy: "\r\n")
-        var headers: [String: String] = [:]
-        for line in head.dropFirst() {
-            if let colon = line.firstIndex(of: ":") {
-                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-            }
-        }
-        let status = Int(head[0].split(separator: " ")[1]) ?? 0
-        return Response(status: status, headers: headers, body: String(text[split.upperBound...]))
+        try httpExchange(port: port, raw, host: host)
     }
 
     private var server: MetricsServer!

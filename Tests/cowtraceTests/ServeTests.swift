@@ -385,40 +385,8 @@ final class ServeTests: XCTestCase {
         return port
     }
 
-    struct HTTPResponse { var status: Int; var headers: [String: String]; var body: String }
-
     /// GET (or HEAD) over HTTP/1.0 on 127.0.0.1, read to the end.
     static func get(port: UInt16, _ path: String, method: String = "GET") throws -> HTTPResponse {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw Errno.current }
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_port = port.bigEndian
-        inet_pton(AF_INET, "127.0.0.1", &a.sin_addr)
-        let rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard rc == 0 else { throw Errno.current }
-        let request = Array("\(method) \(path) HTTP/1.0\r\nHost: 127.0.0.1:\(port)\r\n\r\n".utf8)
-        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        var data = [UInt8]()
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            data.append(contentsOf: buffer[0..<n])
-        }
-        let text = String(decoding: data, as: UTF8.self)
-        guard let split = text.range(of: "\r\n\r\n") else { throw Errno(EPROTO) }
-        let head = text[..<split.lowerBound].components(separatedBy: "\r\n")
-        var headers: [String: String] = [:]
-        for line in head.dropFirst() {
-            if let colon = line.firstIndex(of: ":") {
-                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-            }
-        }
-        return HTTPResponse(status: Int(head[0].split(separator: " ")[1]) ?? 0, headers: headers, body: String(text[split.upperBound...]))
+        try httpExchange(port: port, "\(method) \(path) HTTP/1.0\r\nHost: 127.0.0.1:\(port)\r\n\r\n")
     }
 }
