@@ -13,12 +13,19 @@ public struct CommandResult {
 }
 
 /// Runs a built product (`cowtrace`, `cowtrace-workload`) with `arguments`;
-/// with `interruptAfter`, sends SIGINT after that many seconds.
+/// with `interruptAfter`, sends SIGINT after that many seconds. `through`:
+/// a command that runs the product (e.g. setpriv to drop privileges).
 public func runProduct(_ name: String, _ arguments: [String], environment: [String: String] = [:],
-                       interruptAfter: Double? = nil) throws -> CommandResult {
+                       interruptAfter: Double? = nil, through wrapper: [String] = []) throws -> CommandResult {
     let process = Process()
-    process.executableURL = builtProductsDirectory().appendingPathComponent(name)
-    process.arguments = arguments
+    let binary = builtProductsDirectory().appendingPathComponent(name)
+    if let first = wrapper.first {
+        process.executableURL = URL(fileURLWithPath: first)
+        process.arguments = Array(wrapper.dropFirst()) + [binary.path] + arguments
+    } else {
+        process.executableURL = binary
+        process.arguments = arguments
+    }
     process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
     let out = Pipe(), err = Pipe()
     process.standardOutput = out

@@ -6,33 +6,12 @@ import XCTest
 /// The cowtrace executable, end to end: bad input gets one line and a
 /// non-zero status; tracing commands print what the kernel counted.
 final class CLITests: XCTestCase {
-    struct Result { let status: Int32; let stdout: String; let stderr: String }
+    typealias Result = CommandResult
 
     private func cowtrace(_ arguments: [String], asNobody: Bool = false, interruptAfter: Double? = nil, environment: [String: String] = [:]) throws -> Result {
-        let binary = builtProductsDirectory().appendingPathComponent("cowtrace").path
-        let process = Process()
-        if asNobody {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            process.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", binary] + arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = arguments
-        }
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        if let delay = interruptAfter {
-            Thread.sleep(forTimeInterval: delay)
-            process.interrupt()
-        }
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus,
-                      stdout: String(decoding: stdout, as: UTF8.self),
-                      stderr: String(decoding: stderr, as: UTF8.self))
+        let dropPrivileges = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
+        return try runProduct("cowtrace", arguments, environment: environment, interruptAfter: interruptAfter,
+                              through: asNobody ? dropPrivileges : [])
     }
 
     private func assertOneLineError(_ r: Result, contains text: String, file: StaticString = #filePath, line: UInt = #line) {

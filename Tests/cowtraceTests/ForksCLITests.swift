@@ -5,19 +5,7 @@ import XCTest
 
 /// `cowtrace forks`: lineage records from the real kernel.
 final class ForksCLITests: XCTestCase {
-    private func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = builtProductsDirectory().appendingPathComponent("cowtrace")
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
-    }
+    private func run(_ arguments: [String]) throws -> CommandResult { try runProduct("cowtrace", arguments) }
 
     /// The parent copies 500 pages while the child lives; the child copies
     /// 1000, then execs: those 1000 are reported as copied before exec.
