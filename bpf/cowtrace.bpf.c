@@ -496,14 +496,12 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	p->ip = ip;
 	p->address = address;
 	p->resolved = COWTRACE_CLASS_UNRESOLVED;
-	p->start_ns = 0;
-	/* The VMA, for the mapping histograms and for recordings (the model
-	 * needs the kind of a mapping it never saw made). Costs about 1 µs: its
-	 * mmap_lock unlock goes through irq_work, IRQs being off here. */
+	/* The VMA, for the mapping histograms and for recordings: the model
+	 * needs the kind of a mapping it never saw made, which only happens in a
+	 * process's start-up (its first faults after exec, before its maps could
+	 * be read), so for recordings the lookup stops after 256 faults. It costs
+	 * about 1 µs: its mmap_lock unlock goes through irq_work, IRQs being off. */
 	struct find_vma_ctx f = { .tgid = tgid, .address = address, .histogram = cowtrace_cfg.mapping_histograms };
-	/* Recordings need the kind only where the model may not know the
-	 * mapping: a process's start-up (its first faults after exec, before
-	 * its maps could be read), so the lookup stops after 256 faults. */
 	bool lookup = cowtrace_cfg.mapping_histograms || (cowtrace_cfg.record_faults && c->wp_faults <= 256);
 	if (lookup && bpf_find_vma(task, address, vma_found, &f, 0))
 		count_drop(COWTRACE_DROP_VMA_BUSY);
