@@ -22,14 +22,52 @@ char LICENSE[] SEC("license") = "GPL";
 
 const volatile struct cowtrace_config cowtrace_cfg = {};
 
-/* Live processes: counters in task-local storage on the thread-group leader,
- * which a fault finds through the task, without hashing. */
+/* Live processes: counters in a slot of process_slots, found from the tgid
+ * through pid_slots (see cowtrace.h). Both are arrays: the verifier inlines
+ * their lookups, so a fault pays no helper call to find its process. User
+ * space sizes both (maxProcesses, kernel.pid_max) before load. */
 struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct cowtrace_pid_counters);
-} process_counters SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 16385);
+	__type(key, __u32);
+	__type(value, struct cowtrace_process_slot);
+} process_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct cowtrace_pid_slot_pair);
+} pid_slots SEC(".maps");
+
+/* --threads: the same scheme per thread, keyed by tid (sized 1 unless on). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cowtrace_process_slot);
+} thread_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cowtrace_pid_slot_pair);
+} tid_slots SEC(".maps");
+
+/* Threads that exited, by tid: their final counters and name. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cowtrace_process_slot);
+} exited_threads SEC(".maps");
+
+/* Where the next slot allocation starts looking. */
+__u32 next_slot_hint = 0;
+__u32 next_thread_slot_hint = 0;
 
 /* Processes whose last thread exited: their final counters, by tgid. */
 struct {
@@ -113,6 +151,14 @@ struct {
 	__type(value, __u64);
 } stack_copies SEC(".maps");
 
+/* A no-op cast the verifier inlines (6.2+); weak, so that kernels without it
+ * load the object and take bpf_task_pt_regs instead. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
+#ifndef bpf_ksym_exists
+#define bpf_ksym_exists(sym) (!!(sym))
+#endif
+
 static __always_inline void count_drop(__u32 reason)
 {
 	__u64 *n = bpf_map_lookup_elem(&drops, &reason);
@@ -122,23 +168,181 @@ static __always_inline void count_drop(__u32 reason)
 
 #define ADD(field, n) __sync_fetch_and_add(&(field), (n))
 
+/* Counts one fault of class_ in c (the write-protect fault itself is
+ * counted when it begins). */
+static __always_inline void add_class(struct cowtrace_pid_counters *c, __u8 class_)
+{
+	switch (class_) {
+	case COWTRACE_CLASS_COPY: ADD(c->copies, 1); break;
+	case COWTRACE_CLASS_ZERO_FILL: ADD(c->zero_fills, 1); break;
+	case COWTRACE_CLASS_FILE_COPY: ADD(c->file_copies, 1); break;
+	case COWTRACE_CLASS_SHARED_WRITE: ADD(c->shared_writes, 1); break;
+	}
+}
+
 static __always_inline void note_identity(__u32 tgid, __u32 ppid, struct task_struct *task, bool at_fork);
 
-/* The counters of the process `task` belongs to, or NULL when it is not
- * traced. With trace_all, a process seen for the first time is registered. */
-static __always_inline struct cowtrace_pid_counters *counters_of(struct task_struct *task)
+/* The index entry (pid_slots or tid_slots) of id, or NULL when id is beyond
+ * kernel.pid_max as it was at load. */
+static __always_inline __u32 *slot_index_entry(void *index_map, __u32 id)
 {
-	struct task_struct *leader = task->group_leader;
-	struct cowtrace_pid_counters *c = bpf_task_storage_get(&process_counters, leader, 0, 0);
-	if (c || !cowtrace_cfg.trace_all)
-		return c;
-	c = bpf_task_storage_get(&process_counters, leader, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!c) {
+	__u32 index = id >> 1;
+	struct cowtrace_pid_slot_pair *pair = bpf_map_lookup_elem(index_map, &index);
+	if (!pair)
+		return 0;
+	__u32 *entry = &pair->slot[id & 1];
+	/* Keep clang from computing entry before the null check (the
+	 * verifier refuses arithmetic on a maybe-null pointer). */
+	asm volatile("" : "+r"(entry));
+	return entry;
+}
+
+/* The slot if id owns it. */
+static __always_inline struct cowtrace_process_slot *slot_owned(void *slots_map, __u32 slot, __u32 id)
+{
+	struct cowtrace_process_slot *s = bpf_map_lookup_elem(slots_map, &slot);
+	if (!s || s->id != id || !id)
+		return 0;
+	return s;
+}
+
+/* The counters in process slot `slot` if tgid owns it. */
+static __always_inline struct cowtrace_pid_counters *counters_in_slot(__u32 slot, __u32 tgid)
+{
+	struct cowtrace_process_slot *s = slot_owned(&process_slots, slot, tgid);
+	return s ? &s->counters : 0;
+}
+
+/* The slot id owns through the index, or NULL. *slot_out gets its number. */
+static __always_inline struct cowtrace_process_slot *slot_by_id(void *slots_map, void *index_map, __u32 id, __u32 *slot_out)
+{
+	__u32 *entry = slot_index_entry(index_map, id);
+	if (!entry)
+		return 0;
+	__u32 slot = *entry;
+	if (!slot)
+		return 0;
+	*slot_out = slot;
+	return slot_owned(slots_map, slot, id);
+}
+
+/* The counters of a traced process by tgid, or NULL. *slot_out gets its slot. */
+static __always_inline struct cowtrace_pid_counters *counters_by_tgid(__u32 tgid, __u32 *slot_out)
+{
+	struct cowtrace_process_slot *s = slot_by_id(&process_slots, &pid_slots, tgid, slot_out);
+	return s ? &s->counters : 0;
+}
+
+/* Starts counting id: claims a free slot (compare-and-swap on its owner, up
+ * to 64 tries from a rotating hint), zeroes it and publishes it in the index.
+ * Two CPUs registering the same id agree on one slot. For processes, the
+ * kernel side (forks, --all) and user space (the register_process program)
+ * both come here. Returns the slot, 0 when none could be had (counted). */
+static __always_inline __u32 claim_slot(void *slots_map, void *index_map, __u32 nslots, __u32 *hint,
+					__u32 id, __u32 tgid)
+{
+	__u32 *entry = slot_index_entry(index_map, id);
+	if (!entry || !id) {
 		count_drop(COWTRACE_DROP_PID_MAP_FULL);
 		return 0;
 	}
-	note_identity(leader->tgid, BPF_CORE_READ(leader, real_parent, tgid), leader, false);
-	return c;
+	__u32 current = *entry;
+	if (current && slot_owned(slots_map, current, id))
+		return current;
+	if (nslots < 2)
+		return 0;
+	for (int i = 0; i < 64; i++) {
+		__u32 slot = __sync_fetch_and_add(hint, 1) % (nslots - 1) + 1;
+		struct cowtrace_process_slot *s = bpf_map_lookup_elem(slots_map, &slot);
+		if (!s)
+			break;
+		if (s->id || __sync_val_compare_and_swap(&s->id, 0, id) != 0)
+			continue;
+		__builtin_memset(&s->counters, 0, sizeof(s->counters));
+		s->tgid = tgid;
+		__u32 seen = __sync_val_compare_and_swap(entry, current, slot);
+		if (seen == current)
+			return slot;
+		/* Another CPU registered id meanwhile: use its slot. */
+		s->id = 0;
+		return slot_owned(slots_map, seen, id) ? seen : 0;
+	}
+	count_drop(COWTRACE_DROP_PID_MAP_FULL);
+	return 0;
+}
+
+/* Stops counting id (it exited): frees its slot. */
+static __always_inline void release_slot(void *slots_map, void *index_map, __u32 id, __u32 slot)
+{
+	__u32 *entry = slot_index_entry(index_map, id);
+	if (entry)
+		__sync_val_compare_and_swap(entry, slot, 0);
+	struct cowtrace_process_slot *s = bpf_map_lookup_elem(slots_map, &slot);
+	if (s)
+		__sync_val_compare_and_swap(&s->id, id, 0);
+}
+
+static __always_inline __u32 register_tgid(__u32 tgid)
+{
+	return claim_slot(&process_slots, &pid_slots, cowtrace_cfg.process_slots, &next_slot_hint, tgid, tgid);
+}
+
+/* --threads: the counters of the current thread `task` of a traced process,
+ * counted from its first write-protect fault on. */
+static __always_inline struct cowtrace_pid_counters *thread_counters(struct task_struct *task, __u32 *slot_out)
+{
+	__u32 tid = task->pid;
+	struct cowtrace_process_slot *s = slot_by_id(&thread_slots, &tid_slots, tid, slot_out);
+	if (s)
+		return &s->counters;
+	__u32 slot = claim_slot(&thread_slots, &tid_slots, cowtrace_cfg.thread_slots, &next_thread_slot_hint,
+				tid, task->tgid);
+	if (!slot)
+		return 0;
+	s = slot_owned(&thread_slots, slot, tid);
+	if (!s)
+		return 0;
+	bpf_get_current_comm(s->comm, sizeof(s->comm));
+	*slot_out = slot;
+	return &s->counters;
+}
+
+/* --threads: a thread exits: its counters move to exited_threads. */
+static __always_inline void thread_exited(struct task_struct *task)
+{
+	__u32 tid = task->pid, slot = 0;
+	struct cowtrace_process_slot *s = slot_by_id(&thread_slots, &tid_slots, tid, &slot);
+	if (!s)
+		return;
+	struct cowtrace_process_slot final = *s;
+	BPF_CORE_READ_STR_INTO(&final.comm, task, comm);
+	if (bpf_map_update_elem(&exited_threads, &tid, &final, BPF_ANY))
+		count_drop(COWTRACE_DROP_PID_MAP_FULL);
+	release_slot(&thread_slots, &tid_slots, tid, slot);
+}
+
+/* The counters of the process `task` belongs to, or NULL when it is not
+ * traced. With trace_all, a process seen for the first time is registered.
+ * *slot_out gets the process's slot. */
+static __always_inline struct cowtrace_pid_counters *counters_of_slot(struct task_struct *task, __u32 *slot_out)
+{
+	__u32 tgid = task->tgid;
+	struct cowtrace_pid_counters *c = counters_by_tgid(tgid, slot_out);
+	if (c || !cowtrace_cfg.trace_all)
+		return c;
+	__u32 slot = register_tgid(tgid);
+	if (!slot)
+		return 0;
+	struct task_struct *leader = task->group_leader;
+	note_identity(tgid, BPF_CORE_READ(leader, real_parent, tgid), leader, false);
+	*slot_out = slot;
+	return counters_in_slot(slot, tgid);
+}
+
+static __always_inline struct cowtrace_pid_counters *counters_of(struct task_struct *task)
+{
+	__u32 slot;
+	return counters_of_slot(task, &slot);
 }
 
 static __always_inline struct cowtrace_pid_counters *current_counters(void)
@@ -149,10 +353,9 @@ static __always_inline struct cowtrace_pid_counters *current_counters(void)
 /* Starts counting a new process (fork of a traced one, or cowtrace -c). */
 static __always_inline struct cowtrace_pid_counters *start_counting(struct task_struct *task)
 {
-	struct cowtrace_pid_counters *c = bpf_task_storage_get(&process_counters, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!c)
-		count_drop(COWTRACE_DROP_PID_MAP_FULL);
-	return c;
+	__u32 tgid = task->tgid;
+	__u32 slot = register_tgid(tgid);
+	return slot ? counters_in_slot(slot, tgid) : 0;
 }
 
 static __always_inline void emit(__u8 type, __u8 class_, __u32 tgid, __u32 tid,
@@ -348,7 +551,8 @@ static __always_inline void note_copy(void *ctx, __u32 tgid, struct cowtrace_pid
 
 static __always_inline int on_do_wp_page(struct vm_fault *vmf)
 {
-	struct cowtrace_pid_counters *c = current_counters();
+	__u32 slot = 0, thread_slot = 0;
+	struct cowtrace_pid_counters *c = counters_of_slot(bpf_get_current_task_btf(), &slot);
 	if (!c)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
@@ -360,10 +564,18 @@ static __always_inline int on_do_wp_page(struct vm_fault *vmf)
 	__u8 class_ = COWTRACE_CLASS_UNRESOLVED;
 
 	ADD(c->wp_faults, 1);
+	struct cowtrace_pid_counters *t = 0;
+	if (cowtrace_cfg.per_thread) {
+		t = thread_counters(bpf_get_current_task_btf(), &thread_slot);
+		if (t)
+			ADD(t->wp_faults, 1);
+	}
 	if (cowtrace_cfg.mapping_histograms)
 		offset_add(tgid, vma, address);
 	if (vm_flags & (VM_SHARED | VM_MAYSHARE)) {
 		ADD(c->shared_writes, 1);
+		if (t)
+			ADD(t->shared_writes, 1);
 		class_ = COWTRACE_CLASS_SHARED_WRITE;
 	} else if (cowtrace_cfg.copy_by_alloc || cowtrace_cfg.histograms) {
 		/* The copy's allocation (copy_by_alloc) and the fault's return
@@ -372,6 +584,8 @@ static __always_inline int on_do_wp_page(struct vm_fault *vmf)
 		if (p) {
 			p->tid = tid;
 			p->tgid = tgid;
+			p->slot = slot;
+			p->thread_slot = t ? thread_slot : 0;
 			p->ip = 0;
 			p->address = address;
 			p->resolved = COWTRACE_CLASS_UNRESOLVED;
@@ -406,6 +620,12 @@ static __always_inline int on_wp_page_copy(void *ctx, struct vm_fault *vmf)
 	} else {
 		ADD(c->copies, 1);
 		class_ = COWTRACE_CLASS_COPY;
+	}
+	if (cowtrace_cfg.per_thread) {
+		__u32 thread_slot;
+		struct cowtrace_pid_counters *t = thread_counters(bpf_get_current_task_btf(), &thread_slot);
+		if (t)
+			add_class(t, class_);
 	}
 	if (class_ != COWTRACE_CLASS_ZERO_FILL)
 		note_copy(ctx, tgid, c);
@@ -481,7 +701,8 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	/* One task pointer serves the filter, the ids and the counters: every
 	 * helper call costs on this path. */
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct cowtrace_pid_counters *c = counters_of(task);
+	__u32 slot = 0;
+	struct cowtrace_pid_counters *c = counters_of_slot(task, &slot);
 	if (!c)
 		return 0;
 	ADD(c->wp_faults, 1);
@@ -493,6 +714,14 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	__u64 ip = regs->ip;
 	p->tid = tid;
 	p->tgid = tgid;
+	p->slot = slot;
+	p->user_regs = (__u64)regs;
+	p->thread_slot = 0;
+	if (cowtrace_cfg.per_thread) {
+		struct cowtrace_pid_counters *t = thread_counters(task, &p->thread_slot);
+		if (t)
+			ADD(t->wp_faults, 1);
+	}
 	p->ip = ip;
 	p->address = address;
 	p->resolved = COWTRACE_CLASS_UNRESOLVED;
@@ -536,7 +765,14 @@ static __always_inline bool in_pending_fault(struct cowtrace_pending_fault *p, s
 		return true; /* fentry/kprobe: the window closes at do_wp_page's return */
 	/* The user pt_regs show an exception (orig_ax == -1, a syscall would show
 	 * its number) at the faulting ip: the fault has not returned yet. */
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	struct pt_regs *regs;
+	if (bpf_ksym_exists(bpf_rdonly_cast))
+		/* The pt_regs page_fault_user was given, read without a helper
+		 * call (bpf_task_pt_regs costs ~40 ns here): p->tid is this
+		 * thread, so they are its user registers. */
+		regs = bpf_rdonly_cast((void *)p->user_regs, bpf_core_type_id_kernel(struct pt_regs));
+	else
+		regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	return regs->orig_ax == (unsigned long)-1 && regs->ip == p->ip;
 }
 
@@ -551,7 +787,7 @@ int BPF_PROG(tp_mm_page_alloc, struct page *page, unsigned int order, gfp_t gfp_
 	struct task_struct *task = bpf_get_current_task_btf();
 	if (!in_pending_fault(p, task))
 		return 0;
-	struct cowtrace_pid_counters *c = counters_of(task);
+	struct cowtrace_pid_counters *c = counters_in_slot(p->slot, p->tgid);
 	if (!c)
 		return 0;
 	__u8 class_;
@@ -562,6 +798,11 @@ int BPF_PROG(tp_mm_page_alloc, struct page *page, unsigned int order, gfp_t gfp_
 		ADD(c->copies, 1);
 		class_ = COWTRACE_CLASS_COPY;
 		note_copy(ctx, p->tgid, c);
+	}
+	if (cowtrace_cfg.per_thread) {
+		struct cowtrace_process_slot *t = slot_owned(&thread_slots, p->thread_slot, p->tid);
+		if (t)
+			add_class(&t->counters, class_);
 	}
 	p->resolved = class_;
 	emit(COWTRACE_EVENT_RESOLVE, class_, p->tgid, p->tid, p->address, p->ip, 0);
@@ -581,11 +822,18 @@ int BPF_PROG(tp_rss_stat, struct mm_struct *mm, int member)
 	struct task_struct *task = bpf_get_current_task_btf();
 	if (!in_pending_fault(p, task))
 		return 0;
-	struct cowtrace_pid_counters *c = counters_of(task);
+	struct cowtrace_pid_counters *c = counters_in_slot(p->slot, p->tgid);
 	if (!c)
 		return 0;
 	ADD(c->copies, -1);
 	ADD(c->file_copies, 1);
+	if (cowtrace_cfg.per_thread) {
+		struct cowtrace_process_slot *t = slot_owned(&thread_slots, p->thread_slot, p->tid);
+		if (t) {
+			ADD(t->counters.copies, -1);
+			ADD(t->counters.file_copies, 1);
+		}
+	}
 	p->resolved = COWTRACE_CLASS_FILE_COPY;
 	emit(COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_FILE_COPY, p->tgid, p->tid, p->address, p->ip, 0);
 	return 0;
@@ -621,7 +869,8 @@ static __always_inline void note_identity(__u32 tgid, __u32 ppid, struct task_st
 
 static __always_inline __u64 copies_of(struct task_struct *task)
 {
-	struct cowtrace_pid_counters *c = bpf_task_storage_get(&process_counters, task->group_leader, 0, 0);
+	__u32 slot;
+	struct cowtrace_pid_counters *c = counters_by_tgid(task->tgid, &slot);
 	return c ? c->copies + c->file_copies : 0;
 }
 
@@ -678,14 +927,11 @@ static __always_inline void end_fork(struct task_struct *p, __u8 how)
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(tp_sched_process_exec, struct task_struct *p, pid_t old_pid, void *bprm)
 {
+	/* Keyed by tgid, the counters survive an exec by a non-leader thread
+	 * (de_thread gives it the leader's pid). */
 	struct cowtrace_pid_counters *c = counters_of(p);
-	if (!c) {
-		/* A non-leader thread exec'd: de_thread freed the old leader and
-		 * its storage. Traced or not, we cannot tell: count the loss. */
-		if (old_pid != p->pid && bpf_map_lookup_elem(&pid_info, &(__u32){ p->tgid }))
-			count_drop(COWTRACE_DROP_PID_MAP_FULL);
+	if (!c)
 		return 0;
-	}
 	ADD(c->execs, 1);
 	if (cowtrace_cfg.fork_lineage)
 		end_fork(p, COWTRACE_FORK_ENDED_BY_EXEC);
@@ -699,10 +945,12 @@ int BPF_PROG(tp_sched_process_exec, struct task_struct *p, pid_t old_pid, void *
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(tp_sched_process_exit, struct task_struct *p)
 {
+	if (cowtrace_cfg.per_thread)
+		thread_exited(p);
 	if (BPF_CORE_READ(p, signal, live.counter) != 0)
 		return 0; /* other threads still run */
-	__u32 tgid = p->tgid;
-	struct cowtrace_pid_counters *c = bpf_task_storage_get(&process_counters, p->group_leader, 0, 0);
+	__u32 tgid = p->tgid, slot = 0;
+	struct cowtrace_pid_counters *c = counters_by_tgid(tgid, &slot);
 	if (!c)
 		return 0;
 	if (cowtrace_cfg.histograms)
@@ -710,6 +958,7 @@ int BPF_PROG(tp_sched_process_exit, struct task_struct *p)
 	struct cowtrace_pid_counters final = *c;
 	if (bpf_map_update_elem(&exited_counters, &tgid, &final, BPF_ANY))
 		count_drop(COWTRACE_DROP_PID_MAP_FULL);
+	release_slot(&process_slots, &pid_slots, tgid, slot);
 	if (cowtrace_cfg.fork_lineage)
 		end_fork(p, COWTRACE_FORK_ENDED_BY_EXIT);
 	note_identity(tgid, BPF_CORE_READ(p, real_parent, tgid), p, false);
@@ -805,5 +1054,16 @@ int BPF_PROG(tp_sys_exit_vm, struct pt_regs *regs, long ret)
 	e->arg3 = regs->r10;
 	e->arg4 = regs->r8;
 	bpf_ringbuf_submit(e, cowtrace_cfg.no_wakeup ? BPF_RB_NO_WAKEUP : 0);
+	return 0;
+}
+
+/* ---- user space: start counting an existing process ----------------------- */
+
+/* Run by user space (BPF_PROG_TEST_RUN) for -p PID and cgroup members, so
+ * that a slot is claimed with the same atomics as in the kernel paths. */
+SEC("syscall")
+int register_process(struct cowtrace_register_args *args)
+{
+	args->slot = register_tgid(args->tgid);
 	return 0;
 }

@@ -6,10 +6,12 @@
 
 #define COWTRACE_COMM_LEN 16
 
-/* Per-process counters. Live processes keep them in task-local storage on
- * their thread-group leader (found without hashing on every fault); when the
- * last thread exits they move to a hash keyed by tgid. Updated with atomic
- * adds, since a process's threads fault on several CPUs. */
+/* Per-process counters. A live process keeps them in a slot of the
+ * process_slots array, found from its tgid through the pid_slots array: two
+ * array lookups the verifier inlines, where task-local storage cost a helper
+ * call of about 60 ns per fault. When the last thread exits they move to a
+ * hash keyed by tgid. Updated with atomic adds, since a process's threads
+ * fault on several CPUs. */
 struct cowtrace_pid_counters {
 	__u64 wp_faults;     /* every write-protect fault seen (present + write) */
 	__u64 copies;        /* anonymous page copied: CoW after fork */
@@ -23,6 +25,37 @@ struct cowtrace_pid_counters {
 	 * copy costs no hash lookup (the histogram map is touched per interval) */
 	__u64 burst_start_ns;
 	__u64 burst_copies;
+};
+
+/* One slot of process_slots (or of thread_slots, for --threads): 128 bytes,
+ * so that two processes faulting on two CPUs never share a cache line (the
+ * arrays are mmapable, hence page-aligned). Slot 0 is never used: 0 in
+ * pid_slots (tid_slots) means "not counted". */
+#define COWTRACE_SLOT_SIZE 128
+
+struct cowtrace_process_slot {
+	__u32 id;        /* the owner: its tgid (process_slots) or tid (thread_slots);
+			  * 0: free. Checked on every lookup, so a stale index entry
+			  * never counts for another owner */
+	__u32 tgid;      /* the owner's process */
+	struct cowtrace_pid_counters counters; /* threads: only the fault classes */
+	char  comm[COWTRACE_COMM_LEN];         /* threads: the thread's name when first counted */
+	__u8  pad[COWTRACE_SLOT_SIZE - 8 - sizeof(struct cowtrace_pid_counters) - COWTRACE_COMM_LEN];
+};
+
+/* pid_slots (tid_slots): element i holds the slots of pids 2i and 2i+1
+ * (array elements are 8 bytes at least: two pids share one). Sized from
+ * kernel.pid_max. */
+struct cowtrace_pid_slot_pair {
+	__u32 slot[2];
+};
+
+/* Context of the register_process syscall program, by which user space
+ * starts counting an existing process (-p, --cgroup) with the same atomic
+ * slot allocation as the kernel side. */
+struct cowtrace_register_args {
+	__u32 tgid;
+	__u32 slot;      /* out: the slot, 0 when none was free */
 };
 
 /* Per-process identity, written on fork, exec, exit (never per fault). */
@@ -167,8 +200,10 @@ struct cowtrace_config {
 	__u8  user_stacks;    /* count copies per user stack */
 	__u8  mapping_histograms; /* write-protect faults by mapping kind (a VMA lookup per fault on the tracepoint tier) */
 	__u8  process_events; /* fork, exec and exit events only (stack symbolization reads maps at exec) */
-	__u8  pad[1];
+	__u8  per_thread;     /* also count write-protect faults per thread (thread_slots) */
 	__u64 burst_interval_ns; /* copies-per-interval histogram: interval length */
+	__u32 process_slots;  /* entries of process_slots (slot 0 unused) */
+	__u32 thread_slots;   /* entries of thread_slots (per_thread) */
 };
 
 /* One fork of a traced process (key: child tgid), for `cowtrace forks`. The
@@ -201,8 +236,12 @@ struct cowtrace_pending_fault {
 	__u64 address;
 	__u8  resolved;/* enum cowtrace_fault_class once a copy was seen */
 	__u8  file_backed; /* fentry/kprobe tiers: the VMA maps a file */
-	__u8  pad[6];
+	__u8  pad[2];
+	__u32 slot;    /* the process's slot in process_slots */
 	__u64 start_ns;    /* fentry/kprobe tiers with histograms: when do_wp_page began */
+	__u64 user_regs;   /* tracepoint tier: the thread's user pt_regs (kernel address) */
+	__u32 thread_slot; /* per_thread: the thread's slot in thread_slots (0: none) */
+	__u32 pad2;
 };
 
 #endif

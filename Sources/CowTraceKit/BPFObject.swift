@@ -84,6 +84,24 @@ final class BPFObject {
         }
     }
 
+    /// Runs a loaded `SEC("syscall")` program once with `context` as its
+    /// argument; the kernel copies the context back, so outputs land in it.
+    func run<Context>(_ name: String, context: inout Context) throws {
+        guard let prog = program(name) else {
+            throw TracerError.mapAccess(map: name, operation: "find program", errno: .noEntry)
+        }
+        var opts = bpf_test_run_opts()
+        opts.sz = MemoryLayout<bpf_test_run_opts>.size
+        let rc = withUnsafeMutableBytes(of: &context) { ctx -> Int32 in
+            opts.ctx_in = UnsafeRawPointer(ctx.baseAddress)
+            opts.ctx_size_in = UInt32(ctx.count)
+            return bpf_prog_test_run_opts(bpf_program__fd(prog), &opts)
+        }
+        if rc != 0 {
+            throw TracerError.mapAccess(map: name, operation: "run program", errno: Errno(rc))
+        }
+    }
+
     func attach(_ name: String, tier: AttachTier) throws -> BPFLink {
         guard let prog = program(name) else {
             throw TracerError.attachFailed(tier: tier, program: name, errno: .noEntry)

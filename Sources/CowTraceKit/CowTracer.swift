@@ -49,6 +49,9 @@ public struct TracerOptions: Sendable {
     public var userStacks = false
     /// Send fork, exec and exit events (not fault events) to the ring buffer.
     public var processEvents = false
+    /// Also count write-protect faults per thread (`TraceSnapshot.threads`),
+    /// from each thread's first one on; room for `maxProcesses` threads.
+    public var perThread = false
     public init() {}
 }
 
@@ -57,11 +60,15 @@ public struct TraceSnapshot: Sendable {
     public var counters: [Int32: ProcessCounters]
     public var info: [Int32: ProcessIdentity]
     public var drops: DropCounts
+    /// Per-thread counters (TracerOptions.perThread), by tid.
+    public var threads: [Int32: ThreadCounters]
 
-    public init(counters: [Int32: ProcessCounters], info: [Int32: ProcessIdentity], drops: DropCounts) {
+    public init(counters: [Int32: ProcessCounters], info: [Int32: ProcessIdentity], drops: DropCounts,
+                threads: [Int32: ThreadCounters] = [:]) {
         self.counters = counters
         self.info = info
         self.drops = drops
+        self.threads = threads
     }
 }
 
@@ -81,7 +88,13 @@ public final class CowTracer {
 
     var object: BPFObject?
     private var links: [BPFLink] = []
-    private let storageFD: Int32
+    private let slotsFD: Int32
+    private let pidSlotsFD: Int32
+    private let threadSlotsFD: Int32
+    private let tidSlotsFD: Int32
+    private let exitedThreadsFD: Int32
+    /// Threads are counted (TracerOptions.perThread).
+    public let perThreadEnabled: Bool
     private let exitedFD: Int32
     private let forkRecordsFD: Int32
     private let infoFD: Int32
@@ -128,7 +141,12 @@ public final class CowTracer {
         self.links = links
         tier = plan.tier
         copyByAlloc = plan.copyByAlloc
-        storageFD = try object.mapDescriptor("process_counters")
+        slotsFD = try object.mapDescriptor("process_slots")
+        pidSlotsFD = try object.mapDescriptor("pid_slots")
+        threadSlotsFD = try object.mapDescriptor("thread_slots")
+        tidSlotsFD = try object.mapDescriptor("tid_slots")
+        exitedThreadsFD = try object.mapDescriptor("exited_threads")
+        perThreadEnabled = options.perThread
         exitedFD = try object.mapDescriptor("exited_counters")
         forkRecordsFD = try object.mapDescriptor("fork_records")
         infoFD = try object.mapDescriptor("pid_info")
@@ -153,10 +171,20 @@ public final class CowTracer {
         var programs = plan.allPrograms + (options.forkLineage ? TierPlan.lineagePrograms : [])
         if options.recordAddressSpace { programs += TierPlan.recordPrograms }
         if options.histograms, let ret = plan.faultReturnProgram, !programs.contains(ret) { programs.append(ret) }
-        object.enableOnly(Set(programs))
+        // register_process is run by user space (trace(pid:)), never attached.
+        object.enableOnly(Set(programs + [CowTracer.registerProgram]))
         for map in ["exited_counters", "pid_info", "fork_records"] {
             object.setMaxEntries(map, options.maxProcesses)
         }
+        // Slot 0 means "not traced"; pid_slots holds two pids per element.
+        let slots = options.maxProcesses &+ 1
+        let pidPairs = UInt32((KernelFacts.pidMax() + 2) / 2)
+        object.setMaxEntries("process_slots", slots)
+        object.setMaxEntries("pid_slots", pidPairs)
+        let threadSlots: UInt32 = options.perThread ? slots : 1
+        object.setMaxEntries("thread_slots", threadSlots)
+        object.setMaxEntries("tid_slots", options.perThread ? pidPairs : 1)
+        object.setMaxEntries("exited_threads", options.perThread ? options.maxProcesses : 1)
         object.setMaxEntries("events", options.ringBufferBytes)
         guard let config = object.rodataVariable("cowtrace_cfg", as: cowtrace_config.self) else {
             throw TracerError.openObject(.noEntry)
@@ -174,6 +202,9 @@ public final class CowTracer {
         config.pointee.user_stacks = options.userStacks ? 1 : 0
         config.pointee.process_events = options.processEvents ? 1 : 0
         config.pointee.burst_interval_ns = max(options.burstIntervalNanoseconds, 1_000_000)
+        config.pointee.process_slots = slots
+        config.pointee.per_thread = options.perThread ? 1 : 0
+        config.pointee.thread_slots = threadSlots
         object.setMaxEntries("histograms", options.histograms || options.mappingHistograms
                              ? options.maxProcesses &* UInt32(COWTRACE_HIST_NR.rawValue) : 1)
         // The stack maps are preallocated: keep them tiny unless asked for.
@@ -184,14 +215,18 @@ public final class CowTracer {
         return (object, links)
     }
 
+    static let registerProgram = "register_process"
+
     /// Starts counting for an existing process (and the children it forks).
+    /// The kernel claims its slot (the register_process program), with the
+    /// same atomics as for a fork, so that it never races a traced fork.
     public func trace(pid: Int32) throws {
-        guard pid > 0, let pidfd = PIDFD(pid) else { throw TracerError.noSuchProcess(pid: pid) }
-        var key = pidfd.descriptor
-        var zeros = cowtrace_pid_counters()
-        let rc = bpf_map_update_elem(storageFD, &key, &zeros, UInt64(BPF_NOEXIST))
-        if rc != 0 && Errno(rc) != Errno(EEXIST) {
-            throw TracerError.mapAccess(map: "process_counters", operation: "start counting pid \(pid)", errno: Errno(rc))
+        guard pid > 0, PIDFD(pid) != nil else { throw TracerError.noSuchProcess(pid: pid) }
+        guard let object else { throw TracerError.mapAccess(map: "process_slots", operation: "start counting pid \(pid) after close", errno: Errno(EBADF)) }
+        var args = cowtrace_register_args(tgid: UInt32(pid), slot: 0)
+        try object.run(CowTracer.registerProgram, context: &args)
+        if args.slot == 0 {
+            throw TracerError.processTableFull(pid: pid)
         }
         var tgid = UInt32(pid)
         var info = cowtrace_pid_info()
@@ -201,8 +236,7 @@ public final class CowTracer {
     }
 
     /// Reads every traced process's counters, identities and the drop counters.
-    /// Live processes are read from their leader's task storage (by pidfd),
-    /// exited ones from exited_counters.
+    /// Live processes are read from their slot, exited ones from exited_counters.
     public func snapshot() throws -> TraceSnapshot {
         var info: [Int32: ProcessIdentity] = [:]
         for key in try keys(of: infoFD, map: "pid_info") {
@@ -218,16 +252,51 @@ public final class CowTracer {
                 counters[pid] = final
             }
         }
-        return TraceSnapshot(counters: counters, info: info, drops: try drops())
+        let threads = perThreadEnabled ? try threadCounters(liveProcesses: info.filter { !$0.value.exited }.map(\.key)) : [:]
+        return TraceSnapshot(counters: counters, info: info, drops: try drops(), threads: threads)
     }
 
+    /// Every counted thread: live ones of live processes (listed in
+    /// /proc/PID/task, read from their slots), and exited ones.
+    private func threadCounters(liveProcesses: [Int32]) throws -> [Int32: ThreadCounters] {
+        var threads: [Int32: ThreadCounters] = [:]
+        for tid in try keys(of: exitedThreadsFD, map: "exited_threads") {
+            var k = tid
+            var raw = cowtrace_process_slot()
+            if bpf_map_lookup_elem(exitedThreadsFD, &k, &raw) == 0 {
+                threads[Int32(bitPattern: tid)] = ThreadCounters(raw, exited: true)
+            }
+        }
+        for pid in liveProcesses {
+            for tid in ProcFS.threads(of: pid) where threads[tid] == nil {
+                if let raw = slot(of: UInt32(bitPattern: tid), index: tidSlotsFD, slots: threadSlotsFD) {
+                    var live = ThreadCounters(raw, exited: false)
+                    if let name = ProcFS.threadComm(pid: pid, tid: tid) { live.comm = name }
+                    threads[tid] = live
+                }
+            }
+        }
+        return threads
+    }
+
+    /// The slot `id` owns through an index map (pid_slots, tid_slots).
+    private func slot(of id: UInt32, index indexFD: Int32, slots slotsFD: Int32) -> cowtrace_process_slot? {
+        var index = id >> 1
+        var pair = cowtrace_pid_slot_pair()
+        guard bpf_map_lookup_elem(indexFD, &index, &pair) == 0 else { return nil }
+        var slot = id & 1 == 0 ? pair.slot.0 : pair.slot.1
+        guard slot != 0 else { return nil }
+        var raw = cowtrace_process_slot()
+        guard bpf_map_lookup_elem(slotsFD, &slot, &raw) == 0, raw.id == id else { return nil }
+        return raw
+    }
+
+    /// A live process's counters: its slot from pid_slots, then the slot,
+    /// if the process still owns it.
     private func liveCounters(_ pid: Int32) -> ProcessCounters? {
-        guard let pidfd = PIDFD(pid) else { return nil }
-        var key = pidfd.descriptor
-        var raw = cowtrace_pid_counters()
-        guard bpf_map_lookup_elem(storageFD, &key, &raw) == 0 else { return nil }
+        guard let raw = slot(of: UInt32(bitPattern: pid), index: pidSlotsFD, slots: slotsFD) else { return nil }
         var c = ProcessCounters()
-        c.accumulate(raw)
+        c.accumulate(raw.counters)
         return c
     }
 
@@ -274,6 +343,16 @@ public final class CowTracer {
     /// Removes processes from the kernel's maps (after their exit was reported),
     /// to make room on long runs.
     public func forget(pids: [Int32]) {
+        if perThreadEnabled && !pids.isEmpty {
+            let gone = Set(pids.map { UInt32(bitPattern: $0) })
+            for tid in (try? keys(of: exitedThreadsFD, map: "exited_threads")) ?? [] {
+                var k = tid
+                var raw = cowtrace_process_slot()
+                if bpf_map_lookup_elem(exitedThreadsFD, &k, &raw) == 0, gone.contains(raw.tgid) {
+                    _ = bpf_map_delete_elem(exitedThreadsFD, &k)
+                }
+            }
+        }
         for pid in pids {
             var key = UInt32(bitPattern: pid)
             _ = bpf_map_delete_elem(exitedFD, &key)

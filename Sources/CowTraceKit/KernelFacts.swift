@@ -87,6 +87,12 @@ public struct KernelFacts: Sendable {
         return names
     }
 
+    /// kernel.pid_max: the highest pid plus one (pid_slots is sized from it).
+    /// Falls back to the 64-bit limit, 4194304, when it cannot be read.
+    public static func pidMax() -> Int {
+        readSysfs("/proc/sys/kernel/pid_max").flatMap { Int($0) }.map { max($0, 2) } ?? 4_194_304
+    }
+
     /// True if the kernel's BTF describes a (non-inlined) function of this name.
     public static func btfHasFunction(_ name: String) -> Bool {
         cbpf_vmlinux_has_type(name, 12 /* BTF_KIND_FUNC */) == 1

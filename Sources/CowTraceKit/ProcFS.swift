@@ -17,6 +17,18 @@ enum ProcFS {
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         return fields.count > 1 ? Int32(fields[1]) : nil
     }
+
+    /// The tids of a process's live threads (/proc/PID/task), empty if it is gone.
+    static func threads(of pid: Int32) -> [Int32] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { return [] }
+        return names.compactMap { Int32($0) }.sorted()
+    }
+
+    /// A thread's current name.
+    static func threadComm(pid: Int32, tid: Int32) -> String? {
+        readPseudoFile("/proc/\(pid)/task/\(tid)/comm")?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
 }
 
 /// Reads a /proc or /sys file whole. These report a size of 0, so this reads

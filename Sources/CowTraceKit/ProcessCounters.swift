@@ -68,6 +68,36 @@ public struct ProcessCounters: Equatable, Sendable, Codable {
     }
 }
 
+/// One thread's write-protect faults (`cowtrace stat --threads`): the fault
+/// classes only (forks, execs and huge-PMD faults are per process).
+public struct ThreadCounters: Equatable, Sendable {
+    public var tid: Int32
+    /// The thread's process.
+    public var pid: Int32
+    /// The thread's name: now for a live thread, at its exit otherwise.
+    public var comm: String
+    public var counters: ProcessCounters
+    public var exited: Bool
+
+    public init(tid: Int32, pid: Int32, comm: String, counters: ProcessCounters, exited: Bool) {
+        self.tid = tid
+        self.pid = pid
+        self.comm = comm
+        self.counters = counters
+        self.exited = exited
+    }
+
+    init(_ raw: cowtrace_process_slot, exited: Bool) {
+        var c = ProcessCounters()
+        c.accumulate(raw.counters)
+        var commTuple = raw.comm
+        let name = withUnsafeBytes(of: &commTuple) { buf in
+            String(decoding: buf.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        self.init(tid: Int32(bitPattern: raw.id), pid: Int32(bitPattern: raw.tgid), comm: name, counters: c, exited: exited)
+    }
+}
+
 /// Identity of a traced process, from the fork/exec/exit hooks.
 public struct ProcessIdentity: Equatable, Sendable {
     public var ppid: Int32

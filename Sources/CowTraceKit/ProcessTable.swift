@@ -8,23 +8,35 @@ public struct ProcessTable: Sendable {
         public let comm: String
         public let counters: ProcessCounters
         public let exited: Bool
+        /// Its counted threads, most copies first (`showsThreads`).
+        public let threads: [ThreadCounters]
     }
 
     public let rows: [Row]
+    /// Rows carry their threads (the tracer counted per thread).
+    public let showsThreads: Bool
     public let drops: DropCounts
     public let tier: AttachTier
     public let pageSize: UInt64
 
     /// Rows sorted by bytes copied, then pid. Processes that never faulted,
     /// forked or exec'd are left out unless `includeIdle`.
-    public init(snapshot: TraceSnapshot, tier: AttachTier, pageSize: UInt64, includeIdle: Bool = false) {
+    public init(snapshot: TraceSnapshot, tier: AttachTier, pageSize: UInt64, includeIdle: Bool = false,
+                showsThreads: Bool = false) {
+        let threadsByProcess = Dictionary(grouping: snapshot.threads.values, by: \.pid)
         var rows: [Row] = []
         for (pid, counters) in snapshot.counters {
             if !includeIdle && counters == ProcessCounters() { continue }
             let info = snapshot.info[pid]
             let comm = info?.comm.nonEmpty ?? ProcFS.comm(of: pid) ?? "?"
-            rows.append(Row(pid: pid, ppid: info?.ppid ?? 0, comm: comm, counters: counters, exited: info?.exited ?? false))
+            let threads = (threadsByProcess[pid] ?? []).sorted { a, b in
+                let ca = a.counters.pagesCopied, cb = b.counters.pagesCopied
+                return ca != cb ? ca > cb : a.tid < b.tid
+            }
+            rows.append(Row(pid: pid, ppid: info?.ppid ?? 0, comm: comm, counters: counters, exited: info?.exited ?? false,
+                            threads: threads))
         }
+        self.showsThreads = showsThreads
         rows.sort { a, b in
             let ca = a.counters.pagesCopied, cb = b.counters.pagesCopied
             return ca != cb ? ca > cb : a.pid < b.pid
@@ -54,6 +66,9 @@ public struct TableRenderer {
     }
 
     public static let csvHeader = "time,pid,ppid,comm,wp_faults,copies,reuses,zero_fills,file_copies,shared_writes,thp_wp_faults,bytes_copied,forks,execs,exited"
+    /// With threads (`stat --threads`): one more column; a thread's row has
+    /// its process's pid and ppid, its own name and tid, and no forks or execs.
+    public static let csvHeaderWithThreads = csvHeader + ",tid"
 
     public mutating func render(_ table: ProcessTable, at date: Date, final: Bool) -> String {
         switch format {
@@ -62,7 +77,7 @@ public struct TableRenderer {
         case .csv:
             var out = ""
             if !wroteCSVHeader {
-                out += Self.csvHeader + "\n"
+                out += (table.showsThreads ? Self.csvHeaderWithThreads : Self.csvHeader) + "\n"
                 wroteCSVHeader = true
             }
             let time = Self.iso8601(date)
@@ -71,7 +86,15 @@ public struct TableRenderer {
                 out += [time, "\(r.pid)", "\(r.ppid)", Self.csvField(r.comm), "\(c.writeProtectFaults)", "\(c.copies)",
                         "\(c.reuses)", "\(c.zeroFills)", "\(c.fileCopies)", "\(c.sharedWrites)", "\(c.hugePMDFaults)",
                         "\(c.bytesCopied(pageSize: table.pageSize))", "\(c.forks)", "\(c.execs)", r.exited ? "1" : "0"]
-                    .joined(separator: ",") + "\n"
+                    .joined(separator: ",") + (table.showsThreads ? "," : "") + "\n"
+                guard table.showsThreads else { continue }
+                for t in r.threads {
+                    let c = t.counters
+                    out += [time, "\(r.pid)", "\(r.ppid)", Self.csvField(t.comm), "\(c.writeProtectFaults)", "\(c.copies)",
+                            "\(c.reuses)", "\(c.zeroFills)", "\(c.fileCopies)", "\(c.sharedWrites)", "",
+                            "\(c.bytesCopied(pageSize: table.pageSize))", "", "", t.exited ? "1" : "0", "\(t.tid)"]
+                        .joined(separator: ",") + "\n"
+                }
             }
             return out
         }
@@ -94,7 +117,18 @@ public struct TableRenderer {
                 + pad("\(c.reuses)", 10) + pad("\(c.zeroFills)", 10) + pad("\(c.fileCopies)", 10)
                 + pad("\(c.sharedWrites)", 9) + pad(String(format: "%.1f", mib), 12)
                 + pad("\(c.forks)", 7) + pad("\(c.execs)", 7) + "\n"
+            guard table.showsThreads else { continue }
+            for t in r.threads {
+                let c = t.counters
+                let mib = Double(c.bytesCopied(pageSize: table.pageSize)) / 1_048_576
+                let name = "└ " + String(t.comm.prefix(13)) + (t.exited ? "*" : "")
+                out += pad("\(t.tid)", 8) + " " + pad(name, 17, left: true) + pad("\(c.copies)", 10)
+                    + pad("\(c.reuses)", 10) + pad("\(c.zeroFills)", 10) + pad("\(c.fileCopies)", 10)
+                    + pad("\(c.sharedWrites)", 9) + pad(String(format: "%.1f", mib), 12)
+                    + pad("-", 7) + pad("-", 7) + "\n"
+            }
         }
+        if table.showsThreads { out += "(└ TID: a thread of the process above, counted from its first write fault)\n" }
         if shown.count < table.rows.count {
             out += "... \(table.rows.count - shown.count) more processes (use --top 0 to show all)\n"
         }
@@ -117,7 +151,7 @@ public struct TableRenderer {
                 "copies":\(c.copies),"reuses":\(c.reuses),"zero_fills":\(c.zeroFills),"file_copies":\(c.fileCopies),\
                 "shared_writes":\(c.sharedWrites),"thp_wp_faults":\(c.hugePMDFaults),\
                 "bytes_copied":\(c.bytesCopied(pageSize: table.pageSize)),"forks":\(c.forks),"execs":\(c.execs),\
-                "exited":\(r.exited)}
+                "exited":\(r.exited)\(threadsJSON(r, table))}
                 """)
         }
         let d = table.drops
@@ -127,6 +161,19 @@ public struct TableRenderer {
             "lost":{"ring_buffer_full":\(d.ringBufferFull),"process_map_full":\(d.processMapFull),"info_map_full":\(d.infoMapFull),"histogram_map_full":\(d.histogramMapFull),"vma_lookup_busy":\(d.vmaLookupBusy)}}
 
             """
+    }
+
+    /// `,"threads":[...]` when the table shows threads, else nothing.
+    private func threadsJSON(_ r: ProcessTable.Row, _ table: ProcessTable) -> String {
+        guard table.showsThreads else { return "" }
+        let items = r.threads.map { t -> String in
+            let c = t.counters
+            return "{\"tid\":\(t.tid),\"comm\":\(Self.jsonString(t.comm)),\"wp_faults\":\(c.writeProtectFaults),"
+                + "\"copies\":\(c.copies),\"reuses\":\(c.reuses),\"zero_fills\":\(c.zeroFills),"
+                + "\"file_copies\":\(c.fileCopies),\"shared_writes\":\(c.sharedWrites),"
+                + "\"bytes_copied\":\(c.bytesCopied(pageSize: table.pageSize)),\"exited\":\(t.exited)}"
+        }
+        return ",\"threads\":[" + items.joined(separator: ",") + "]"
     }
 
     private func pad(_ s: String, _ width: Int, left: Bool = false) -> String {

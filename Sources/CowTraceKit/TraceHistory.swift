@@ -4,6 +4,7 @@
 public struct TraceHistory {
     private var retiredCounters: [Int32: ProcessCounters] = [:]
     private var retiredInfo: [Int32: ProcessIdentity] = [:]
+    private var retiredThreads: [Int32: ThreadCounters] = [:]
 
     public init() {}
 
@@ -15,10 +16,17 @@ public struct TraceHistory {
             merged.counters[pid] = counters
             merged.info[pid] = retiredInfo[pid]
         }
+        for (tid, thread) in retiredThreads where merged.threads[tid] == nil {
+            merged.threads[tid] = thread
+        }
         let exited = snapshot.info.filter { $0.value.exited }.map(\.key)
         for pid in exited {
             retiredCounters[pid] = snapshot.counters[pid]
             retiredInfo[pid] = snapshot.info[pid]
+        }
+        let exitedSet = Set(exited)
+        for (tid, thread) in snapshot.threads where exitedSet.contains(thread.pid) {
+            retiredThreads[tid] = thread
         }
         tracer.forget(pids: exited)
         return merged

@@ -10,6 +10,8 @@ public enum TracerError: Error, CustomStringConvertible {
     case noTierAvailable([TierAttempt])
     case mapAccess(map: String, operation: String, errno: Errno)
     case noSuchProcess(pid: Int32)
+    /// Every process slot is taken (TracerOptions.maxProcesses).
+    case processTableFull(pid: Int32)
     case badCgroup(path: String, reason: String)
     case commandFailedToStart(command: String, errno: Errno)
     case workloadNotFound(searched: [String])
@@ -42,6 +44,8 @@ public enum TracerError: Error, CustomStringConvertible {
             return "\(operation) on BPF map \(map) failed: \(errno)"
         case .noSuchProcess(let pid):
             return "no process with pid \(pid): check the pid with `ps -p \(pid)` (it may have exited)"
+        case .processTableFull(let pid):
+            return "cannot start counting pid \(pid): every process slot is taken; raise --max-processes"
         case .badCgroup(let path, let reason):
             return "bad cgroup \(path): \(reason); pass a cgroup directory such as /sys/fs/cgroup/memory/NAME or /sys/fs/cgroup/unified/NAME"
         case .commandFailedToStart(let command, let errno):

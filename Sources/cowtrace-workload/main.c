@@ -9,6 +9,8 @@
  * writes is exact. Steps:
  *   child:write:FROM:TO    the child writes one byte in pages [FROM, TO)
  *   parent:write:FROM:TO   the same in the parent
+ *   child:twrite:FROM:TO   the same from a new thread named "cw-writer",
+ *   parent:twrite:FROM:TO  joined before the next step (per-thread counts)
  *   parent:read:FROM:TO    the parent reads pages (maps them without writing)
  *   child:read:FROM:TO
  *   parent:zwrite:FROM:TO  writes pages of the second region (--zero-pages),
@@ -35,6 +37,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <linux/magic.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +55,7 @@
 enum mapping { MAP_KIND_ANON, MAP_KIND_SHARED_FILE, MAP_KIND_PRIVATE_FILE };
 enum prefault { PREFAULT_WRITE, PREFAULT_READ, PREFAULT_NONE };
 enum actor { ACTOR_PARENT, ACTOR_CHILD };
-enum action { ACTION_WRITE, ACTION_READ, ACTION_ZERO_WRITE, ACTION_EXIT, ACTION_EXEC };
+enum action { ACTION_WRITE, ACTION_READ, ACTION_ZERO_WRITE, ACTION_EXIT, ACTION_EXEC, ACTION_THREAD_WRITE };
 
 struct step {
 	enum actor actor;
@@ -101,7 +104,7 @@ static void usage(void)
 	     "                         [--prefault write|read|none] [--no-fork] [--thp] [--dir DIR] [--handshake]\n"
 	     "                         [--child-oom-score-adj N]\n"
 	     "                         [--storm FORKS [--parallel K] [--time]] STEP...\n"
-	     "steps: child|parent:write|read|zwrite:FROM:TO, child:exit, child:exec\n"
+	     "steps: child|parent:write|twrite|read|zwrite:FROM:TO, child:exit, child:exec\n"
 	     "example: cowtrace-workload --pages 16384 child:write:0:8192 child:exit parent:write:0:16384");
 }
 
@@ -121,6 +124,26 @@ static void touch_region(volatile unsigned char *base, long pages, long from, lo
 static void touch(long from, long to, int write)
 {
 	touch_region(region, opt.pages, from, to, write);
+}
+
+static void *thread_write(void *arg)
+{
+	struct step *st = arg;
+	touch(st->from, st->to, 1);
+	return NULL;
+}
+
+/* Writes the step's pages from a new thread named "cw-writer" and waits for it. */
+static void touch_from_thread(struct step *st)
+{
+	pthread_t thread;
+	int err = pthread_create(&thread, NULL, thread_write, st);
+	if (err) {
+		errno = err;
+		die("pthread_create");
+	}
+	pthread_setname_np(thread, "cw-writer");
+	pthread_join(thread, NULL);
 }
 
 /* A second anonymous region that is only read before the fork, so the shared
@@ -203,16 +226,17 @@ static void parse_step(const char *s)
 		st->actor = ACTOR_PARENT;
 	else
 		usage_error("a step's actor is child or parent");
-	if (!strcmp(what, "write") || !strcmp(what, "read") || !strcmp(what, "zwrite")) {
+	if (!strcmp(what, "write") || !strcmp(what, "read") || !strcmp(what, "zwrite") || !strcmp(what, "twrite")) {
 		if (n != 4)
 			usage_error("write and read steps need FROM:TO page numbers");
-		st->action = what[0] == 'w' ? ACTION_WRITE : what[0] == 'z' ? ACTION_ZERO_WRITE : ACTION_READ;
+		st->action = what[0] == 'w' ? ACTION_WRITE : what[0] == 'z' ? ACTION_ZERO_WRITE
+			   : what[0] == 't' ? ACTION_THREAD_WRITE : ACTION_READ;
 	} else if (!strcmp(what, "exit") && st->actor == ACTOR_CHILD) {
 		st->action = ACTION_EXIT;
 	} else if (!strcmp(what, "exec") && st->actor == ACTOR_CHILD) {
 		st->action = ACTION_EXEC;
 	} else {
-		usage_error("unknown step action (write, read, child:exit, child:exec)");
+		usage_error("unknown step action (write, twrite, read, zwrite, child:exit, child:exec)");
 	}
 	st->from = from;
 	st->to = to;
@@ -405,6 +429,7 @@ int main(int argc, char **argv)
 		}
 		switch (st->action) {
 		case ACTION_WRITE: touch(st->from, st->to, 1); break;
+		case ACTION_THREAD_WRITE: touch_from_thread(st); break;
 		case ACTION_READ: touch(st->from, st->to, 0); break;
 		case ACTION_ZERO_WRITE: touch_region(zero_region, opt.zero_pages, st->from, st->to, 1); break;
 		case ACTION_EXIT: _exit(0);

@@ -20,6 +20,7 @@ struct Stat: ParsableCommand {
               cowtrace stat -p 1234 5                  trace pid 1234 (and its future children), print every 5 s
               cowtrace stat --all --format json 1 10   every process, JSON lines, 10 times a second apart
               cowtrace stat --cgroup /sys/fs/cgroup/memory/web
+              cowtrace stat --threads -p 1234          which of pid 1234's threads paid for its copies
             """
     )
 
@@ -40,6 +41,9 @@ struct Stat: ParsableCommand {
     @Flag(help: "Also watch for OOM kills (any process) and print each under the table, with its ancestry (see `cowtrace oom`).")
     var oom = false
 
+    @Flag(help: "Also count per thread: each process's threads, from their first write fault on, listed under it (text: rows marked └; json: a \"threads\" array; csv: rows with a tid column).")
+    var threads = false
+
     @Option(help: ArgumentHelp("Write the user stacks of copy faults to this file as folded stacks (for flamegraph.pl or speedscope), symbolized from each process's ELF symbols. Frames beyond the faulting function need frame pointers.", valueName: "file"))
     var stacks: String?
 
@@ -58,6 +62,7 @@ struct Stat: ParsableCommand {
         var options = tierOptions.tracerOptions()
         selection.apply(to: &options)
         options.userStacks = stacks != nil
+        options.perThread = threads
         options.processEvents = stacks != nil // exec events: read each program's maps while it runs
         StopSignal.install()
         let tracer = try CowTracer(options: options)
@@ -82,7 +87,7 @@ struct Stat: ParsableCommand {
             let finished = StopSignal.isRequested || run.commandExited()
             run.refresh()
             let snapshot = history.merge(try tracer.snapshot(), retiringFrom: tracer)
-            let table = ProcessTable(snapshot: snapshot, tier: tracer.tier, pageSize: tracer.pageSize)
+            let table = ProcessTable(snapshot: snapshot, tier: tracer.tier, pageSize: tracer.pageSize, showsThreads: threads)
             let isLast = finished || (count.map { printed + 1 >= $0 } ?? false)
             if period.isFinite || isLast {
                 print(renderer.render(table, at: Date(), final: isLast), terminator: format == .text ? "\n" : "")
