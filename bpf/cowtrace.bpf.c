@@ -730,6 +730,8 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	 * process's start-up (its first faults after exec, before its maps could
 	 * be read), so for recordings the lookup stops after 256 faults. It costs
 	 * about 1 µs: its mmap_lock unlock goes through irq_work, IRQs being off. */
+	if (!cowtrace_cfg.mapping_histograms && !cowtrace_cfg.emit_events)
+		return 0; /* stat: nothing more (the verifier drops the rest) */
 	struct find_vma_ctx f = { .tgid = tgid, .address = address, .histogram = cowtrace_cfg.mapping_histograms };
 	bool lookup = cowtrace_cfg.mapping_histograms || (cowtrace_cfg.record_faults && c->wp_faults <= 256);
 	if (lookup && bpf_find_vma(task, address, vma_found, &f, 0))

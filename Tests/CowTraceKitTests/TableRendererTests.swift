@@ -50,6 +50,48 @@ final class TableRendererTests: XCTestCase {
         XCTAssertEqual(first.split(separator: "\n").count, 3)
     }
 
+    private func tableWithThreads() -> ProcessTable {
+        var process = ProcessCounters()
+        process.writeProtectFaults = 30
+        process.copies = 30
+        var writer = ProcessCounters()
+        writer.writeProtectFaults = 20
+        writer.copies = 20
+        var main = ProcessCounters()
+        main.writeProtectFaults = 10
+        main.copies = 10
+        let snapshot = TraceSnapshot(
+            counters: [20: process], info: [20: ProcessIdentity(ppid: 1, comm: "server")], drops: DropCounts(),
+            threads: [21: ThreadCounters(tid: 21, pid: 20, comm: "writer", counters: writer, exited: true),
+                      20: ThreadCounters(tid: 20, pid: 20, comm: "server", counters: main, exited: false)])
+        return ProcessTable(snapshot: snapshot, tier: .fentry, pageSize: 4096, showsThreads: true)
+    }
+
+    func testThreadsInEveryFormat() throws {
+        var json = TableRenderer(format: .json)
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.render(tableWithThreads(), at: Date(), final: true).utf8)) as? [String: Any])
+        let process = try XCTUnwrap((object["processes"] as? [[String: Any]])?.first)
+        let threads = try XCTUnwrap(process["threads"] as? [[String: Any]])
+        XCTAssertEqual(threads.map { $0["tid"] as? Int }, [21, 20], "most copies first")
+        XCTAssertEqual(threads.first?["comm"] as? String, "writer")
+        XCTAssertEqual(threads.first?["exited"] as? Bool, true)
+
+        var csv = TableRenderer(format: .csv)
+        let lines = csv.render(tableWithThreads(), at: Date(), final: true).split(separator: "\n", omittingEmptySubsequences: false)
+        XCTAssertEqual(String(lines[0]), TableRenderer.csvHeaderWithThreads)
+        let columns = TableRenderer.csvHeaderWithThreads.split(separator: ",").count
+        XCTAssertTrue(lines.dropFirst().filter { !$0.isEmpty }.allSatisfy { $0.split(separator: ",", omittingEmptySubsequences: false).count == columns })
+        XCTAssertTrue(lines[2].hasSuffix(",21") && lines[2].contains(",writer,"), String(lines[2]))
+
+        var text = TableRenderer(format: .text)
+        let out = text.render(tableWithThreads(), at: Date(), final: true)
+        XCTAssertTrue(out.contains("└ writer*"), out)
+
+        // Without --threads the schema is unchanged.
+        var plain = TableRenderer(format: .json)
+        XCTAssertFalse(plain.render(table(), at: Date(), final: true).contains("threads"))
+    }
+
     func testTextReportsLostEvents() {
         var renderer = TableRenderer(format: .text)
         let text = renderer.render(table(), at: Date(), final: true)

@@ -78,6 +78,65 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(parent["forks"] as? Int, 1)
     }
 
+    /// --threads: the child writes 2000 pages from a thread named cw-writer,
+    /// then 1000 from its main thread. The process's copies are split between
+    /// its two threads as the workload wrote them (slack: Scenario.tolerance,
+    /// for the start-up and libc pages both threads touch).
+    func testStatThreadsSplitsTheChildsCopiesByThread() throws {
+        try requireBPF()
+        let workload = builtProductsDirectory().appendingPathComponent("cowtrace-workload").path
+        let r = try cowtrace(["stat", "--threads", "--format", "json", "-c", workload, "--pages", "4096",
+                              "child:twrite:0:2000", "child:write:2000:3000", "child:exit"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.stdout.split(separator: "\n")
+        let report = try JSONDecoder().decode(Workload.Report.self, from: Data(try XCTUnwrap(lines.first { $0.contains("\"workload\"") }).utf8))
+        let table = try XCTUnwrap(lines.last { $0.contains("\"processes\"") })
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(table.utf8)) as? [String: Any])
+        let processes = try XCTUnwrap(object["processes"] as? [[String: Any]])
+        let child = try XCTUnwrap(processes.first { $0["pid"] as? Int == Int(report.child ?? 0) })
+        XCTAssertEqual(child["copies"] as! Int, 3000, accuracy: Scenario.tolerance(for: 3000))
+        let threads = try XCTUnwrap(child["threads"] as? [[String: Any]], "no threads array: \(child)")
+        let writer = try XCTUnwrap(threads.first { $0["comm"] as? String == "cw-writer" }, "\(threads)")
+        XCTAssertEqual(writer["copies"] as! Int, 2000, accuracy: Scenario.tolerance(for: 2000))
+        XCTAssertNotEqual(writer["tid"] as? Int, Int(report.child ?? 0))
+        XCTAssertEqual(writer["exited"] as? Bool, true)
+        let main = try XCTUnwrap(threads.first { $0["tid"] as? Int == Int(report.child ?? 0) }, "\(threads)")
+        XCTAssertEqual(main["copies"] as! Int, 1000, accuracy: Scenario.tolerance(for: 1000))
+        // The threads' copies add up to the process's.
+        XCTAssertEqual(threads.map { $0["copies"] as! Int }.reduce(0, +), child["copies"] as! Int)
+    }
+
+    /// -p PID: the kernel claims the process's slot (register_process), and
+    /// the children it forks from then on are counted.
+    func testStatPidCountsTheForkedChildsCopies() throws {
+        try requireBPF()
+        let workload = builtProductsDirectory().appendingPathComponent("cowtrace-workload").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: workload)
+        process.arguments = ["--handshake", "--pages", "4096", "child:write:0:2500", "child:exit"]
+        let input = Pipe(), output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        // "ready PID": the region is prepared, the fork waits for our byte.
+        let ready = String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
+        XCTAssertTrue(ready.hasPrefix("ready"), ready)
+        let pid = process.processIdentifier
+        DispatchQueue.global().asyncAfter(deadline: .now() + 2) {
+            input.fileHandleForWriting.write(Data("g".utf8))
+        }
+        let r = try cowtrace(["stat", "--format", "json", "-p", "\(pid)", "1"], interruptAfter: 5)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let table = try XCTUnwrap(r.stdout.split(separator: "\n").last { $0.contains("\"processes\"") })
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(table.utf8)) as? [String: Any])
+        let processes = try XCTUnwrap(object["processes"] as? [[String: Any]])
+        let child = try XCTUnwrap(processes.first { $0["ppid"] as? Int == Int(pid) }, "\(processes)")
+        XCTAssertEqual(child["copies"] as! Int, 2500, accuracy: Scenario.tolerance(for: 2500))
+        let parent = try XCTUnwrap(processes.first { $0["pid"] as? Int == Int(pid) }, "\(processes)")
+        XCTAssertEqual(parent["forks"] as? Int, 1)
+    }
+
     /// Ctrl-C: the tracer detaches, stops the command and prints the final table.
     func testInterruptPrintsFinalTableAndExitsCleanly() throws {
         try requireBPF()
