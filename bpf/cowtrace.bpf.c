@@ -700,17 +700,24 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	}
 	/* One task pointer serves the filter, the ids and the counters: every
 	 * helper call costs on this path. */
-	struct task_struct *task = bpf_get_current_task_btf();
-	__u32 slot = 0;
-	struct cowtrace_pid_counters *c = counters_of_slot(task, &slot);
-	if (!c)
-		return 0;
-	ADD(c->wp_faults, 1);
-	__u32 tgid = task->tgid, tid = task->pid;
-
 	struct cowtrace_pending_fault *p = pending();
 	if (!p)
 		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 tgid = task->tgid, tid = task->pid;
+	/* This CPU's last write-protect fault was most likely the same
+	 * process's: try its slot before the pid index. */
+	__u32 slot = p->slot;
+	struct cowtrace_pid_counters *c = 0;
+	if (p->tgid == tgid)
+		c = counters_in_slot(slot, tgid);
+	if (!c) {
+		slot = 0;
+		c = counters_of_slot(task, &slot);
+		if (!c)
+			return 0;
+	}
+	ADD(c->wp_faults, 1);
 	__u64 ip = regs->ip;
 	p->tid = tid;
 	p->tgid = tgid;
@@ -1067,5 +1074,15 @@ SEC("syscall")
 int register_process(struct cowtrace_register_args *args)
 {
 	args->slot = register_tgid(args->tgid);
+	return 0;
+}
+
+/* Undoes register_process for a process that exited before its slot was
+ * claimed (its exit hook had already run). */
+SEC("syscall")
+int unregister_process(struct cowtrace_register_args *args)
+{
+	if (args->slot && counters_in_slot(args->slot, args->tgid))
+		release_slot(&process_slots, &pid_slots, args->tgid, args->slot);
 	return 0;
 }

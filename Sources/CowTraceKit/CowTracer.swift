@@ -171,8 +171,9 @@ public final class CowTracer {
         var programs = plan.allPrograms + (options.forkLineage ? TierPlan.lineagePrograms : [])
         if options.recordAddressSpace { programs += TierPlan.recordPrograms }
         if options.histograms, let ret = plan.faultReturnProgram, !programs.contains(ret) { programs.append(ret) }
-        // register_process is run by user space (trace(pid:)), never attached.
-        object.enableOnly(Set(programs + [CowTracer.registerProgram]))
+        // register_process and unregister_process are run by user space
+        // (trace(pid:)), never attached.
+        object.enableOnly(Set(programs + [CowTracer.registerProgram, CowTracer.unregisterProgram]))
         for map in ["exited_counters", "pid_info", "fork_records"] {
             object.setMaxEntries(map, options.maxProcesses)
         }
@@ -216,17 +217,24 @@ public final class CowTracer {
     }
 
     static let registerProgram = "register_process"
+    static let unregisterProgram = "unregister_process"
 
     /// Starts counting for an existing process (and the children it forks).
     /// The kernel claims its slot (the register_process program), with the
     /// same atomics as for a fork, so that it never races a traced fork.
     public func trace(pid: Int32) throws {
-        guard pid > 0, PIDFD(pid) != nil else { throw TracerError.noSuchProcess(pid: pid) }
+        guard pid > 0, let pidfd = PIDFD(pid) else { throw TracerError.noSuchProcess(pid: pid) }
         guard let object else { throw TracerError.mapAccess(map: "process_slots", operation: "start counting pid \(pid) after close", errno: Errno(EBADF)) }
         var args = cowtrace_register_args(tgid: UInt32(pid), slot: 0)
         try object.run(CowTracer.registerProgram, context: &args)
         if args.slot == 0 {
             throw TracerError.processTableFull(pid: pid)
+        }
+        // Exited before its slot was claimed: its exit hook will never free
+        // the slot, and a later process with the same pid would inherit it.
+        if pidfd.hasExited {
+            try object.run(CowTracer.unregisterProgram, context: &args)
+            throw TracerError.noSuchProcess(pid: pid)
         }
         var tgid = UInt32(pid)
         var info = cowtrace_pid_info()

@@ -15,4 +15,11 @@ final class PIDFD {
     }
 
     deinit { close(descriptor) }
+
+    /// The process has exited (it may still be a zombie): a pidfd polls
+    /// readable then. It refers to one process, so a reused pid cannot fool it.
+    var hasExited: Bool {
+        var p = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+        return poll(&p, 1, 0) > 0
+    }
 }
