@@ -9,7 +9,7 @@ struct TierOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Use only this attach tier: fentry, kprobe or tracepoint. Default: the best one this kernel allows (see `cowtrace doctor`).", valueName: "tier"))
     var tier: AttachTier?
 
-    @Option(help: "Room in the kernel's maps for this many processes; processes beyond it are counted as lost.")
+    @Option(help: "Room in the kernel's maps for this many processes (and as many threads with stat --threads); those beyond it are counted as lost.")
     var maxProcesses: UInt32 = 16384
 
     @Flag(help: "Print libbpf's messages (verifier log, attach details) to stderr.")
