@@ -3,8 +3,9 @@ import CBPF
 import Glibc
 #endif
 
-/// A pidfd (pidfd_open(2)): how user space names a process to a task-storage
-/// map. Closed when released.
+/// A pidfd (pidfd_open(2)): one process, named so that a reused pid cannot be
+/// mistaken for it (trace(pid:) checks it did not exit while its slot was
+/// being claimed). Closed when released.
 final class PIDFD {
     let descriptor: Int32
 
