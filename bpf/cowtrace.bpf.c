@@ -249,8 +249,10 @@ static __always_inline __u32 claim_slot(void *slots_map, void *index_map, __u32 
 	__u32 current = *entry;
 	if (current && slot_owned(slots_map, current, id))
 		return current;
-	if (nslots < 2)
+	if (nslots < 2) {
+		count_drop(COWTRACE_DROP_PID_MAP_FULL);
 		return 0;
+	}
 	for (int i = 0; i < 64; i++) {
 		__u32 slot = __sync_fetch_and_add(hint, 1) % (nslots - 1) + 1;
 		struct cowtrace_process_slot *s = bpf_map_lookup_elem(slots_map, &slot);

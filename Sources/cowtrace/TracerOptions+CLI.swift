@@ -15,6 +15,10 @@ struct TierOptions: ParsableArguments {
     @Flag(help: "Print libbpf's messages (verifier log, attach details) to stderr.")
     var verbose = false
 
+    func validate() throws {
+        if maxProcesses < 1 { throw ValidationError("--max-processes must be at least 1") }
+    }
+
     func tracerOptions() -> TracerOptions {
         var options = TracerOptions()
         options.tier = tier
