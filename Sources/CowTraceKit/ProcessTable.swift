@@ -83,17 +83,12 @@ public struct TableRenderer {
             let time = Self.iso8601(date)
             for r in table.rows {
                 let c = r.counters
-                out += [time, "\(r.pid)", "\(r.ppid)", Self.csvField(r.comm), "\(c.writeProtectFaults)", "\(c.copies)",
-                        "\(c.reuses)", "\(c.zeroFills)", "\(c.fileCopies)", "\(c.sharedWrites)", "\(c.hugePMDFaults)",
-                        "\(c.bytesCopied(pageSize: table.pageSize))", "\(c.forks)", "\(c.execs)", r.exited ? "1" : "0"]
-                    .joined(separator: ",") + (table.showsThreads ? "," : "") + "\n"
+                out += csvRow(time, r, name: r.comm, c, perProcess: ["\(c.hugePMDFaults)", "\(c.forks)", "\(c.execs)"],
+                              exited: r.exited, tid: table.showsThreads ? "" : nil, pageSize: table.pageSize)
                 guard table.showsThreads else { continue }
                 for t in r.threads {
-                    let c = t.counters
-                    out += [time, "\(r.pid)", "\(r.ppid)", Self.csvField(t.comm), "\(c.writeProtectFaults)", "\(c.copies)",
-                            "\(c.reuses)", "\(c.zeroFills)", "\(c.fileCopies)", "\(c.sharedWrites)", "",
-                            "\(c.bytesCopied(pageSize: table.pageSize))", "", "", t.exited ? "1" : "0", "\(t.tid)"]
-                        .joined(separator: ",") + "\n"
+                    out += csvRow(time, r, name: t.comm, t.counters, perProcess: ["", "", ""],
+                                  exited: t.exited, tid: "\(t.tid)", pageSize: table.pageSize)
                 }
             }
             return out
@@ -113,19 +108,12 @@ public struct TableRenderer {
             let c = r.counters
             let mib = Double(c.bytesCopied(pageSize: table.pageSize)) / 1_048_576
             let comm = String(r.comm.prefix(15)) + (r.exited ? "*" : "")
-            out += pad("\(r.pid)", 8) + " " + pad(comm, 17, left: true) + pad("\(c.copies)", 10)
-                + pad("\(c.reuses)", 10) + pad("\(c.zeroFills)", 10) + pad("\(c.fileCopies)", 10)
-                + pad("\(c.sharedWrites)", 9) + pad(String(format: "%.1f", mib), 12)
-                + pad("\(c.forks)", 7) + pad("\(c.execs)", 7) + "\n"
+            out += textRow(id: r.pid, name: comm, c, mib: mib, forks: "\(c.forks)", execs: "\(c.execs)")
             guard table.showsThreads else { continue }
             for t in r.threads {
-                let c = t.counters
-                let mib = Double(c.bytesCopied(pageSize: table.pageSize)) / 1_048_576
+                let mib = Double(t.counters.bytesCopied(pageSize: table.pageSize)) / 1_048_576
                 let name = "└ " + String(t.comm.prefix(13)) + (t.exited ? "*" : "")
-                out += pad("\(t.tid)", 8) + " " + pad(name, 17, left: true) + pad("\(c.copies)", 10)
-                    + pad("\(c.reuses)", 10) + pad("\(c.zeroFills)", 10) + pad("\(c.fileCopies)", 10)
-                    + pad("\(c.sharedWrites)", 9) + pad(String(format: "%.1f", mib), 12)
-                    + pad("-", 7) + pad("-", 7) + "\n"
+                out += textRow(id: t.tid, name: name, t.counters, mib: mib, forks: "-", execs: "-")
             }
         }
         if table.showsThreads { out += "(└ TID: a thread of the process above, counted from its first write fault)\n" }
@@ -161,6 +149,26 @@ public struct TableRenderer {
             "lost":{"ring_buffer_full":\(d.ringBufferFull),"process_map_full":\(d.processMapFull),"info_map_full":\(d.infoMapFull),"histogram_map_full":\(d.histogramMapFull),"vma_lookup_busy":\(d.vmaLookupBusy)}}
 
             """
+    }
+
+    /// One text row: a process, or (forks and execs "-") one of its threads.
+    private func textRow(id: Int32, name: String, _ c: ProcessCounters, mib: Double, forks: String, execs: String) -> String {
+        pad("\(id)", 8) + " " + pad(name, 17, left: true) + pad("\(c.copies)", 10)
+            + pad("\(c.reuses)", 10) + pad("\(c.zeroFills)", 10) + pad("\(c.fileCopies)", 10)
+            + pad("\(c.sharedWrites)", 9) + pad(String(format: "%.1f", mib), 12)
+            + pad(forks, 7) + pad(execs, 7) + "\n"
+    }
+
+    /// One CSV row of process `r`: its own (perProcess: thp_wp_faults, forks,
+    /// execs) or one of its threads' (those empty); `tid` is the last column
+    /// when the table shows threads.
+    private func csvRow(_ time: String, _ r: ProcessTable.Row, name: String, _ c: ProcessCounters, perProcess: [String],
+                        exited: Bool, tid: String?, pageSize: UInt64) -> String {
+        var fields = [time, "\(r.pid)", "\(r.ppid)", Self.csvField(name), "\(c.writeProtectFaults)", "\(c.copies)",
+                      "\(c.reuses)", "\(c.zeroFills)", "\(c.fileCopies)", "\(c.sharedWrites)", perProcess[0],
+                      "\(c.bytesCopied(pageSize: pageSize))", perProcess[1], perProcess[2], exited ? "1" : "0"]
+        if let tid { fields.append(tid) }
+        return fields.joined(separator: ",") + "\n"
     }
 
     /// `,"threads":[...]` when the table shows threads, else nothing.
