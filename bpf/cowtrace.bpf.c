@@ -613,16 +613,13 @@ static __always_inline int on_wp_page_copy(void *ctx, struct vm_fault *vmf)
 	struct file *file = BPF_CORE_READ(vma, vm_file);
 	__u8 class_;
 
-	if (!page) {                       /* vm_normal_page() is NULL for the zero page */
-		ADD(c->zero_fills, 1);
+	if (!page)                         /* vm_normal_page() is NULL for the zero page */
 		class_ = COWTRACE_CLASS_ZERO_FILL;
-	} else if (file && !((unsigned long)BPF_CORE_READ(page, mapping) & 1 /* PAGE_MAPPING_ANON */)) {
-		ADD(c->file_copies, 1);
+	else if (file && !((unsigned long)BPF_CORE_READ(page, mapping) & 1 /* PAGE_MAPPING_ANON */))
 		class_ = COWTRACE_CLASS_FILE_COPY;
-	} else {
-		ADD(c->copies, 1);
+	else
 		class_ = COWTRACE_CLASS_COPY;
-	}
+	add_class(c, class_);
 	if (cowtrace_cfg.per_thread) {
 		__u32 thread_slot;
 		struct cowtrace_pid_counters *t = thread_counters(bpf_get_current_task_btf(), &thread_slot);
@@ -700,11 +697,11 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 			p->tid = 0;
 		return 0;
 	}
-	/* One task pointer serves the filter, the ids and the counters: every
-	 * helper call costs on this path. */
 	struct cowtrace_pending_fault *p = pending();
 	if (!p)
 		return 0;
+	/* One task pointer serves the filter, the ids and the counters: every
+	 * helper call costs on this path. */
 	struct task_struct *task = bpf_get_current_task_btf();
 	__u32 tgid = task->tgid, tid = task->pid;
 	/* This CPU's last write-protect fault was most likely the same
@@ -734,13 +731,13 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	p->ip = ip;
 	p->address = address;
 	p->resolved = COWTRACE_CLASS_UNRESOLVED;
+	if (!cowtrace_cfg.mapping_histograms && !cowtrace_cfg.emit_events)
+		return 0; /* stat: nothing more (the verifier drops the rest) */
 	/* The VMA, for the mapping histograms and for recordings: the model
 	 * needs the kind of a mapping it never saw made, which only happens in a
 	 * process's start-up (its first faults after exec, before its maps could
 	 * be read), so for recordings the lookup stops after 256 faults. It costs
 	 * about 1 µs: its mmap_lock unlock goes through irq_work, IRQs being off. */
-	if (!cowtrace_cfg.mapping_histograms && !cowtrace_cfg.emit_events)
-		return 0; /* stat: nothing more (the verifier drops the rest) */
 	struct find_vma_ctx f = { .tgid = tgid, .address = address, .histogram = cowtrace_cfg.mapping_histograms };
 	bool lookup = cowtrace_cfg.mapping_histograms || (cowtrace_cfg.record_faults && c->wp_faults <= 256);
 	if (lookup && bpf_find_vma(task, address, vma_found, &f, 0))

@@ -42,7 +42,6 @@ public struct FaultEvent: Sendable, Equatable {
         address = raw.address
         instructionPointer = raw.ip
         otherPID = Int32(bitPattern: raw.other_pid)
-        var c = raw.comm
-        comm = withUnsafeBytes(of: &c) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        comm = cString(raw.comm)
     }
 }

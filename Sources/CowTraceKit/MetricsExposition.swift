@@ -54,7 +54,7 @@ public struct MetricsExposition {
     public static let kernelRelease: String = {
         var name = utsname()
         uname(&name)
-        return withUnsafeBytes(of: &name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        return cString(name.release)
     }()
 
     /// The processes with series of their own.

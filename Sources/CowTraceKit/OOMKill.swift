@@ -105,10 +105,6 @@ public struct OOMKill: Sendable, Codable, Equatable {
     }
 }
 
-private func cString<T>(_ tuple: T) -> String {
-    withUnsafeBytes(of: tuple) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-}
-
 /// "/a/b/c" from names stored leaf first; 0x80 in depth marks a longer path.
 private func cgroupPath<T>(_ names: T, depth: UInt8) -> String {
     let count = Int(depth & 0x7f)

@@ -90,11 +90,8 @@ public struct ThreadCounters: Equatable, Sendable {
     init(_ raw: cowtrace_process_slot, exited: Bool) {
         var c = ProcessCounters()
         c.accumulate(raw.counters)
-        var commTuple = raw.comm
-        let name = withUnsafeBytes(of: &commTuple) { buf in
-            String(decoding: buf.prefix { $0 != 0 }, as: UTF8.self)
-        }
-        self.init(tid: Int32(bitPattern: raw.id), pid: Int32(bitPattern: raw.tgid), comm: name, counters: c, exited: exited)
+        self.init(tid: Int32(bitPattern: raw.id), pid: Int32(bitPattern: raw.tgid), comm: cString(raw.comm), counters: c,
+                  exited: exited)
     }
 }
 
@@ -109,10 +106,7 @@ public struct ProcessIdentity: Equatable, Sendable {
 
     init(_ raw: cowtrace_pid_info) {
         ppid = Int32(bitPattern: raw.ppid)
-        var commTuple = raw.comm
-        comm = withUnsafeBytes(of: &commTuple) { buf in
-            String(decoding: buf.prefix { $0 != 0 }, as: UTF8.self)
-        }
+        comm = cString(raw.comm)
         exited = raw.exited != 0
         exitCode = Int32(bitPattern: raw.exit_code)
         startNanoseconds = raw.start_ns

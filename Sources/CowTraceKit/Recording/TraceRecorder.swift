@@ -221,8 +221,7 @@ public final class TraceRecorder {
     }
 
     static func comm(_ e: cowtrace_event) -> String {
-        var c = e.comm
-        return withUnsafeBytes(of: &c) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        cString(e.comm)
     }
 
     static func record(_ k: OOMKill) -> OOMKillRecord {
