@@ -118,6 +118,14 @@ final class RedisCLITests: XCTestCase {
         XCTAssertEqual(redis.latestForkMicroseconds, UInt64(try XCTUnwrap(stats.integer("latest_fork_usec"))))
         XCTAssertFalse(report.profile.samples.isEmpty)
         XCTAssertEqual(report.profile.samples.last?.bytesCopiedSoFar, report.profile.bytesCopied)
+        // The child exits without exec: its own copies (its heap, its rio
+        // buffers: a few dozen pages) must survive its exit, the timeline
+        // must add up to the totals, and the cumulative figure never drops.
+        XCTAssertGreaterThan(report.profile.childCopies, 0, "the save child's own copies were lost at its exit")
+        XCTAssertEqual(report.profile.samples.reduce(0) { $0 + $1.childCopies }, report.profile.childCopies)
+        XCTAssertEqual(report.profile.samples.reduce(0) { $0 + $1.parentCopies }, report.profile.parentCopies)
+        let cumulative = report.profile.samples.map(\.bytesCopiedSoFar)
+        XCTAssertEqual(cumulative, cumulative.sorted(), "bytes copied so far must never decrease")
 
         // The workload's own expectation, independent of Redis's figure.
         XCTAssertEqual(Double(report.profile.parentCopies), Self.expectedParentCopies, accuracy: Self.expectedParentCopies * 0.15,
