@@ -236,12 +236,15 @@ struct cowtrace_pending_fault {
 	__u64 address;
 	__u8  resolved;/* enum cowtrace_fault_class once a copy was seen */
 	__u8  file_backed; /* fentry/kprobe tiers: the VMA maps a file */
-	__u8  pad[2];
+	__u8  not_present; /* a not-present write fault (x86 0x6), not a write-protect one:
+			    * counted only if it turns out to copy a private file page */
+	__u8  pad;
 	__u32 slot;    /* the process's slot in process_slots */
 	__u64 start_ns;    /* fentry/kprobe tiers with histograms: when do_wp_page began */
 	__u64 user_regs;   /* tracepoint tier: the thread's user pt_regs (kernel address) */
 	__u32 thread_slot; /* per_thread: the thread's slot in thread_slots (0: none) */
 	__u32 pad2;
+	__u64 vma;         /* fentry/kprobe do_cow_fault (do_fault) hooks: the VMA, for the offset histogram */
 };
 
 #endif
