@@ -925,7 +925,7 @@ static __always_inline bool in_pending_fault(struct cowtrace_pending_fault *p, s
  * copy-on-write fault (wp_faults) of class file copy, so that reuses (derived)
  * stay exact. Other allocations here are no file copy:
  *   - anonymous first touches allocate a zeroed page (__GFP_ZERO: the caller
- *     ends the fault) or a large folio (order > 0, never seen here);
+ *     ends the fault there) or a large folio (order > 0, never seen here);
  *   - swap-in of an anonymous VMA's page, and the page-cache read of a
  *     MAP_SHARED file write (do_shared_fault), are told by the VMA, looked up
  *     only now, for the few faults that get this far;
@@ -936,13 +936,8 @@ static __always_inline bool in_pending_fault(struct cowtrace_pending_fault *p, s
  *     where rss_stat fires on every change).
  * Left over: a NUMA-balancing migration in a private file VMA (protnone PTE,
  * also 0x6) and a write past EOF (SIGBUS after the allocation). */
-static __always_inline int not_present_alloc(void *ctx, struct cowtrace_pending_fault *p, struct task_struct *task,
-					     gfp_t gfp_flags)
+static __always_inline int not_present_alloc(void *ctx, struct cowtrace_pending_fault *p, struct task_struct *task)
 {
-	if (gfp_flags & COWTRACE_GFP_ZERO) {
-		p->tid = 0;
-		return 0;
-	}
 	p->resolved = COWTRACE_CLASS_OTHER; /* whatever the VMA says, later allocations are not the copy */
 	struct cowtrace_pid_counters *c = counters_in_slot(p->slot, p->tgid);
 	if (!c)
@@ -978,11 +973,18 @@ int BPF_PROG(tp_mm_page_alloc, struct page *page, unsigned int order, gfp_t gfp_
 	struct cowtrace_pending_fault *p = pending();
 	if (!p || !p->tid || p->resolved != COWTRACE_CLASS_UNRESOLVED)
 		return 0;
+	if (p->not_present && (gfp_flags & COWTRACE_GFP_ZERO)) {
+		/* An anonymous first touch, the most common case: done, without
+		 * even reading the task (another task's zeroed page here would
+		 * have faulted first, replacing p). */
+		p->tid = 0;
+		return 0;
+	}
 	struct task_struct *task = bpf_get_current_task_btf();
 	if (!in_pending_fault(p, task))
 		return 0;
 	if (p->not_present)
-		return not_present_alloc(ctx, p, task, gfp_flags);
+		return not_present_alloc(ctx, p, task);
 	struct cowtrace_pid_counters *c = counters_in_slot(p->slot, p->tgid);
 	if (!c)
 		return 0;

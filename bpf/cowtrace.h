@@ -13,10 +13,13 @@
  * hash keyed by tgid. Updated with atomic adds, since a process's threads
  * fault on several CPUs. */
 struct cowtrace_pid_counters {
-	__u64 wp_faults;     /* every write-protect fault seen (present + write) */
+	__u64 wp_faults;     /* every write-protect fault seen (present + write), and every
+			      * not-present write that copied a MAP_PRIVATE file page
+			      * (do_cow_fault): the copy-on-write faults, so that reuses
+			      * (wp_faults minus the other classes) stay exact */
 	__u64 copies;        /* anonymous page copied: CoW after fork */
 	__u64 zero_fills;    /* first write to the shared zero page: zeroed, nothing copied */
-	__u64 file_copies;   /* MAP_PRIVATE file page copied into an anonymous page */
+	__u64 file_copies;   /* MAP_PRIVATE file page copied into an anonymous page (do_wp_page or do_cow_fault) */
 	__u64 shared_writes; /* write-protect fault on a MAP_SHARED mapping: never copies */
 	__u64 thp_wp_faults; /* write-protect faults on a huge PMD (do_huge_pmd_wp_page) */
 	__u64 forks;         /* processes this process forked */
