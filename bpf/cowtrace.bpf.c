@@ -1007,8 +1007,6 @@ int BPF_PROG(tp_mm_page_alloc, struct page *page, unsigned int order, gfp_t gfp_
 	return 0;
 }
 
-/* wp_page_copy moves a MAP_PRIVATE file page's count from file (or shmem) to
- * anon: seen right after the copy's allocation, it makes that copy a file copy. */
 /* A not-present write's file copy was a swap-in after all (do_swap_page drops
  * the swap count after its allocation): undone. */
 static __always_inline int swap_in_not_file_copy(struct cowtrace_pending_fault *p)
@@ -1031,6 +1029,9 @@ static __always_inline int swap_in_not_file_copy(struct cowtrace_pending_fault *
 	return 0;
 }
 
+/* wp_page_copy moves a MAP_PRIVATE file page's count from file (or shmem) to
+ * anon: seen right after the copy's allocation, it makes that copy a file copy.
+ * A drop of the swap count undoes a not-present write's file copy (above). */
 SEC("tp_btf/rss_stat")
 int BPF_PROG(tp_rss_stat, struct mm_struct *mm, int member)
 {
