@@ -5,11 +5,12 @@
  * Three variants of the fault-path hooks live in this one object; the loader
  * keeps the tier the running kernel allows and switches the others off before
  * load (libbpf-tools style):
- *   fentry:     do_wp_page, wp_page_copy, do_huge_pmd_wp_page
+ *   fentry:     do_wp_page, wp_page_copy, do_huge_pmd_wp_page, do_cow_fault (or do_fault)
  *   kprobe:     the same functions
  *   tracepoint: tp_btf page_fault_user + mm_page_alloc + rss_stat
  * When wp_page_copy is inlined (6.18 x86), the fentry and kprobe tiers find the
- * copy by its page allocation between do_wp_page's entry and exit instead.
+ * copy by its page allocation between do_wp_page's entry and exit instead; when
+ * do_cow_fault and do_fault both are, its file copy the tracepoint tier's way.
  *
  * The kernel counts (per-CPU hash, key tgid): user space only sums and prints. */
 #include "cowtrace_kernel.h"
@@ -508,7 +509,8 @@ struct find_vma_ctx {
 	__u32 kind;     /* out: enum cowtrace_vma_kind (recording) */
 	__u64 address;
 	__u8  histogram;
-	__u8  pad[7];
+	__u8  only_file_private; /* the offset histogram only if the VMA is a private file mapping */
+	__u8  pad[6];
 };
 
 static __always_inline __u32 vma_kind(struct vm_area_struct *vma)
@@ -521,9 +523,9 @@ static __always_inline __u32 vma_kind(struct vm_area_struct *vma)
 static long vma_found(struct task_struct *task, struct vm_area_struct *vma, void *data)
 {
 	struct find_vma_ctx *f = data;
-	if (f->histogram)
-		offset_add(f->tgid, vma, f->address);
 	f->kind = vma_kind(vma);
+	if (f->histogram && (!f->only_file_private || f->kind == COWTRACE_VMA_FILE_PRIVATE))
+		offset_add(f->tgid, vma, f->address);
 	return 0;
 }
 
@@ -591,6 +593,7 @@ static __always_inline int on_do_wp_page(struct vm_fault *vmf)
 			p->ip = 0;
 			p->address = address;
 			p->resolved = COWTRACE_CLASS_UNRESOLVED;
+			p->not_present = 0;
 			p->start_ns = cowtrace_cfg.histograms ? bpf_ktime_get_ns() : 0;
 		}
 	}
@@ -657,6 +660,102 @@ static __always_inline int on_huge_pmd_wp_page(void)
 	return 0;
 }
 
+/* MAP_PRIVATE file copies of a not-present write: do_cow_fault (6.1: inlined
+ * into do_fault, which is hooked then and filtered to its do_cow_fault
+ * branch: a write in a private VMA that maps a file). Where both are inlined,
+ * the tier takes the tracepoint tier's detection instead (tp_page_fault_user's
+ * not-present write, then tp_mm_page_alloc): see TierPlanner. */
+static __always_inline bool cow_fault_of_file(struct vm_fault *vmf, struct vm_area_struct **vma_out)
+{
+	if (!(BPF_CORE_READ(vmf, flags) & FAULT_FLAG_WRITE))
+		return false;
+	struct vm_area_struct *vma = BPF_CORE_READ(vmf, vma);
+	*vma_out = vma;
+	return !(BPF_CORE_READ(vma, vm_flags) & (VM_SHARED | VM_MAYSHARE)) && BPF_CORE_READ(vma, vm_file);
+}
+
+static __always_inline int on_cow_fault(struct vm_fault *vmf)
+{
+	struct vm_area_struct *vma = 0;
+	if (!cow_fault_of_file(vmf, &vma))
+		return 0;
+	__u32 slot = 0;
+	if (!counters_of_slot(bpf_get_current_task_btf(), &slot))
+		return 0;
+	struct cowtrace_pending_fault *p = pending();
+	if (!p)
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	p->tid = (__u32)id;
+	p->tgid = id >> 32;
+	p->slot = slot;
+	p->thread_slot = 0;
+	p->ip = 0;
+	p->address = BPF_CORE_READ(vmf, address);
+	p->vma = (__u64)vma;
+	p->resolved = COWTRACE_CLASS_OTHER; /* counted at the return, not by the allocation hooks */
+	p->not_present = 1;
+	p->start_ns = cowtrace_cfg.histograms ? bpf_ktime_get_ns() : 0;
+	return 0;
+}
+
+/* The page was copied unless the fault failed, is retried (then it comes
+ * here again) or found the PTE already set by another thread. Per CPU: a
+ * fault that sleeps on I/O and wakes on another CPU is not counted. */
+static __always_inline int on_cow_fault_return(void *ctx, unsigned int ret)
+{
+	struct cowtrace_pending_fault *p = pending();
+	if (!p || !p->not_present || p->tid != (__u32)bpf_get_current_pid_tgid())
+		return 0;
+	p->tid = 0;
+	if (ret & COWTRACE_VM_FAULT_NOT_DONE)
+		return 0;
+	struct cowtrace_pid_counters *c = counters_in_slot(p->slot, p->tgid);
+	if (!c)
+		return 0;
+	ADD(c->wp_faults, 1);
+	ADD(c->file_copies, 1);
+	if (cowtrace_cfg.per_thread) {
+		__u32 thread_slot;
+		struct cowtrace_pid_counters *t = thread_counters(bpf_get_current_task_btf(), &thread_slot);
+		if (t) {
+			ADD(t->wp_faults, 1);
+			ADD(t->file_copies, 1);
+		}
+	}
+	if (cowtrace_cfg.mapping_histograms)
+		offset_add(p->tgid, (struct vm_area_struct *)p->vma, p->address);
+	if (cowtrace_cfg.histograms && p->start_ns)
+		hist_add(p->tgid, COWTRACE_HIST_COPY_LATENCY, bpf_ktime_get_ns() - p->start_ns);
+	note_copy(ctx, p->tgid, c);
+	emit(COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_FILE_COPY, p->tgid, (__u32)bpf_get_current_pid_tgid(), p->address, 0, 0);
+	return 0;
+}
+
+SEC("fentry/do_cow_fault")
+int BPF_PROG(fentry_do_cow_fault, struct vm_fault *vmf) { return on_cow_fault(vmf); }
+
+SEC("fexit/do_cow_fault")
+int BPF_PROG(fexit_do_cow_fault, struct vm_fault *vmf, unsigned int ret) { return on_cow_fault_return(ctx, ret); }
+
+SEC("fentry/do_fault")
+int BPF_PROG(fentry_do_fault, struct vm_fault *vmf) { return on_cow_fault(vmf); }
+
+SEC("fexit/do_fault")
+int BPF_PROG(fexit_do_fault, struct vm_fault *vmf, unsigned int ret) { return on_cow_fault_return(ctx, ret); }
+
+SEC("kprobe/do_cow_fault")
+int BPF_KPROBE(kprobe_do_cow_fault, struct vm_fault *vmf) { return on_cow_fault(vmf); }
+
+SEC("kretprobe/do_cow_fault")
+int BPF_KRETPROBE(kretprobe_do_cow_fault, unsigned int ret) { return on_cow_fault_return(ctx, ret); }
+
+SEC("kprobe/do_fault")
+int BPF_KPROBE(kprobe_do_fault, struct vm_fault *vmf) { return on_cow_fault(vmf); }
+
+SEC("kretprobe/do_fault")
+int BPF_KRETPROBE(kretprobe_do_fault, unsigned int ret) { return on_cow_fault_return(ctx, ret); }
+
 SEC("fentry/do_wp_page")
 int BPF_PROG(fentry_do_wp_page, struct vm_fault *vmf) { return on_do_wp_page(vmf); }
 
@@ -683,13 +782,48 @@ int BPF_KPROBE(kprobe_do_huge_pmd_wp_page) { return on_huge_pmd_wp_page(); }
 
 /* ---- tracepoint tier ---------------------------------------------------- */
 
+/* The counters of the faulting `task`, trying first the slot of this CPU's
+ * last fault (most likely the same process's) before the pid index. */
+static __always_inline struct cowtrace_pid_counters *fault_counters(struct cowtrace_pending_fault *p,
+								     struct task_struct *task, __u32 *slot_out)
+{
+	__u32 tgid = task->tgid, slot = p->slot;
+	struct cowtrace_pid_counters *c = 0;
+	if (p->tgid == tgid)
+		c = counters_in_slot(slot, tgid);
+	if (!c) {
+		slot = 0;
+		c = counters_of_slot(task, &slot);
+	}
+	*slot_out = slot;
+	return c;
+}
+
+/* Remembers a fault of a traced thread in p, for the allocation that may follow. */
+static __always_inline void pend(struct cowtrace_pending_fault *p, struct task_struct *task, __u32 slot,
+				 struct pt_regs *regs, unsigned long address, bool not_present)
+{
+	p->tid = task->pid;
+	p->tgid = task->tgid;
+	p->slot = slot;
+	p->user_regs = (__u64)regs;
+	p->thread_slot = 0;
+	p->ip = regs->ip;
+	p->address = address;
+	p->resolved = COWTRACE_CLASS_UNRESOLVED;
+	p->not_present = not_present;
+}
+
 /* x86 error code: present + write = a write-protect fault. Remember it per CPU
  * with the user ip; the allocation that follows inside the same exception
- * (same thread, still in an exception at that ip) is the copy. */
+ * (same thread, still in an exception at that ip) is the copy.
+ * Not present + write (0x6) is remembered too, uncounted: in a MAP_PRIVATE file
+ * mapping do_cow_fault copies the page-cache page into a new page, and that
+ * allocation (see tp_mm_page_alloc) makes it a file copy. */
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, unsigned long error_code)
 {
-	if ((error_code & (X86_PF_PROT | X86_PF_WRITE)) != (X86_PF_PROT | X86_PF_WRITE)) {
+	if (!(error_code & X86_PF_WRITE)) {
 		/* Any other fault of the thread ends its pending one: a first
 		 * touch at the same ip after a reuse must not pass for its copy. */
 		struct cowtrace_pending_fault *p = pending();
@@ -703,34 +837,35 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	/* One task pointer serves the filter, the ids and the counters: every
 	 * helper call costs on this path. */
 	struct task_struct *task = bpf_get_current_task_btf();
-	__u32 tgid = task->tgid, tid = task->pid;
-	/* This CPU's last write-protect fault was most likely the same
-	 * process's: try its slot before the pid index. */
-	__u32 slot = p->slot;
-	struct cowtrace_pid_counters *c = 0;
-	if (p->tgid == tgid)
-		c = counters_in_slot(slot, tgid);
+	__u32 slot;
+	struct cowtrace_pid_counters *c = fault_counters(p, task, &slot);
 	if (!c) {
-		slot = 0;
-		c = counters_of_slot(task, &slot);
-		if (!c)
-			return 0;
+		if (p->tid == task->pid)
+			p->tid = 0;
+		return 0;
 	}
+	if (!(error_code & X86_PF_PROT)) {
+		/* A first write (anonymous first touches are the most common
+		 * fault): nothing more here, no VMA lookup. */
+		pend(p, task, slot, regs, address, true);
+		return 0;
+	}
+	if (cowtrace_cfg.fault_mode != COWTRACE_MODE_TRACEPOINT) {
+		/* fentry/kprobe without a do_cow_fault hook: do_wp_page counts
+		 * this one; the thread's not-present write is over. */
+		if (p->tid == task->pid)
+			p->tid = 0;
+		return 0;
+	}
+	__u32 tgid = task->tgid, tid = task->pid;
 	ADD(c->wp_faults, 1);
 	__u64 ip = regs->ip;
-	p->tid = tid;
-	p->tgid = tgid;
-	p->slot = slot;
-	p->user_regs = (__u64)regs;
-	p->thread_slot = 0;
+	pend(p, task, slot, regs, address, false);
 	if (cowtrace_cfg.per_thread) {
 		struct cowtrace_pid_counters *t = thread_counters(task, &p->thread_slot);
 		if (t)
 			ADD(t->wp_faults, 1);
 	}
-	p->ip = ip;
-	p->address = address;
-	p->resolved = COWTRACE_CLASS_UNRESOLVED;
 	if (!cowtrace_cfg.mapping_histograms && !cowtrace_cfg.emit_events)
 		return 0; /* stat: nothing more (the verifier drops the rest) */
 	/* The VMA, for the mapping histograms and for recordings: the model
@@ -769,7 +904,7 @@ static __always_inline bool in_pending_fault(struct cowtrace_pending_fault *p, s
 {
 	if (!p->tid || p->tid != task->pid)
 		return false;
-	if (cowtrace_cfg.fault_mode != COWTRACE_MODE_TRACEPOINT)
+	if (cowtrace_cfg.fault_mode != COWTRACE_MODE_TRACEPOINT && !p->not_present)
 		return true; /* fentry/kprobe: the window closes at do_wp_page's return */
 	/* The user pt_regs show an exception (orig_ax == -1, a syscall would show
 	 * its number) at the faulting ip: the fault has not returned yet. */
@@ -784,6 +919,52 @@ static __always_inline bool in_pending_fault(struct cowtrace_pending_fault *p, s
 	return regs->orig_ax == (unsigned long)-1 && regs->ip == p->ip;
 }
 
+/* The first order-0 movable allocation of a not-present write fault (x86 0x6)
+ * without __GFP_ZERO. In a MAP_PRIVATE file VMA that is do_cow_fault's new
+ * page, allocated before it reads the page cache: a file copy, counted as a
+ * copy-on-write fault (wp_faults) of class file copy, so that reuses (derived)
+ * stay exact. Other allocations here are no file copy:
+ *   - anonymous first touches allocate a zeroed page (__GFP_ZERO: the caller
+ *     ends the fault there) or a large folio (order > 0, never seen here);
+ *   - swap-in of an anonymous VMA's page, and the page-cache read of a
+ *     MAP_SHARED file write (do_shared_fault), are told by the VMA, looked up
+ *     only now, for the few faults that get this far;
+ *   - readahead of the private file's own page-cache page comes after the
+ *     copy's page (do_cow_fault allocates first): the fault is resolved by then;
+ *   - swap-in of a copied page swapped out of a private file VMA: its swap
+ *     count drops right after (tp_rss_stat undoes the file copy; on 6.2+,
+ *     where rss_stat fires on every change).
+ * Left over: a NUMA-balancing migration in a private file VMA (protnone PTE,
+ * also 0x6) and a write past EOF (SIGBUS after the allocation). */
+static __always_inline int not_present_alloc(void *ctx, struct cowtrace_pending_fault *p, struct task_struct *task)
+{
+	p->resolved = COWTRACE_CLASS_OTHER; /* whatever the VMA says, later allocations are not the copy */
+	struct cowtrace_pid_counters *c = counters_in_slot(p->slot, p->tgid);
+	if (!c)
+		return 0;
+	struct find_vma_ctx f = { .tgid = p->tgid, .address = p->address, .histogram = cowtrace_cfg.mapping_histograms,
+				  .only_file_private = 1 };
+	if (bpf_find_vma(task, p->address, vma_found, &f, 0)) {
+		count_drop(COWTRACE_DROP_VMA_BUSY);
+		return 0;
+	}
+	if (f.kind != COWTRACE_VMA_FILE_PRIVATE)
+		return 0;
+	ADD(c->wp_faults, 1);
+	ADD(c->file_copies, 1);
+	if (cowtrace_cfg.per_thread) {
+		struct cowtrace_pid_counters *t = thread_counters(task, &p->thread_slot);
+		if (t) {
+			ADD(t->wp_faults, 1);
+			ADD(t->file_copies, 1);
+		}
+	}
+	note_copy(ctx, p->tgid, c);
+	p->resolved = COWTRACE_CLASS_FILE_COPY;
+	emit(COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_FILE_COPY, p->tgid, p->tid, p->address, p->ip, 0);
+	return 0;
+}
+
 SEC("tp_btf/mm_page_alloc")
 int BPF_PROG(tp_mm_page_alloc, struct page *page, unsigned int order, gfp_t gfp_flags, int migratetype)
 {
@@ -792,9 +973,18 @@ int BPF_PROG(tp_mm_page_alloc, struct page *page, unsigned int order, gfp_t gfp_
 	struct cowtrace_pending_fault *p = pending();
 	if (!p || !p->tid || p->resolved != COWTRACE_CLASS_UNRESOLVED)
 		return 0;
+	if (p->not_present && (gfp_flags & COWTRACE_GFP_ZERO)) {
+		/* An anonymous first touch, the most common case: done, without
+		 * even reading the task (another task's zeroed page here would
+		 * have faulted first, replacing p). */
+		p->tid = 0;
+		return 0;
+	}
 	struct task_struct *task = bpf_get_current_task_btf();
 	if (!in_pending_fault(p, task))
 		return 0;
+	if (p->not_present)
+		return not_present_alloc(ctx, p, task);
 	struct cowtrace_pid_counters *c = counters_in_slot(p->slot, p->tgid);
 	if (!c)
 		return 0;
@@ -817,19 +1007,47 @@ int BPF_PROG(tp_mm_page_alloc, struct page *page, unsigned int order, gfp_t gfp_
 	return 0;
 }
 
+/* A not-present write's file copy was a swap-in after all (do_swap_page drops
+ * the swap count after its allocation): undone. */
+static __always_inline int swap_in_not_file_copy(struct cowtrace_pending_fault *p)
+{
+	struct cowtrace_pid_counters *c = counters_in_slot(p->slot, p->tgid);
+	if (!c)
+		return 0;
+	ADD(c->wp_faults, -1);
+	ADD(c->file_copies, -1);
+	if (cowtrace_cfg.per_thread) {
+		struct cowtrace_process_slot *t = slot_owned(&thread_slots, p->thread_slot, p->tid);
+		if (t) {
+			ADD(t->counters.wp_faults, -1);
+			ADD(t->counters.file_copies, -1);
+		}
+	}
+	p->resolved = COWTRACE_CLASS_OTHER;
+	/* Recordings: a first touch whose last resolve is not a file copy is no copy-on-write fault. */
+	emit(COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_UNRESOLVED, p->tgid, p->tid, p->address, p->ip, 0);
+	return 0;
+}
+
 /* wp_page_copy moves a MAP_PRIVATE file page's count from file (or shmem) to
- * anon: seen right after the copy's allocation, it makes that copy a file copy. */
+ * anon: seen right after the copy's allocation, it makes that copy a file copy.
+ * A drop of the swap count undoes a not-present write's file copy (above). */
 SEC("tp_btf/rss_stat")
 int BPF_PROG(tp_rss_stat, struct mm_struct *mm, int member)
 {
-	if (member != COWTRACE_MM_FILEPAGES && member != COWTRACE_MM_SHMEMPAGES)
+	if (member != COWTRACE_MM_FILEPAGES && member != COWTRACE_MM_SHMEMPAGES && member != COWTRACE_MM_SWAPENTS)
 		return 0;
 	struct cowtrace_pending_fault *p = pending();
-	if (!p || p->resolved != COWTRACE_CLASS_COPY)
+	if (!p || !p->tid)
+		return 0;
+	bool swap = member == COWTRACE_MM_SWAPENTS;
+	if (swap ? !(p->not_present && p->resolved == COWTRACE_CLASS_FILE_COPY) : p->resolved != COWTRACE_CLASS_COPY)
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
 	if (!in_pending_fault(p, task))
 		return 0;
+	if (swap)
+		return swap_in_not_file_copy(p);
 	struct cowtrace_pid_counters *c = counters_in_slot(p->slot, p->tgid);
 	if (!c)
 		return 0;

@@ -13,10 +13,13 @@
  * hash keyed by tgid. Updated with atomic adds, since a process's threads
  * fault on several CPUs. */
 struct cowtrace_pid_counters {
-	__u64 wp_faults;     /* every write-protect fault seen (present + write) */
+	__u64 wp_faults;     /* every write-protect fault seen (present + write), and every
+			      * not-present write that copied a MAP_PRIVATE file page
+			      * (do_cow_fault): the copy-on-write faults, so that reuses
+			      * (wp_faults minus the other classes) stay exact */
 	__u64 copies;        /* anonymous page copied: CoW after fork */
 	__u64 zero_fills;    /* first write to the shared zero page: zeroed, nothing copied */
-	__u64 file_copies;   /* MAP_PRIVATE file page copied into an anonymous page */
+	__u64 file_copies;   /* MAP_PRIVATE file page copied into an anonymous page (do_wp_page or do_cow_fault) */
 	__u64 shared_writes; /* write-protect fault on a MAP_SHARED mapping: never copies */
 	__u64 thp_wp_faults; /* write-protect faults on a huge PMD (do_huge_pmd_wp_page) */
 	__u64 forks;         /* processes this process forked */
@@ -236,12 +239,15 @@ struct cowtrace_pending_fault {
 	__u64 address;
 	__u8  resolved;/* enum cowtrace_fault_class once a copy was seen */
 	__u8  file_backed; /* fentry/kprobe tiers: the VMA maps a file */
-	__u8  pad[2];
+	__u8  not_present; /* a not-present write fault (x86 0x6), not a write-protect one:
+			    * counted only if it turns out to copy a private file page */
+	__u8  pad;
 	__u32 slot;    /* the process's slot in process_slots */
 	__u64 start_ns;    /* fentry/kprobe tiers with histograms: when do_wp_page began */
 	__u64 user_regs;   /* tracepoint tier: the thread's user pt_regs (kernel address) */
 	__u32 thread_slot; /* per_thread: the thread's slot in thread_slots (0: none) */
 	__u32 pad2;
+	__u64 vma;         /* fentry/kprobe do_cow_fault (do_fault) hooks: the VMA, for the offset histogram */
 };
 
 #endif

@@ -68,9 +68,15 @@ struct vm_area_struct {
 	struct mm_struct *vm_mm;
 };
 
+/* include/linux/mm_types.h: bit 0 in 6.1 .. 6.18 */
+enum fault_flag {
+	FAULT_FLAG_WRITE = 1,
+};
+
 struct vm_fault {
 	struct vm_area_struct *vma;
 	unsigned long address;
+	enum fault_flag flags;
 	struct page *page;
 };
 
@@ -84,7 +90,13 @@ struct vm_fault {
 #define COWTRACE_GFP_ZERO    0x100u
 /* include/linux/mm_types_task.h: enum { MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES } */
 #define COWTRACE_MM_FILEPAGES  0
+#define COWTRACE_MM_SWAPENTS   2
 #define COWTRACE_MM_SHMEMPAGES 3
+/* include/linux/mm_types.h, enum vm_fault_reason (stable 6.1 .. 6.18): a fault
+ * that returns any of these installed no page of its own. */
+#define COWTRACE_VM_FAULT_NOT_DONE (0x000001 /* OOM */ | 0x000002 /* SIGBUS */ | 0x000010 /* HWPOISON */ | \
+				    0x000020 /* HWPOISON_LARGE */ | 0x000040 /* SIGSEGV */ | 0x000100 /* NOPAGE */ | \
+				    0x000400 /* RETRY */ | 0x000800 /* FALLBACK */)
 /* arch/x86/include/asm/trap_pf.h */
 #define X86_PF_PROT  0x1
 #define X86_PF_WRITE 0x2

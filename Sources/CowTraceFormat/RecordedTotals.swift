@@ -7,8 +7,11 @@
 /// same thread that follow it (before the thread's next `fault` record) give
 /// its class, the last one winning (a copy re-classified as a file copy); a
 /// fault without a resolve is a reuse, unless the fault record itself carries
-/// a class (shared-write on the fentry and kprobe tiers). Records are folded
-/// in time order (`RecordedTotals.sortedByTime`).
+/// a class (shared-write on the fentry and kprobe tiers). A first-touch write
+/// whose last resolve is a file copy (do_cow_fault: a MAP_PRIVATE file page
+/// copied on a not-present write) counts as a write-protect fault of that
+/// class, as the kernel's counters count it. Records are folded in time order
+/// (`RecordedTotals.sortedByTime`).
 
 /// Write-protect faults by the kernel's class.
 public struct RecordedClassCounts: Equatable, Sendable {
@@ -75,10 +78,12 @@ public struct ClassifiedFault: Equatable, Sendable {
     public var faultClass: RecordedFaultClass
     /// True when no resolve and no class on the fault record said it: a reuse by default.
     public var inferred: Bool
+    /// A first-touch write resolved as a file copy (do_cow_fault), not a write-protect fault record.
+    public var firstTouch: Bool
     public init(time: UInt64, pid: Int32, tid: Int32, address: UInt64, ip: UInt64,
-                faultClass: RecordedFaultClass, inferred: Bool) {
+                faultClass: RecordedFaultClass, inferred: Bool, firstTouch: Bool = false) {
         self.time = time; self.pid = pid; self.tid = tid; self.address = address; self.ip = ip
-        self.faultClass = faultClass; self.inferred = inferred
+        self.faultClass = faultClass; self.inferred = inferred; self.firstTouch = firstTouch
     }
 }
 
@@ -104,7 +109,7 @@ public struct RecordedProcess: Equatable, Sendable {
     public var comm: String
     /// Write-protect faults by the kernel's class.
     public var classes = RecordedClassCounts()
-    /// Write-protect fault records.
+    /// Write-protect fault records, and first-touch writes resolved as file copies (the kernel's wp_faults).
     public var writeProtectFaults: UInt64 = 0
     /// Of them, the ones no resolve or fault class said anything about (reuses by default).
     public var inferredReuses: UInt64 = 0
@@ -325,6 +330,7 @@ public struct RecordedTotals: Equatable, Sendable {
 
         func settle(_ f: ClassifiedFault) {
             touch(f.pid, nil)
+            if f.firstTouch { processes[f.pid]!.writeProtectFaults += 1 }
             processes[f.pid]!.classes.add(f.faultClass)
             if f.inferred { processes[f.pid]!.inferredReuses += 1 }
             if f.faultClass == .copy || f.faultClass == .fileCopy {
@@ -432,8 +438,13 @@ struct FaultClassifier {
     private var pending: [Int32: Pending] = [:]
     var unmatchedResolves: UInt64 = 0
 
-    private static func settle(_ p: Pending) -> ClassifiedFault {
+    private static func settle(_ p: Pending) -> ClassifiedFault? {
         let f = p.fault
+        if f.kind == .firstTouchWrite {
+            guard p.resolved == .fileCopy else { return nil }
+            return ClassifiedFault(time: f.time, pid: f.pid, tid: f.tid, address: f.address, ip: f.ip,
+                                   faultClass: .fileCopy, inferred: false, firstTouch: true)
+        }
         var cls: RecordedFaultClass = .reuse
         var inferred = false
         if let r = p.resolved, r != .unresolved {
@@ -450,10 +461,12 @@ struct FaultClassifier {
     mutating func feed(_ record: TraceRecord, _ body: (ClassifiedFault) -> Void) {
         switch record {
         case .fault(let f):
-            if let p = pending.removeValue(forKey: f.tid) { body(Self.settle(p)) }
-            if f.kind == .writeProtect { pending[f.tid] = Pending(fault: f, resolved: nil) }
+            if let p = pending.removeValue(forKey: f.tid), let c = Self.settle(p) { body(c) }
+            if f.kind != .firstTouchRead { pending[f.tid] = Pending(fault: f, resolved: nil) }
         case .resolve(let r):
-            if var p = pending[r.tid], p.fault.pid == r.pid {
+            // A first-touch write takes only what the kernel sends for one: file-copy, or its undoing.
+            if var p = pending[r.tid], p.fault.pid == r.pid,
+               p.fault.kind == .writeProtect || r.faultClass == .fileCopy || r.faultClass == .unresolved {
                 p.resolved = r.faultClass
                 pending[r.tid] = p
             } else {
@@ -461,7 +474,7 @@ struct FaultClassifier {
             }
         case .exit(let e):
             // The thread is gone: its open fault is settled (a new thread may reuse the tid).
-            if let p = pending.removeValue(forKey: e.tid) { body(Self.settle(p)) }
+            if let p = pending.removeValue(forKey: e.tid), let c = Self.settle(p) { body(c) }
         default:
             break
         }
@@ -470,7 +483,7 @@ struct FaultClassifier {
     mutating func finish(_ body: (ClassifiedFault) -> Void) {
         // Settled in fault-time order, so that the output does not depend on hashing.
         for p in pending.values.sorted(by: { ($0.fault.time, $0.fault.tid) < ($1.fault.time, $1.fault.tid) }) {
-            body(Self.settle(p))
+            if let c = Self.settle(p) { body(c) }
         }
         pending.removeAll()
     }

@@ -35,6 +35,7 @@ public enum TierPlanner {
                 ? ["fexit_do_wp_page", "tp_mm_page_alloc", "tp_rss_stat"]
                 : ["fentry_wp_page_copy"]
             if kernel.btfHasFunction("do_huge_pmd_wp_page") { programs.append("fentry_do_huge_pmd_wp_page") }
+            programs = adding(cowFaultPrograms(entry: "fentry", exit: "fexit", has: kernel.btfHasFunction), to: programs)
             return .success(TierPlan(tier: .fentry, faultPrograms: programs, copyByAlloc: copyByAlloc))
         case .kprobe:
             guard kernel.hasKprobePMU else {
@@ -49,10 +50,27 @@ public enum TierPlanner {
                 ? ["kretprobe_do_wp_page", "tp_mm_page_alloc", "tp_rss_stat"]
                 : ["kprobe_wp_page_copy"]
             if kernel.kallsymsHas("do_huge_pmd_wp_page") { programs.append("kprobe_do_huge_pmd_wp_page") }
+            programs = adding(cowFaultPrograms(entry: "kprobe", exit: "kretprobe", has: kernel.kallsymsHas), to: programs)
             return .success(TierPlan(tier: .kprobe, faultPrograms: programs, copyByAlloc: copyByAlloc))
         case .tracepoint:
             return .success(TierPlan(tier: .tracepoint, faultPrograms: ["tp_page_fault_user", "tp_mm_page_alloc", "tp_rss_stat"], copyByAlloc: true))
         }
+    }
+
+    /// The not-present write of a MAP_PRIVATE file page copies it in
+    /// do_cow_fault, outside do_wp_page. Hooked there; where it is inlined
+    /// (Debian 6.1), in do_fault, its only caller, filtered to the private
+    /// write; where both are inlined, found as the tracepoint tier finds it:
+    /// a not-present write fault, then the new page's allocation.
+    static func cowFaultPrograms(entry: String, exit: String, has: (String) -> Bool) -> [String] {
+        for function in ["do_cow_fault", "do_fault"] where has(function) {
+            return ["\(entry)_\(function)", "\(exit)_\(function)"]
+        }
+        return ["tp_page_fault_user", "tp_mm_page_alloc", "tp_rss_stat"]
+    }
+
+    private static func adding(_ more: [String], to programs: [String]) -> [String] {
+        programs + more.filter { !programs.contains($0) }
     }
 
     /// Every program the embedded object holds (no privileges needed).

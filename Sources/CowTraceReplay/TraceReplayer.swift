@@ -160,10 +160,14 @@ public final class TraceReplayer {
     /// class on the fault record, else a reuse.
     func kernelVerdicts(_ sorted: [TraceRecord]) -> [KernelVerdict?] {
         var verdicts = [KernelVerdict?](repeating: nil, count: sorted.count)
-        struct Pending { var index: Int; var pid: Int32; var recorded: RecordedFaultClass; var resolved: RecordedFaultClass? }
+        struct Pending { var index: Int; var pid: Int32; var recorded: RecordedFaultClass; var resolved: RecordedFaultClass?
+                         var firstTouch = false }
         var pending: [Int32: Pending] = [:]
         func finish(_ p: Pending) {
-            if let r = p.resolved {
+            if p.firstTouch {
+                // A first-touch write is judged only when the kernel copied a file page in it (do_cow_fault).
+                if p.resolved == .fileCopy { verdicts[p.index] = KernelVerdict(cls: .fileCopy, inferred: false) }
+            } else if let r = p.resolved {
                 verdicts[p.index] = KernelVerdict(cls: ReplayClass(r), inferred: false)
             } else if p.recorded != .unresolved {
                 verdicts[p.index] = KernelVerdict(cls: ReplayClass(p.recorded), inferred: false)
@@ -179,10 +183,13 @@ public final class TraceReplayer {
                 if f.kind == .writeProtect {
                     pending[f.tid] = Pending(index: i, pid: f.pid, recorded: f.faultClass, resolved: nil)
                     if f.faultClass == .sharedWrite { sawSharedWriteClass = true }
+                } else if f.kind == .firstTouchWrite {
+                    pending[f.tid] = Pending(index: i, pid: f.pid, recorded: .unresolved, resolved: nil, firstTouch: true)
                 }
             case .resolve(let r):
                 stats.resolves += 1
-                if var p = pending[r.tid], p.pid == r.pid {
+                if var p = pending[r.tid], p.pid == r.pid,
+                   !p.firstTouch || r.faultClass == .fileCopy || r.faultClass == .unresolved {
                     p.resolved = r.faultClass
                     pending[r.tid] = p
                 } else {
@@ -233,7 +240,10 @@ public final class TraceReplayer {
         if f.kind != .writeProtect {
             stats.firstTouchFaults += 1
             processes[pid, default: ReplayProcess(pid: pid, comm: "?", origin: .adopted)].firstTouchFaults += 1
-            if machine.vma(pid, containing: page) == nil { makeImplicitMapping(pid, page, kind: f.mapping) }
+            if machine.vma(pid, containing: page) == nil {
+                // A file copy on a first touch (do_cow_fault) says the page maps a private file.
+                makeImplicitMapping(pid, page, kind: verdict != nil ? .filePrivate : f.mapping)
+            }
             // A snapshot read after this fault already shows its result (an
             // exec'd process's maps are read while it runs): undo the page so
             // the fault replays from the state before it.
@@ -242,12 +252,14 @@ public final class TraceReplayer {
                 try? machine.madvise(pid, page, length: 4096, .dontNeed)
                 stats.snapshotPagesRefaulted += 1
             }
+            var outcome: FaultClass? = nil
             do {
-                _ = try machine.fault(pid, at: f.address, write: f.kind == .firstTouchWrite)
+                outcome = try machine.fault(pid, at: f.address, write: f.kind == .firstTouchWrite)?.faultClass
             } catch {
                 modelError("fault refused by the model", "pid \(pid) at \(hex(f.address)): \(error)")
             }
             touch(pid, page, f.time)
+            if let kernel = verdict { judgeFirstTouchFileCopy(f, kernel: kernel, outcome: outcome) }
             return
         }
 
@@ -317,6 +329,28 @@ public final class TraceReplayer {
                                               modelOutcome: outcome?.description ?? "none", reason: reason))
         }
         processes[pid] = p
+    }
+
+    /// A not-present write the kernel counted as a file copy (do_cow_fault):
+    /// compared with the model like a write-protect fault.
+    func judgeFirstTouchFileCopy(_ f: CowTraceFormat.FaultRecord, kernel: KernelVerdict, outcome: FaultClass?) {
+        let model = ReplayClass(model: outcome)
+        var p = processes[f.pid] ?? ReplayProcess(pid: f.pid, comm: "?", origin: .adopted)
+        p.kernel[kernel.cls] += 1
+        p.model[model] += 1
+        if model == kernel.cls {
+            p.agreements += 1
+        } else {
+            let page = f.address & ~UInt64(4095)
+            let vma = machine.vma(f.pid, containing: page)
+            let hints: Hints = pidState[f.pid]?.implicitPages.contains(page) == true ? .implicitMapping : []
+            let reason = disagreementReason(hints: hints, since: 0, now: f.time, kernel: kernel.cls, model: model,
+                                            outcome: outcome, onHugePMD: false, vma: vma)
+            disagreements.append(Disagreement(time: f.time, pid: f.pid, tid: f.tid, address: f.address,
+                                              kernel: kernel.cls, model: model,
+                                              modelOutcome: outcome?.description ?? "none", reason: reason))
+        }
+        processes[f.pid] = p
     }
 
     func disagreementReason(hints: Hints, since: UInt64, now: UInt64, kernel: ReplayClass, model: ReplayClass,

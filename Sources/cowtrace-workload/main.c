@@ -87,6 +87,7 @@ static struct {
 	enum prefault prefault;
 	int fork;
 	int thp;
+	int file_nohugepage;
 	int handshake;
 	int child_oom_score_adj; /* written by the child when child_oom_score_adj_set */
 	int child_oom_score_adj_set;
@@ -119,7 +120,7 @@ static void usage_error(const char *msg)
 static void usage(void)
 {
 	puts("usage: cowtrace-workload [--pages N] [--mib N] [--zero-pages N] [--map anon|shared-file|private-file]\n"
-	     "                         [--prefault write|read|none] [--no-fork] [--thp] [--dir DIR] [--handshake]\n"
+	     "                         [--prefault write|read|none] [--no-fork] [--thp] [--file-nohugepage] [--dir DIR] [--handshake]\n"
 	     "                         [--child-oom-score-adj N]\n"
 	     "                         [--storm FORKS [--parallel K] [--time]] STEP...\n"
 	     "steps: child|parent:write|twrite|read|zwrite:FROM:TO, child:exit, child:exec\n"
@@ -327,12 +328,20 @@ static void map_region(void)
 	unlink(path);
 	if (ftruncate(fd, (off_t)len))
 		die("size the backing file");
-	/* Put real data in the page cache, so reads map file pages, not holes. */
-	char *buf = malloc(page_size);
-	memset(buf, 0x5a, page_size);
-	for (long i = 0; i < opt.pages; i++)
-		if (pwrite(fd, buf, page_size, (off_t)i * page_size) != page_size)
+	/* Put real data in the page cache, so reads map file pages, not holes.
+	 * Written 2 MiB at a time, as cp or a database would: the page cache
+	 * then keeps large folios where the file system makes them (ext4 on
+	 * 6.18), and a read fault maps many pages at once. */
+	size_t chunk = len < (2u << 20) ? len : (2u << 20);
+	char *buf = malloc(chunk);
+	if (!buf)
+		die("allocate the fill buffer");
+	memset(buf, 0x5a, chunk);
+	for (size_t off = 0; off < len; off += chunk) {
+		size_t n = len - off < chunk ? len - off : chunk;
+		if (pwrite(fd, buf, n, (off_t)off) != (ssize_t)n)
 			die("fill the backing file");
+	}
 	free(buf);
 	struct statfs fs;
 	if (fstatfs(fd, &fs) == 0)
@@ -343,7 +352,10 @@ static void map_region(void)
 		die("mmap the backing file");
 	close(fd);
 	region = p;
-	madvise(p, len, MADV_NOHUGEPAGE);
+	/* Only when asked (--file-nohugepage): without it, page-cache large
+	 * folios map many pages per read fault, as in real programs. */
+	if (opt.file_nohugepage && madvise(p, len, MADV_NOHUGEPAGE))
+		die("madvise MADV_NOHUGEPAGE on the file mapping");
 }
 
 static void parse_half(const char *s, struct step *st)
@@ -491,6 +503,7 @@ int main(int argc, char **argv)
 		{ "pages", required_argument, 0, 'p' }, { "zero-pages", required_argument, 0, 'Z' }, { "mib", required_argument, 0, 'm' },
 		{ "map", required_argument, 0, 'k' },   { "prefault", required_argument, 0, 'f' },
 		{ "no-fork", no_argument, 0, 'n' },     { "thp", no_argument, 0, 't' },
+		{ "file-nohugepage", no_argument, 0, 'N' },
 		{ "dir", required_argument, 0, 'd' },   { "storm", required_argument, 0, 's' },
 		{ "parallel", required_argument, 0, 'j' }, { "noop", no_argument, 0, 'z' }, { "handshake", no_argument, 0, 'H' },
 		{ "time", no_argument, 0, 'T' },        { "child-oom-score-adj", required_argument, 0, 'O' },
@@ -518,6 +531,7 @@ int main(int argc, char **argv)
 		case 'n': opt.fork = 0; break;
 		case 'H': opt.handshake = 1; break;
 		case 't': opt.thp = 1; break;
+		case 'N': opt.file_nohugepage = 1; break;
 		case 'd': opt.file_dir = optarg; break;
 		case 's': opt.storm_forks = atoi(optarg); break;
 		case 'j': opt.parallel = atoi(optarg); break;

@@ -76,6 +76,25 @@ final class RecordedTotalsTests: XCTestCase {
         XCTAssertEqual(totals.unmatchedResolves, 1)
     }
 
+    /// A not-present write the kernel resolved as a file copy (do_cow_fault)
+    /// is a write-protect fault of that class, as the kernel's wp_faults
+    /// counts it; undone (a swap-in after all), or never resolved, it is not.
+    func testAFirstTouchWriteResolvedAsFileCopyCounts() {
+        let totals = RecordedTotals(records: [
+            touchFault(10, pid: 7), res(11, pid: 7, .fileCopy),
+            touchFault(20, pid: 7), res(21, pid: 7, .fileCopy), res(22, pid: 7, .unresolved),
+            touchFault(30, pid: 7),
+            touchFault(40, pid: 7, write: false), res(41, pid: 7, .fileCopy),   // a read: unmatched
+            touchFault(50, pid: 7), res(51, pid: 7, .fileCopy),                 // settled at the end
+        ])
+        let p = totals.processes[7]!
+        XCTAssertEqual(p.classes, RecordedClassCounts(fileCopies: 2))
+        XCTAssertEqual(p.writeProtectFaults, 2)
+        XCTAssertEqual(p.inferredReuses, 0)
+        XCTAssertEqual(p.firstTouchFaults, 5)
+        XCTAssertEqual(totals.unmatchedResolves, 1)
+    }
+
     func testInterleavedThreadsKeepTheirOwnFaults() {
         // Two threads of pid 50 and one of pid 60, resolves interleaved.
         let totals = RecordedTotals(records: [

@@ -43,7 +43,10 @@ final class LiveScenarioTests: XCTestCase {
     func testLargeRegion() throws { try check("large-region") }
     func testZeroPage() throws { try check("zero-page") }
     func testSharedFile() throws { try check("shared-file") }
-    func testPrivateFile() throws { try check("private-file") }
+    func testPrivateFileNoHugePage() throws { try check("private-file-nohugepage") }
+    /// Issue 12: no madvise, so most writes are not-present faults (do_cow_fault), counted as file copies.
+    func testPrivateFileReadThenWrite() throws { try check("private-file-read-then-write") }
+    func testPrivateFileWriteWithoutRead() throws { try check("private-file-write-without-read") }
     func testForkExec() throws { try check("fork-exec") }
     func testTransparentHugePage() throws { try check("thp-child-writes") }
 
