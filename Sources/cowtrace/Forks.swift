@@ -53,6 +53,7 @@ struct Forks: ParsableCommand {
             run.refresh()
             return run.commandExited()
         }
+        run.end()
         let lineage = ForkLineage(records: try tracer.forkRecords(), snapshot: try tracer.snapshot(), pageSize: tracer.pageSize)
         print(format == .json ? lineage.renderJSON() : lineage.renderText(), terminator: "")
         let drops = try tracer.drops()

@@ -78,6 +78,7 @@ struct Hist: ParsableCommand {
             let finished = StopSignal.isRequested || run.commandExited()
             run.refresh()
             let isLast = finished || (count.map { printed + 1 >= $0 } ?? false)
+            if isLast { run.end() }
             if period.isFinite || isLast {
                 let histograms = try tracer.histograms()
                 var out = renderer.render(histograms, at: Date())

@@ -60,20 +60,20 @@ struct OOM: ParsableCommand {
             FileHandle.standardError.write(Data("cowtrace oom: watching (tier \(watcher.oom.tier), mark_victim(\(watcher.oom.plan.markVictimPrototype))\(watcher.lineage == nil ? ", no lineage" : "")); Ctrl-C to stop\n".utf8))
         }
         var child: Int32?
-        var childStatus: Int32?
+        var childStatus: ExitStatus?
         if !command.isEmpty { child = try Subprocess.spawn(command).pid }
         let deadline = duration.map { DispatchTimeShim.now() + $0 }
         while !StopSignal.isRequested {
             watcher.poll(timeoutMilliseconds: 200)
-            if let c = child, childStatus == nil, let s = Subprocess.poll(c) { childStatus = s; break }
+            if let c = child, childStatus == nil, let s = Subprocess.pollExit(c) { childStatus = s; break }
             if let d = deadline, DispatchTimeShim.now() >= d { break }
         }
         watcher.poll(timeoutMilliseconds: 100)
-        if let c = child, childStatus == nil { kill(c, SIGTERM); childStatus = Subprocess.wait(c) }
+        if let c = child, childStatus == nil { kill(c, SIGTERM); childStatus = Subprocess.waitForExit(c) }
         let lost = try watcher.oom.lostRecords()
         if lost > 0 { FileHandle.standardError.write(Data("cowtrace oom: \(lost) kill records lost (ring buffer full)\n".utf8)) }
-        if let status = childStatus, status != 0 {
-            FileHandle.standardError.write(Data("cowtrace: \(command.joined(separator: " ")) exited with status \(status)\n".utf8))
+        if let status = childStatus, status.shellCode != 0 {
+            FileHandle.standardError.write(Data("cowtrace: \(command.joined(separator: " ")) \(status)\n".utf8))
         }
     }
 }

@@ -91,6 +91,8 @@ struct Record: ParsableCommand {
             try recorder.pump(waitMilliseconds: 5)
             run.refresh()
         }
+        // The command's exit is part of the recording.
+        run.end()
         let summary = try recorder.finish(reason: reason)
         let mib = Double(summary.bytes) / 1_048_576
         var line = String(format: "cowtrace: %@: %llu records, %.1f MiB, %.1f s (%@)", output, summary.records, mib, summary.seconds, reason)

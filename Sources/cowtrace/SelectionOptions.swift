@@ -53,8 +53,11 @@ final class TracedRun {
     let selection: SelectionOptions
     private let members: CgroupMembers?
     private(set) var child: Int32?
-    private(set) var childStatus: Int32?
+    private(set) var childStatus: ExitStatus?
     private var stoppedByUs = false
+
+    /// How long a command may take to die of the signal we passed on before it gets SIGKILL.
+    static let stopGraceSeconds = 5.0
 
     /// `trace` is called for each cgroup member, now and on `refresh()`.
     init(selection: SelectionOptions, trace: @escaping (Int32) -> Void) throws {
@@ -78,21 +81,37 @@ final class TracedRun {
 
     /// True once the `-c` command has exited.
     func commandExited() -> Bool {
-        if let c = child, childStatus == nil { childStatus = Subprocess.poll(c) }
+        if let c = child, childStatus == nil { childStatus = Subprocess.pollExit(c) }
         return childStatus != nil
     }
 
-    /// Stops the command if it still runs, and throws ExitCode(status) when it
-    /// failed on its own (like time(1)).
-    func finish() throws {
-        if let c = child, childStatus == nil {
-            kill(c, SIGTERM)
-            childStatus = Subprocess.wait(c)
-            stoppedByUs = true
+    /// Ends the command if it still runs, so that the final table sees it exit:
+    /// it gets the signal that stopped cowtrace (SIGINT, SIGTERM), or SIGTERM
+    /// when cowtrace stops for its own reason (count, duration), and SIGKILL
+    /// if it is still alive after `stopGraceSeconds`.
+    func end() {
+        guard let c = child, !commandExited() else { return }
+        kill(c, StopSignal.signalNumber ?? SIGTERM)
+        stoppedByUs = true
+        let deadline = DispatchTimeShim.now() + Self.stopGraceSeconds
+        while !commandExited() && DispatchTimeShim.now() < deadline { usleep(10_000) }
+        if childStatus == nil {
+            kill(c, SIGKILL)
+            childStatus = Subprocess.waitForExit(c)
         }
-        if let status = childStatus, status != 0, !stoppedByUs {
-            FileHandle.standardError.write(Data("cowtrace: \(selection.command.joined(separator: " ")) exited with status \(status)\n".utf8))
-            throw ExitCode(status)
+    }
+
+    /// The exit status cowtrace owes its caller, thrown as ExitCode. With -c:
+    /// 128 + the signal that stopped the run (130 for Ctrl-C, 143 for SIGTERM),
+    /// since the command did not finish; or, like time(1), the command's own
+    /// status when it failed by itself. Without -c a signal is the ordinary
+    /// way to stop, and exits 0.
+    func finish() throws {
+        end()
+        if let signal = StopSignal.signalNumber, child != nil { throw ExitCode(128 + signal) }
+        if let status = childStatus, status.shellCode != 0, !stoppedByUs {
+            FileHandle.standardError.write(Data("cowtrace: \(selection.command.joined(separator: " ")) \(status)\n".utf8))
+            throw ExitCode(status.shellCode)
         }
     }
 

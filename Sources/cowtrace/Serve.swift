@@ -123,7 +123,7 @@ struct Serve: ParsableCommand {
         printError("serving \(server.address.metricsURL) (tier: \(tracer.tier))")
 
         var child: Int32?
-        var childStatus: Int32?
+        var childStatus: ExitStatus?
         if !command.isEmpty {
             child = try Subprocess.spawn(command).pid
         }
@@ -133,7 +133,7 @@ struct Serve: ParsableCommand {
         }
         while !StopSignal.isRequested {
             StopSignal.sleep(1) {
-                if let c = child, childStatus == nil, let status = Subprocess.poll(c) {
+                if let c = child, childStatus == nil, let status = Subprocess.pollExit(c) {
                     childStatus = status
                     return true
                 }
@@ -142,13 +142,13 @@ struct Serve: ParsableCommand {
             if let status = childStatus, child != nil {
                 child = nil
                 if exitWithCommand {
-                    if status != 0 {
-                        printError("cowtrace: \(command.joined(separator: " ")) exited with status \(status)")
-                        throw ExitCode(status)
+                    if status.shellCode != 0 {
+                        printError("cowtrace: \(command.joined(separator: " ")) \(status)")
+                        throw ExitCode(status.shellCode)
                     }
                     return
                 }
-                printError("cowtrace: \(command.joined(separator: " ")) exited with status \(status); its counts stay served (Ctrl-C to stop)")
+                printError("cowtrace: \(command.joined(separator: " ")) \(status); its counts stay served (Ctrl-C to stop)")
             }
             if let members {
                 collector.withLock { for p in members.pids() { try? tracer.trace(pid: p) } }

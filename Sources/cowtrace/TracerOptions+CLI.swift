@@ -43,15 +43,17 @@ func cliError(_ error: Error) -> Error {
 
 /// SIGINT/SIGTERM set a flag; loops check it, print a final table and detach.
 enum StopSignal {
+    /// The signal that asked us to stop; 0 while none has.
     nonisolated(unsafe) static var requested: sig_atomic_t = 0
 
     static func install() {
-        let handler: @convention(c) (Int32) -> Void = { _ in StopSignal.requested = 1 }
+        let handler: @convention(c) (Int32) -> Void = { StopSignal.requested = $0 }
         signal(SIGINT, handler)
         signal(SIGTERM, handler)
     }
 
     static var isRequested: Bool { requested != 0 }
+    static var signalNumber: Int32? { requested == 0 ? nil : Int32(requested) }
 
     /// Sleeps up to `seconds`, waking early on a stop request or when `until` is true.
     static func sleep(_ seconds: Double, until: () -> Bool = { false }) {
