@@ -5,7 +5,7 @@ import Foundation
 import Glibc
 #endif
 
-struct OOM: ParsableCommand {
+struct OOM: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
         commandName: "oom",
         abstract: "Report OOM kills: the victim, its memory, its cgroup, who triggered it, and its fork ancestry.",
@@ -38,9 +38,9 @@ struct OOM: ParsableCommand {
             help: ArgumentHelp("Run this command (must come last) and stop when it exits.", valueName: "command args"))
     var command: [String] = []
 
-    func validate() throws {
+    func checkOptions() throws {
         if format == .csv { throw ValidationError("--format is text or json for oom") }
-        if let duration, duration <= 0 { throw ValidationError("--duration must be a positive number of seconds") }
+        try TimeOption.check(duration, "--duration")
     }
 
     func run() throws {
@@ -78,7 +78,7 @@ struct OOM: ParsableCommand {
     }
 }
 
-struct OOMSelfTestCommand: ParsableCommand {
+struct OOMSelfTestCommand: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
         commandName: "oom-selftest",
         abstract: "Cause a real memory-cgroup OOM kill and check cowtrace's report against the kernel's line.",
@@ -98,6 +98,10 @@ struct OOMSelfTestCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp("Give up waiting for the kill after this many seconds.", valueName: "seconds"))
     var timeout: Double = 60
+
+    func checkOptions() throws {
+        try TimeOption.check(timeout, "--timeout")
+    }
 
     func run() throws {
         do {

@@ -7,7 +7,7 @@ import Glibc
 
 /// What to trace: the options `record`, `hist` (and the other tracing
 /// subcommands) share. `-c` must come last: it takes the rest of the line.
-struct SelectionOptions: ParsableArguments {
+struct SelectionOptions: ParsableArguments, OptionChecks {
     @Option(name: .shortAndLong, help: "Trace this process and the children it forks from now on (repeatable).")
     var pid: [Int32] = []
 
@@ -21,7 +21,7 @@ struct SelectionOptions: ParsableArguments {
             help: ArgumentHelp("Run this command (must come last) and trace it and its descendants until it exits.", valueName: "command args"))
     var command: [String] = []
 
-    func validate() throws {
+    func checkOptions() throws {
         let modes = [!pid.isEmpty || cgroup != nil, all, !command.isEmpty].filter { $0 }.count
         if modes == 0 {
             throw ValidationError("say what to trace: -p PID, -c COMMAND..., --cgroup PATH or --all")
@@ -120,11 +120,10 @@ final class TracedRun {
     }
 }
 
-/// Parses "10", "10s", "500ms", "2m" into seconds.
+/// Parses "10", "10s", "500ms", "2m" into seconds; nil unless TimeOption accepts it.
 func parseDuration(_ text: String) -> Double? {
     let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-    for (suffix, scale) in units where text.hasSuffix(suffix) {
-        return Double(text.dropLast(suffix.count)).map { $0 * scale }.flatMap { $0 > 0 ? $0 : nil }
-    }
-    return Double(text).flatMap { $0 > 0 ? $0 : nil }
+    let (number, scale) = units.first { text.hasSuffix($0.0) }.map { (text.dropLast($0.0.count), $0.1) } ?? (Substring(text), 1)
+    guard let seconds = Double(number).map({ $0 * scale }), (try? TimeOption.check(seconds, "")) != nil else { return nil }
+    return seconds
 }

@@ -5,7 +5,7 @@ import Foundation
 import Glibc
 #endif
 
-struct Serve: ParsableCommand {
+struct Serve: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
         abstract: "Serve per-process copy-on-write counts and histograms to Prometheus.",
         discussion: """
@@ -74,7 +74,7 @@ struct Serve: ParsableCommand {
             help: ArgumentHelp("Run this command (must come last) and trace it and its descendants.", valueName: "command args"))
     var command: [String] = []
 
-    func validate() throws {
+    func checkOptions() throws {
         let modes = [!pid.isEmpty || cgroup != nil, all, !command.isEmpty].filter { $0 }.count
         if all && modes > 1 { throw ValidationError("--all traces everything already: drop -p, -c and --cgroup") }
         if top < 1 { throw ValidationError("--top must be at least 1") }

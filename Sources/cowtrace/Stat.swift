@@ -5,7 +5,7 @@ import Foundation
 import Glibc
 #endif
 
-struct Stat: ParsableCommand {
+struct Stat: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
         abstract: "Print per-process copy-on-write counts, every interval.",
         discussion: """
@@ -53,8 +53,8 @@ struct Stat: ParsableCommand {
 
     @OptionGroup var selection: SelectionOptions
 
-    func validate() throws {
-        if let interval, interval <= 0 { throw ValidationError("interval must be a positive number of seconds") }
+    func checkOptions() throws {
+        try TimeOption.check(interval, "interval")
         if let count, count <= 0 { throw ValidationError("count must be at least 1") }
     }
 

@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// Options every tracing subcommand shares.
-struct TierOptions: ParsableArguments {
+struct TierOptions: ParsableArguments, OptionChecks {
     @Option(help: ArgumentHelp("Use only this attach tier: fentry, kprobe or tracepoint. Default: the best one this kernel allows (see `cowtrace doctor`).", valueName: "tier"))
     var tier: AttachTier?
 
@@ -15,7 +15,7 @@ struct TierOptions: ParsableArguments {
     @Flag(help: "Print libbpf's messages (verifier log, attach details) to stderr.")
     var verbose = false
 
-    func validate() throws {
+    func checkOptions() throws {
         if maxProcesses < 1 { throw ValidationError("--max-processes must be at least 1") }
     }
 
