@@ -18,7 +18,7 @@ struct SelectionOptions: ParsableArguments, OptionChecks {
     var all = false
 
     @Option(name: [.customShort("c"), .customLong("command")], parsing: .remaining,
-            help: ArgumentHelp("Run this command (must come last) and trace it and its descendants until it exits.", valueName: "command args"))
+            help: ArgumentHelp("Run this command (must come last) and trace it and its descendants until it exits. cowtrace exits with its status if it fails; Ctrl-C or SIGTERM is passed on to it, and cowtrace then exits 130 or 143.", valueName: "command args"))
     var command: [String] = []
 
     func checkOptions() throws {

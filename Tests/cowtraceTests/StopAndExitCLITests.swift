@@ -109,6 +109,24 @@ final class StopAndExitCLITests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("killed by SIGSEGV"), r.stderr)
     }
 
+    /// A forked child (a subshell, no exec) that dies of SIGSEGV: the fork
+    /// tree names the signal. The subshell prints its own pid (the truth,
+    /// from /proc/self/stat's ppid field as seen by its child cut).
+    func testForksTreeNamesAChildsSignal() throws {
+        try requireBPF()
+        let script = #"(p=$(cut -d" " -f4 /proc/self/stat); echo "subshell $p"; kill -SEGV $p); exit 0"#
+        let r = try runProduct("cowtrace", ["forks", "--format", "json", "-c", "sh", "-c", script])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.stdout.split(separator: "\n")
+        let subshell = try XCTUnwrap(lines.first { $0.hasPrefix("subshell ") }.flatMap { Int($0.dropFirst(9)) }, r.stdout)
+        let tree = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(try XCTUnwrap(lines.last { $0.contains("\"forks\"") }).utf8)) as? [String: Any])
+        let fork = try XCTUnwrap((tree["forks"] as? [[String: Any]])?.first { $0["child"] as? Int == subshell }, r.stdout)
+        XCTAssertEqual(fork["ended_by"] as? String, "exit")
+        XCTAssertEqual(fork["child_exit"] as? String, "killed by SIGSEGV")
+        let text = try runProduct("cowtrace", ["forks", "-c", "sh", "-c", script])
+        XCTAssertTrue(text.stdout.contains("and was killed by SIGSEGV"), text.stdout)
+    }
+
     func testAPlainFailureIsStillItsStatus() throws {
         try requireBPF()
         let r = try runProduct("cowtrace", ["stat", "--format", "json", "-c", "sh", "-c", "exit 139"])
