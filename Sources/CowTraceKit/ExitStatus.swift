@@ -31,6 +31,14 @@ public struct ExitStatus: Equatable, Sendable, CustomStringConvertible {
         return "killed by \(Self.signalName(signal))" + (coreDumped ? " (core dumped)" : "")
     }
 
+    /// The legend under a table whose exited rows carry *: "(* exited)", with
+    /// the rows a signal killed named ("; 1234 killed by SIGSEGV"), since a
+    /// crash or a kill is worth seeing and a plain exit is what * already says.
+    public static func exitedLegend(_ exited: [(pid: Int32, exit: ExitStatus?)]) -> String {
+        let killed = exited.compactMap { row in row.exit.flatMap { $0.signal != nil ? "\(row.pid) \($0)" : nil } }
+        return "(* exited" + (killed.isEmpty ? "" : "; " + killed.joined(separator: ", ")) + ")\n"
+    }
+
     /// "SIGSEGV"; real-time signals as "SIGRTMIN+n"; unknown ones as "signal n".
     public static func signalName(_ signal: Int32) -> String {
         if let name = names.first(where: { $0.0 == signal })?.1 { return "SIG" + name }

@@ -123,11 +123,7 @@ public struct TableRenderer {
         if shown.count < table.rows.count {
             out += "... \(table.rows.count - shown.count) more processes (use --top 0 to show all)\n"
         }
-        if table.rows.contains(where: \.exited) {
-            // A crash or a kill is worth naming; a plain exit is what * already says.
-            let killed = shown.compactMap { r in r.exit?.signal != nil ? "\(r.pid) \(r.exit!)" : nil }
-            out += "(* exited" + (killed.isEmpty ? "" : "; " + killed.joined(separator: ", ")) + ")\n"
-        }
+        if table.rows.contains(where: \.exited) { out += ExitStatus.exitedLegend(shown.map { ($0.pid, $0.exit) }) }
         if table.tier == .tracepoint && table.rows.contains(where: { $0.counters.reuses > 0 }) {
             out += "(tracepoint tier: REUSES includes writes to shared mappings)\n"
         }

@@ -127,6 +127,19 @@ final class StopAndExitCLITests: XCTestCase {
         XCTAssertTrue(text.stdout.contains("and was killed by SIGSEGV"), text.stdout)
     }
 
+    /// The recording keeps the kernel's exit code: the report's table names the crash.
+    func testReportNamesARecordedCrash() throws {
+        try requireBPF()
+        let file = NSTemporaryDirectory() + "cowtrace-crash-\(UUID().uuidString).ctr"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let rec = try runProduct("cowtrace", ["record", "-o", file, "-c", "sh", "-c", "echo $$; kill -SEGV $$"])
+        XCTAssertEqual(rec.status, 128 + SIGSEGV, rec.stderr)
+        let pid = try XCTUnwrap(Int(rec.stdout.trimmingCharacters(in: .whitespacesAndNewlines)), rec.stdout)
+        let report = try runProduct("cowtrace", ["report", file, "--top", "0"])
+        XCTAssertEqual(report.status, 0, report.stderr)
+        XCTAssertTrue(report.stdout.contains("(* exited; \(pid) killed by SIGSEGV)"), report.stdout)
+    }
+
     func testAPlainFailureIsStillItsStatus() throws {
         try requireBPF()
         let r = try runProduct("cowtrace", ["stat", "--format", "json", "-c", "sh", "-c", "exit 139"])
