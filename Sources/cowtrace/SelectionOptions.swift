@@ -124,6 +124,6 @@ final class TracedRun {
 func parseDuration(_ text: String) -> Double? {
     let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
     let (number, scale) = units.first { text.hasSuffix($0.0) }.map { (text.dropLast($0.0.count), $0.1) } ?? (Substring(text), 1)
-    guard let seconds = Double(number).map({ $0 * scale }), (try? TimeOption.check(seconds, "")) != nil else { return nil }
+    guard let seconds = Double(number).map({ $0 * scale }), TimeOption.accepts(seconds) else { return nil }
     return seconds
 }

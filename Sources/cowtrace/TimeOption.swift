@@ -17,13 +17,16 @@ enum TimeOption {
     /// more than zero (or exactly zero when `zeroMeans` says what zero does)
     /// and at most a day.
     static func check(_ value: Double, _ name: String, unit: Unit = .seconds, zeroMeans: String? = nil) throws {
-        let seconds = value / unit.perSecond
-        if seconds.isFinite && seconds <= maxSeconds && (seconds > 0 || (seconds == 0 && zeroMeans != nil)) { return }
+        if accepts(value / unit.perSecond, zero: zeroMeans != nil) { return }
         throw ValidationError("\(name) \(text(value)): \(expected(unit, zeroMeans: zeroMeans))")
     }
 
     static func check(_ value: Double?, _ name: String, unit: Unit = .seconds, zeroMeans: String? = nil) throws {
         if let value { try check(value, name, unit: unit, zeroMeans: zeroMeans) }
+    }
+
+    static func accepts(_ seconds: Double, zero: Bool = false) -> Bool {
+        seconds.isFinite && seconds <= maxSeconds && (seconds > 0 || (zero && seconds == 0))
     }
 
     /// "expected a positive number of seconds, at most 86400 (one day)".
