@@ -11,6 +11,8 @@ public struct ForkLineage: Sendable {
         /// The child's copies now (for a child still running).
         public let childCopiesNow: UInt64
         public let parentCopiesDuring: UInt64?
+        /// How the child ended, once it exited.
+        public let childExit: ExitStatus?
         public var children: [Node]
 
         /// The child's copies attributed to the fork: up to its exec, or all of them.
@@ -30,12 +32,15 @@ public struct ForkLineage: Sendable {
         func copies(_ pid: Int32) -> UInt64 {
             snapshot.counters[pid]?.pagesCopied ?? 0
         }
+        func exitStatus(_ pid: Int32) -> ExitStatus? {
+            snapshot.info[pid].flatMap { $0.exited ? ExitStatus(raw: $0.exitCode) : nil }
+        }
         func build(_ r: ForkRecord, depth: Int) -> Node {
             let grandchildren = depth < 64 ? (byParent[r.child] ?? []).map { build($0, depth: depth + 1) } : []
             return Node(record: r, parentComm: comm(r.parent), childComm: comm(r.child),
                         childCopiesNow: copies(r.child),
                         parentCopiesDuring: r.parentCopiesDuring(parentCopiesNow: copies(r.parent)),
-                        children: grandchildren)
+                        childExit: exitStatus(r.child), children: grandchildren)
         }
         roots = records.filter { !children.contains($0.parent) }.map { build($0, depth: 0) }
     }
@@ -60,7 +65,8 @@ public struct ForkLineage: Sendable {
                 text += "; exec'd after copying \(n.childCopies) pages (\(mib(n.childCopies)))"
                 if n.childCopies > 0 { text += " — wasted by fork+exec" }
             case .exit:
-                text += "; the child copied \(n.childCopies) pages (\(mib(n.childCopies))) and exited"
+                text += "; the child copied \(n.childCopies) pages (\(mib(n.childCopies))) and "
+                    + (n.childExit.map { ($0.signal != nil ? "was " : "") + $0.description } ?? "exited")
             case nil:
                 text += "; running, copied \(n.childCopies) pages (\(mib(n.childCopies))) so far"
             }
@@ -86,7 +92,7 @@ public struct ForkLineage: Sendable {
                 {"parent":\(r.parent),"parent_comm":\(TableRenderer.jsonString(n.parentComm)),"child":\(r.child),\
                 "child_comm":\(TableRenderer.jsonString(n.childComm)),"fork_ns":\(r.forkNanoseconds),\
                 "latency_ns":\(r.latencyNanoseconds.map(String.init) ?? "null"),"mapped_pages":\(r.totalVMPages),\
-                "ended_by":\(ended),"child_copies":\(n.childCopies),\
+                "ended_by":\(ended),"child_exit":\(n.childExit.map { TableRenderer.jsonString($0.description) } ?? "null"),"child_copies":\(n.childCopies),\
                 "parent_copies_during":\(n.parentCopiesDuring.map(String.init) ?? "null"),\
                 "copies_before_exec":\(r.copiesBeforeExec.map(String.init) ?? "null")}
                 """

@@ -39,7 +39,10 @@ public struct ForkProfile: Codable, Equatable, Sendable {
     /// How the profile ended: the child exited or exec'd, or cowtrace was
     /// stopped while it still ran.
     public var endedBy: End
+    /// The child's exit status as a shell's `$?` shows it (128 + signal when killed).
     public var childExitCode: Int32?
+    /// How the child ended, in words: "exited with status 0", "killed by SIGSEGV".
+    public var childExit: String?
     /// Pages the parent copied while the child lived: each one leaves the
     /// old page to the child alone.
     public var parentCopies: UInt64
@@ -170,6 +173,7 @@ public final class ForkProfiler {
             if wait > 0 { usleep(useconds_t(wait * 1e6)) }
         }
         let childInfo = snapshot.info[child]
+        let exit = end == .exit ? childInfo.map { ExitStatus(raw: $0.exitCode) } : nil
         return ForkProfile(
             parent: parent, child: child, childComm: childInfo?.comm ?? ProcFS.comm(of: child) ?? "?",
             pageSize: tracer.pageSize,
@@ -177,18 +181,13 @@ public final class ForkProfiler {
             mappedPagesAtFork: record?.totalVMPages,
             durationSeconds: Double(endNs &- forkNs) / 1e9,
             endedBy: end,
-            childExitCode: end == .exit ? childInfo.map { exitStatus($0.exitCode) } : nil,
+            childExitCode: exit?.shellCode, childExit: exit?.description,
             parentCopies: parentTotal, childCopies: childTotal,
             samples: samples,
             drops: sub(try tracer.drops().total, startDrops))
     }
 
     private func copies(_ c: ProcessCounters) -> UInt64 { c.pagesCopied }
-}
-
-/// The kernel's exit_code (status << 8 | signal) as a shell would show it.
-private func exitStatus(_ code: Int32) -> Int32 {
-    code & 0x7f == 0 ? (code >> 8) & 0xff : 128 + (code & 0x7f)
 }
 
 private func sub(_ a: UInt64, _ b: UInt64) -> UInt64 { a >= b ? a - b : 0 }
@@ -218,7 +217,7 @@ public enum ForkProfileText {
         var lines: [String] = []
         let ended: String
         switch p.endedBy {
-        case .exit: ended = "exited" + (p.childExitCode.map { " (status \($0))" } ?? "")
+        case .exit: ended = p.childExit ?? "exited"
         case .exec: ended = "exec'd"
         case .running: ended = "still running (stopped following)"
         }

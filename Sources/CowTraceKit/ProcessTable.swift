@@ -8,6 +8,8 @@ public struct ProcessTable: Sendable {
         public let comm: String
         public let counters: ProcessCounters
         public let exited: Bool
+        /// How it ended, once `exited`.
+        public let exit: ExitStatus?
         /// Its counted threads, most copies first (`showsThreads`).
         public let threads: [ThreadCounters]
     }
@@ -33,8 +35,9 @@ public struct ProcessTable: Sendable {
                 let ca = a.counters.pagesCopied, cb = b.counters.pagesCopied
                 return ca != cb ? ca > cb : a.tid < b.tid
             }
-            rows.append(Row(pid: pid, ppid: info?.ppid ?? 0, comm: comm, counters: counters, exited: info?.exited ?? false,
-                            threads: threads))
+            let exited = info?.exited ?? false
+            rows.append(Row(pid: pid, ppid: info?.ppid ?? 0, comm: comm, counters: counters, exited: exited,
+                            exit: exited ? info.map { ExitStatus(raw: $0.exitCode) } : nil, threads: threads))
         }
         self.showsThreads = showsThreads
         rows.sort { a, b in
@@ -120,7 +123,7 @@ public struct TableRenderer {
         if shown.count < table.rows.count {
             out += "... \(table.rows.count - shown.count) more processes (use --top 0 to show all)\n"
         }
-        if table.rows.contains(where: \.exited) { out += "(* exited)\n" }
+        if table.rows.contains(where: \.exited) { out += ExitStatus.exitedLegend(shown.map { ($0.pid, $0.exit) }) }
         if table.tier == .tracepoint && table.rows.contains(where: { $0.counters.reuses > 0 }) {
             out += "(tracepoint tier: REUSES includes writes to shared mappings)\n"
         }
@@ -139,7 +142,7 @@ public struct TableRenderer {
                 "copies":\(c.copies),"reuses":\(c.reuses),"zero_fills":\(c.zeroFills),"file_copies":\(c.fileCopies),\
                 "shared_writes":\(c.sharedWrites),"thp_wp_faults":\(c.hugePMDFaults),\
                 "bytes_copied":\(c.bytesCopied(pageSize: table.pageSize)),"forks":\(c.forks),"execs":\(c.execs),\
-                "exited":\(r.exited)\(threadsJSON(r, table))}
+                "exited":\(r.exited),"exit":\(r.exit.map { Self.jsonString($0.description) } ?? "null")\(threadsJSON(r, table))}
                 """)
         }
         let d = table.drops

@@ -57,25 +57,25 @@ public enum Subprocess {
     }
 
     /// Waits for pid; returns its exit status (128+signal if killed).
-    public static func wait(_ pid: Int32) -> Int32 {
+    public static func wait(_ pid: Int32) -> Int32 { waitForExit(pid).shellCode }
+
+    /// Non-blocking: the exit status (128+signal if killed), or nil while the process runs.
+    public static func poll(_ pid: Int32) -> Int32? { pollExit(pid)?.shellCode }
+
+    /// Waits for pid; how it ended (`.notOurChild` if waitpid cannot tell).
+    public static func waitForExit(_ pid: Int32) -> ExitStatus {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 {
-            if errno != EINTR { return -1 }
+            if errno != EINTR { return .notOurChild }
         }
-        return exitStatus(status)
+        return ExitStatus(raw: status)
     }
 
-    /// Non-blocking: the exit status, or nil while the process runs.
-    public static func poll(_ pid: Int32) -> Int32? {
+    /// Non-blocking: nil while the process runs, then how it ended.
+    public static func pollExit(_ pid: Int32) -> ExitStatus? {
         var status: Int32 = 0
         let rc = waitpid(pid, &status, WNOHANG)
         if rc == 0 { return nil }
-        if rc < 0 { return -1 }
-        return exitStatus(status)
-    }
-
-    private static func exitStatus(_ status: Int32) -> Int32 {
-        let signal = status & 0x7f
-        return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+        return rc < 0 ? .notOurChild : ExitStatus(raw: status)
     }
 }

@@ -15,7 +15,7 @@ public enum TracerError: Error, CustomStringConvertible {
     case badCgroup(path: String, reason: String)
     case commandFailedToStart(command: String, errno: Errno)
     case workloadNotFound(searched: [String])
-    case workloadFailed(arguments: [String], status: Int32, output: String)
+    case workloadFailed(arguments: [String], status: ExitStatus, output: String)
     /// An output file the user named could not be written.
     case output(path: String, problem: String)
 
@@ -54,7 +54,7 @@ public enum TracerError: Error, CustomStringConvertible {
             return "cannot find the cowtrace-workload program (looked in \(searched.joined(separator: ", "))): build it with `swift build` or set COWTRACE_WORKLOAD=/path/to/cowtrace-workload"
         case .workloadFailed(let arguments, let status, let output):
             let last = output.split(whereSeparator: \.isNewline).last.map(String.init) ?? "no output"
-            return "cowtrace-workload \(arguments.joined(separator: " ")) failed with status \(status) (last output: \(last)); run it by hand to see its error"
+            return "cowtrace-workload \(arguments.joined(separator: " ")) \(status) (last output: \(last)); run it by hand to see its error"
         case .output(let path, let problem):
             return "cannot write \(path): \(problem)"
         }

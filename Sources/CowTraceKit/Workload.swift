@@ -81,9 +81,9 @@ public struct Workload {
             try? input.close()
         }
         data.append(output?.readDataToEndOfFile() ?? Data())
-        let status = Subprocess.wait(pid)
+        let status = Subprocess.waitForExit(pid)
         let text = String(decoding: data, as: UTF8.self)
-        guard status == 0, let line = text.split(separator: "\n").last,
+        guard status.shellCode == 0, let line = text.split(separator: "\n").last,
               let report = try? JSONDecoder().decode(Report.self, from: Data(line.utf8)) else {
             throw TracerError.workloadFailed(arguments: arguments, status: status, output: String(text.suffix(200)))
         }

@@ -159,6 +159,7 @@ extension Scenario {
       - killed: child
       - alive: app
       - oom_kills: 1
+      - failed_steps: 1
     """
 
     static let oomNeverTail = """

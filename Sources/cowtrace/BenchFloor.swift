@@ -30,8 +30,11 @@ struct BenchFloor: ParsableCommand {
                 while !StopSignal.isRequested { StopSignal.sleep(1) }
             } else {
                 let pid = try Subprocess.spawn(command).pid
-                let status = Subprocess.wait(pid)
-                if status != 0 { throw ExitCode(status) }
+                let status = Subprocess.waitForExit(pid)
+                if status.shellCode != 0 {
+                    FileHandle.standardError.write(Data("cowtrace: \(command.joined(separator: " ")) \(status)\n".utf8))
+                    throw ExitCode(status.shellCode)
+                }
             }
         } catch let e as ExitCode { throw e } catch { throw cliError(error) }
     }

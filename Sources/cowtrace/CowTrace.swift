@@ -15,4 +15,18 @@ struct CowTrace: ParsableCommand {
             """,
         subcommands: [Stat.self, Record.self, Replay.self, Check.self, Report.self, Hist.self, Serve.self, Forks.self, Demo.self, Doctor.self, SelfTest.self, Simulate.self, Redis.self, ForkProfile.self, OOM.self, OOMSelfTestCommand.self, BenchFloor.self]
     )
+
+    /// See OptionChecks: the parser's errors first, then ours.
+    static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        do {
+            OptionChecksPass.enabled = false
+            _ = try parseAsRoot(arguments)
+            OptionChecksPass.enabled = true
+            var command = try parseAsRoot(arguments)
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
 }

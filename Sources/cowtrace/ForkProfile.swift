@@ -5,7 +5,7 @@ import Foundation
 import Glibc
 #endif
 
-struct ForkProfile: ParsableCommand {
+struct ForkProfile: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
         commandName: "fork-profile",
         abstract: "Profile the snapshot children a process forks: what each fork copied, and when.",
@@ -41,11 +41,11 @@ struct ForkProfile: ParsableCommand {
 
     @OptionGroup var tierOptions: TierOptions
 
-    func validate() throws {
+    func checkOptions() throws {
         if pid <= 0 { throw ValidationError("a pid must be a positive number") }
-        if interval <= 0 { throw ValidationError("--interval must be a positive number of milliseconds") }
+        try TimeOption.check(Double(interval), "--interval", unit: .milliseconds)
         if count <= 0 { throw ValidationError("--count must be at least 1") }
-        if timeout < 0 { throw ValidationError("--timeout must be 0 (wait forever) or a positive number of seconds") }
+        try TimeOption.check(timeout, "--timeout", zeroMeans: "wait forever")
         if format == .csv { throw ValidationError("--format csv is not supported here: use text or json") }
     }
 

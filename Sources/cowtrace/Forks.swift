@@ -5,7 +5,7 @@ import Foundation
 import Glibc
 #endif
 
-struct Forks: ParsableCommand {
+struct Forks: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
         abstract: "Show every fork as a tree, with what each one cost.",
         discussion: """
@@ -31,9 +31,9 @@ struct Forks: ParsableCommand {
 
     @OptionGroup var selection: SelectionOptions
 
-    func validate() throws {
+    func checkOptions() throws {
         if format == .csv { throw ValidationError("forks prints text or json (a tree is not a table)") }
-        if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
+        try TimeOption.check(duration, "--duration")
     }
 
     func run() throws {
@@ -53,6 +53,7 @@ struct Forks: ParsableCommand {
             run.refresh()
             return run.commandExited()
         }
+        run.end()
         let lineage = ForkLineage(records: try tracer.forkRecords(), snapshot: try tracer.snapshot(), pageSize: tracer.pageSize)
         print(format == .json ? lineage.renderJSON() : lineage.renderText(), terminator: "")
         let drops = try tracer.drops()

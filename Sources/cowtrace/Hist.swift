@@ -5,7 +5,7 @@ import Foundation
 import Glibc
 #endif
 
-struct Hist: ParsableCommand {
+struct Hist: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
         commandName: "hist",
         abstract: "Print per-process log2 histograms of copy-on-write faults, bucketed in the kernel.",
@@ -46,10 +46,10 @@ struct Hist: ParsableCommand {
 
     @OptionGroup var selection: SelectionOptions
 
-    func validate() throws {
-        if let interval, interval <= 0 { throw ValidationError("interval must be a positive number of seconds") }
+    func checkOptions() throws {
+        try TimeOption.check(interval, "interval")
         if let count, count <= 0 { throw ValidationError("count must be at least 1") }
-        if burstInterval == 0 { throw ValidationError("--burst-interval must be at least 1 ms") }
+        try TimeOption.check(Double(burstInterval), "--burst-interval", unit: .milliseconds)
     }
 
     func run() throws {
@@ -78,6 +78,7 @@ struct Hist: ParsableCommand {
             let finished = StopSignal.isRequested || run.commandExited()
             run.refresh()
             let isLast = finished || (count.map { printed + 1 >= $0 } ?? false)
+            if isLast { run.end() }
             if period.isFinite || isLast {
                 let histograms = try tracer.histograms()
                 var out = renderer.render(histograms, at: Date())

@@ -5,7 +5,7 @@ import Foundation
 import Glibc
 #endif
 
-struct OOM: ParsableCommand {
+struct OOM: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
         commandName: "oom",
         abstract: "Report OOM kills: the victim, its memory, its cgroup, who triggered it, and its fork ancestry.",
@@ -38,9 +38,9 @@ struct OOM: ParsableCommand {
             help: ArgumentHelp("Run this command (must come last) and stop when it exits.", valueName: "command args"))
     var command: [String] = []
 
-    func validate() throws {
+    func checkOptions() throws {
         if format == .csv { throw ValidationError("--format is text or json for oom") }
-        if let duration, duration <= 0 { throw ValidationError("--duration must be a positive number of seconds") }
+        try TimeOption.check(duration, "--duration")
     }
 
     func run() throws {
@@ -60,25 +60,25 @@ struct OOM: ParsableCommand {
             FileHandle.standardError.write(Data("cowtrace oom: watching (tier \(watcher.oom.tier), mark_victim(\(watcher.oom.plan.markVictimPrototype))\(watcher.lineage == nil ? ", no lineage" : "")); Ctrl-C to stop\n".utf8))
         }
         var child: Int32?
-        var childStatus: Int32?
+        var childStatus: ExitStatus?
         if !command.isEmpty { child = try Subprocess.spawn(command).pid }
         let deadline = duration.map { DispatchTimeShim.now() + $0 }
         while !StopSignal.isRequested {
             watcher.poll(timeoutMilliseconds: 200)
-            if let c = child, childStatus == nil, let s = Subprocess.poll(c) { childStatus = s; break }
+            if let c = child, childStatus == nil, let s = Subprocess.pollExit(c) { childStatus = s; break }
             if let d = deadline, DispatchTimeShim.now() >= d { break }
         }
         watcher.poll(timeoutMilliseconds: 100)
-        if let c = child, childStatus == nil { kill(c, SIGTERM); childStatus = Subprocess.wait(c) }
+        if let c = child, childStatus == nil { kill(c, SIGTERM); childStatus = Subprocess.waitForExit(c) }
         let lost = try watcher.oom.lostRecords()
         if lost > 0 { FileHandle.standardError.write(Data("cowtrace oom: \(lost) kill records lost (ring buffer full)\n".utf8)) }
-        if let status = childStatus, status != 0 {
-            FileHandle.standardError.write(Data("cowtrace: \(command.joined(separator: " ")) exited with status \(status)\n".utf8))
+        if let status = childStatus, status.shellCode != 0 {
+            FileHandle.standardError.write(Data("cowtrace: \(command.joined(separator: " ")) \(status)\n".utf8))
         }
     }
 }
 
-struct OOMSelfTestCommand: ParsableCommand {
+struct OOMSelfTestCommand: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
         commandName: "oom-selftest",
         abstract: "Cause a real memory-cgroup OOM kill and check cowtrace's report against the kernel's line.",
@@ -98,6 +98,10 @@ struct OOMSelfTestCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp("Give up waiting for the kill after this many seconds.", valueName: "seconds"))
     var timeout: Double = 60
+
+    func checkOptions() throws {
+        try TimeOption.check(timeout, "--timeout")
+    }
 
     func run() throws {
         do {

@@ -5,7 +5,7 @@ import Foundation
 import Glibc
 #endif
 
-struct Record: ParsableCommand {
+struct Record: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
         abstract: "Record every traced fault, fork, exec, exit, address-space change and OOM kill to a file.",
         discussion: """
@@ -48,14 +48,14 @@ struct Record: ParsableCommand {
 
     @OptionGroup var selection: SelectionOptions
 
-    func validate() throws {
+    func checkOptions() throws {
         if let duration, parseDuration(duration) == nil {
-            throw ValidationError("--duration \(duration): expected a positive number of seconds, or 500ms, 30s, 2m")
+            throw ValidationError("--duration \(duration): \(TimeOption.expected(.seconds)), or a time like 500ms, 30s, 2m")
         }
         if ringBufferMib == 0 || ringBufferMib & (ringBufferMib - 1) != 0 || ringBufferMib > 1024 {
             throw ValidationError("--ring-buffer-mib \(ringBufferMib): expected a power of two from 1 to 1024")
         }
-        if flushInterval <= 0 { throw ValidationError("--flush-interval must be a positive number of seconds") }
+        try TimeOption.check(flushInterval, "--flush-interval")
     }
 
     func run() throws {
@@ -91,6 +91,8 @@ struct Record: ParsableCommand {
             try recorder.pump(waitMilliseconds: 5)
             run.refresh()
         }
+        // The command's exit is part of the recording.
+        run.end()
         let summary = try recorder.finish(reason: reason)
         let mib = Double(summary.bytes) / 1_048_576
         var line = String(format: "cowtrace: %@: %llu records, %.1f MiB, %.1f s (%@)", output, summary.records, mib, summary.seconds, reason)

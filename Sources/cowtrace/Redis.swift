@@ -5,7 +5,7 @@ import Foundation
 import Glibc
 #endif
 
-struct Redis: ParsableCommand {
+struct Redis: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
         abstract: "Profile a Redis BGSAVE: what its fork really copied, next to Redis's own figures.",
         discussion: """
@@ -45,11 +45,11 @@ struct Redis: ParsableCommand {
 
     @OptionGroup var tierOptions: TierOptions
 
-    func validate() throws {
+    func checkOptions() throws {
         if let pid, pid <= 0 { throw ValidationError("a pid must be a positive number") }
         if port == 0 { throw ValidationError("a port must be between 1 and 65535") }
-        if interval <= 0 { throw ValidationError("--interval must be a positive number of milliseconds") }
-        if timeout < 0 { throw ValidationError("--timeout must be 0 (wait forever) or a positive number of seconds") }
+        try TimeOption.check(Double(interval), "--interval", unit: .milliseconds)
+        try TimeOption.check(timeout, "--timeout", zeroMeans: "wait forever")
         if format == .csv { throw ValidationError("--format csv is not supported here: use text or json") }
     }
 

@@ -74,7 +74,7 @@ func replay(_ contents: TraceContents) throws -> ReplayResult {
     }
 }
 
-struct Check: ParsableCommand {
+struct Check: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
         abstract: "Compare the kernel's class of every recorded write-protect fault with the model's.",
         discussion: """
@@ -100,7 +100,7 @@ struct Check: ParsableCommand {
     @Option(help: "Output format: text, json or csv (per process and class; the exit status says whether it passed).")
     var format: OutputFormat = .text
 
-    func validate() throws {
+    func checkOptions() throws {
         if !(0...100).contains(minAgreement) { throw ValidationError("--min-agreement is a percentage from 0 to 100") }
     }
 

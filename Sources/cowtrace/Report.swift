@@ -3,7 +3,7 @@ import CowTraceFormat
 import CowTraceKit
 import Foundation
 
-struct Report: ParsableCommand {
+struct Report: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
         abstract: "Print the per-process totals of a recording, or write them as an HTML page with charts.",
         discussion: """
@@ -38,7 +38,7 @@ struct Report: ParsableCommand {
     @Option(name: .shortAndLong, help: ArgumentHelp("Write a self-contained HTML page with charts to this file (never follows a symlink).", valueName: "report.html"))
     var output: String?
 
-    func validate() throws {
+    func checkOptions() throws {
         if top < 0 { throw ValidationError("--top must be 0 (all) or more") }
     }
 

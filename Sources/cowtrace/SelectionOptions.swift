@@ -7,7 +7,7 @@ import Glibc
 
 /// What to trace: the options `record`, `hist` (and the other tracing
 /// subcommands) share. `-c` must come last: it takes the rest of the line.
-struct SelectionOptions: ParsableArguments {
+struct SelectionOptions: ParsableArguments, OptionChecks {
     @Option(name: .shortAndLong, help: "Trace this process and the children it forks from now on (repeatable).")
     var pid: [Int32] = []
 
@@ -18,10 +18,10 @@ struct SelectionOptions: ParsableArguments {
     var all = false
 
     @Option(name: [.customShort("c"), .customLong("command")], parsing: .remaining,
-            help: ArgumentHelp("Run this command (must come last) and trace it and its descendants until it exits.", valueName: "command args"))
+            help: ArgumentHelp("Run this command (must come last) and trace it and its descendants until it exits. cowtrace exits with its status if it fails; Ctrl-C or SIGTERM is passed on to it, and cowtrace then exits 130 or 143.", valueName: "command args"))
     var command: [String] = []
 
-    func validate() throws {
+    func checkOptions() throws {
         let modes = [!pid.isEmpty || cgroup != nil, all, !command.isEmpty].filter { $0 }.count
         if modes == 0 {
             throw ValidationError("say what to trace: -p PID, -c COMMAND..., --cgroup PATH or --all")
@@ -53,8 +53,11 @@ final class TracedRun {
     let selection: SelectionOptions
     private let members: CgroupMembers?
     private(set) var child: Int32?
-    private(set) var childStatus: Int32?
+    private(set) var childStatus: ExitStatus?
     private var stoppedByUs = false
+
+    /// How long a command may take to die of the signal we passed on before it gets SIGKILL.
+    static let stopGraceSeconds = 5.0
 
     /// `trace` is called for each cgroup member, now and on `refresh()`.
     init(selection: SelectionOptions, trace: @escaping (Int32) -> Void) throws {
@@ -78,21 +81,37 @@ final class TracedRun {
 
     /// True once the `-c` command has exited.
     func commandExited() -> Bool {
-        if let c = child, childStatus == nil { childStatus = Subprocess.poll(c) }
+        if let c = child, childStatus == nil { childStatus = Subprocess.pollExit(c) }
         return childStatus != nil
     }
 
-    /// Stops the command if it still runs, and throws ExitCode(status) when it
-    /// failed on its own (like time(1)).
-    func finish() throws {
-        if let c = child, childStatus == nil {
-            kill(c, SIGTERM)
-            childStatus = Subprocess.wait(c)
-            stoppedByUs = true
+    /// Ends the command if it still runs, so that the final table sees it exit:
+    /// it gets the signal that stopped cowtrace (SIGINT, SIGTERM), or SIGTERM
+    /// when cowtrace stops for its own reason (count, duration), and SIGKILL
+    /// if it is still alive after `stopGraceSeconds`.
+    func end() {
+        guard let c = child, !commandExited() else { return }
+        kill(c, StopSignal.signalNumber ?? SIGTERM)
+        stoppedByUs = true
+        let deadline = DispatchTimeShim.now() + Self.stopGraceSeconds
+        while !commandExited() && DispatchTimeShim.now() < deadline { usleep(10_000) }
+        if childStatus == nil {
+            kill(c, SIGKILL)
+            childStatus = Subprocess.waitForExit(c)
         }
-        if let status = childStatus, status != 0, !stoppedByUs {
-            FileHandle.standardError.write(Data("cowtrace: \(selection.command.joined(separator: " ")) exited with status \(status)\n".utf8))
-            throw ExitCode(status)
+    }
+
+    /// The exit status cowtrace owes its caller, thrown as ExitCode. With -c:
+    /// 128 + the signal that stopped the run (130 for Ctrl-C, 143 for SIGTERM),
+    /// since the command did not finish; or, like time(1), the command's own
+    /// status when it failed by itself. Without -c a signal is the ordinary
+    /// way to stop, and exits 0.
+    func finish() throws {
+        end()
+        if let signal = StopSignal.signalNumber, child != nil { throw ExitCode(128 + signal) }
+        if let status = childStatus, status.shellCode != 0, !stoppedByUs {
+            FileHandle.standardError.write(Data("cowtrace: \(selection.command.joined(separator: " ")) \(status)\n".utf8))
+            throw ExitCode(status.shellCode)
         }
     }
 
@@ -101,11 +120,10 @@ final class TracedRun {
     }
 }
 
-/// Parses "10", "10s", "500ms", "2m" into seconds.
+/// Parses "10", "10s", "500ms", "2m" into seconds; nil unless TimeOption accepts it.
 func parseDuration(_ text: String) -> Double? {
     let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-    for (suffix, scale) in units where text.hasSuffix(suffix) {
-        return Double(text.dropLast(suffix.count)).map { $0 * scale }.flatMap { $0 > 0 ? $0 : nil }
-    }
-    return Double(text).flatMap { $0 > 0 ? $0 : nil }
+    let (number, scale) = units.first { text.hasSuffix($0.0) }.map { (text.dropLast($0.0.count), $0.1) } ?? (Substring(text), 1)
+    guard let seconds = Double(number).map({ $0 * scale }), TimeOption.accepts(seconds) else { return nil }
+    return seconds
 }

@@ -2,7 +2,7 @@ import ArgumentParser
 import CowTraceKit
 import Foundation
 
-struct SelfTest: ParsableCommand {
+struct SelfTest: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
         commandName: "selftest",
         abstract: "Check cowtrace's counts on this kernel against workloads whose faults are known.",
@@ -30,7 +30,7 @@ struct SelfTest: ParsableCommand {
     @Flag(help: "Also bucket histograms in the kernel and check that they add up to the counters (copies per interval, faults per mapping kind, and copy latency on tiers that see the fault return).")
     var histograms = false
 
-    func validate() throws {
+    func checkOptions() throws {
         for name in scenario where Scenario.named(name) == nil {
             throw ValidationError("unknown scenario '\(name)': run `cowtrace selftest --list`")
         }

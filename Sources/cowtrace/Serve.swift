@@ -5,7 +5,7 @@ import Foundation
 import Glibc
 #endif
 
-struct Serve: ParsableCommand {
+struct Serve: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
         abstract: "Serve per-process copy-on-write counts and histograms to Prometheus.",
         discussion: """
@@ -74,7 +74,7 @@ struct Serve: ParsableCommand {
             help: ArgumentHelp("Run this command (must come last) and trace it and its descendants.", valueName: "command args"))
     var command: [String] = []
 
-    func validate() throws {
+    func checkOptions() throws {
         let modes = [!pid.isEmpty || cgroup != nil, all, !command.isEmpty].filter { $0 }.count
         if all && modes > 1 { throw ValidationError("--all traces everything already: drop -p, -c and --cgroup") }
         if top < 1 { throw ValidationError("--top must be at least 1") }
@@ -123,7 +123,7 @@ struct Serve: ParsableCommand {
         printError("serving \(server.address.metricsURL) (tier: \(tracer.tier))")
 
         var child: Int32?
-        var childStatus: Int32?
+        var childStatus: ExitStatus?
         if !command.isEmpty {
             child = try Subprocess.spawn(command).pid
         }
@@ -133,7 +133,7 @@ struct Serve: ParsableCommand {
         }
         while !StopSignal.isRequested {
             StopSignal.sleep(1) {
-                if let c = child, childStatus == nil, let status = Subprocess.poll(c) {
+                if let c = child, childStatus == nil, let status = Subprocess.pollExit(c) {
                     childStatus = status
                     return true
                 }
@@ -142,13 +142,13 @@ struct Serve: ParsableCommand {
             if let status = childStatus, child != nil {
                 child = nil
                 if exitWithCommand {
-                    if status != 0 {
-                        printError("cowtrace: \(command.joined(separator: " ")) exited with status \(status)")
-                        throw ExitCode(status)
+                    if status.shellCode != 0 {
+                        printError("cowtrace: \(command.joined(separator: " ")) \(status)")
+                        throw ExitCode(status.shellCode)
                     }
                     return
                 }
-                printError("cowtrace: \(command.joined(separator: " ")) exited with status \(status); its counts stay served (Ctrl-C to stop)")
+                printError("cowtrace: \(command.joined(separator: " ")) \(status); its counts stay served (Ctrl-C to stop)")
             }
             if let members {
                 collector.withLock { for p in members.pids() { try? tracer.trace(pid: p) } }

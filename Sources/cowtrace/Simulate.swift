@@ -3,7 +3,7 @@ import Foundation
 import MMUSim
 
 /// `cowtrace simulate`: run a fork/CoW/OOM scenario on the simulated MMU.
-struct Simulate: ParsableCommand {
+struct Simulate: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
         abstract: "Run a copy-on-write scenario on a simulated Linux MMU: no BPF, no root, nothing forked for real.",
         discussion: """
@@ -42,7 +42,7 @@ struct Simulate: ParsableCommand {
     @Option(help: "Output format: text (tables) or json (the whole report as one object).")
     var format: Format = .text
 
-    func validate() throws {
+    func checkOptions() throws {
         if list { return }
         guard let scenario, !scenario.isEmpty else {
             throw ValidationError("say which scenario to run: a built-in name (see `cowtrace simulate --list`) or a YAML/JSON file")
@@ -72,7 +72,7 @@ struct Simulate: ParsableCommand {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
-            try finish(report)
+            try finish(report, of: loaded)
             return
         }
         print("Scenario \(loaded.name)" + (loaded.summary.isEmpty ? "" : ": \(loaded.summary)"))
@@ -84,7 +84,7 @@ struct Simulate: ParsableCommand {
         }
         print("")
         print(report.summaryLines().joined(separator: "\n"))
-        try finish(report)
+        try finish(report, of: loaded)
     }
 
     /// A built-in name first, then a file path.
@@ -103,7 +103,16 @@ struct Simulate: ParsableCommand {
         }
     }
 
-    func finish(_ report: ScenarioReport) throws {
+    /// Fails the run on a failed expectation, and on a failed step unless the
+    /// scenario expects steps to fail (`failed_steps`, which then decides).
+    func finish(_ report: ScenarioReport, of scenario: Scenario) throws {
+        let countsFailures = scenario.expectations.contains { if case .failedSteps = $0 { true } else { false } }
+        if !countsFailures, let step = report.steps.first(where: { $0.error != nil }) {
+            let n = report.failedSteps
+            throw SimulateError("step \(step.index) of scenario \(report.name) failed: \(step.error!)"
+                + (n > 1 ? " (and \(n - 1) more)" : "")
+                + "; fix the step, or add `- failed_steps: \(n)` to the expect: list if the scenario means it to fail")
+        }
         let failed = report.expectations.filter { !$0.passed }
         guard failed.isEmpty else {
             throw SimulateError("\(failed.count) expectation\(failed.count == 1 ? "" : "s") of scenario \(report.name) failed: "

@@ -5,7 +5,7 @@ import Foundation
 import Glibc
 #endif
 
-struct Stat: ParsableCommand {
+struct Stat: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
         abstract: "Print per-process copy-on-write counts, every interval.",
         discussion: """
@@ -13,7 +13,11 @@ struct Stat: ParsableCommand {
             pages copied after fork, REUSES write faults that found the page exclusive, \
             ZEROFILL first writes to the shared zero page, FILECOPY MAP_PRIVATE file pages \
             copied, SHARED writes to shared mappings (never copied). Exited processes are \
-            marked with *.
+            marked with *, and those a signal killed are named under the table.
+
+            With -c, cowtrace exits with the command's status when the command fails (like \
+            time(1)). Ctrl-C or SIGTERM ends the command too (it gets the same signal), \
+            prints the final table and exits 130 or 143; without -c they just stop, with 0.
 
             Examples:
               cowtrace stat -c redis-cli bgsave        trace a command and its children, print totals at its end
@@ -49,8 +53,8 @@ struct Stat: ParsableCommand {
 
     @OptionGroup var selection: SelectionOptions
 
-    func validate() throws {
-        if let interval, interval <= 0 { throw ValidationError("interval must be a positive number of seconds") }
+    func checkOptions() throws {
+        try TimeOption.check(interval, "interval")
         if let count, count <= 0 { throw ValidationError("count must be at least 1") }
     }
 
@@ -85,10 +89,12 @@ struct Stat: ParsableCommand {
                 return run.commandExited()
             }
             let finished = StopSignal.isRequested || run.commandExited()
+            let isLast = finished || (count.map { printed + 1 >= $0 } ?? false)
+            // The final table shows the command's end (and how it ended), not a command we are about to stop.
+            if isLast { run.end() }
             run.refresh()
             let snapshot = history.merge(try tracer.snapshot(), retiringFrom: tracer)
             let table = ProcessTable(snapshot: snapshot, tier: tracer.tier, pageSize: tracer.pageSize, showsThreads: threads)
-            let isLast = finished || (count.map { printed + 1 >= $0 } ?? false)
             if period.isFinite || isLast {
                 print(renderer.render(table, at: Date(), final: isLast), terminator: format == .text ? "\n" : "")
                 fflush(stdout)

@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// Options every tracing subcommand shares.
-struct TierOptions: ParsableArguments {
+struct TierOptions: ParsableArguments, OptionChecks {
     @Option(help: ArgumentHelp("Use only this attach tier: fentry, kprobe or tracepoint. Default: the best one this kernel allows (see `cowtrace doctor`).", valueName: "tier"))
     var tier: AttachTier?
 
@@ -15,7 +15,7 @@ struct TierOptions: ParsableArguments {
     @Flag(help: "Print libbpf's messages (verifier log, attach details) to stderr.")
     var verbose = false
 
-    func validate() throws {
+    func checkOptions() throws {
         if maxProcesses < 1 { throw ValidationError("--max-processes must be at least 1") }
     }
 
@@ -43,15 +43,17 @@ func cliError(_ error: Error) -> Error {
 
 /// SIGINT/SIGTERM set a flag; loops check it, print a final table and detach.
 enum StopSignal {
+    /// The signal that asked us to stop; 0 while none has.
     nonisolated(unsafe) static var requested: sig_atomic_t = 0
 
     static func install() {
-        let handler: @convention(c) (Int32) -> Void = { _ in StopSignal.requested = 1 }
+        let handler: @convention(c) (Int32) -> Void = { StopSignal.requested = $0 }
         signal(SIGINT, handler)
         signal(SIGTERM, handler)
     }
 
     static var isRequested: Bool { requested != 0 }
+    static var signalNumber: Int32? { requested == 0 ? nil : Int32(requested) }
 
     /// Sleeps up to `seconds`, waking early on a stop request or when `until` is true.
     static func sleep(_ seconds: Double, until: () -> Bool = { false }) {

@@ -155,7 +155,7 @@ final class HTMLReportTests: XCTestCase {
         XCTAssertEqual(occurrences("<li class=\"fork-node\"", in: html), 10)
         XCTAssertTrue(html.contains("<li class=\"fork-node\" data-pid=\"100\"><span class=\"pid\">pid 100</span>"))
         XCTAssertTrue(html.contains("40 copies (0.2 MiB)"))
-        XCTAssertTrue(html.contains("killed by signal 9 at +0.701 s"))
+        XCTAssertTrue(html.contains("killed by SIGKILL at +0.701 s"))
 
         XCTAssertEqual(occurrences("<tr class=\"oom-kill\" data-pid=\"200\">", in: html), 1)
         XCTAssertTrue(html.contains("64.0 MiB"))   // anon rss

@@ -219,7 +219,7 @@ final class RedisCLITests: XCTestCase {
         // "copied:        31.8 MiB (8128 pages: parent 8106, child 22)"
         let parent = try XCTUnwrap(line.split(separator: "parent ").last?.split(separator: ",").first.flatMap { Double($0) }, String(line))
         XCTAssertEqual(parent, Self.expectedParentCopies, accuracy: Self.expectedParentCopies * 0.15, String(line))
-        XCTAssertTrue(r.stdout.contains("exited (status 0)"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("exited with status 0"), r.stdout)
     }
 
     // MARK: bad input: one line each

@@ -307,9 +307,7 @@ public enum HTMLReport {
     }
 
     static func exitText(_ code: UInt32?) -> String {
-        guard let code = code else { return "" }
-        let signal = code & 0x7f
-        return signal != 0 ? "killed by signal \(signal)" : "exited \(code >> 8)"
+        code.map { ExitStatus(raw: $0).description } ?? ""
     }
 
     static func kib(_ kb: UInt64) -> String { RecordingReport.bytes(kb * 1024) }

@@ -135,7 +135,9 @@ public enum RecordingReport {
         }
         let idle = r.totals.processes.count - all.count
         if idle > 0 { out += "(\(idle) processes without faults, forks or execs not shown)\n" }
-        if all.contains(where: { $0.exitTime != nil }) { out += "(* exited)\n" }
+        if all.contains(where: { $0.exitTime != nil }) {
+            out += ExitStatus.exitedLegend(shown.map { ($0.pid, $0.exitTime != nil ? $0.exitCode.map { ExitStatus(raw: $0) } : nil) })
+        }
         if r.header.attachTiers["faults"] == "tracepoint" && t.classes.reuses > 0 {
             out += "(tracepoint tier: REUSES includes writes to shared mappings)\n"
         }
