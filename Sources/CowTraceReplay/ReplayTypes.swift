@@ -117,6 +117,10 @@ public enum ReplayReason: String, CaseIterable, Sendable {
     case protectionChangedOutside = "protection changed outside the trace"
     /// The model ran out of memory (or killed the process) handling the fault.
     case modelOutOfMemory = "the model ran out of memory"
+    /// Another sharer of the frame faulted on it at an overlapping time (the
+    /// recording shows both faults): each may have seen two references, so
+    /// both copying, or the later one copying and the earlier reusing, is legal.
+    case concurrentFault = "concurrent fault by another sharer of the page"
     /// The fault was in memory that is (or may be) backed by a huge page: the
     /// kernel's THPs were split, collapsed or allocated differently.
     case thpSplit = "THP split"
@@ -127,6 +131,22 @@ public enum ReplayReason: String, CaseIterable, Sendable {
     /// (exit, unmap, exec) where the model could not see it.
     case sharerNotSeen = "a sharer's exit or unmap was not seen"
     case unexplained = "unexplained"
+
+    /// Whether the recording holds the evidence for this reason: the made-up
+    /// mapping or page, the gap, the model's OOM or SIGSEGV, the huge PMD or
+    /// THP-eligible VMA, the other sharer's overlapping fault. The two
+    /// reasons read from the classes alone (a copy where the model reuses, a
+    /// reuse where it copies) are guesses: they name a possible cause of an
+    /// unexplained disagreement, and are counted as unexplained.
+    public var isEvidenced: Bool {
+        switch self {
+        case .transientReference, .sharerNotSeen, .unexplained: return false
+        default: return true
+        }
+    }
+
+    /// The reasons after `concurrentFault` in the order: a later overlapping fault replaces them.
+    static let racesOverride: Set<ReplayReason> = [.thpSplit, .transientReference, .sharerNotSeen, .unexplained]
 }
 
 /// One traced process as the replay saw it.
@@ -183,6 +203,9 @@ public struct Disagreement: Equatable, Sendable {
     /// The model's own outcome (`FaultClass.description`, or "none" when the page tables allowed the write).
     public var modelOutcome: String
     public var reason: ReplayReason
+    /// The kernel copied where the model reused, and no other copy made this one
+    /// necessary (a transient reference, or both racing sharers copied).
+    public var wastedCopy = false
 }
 
 /// What the replay did, in numbers.

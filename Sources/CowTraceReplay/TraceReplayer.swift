@@ -66,6 +66,10 @@ public final class TraceReplayer {
     var snapshotPages: Set<PageKey> = []
 
     var disagreements: [Disagreement] = []
+    /// Recent write-protect faults by the frame they found mapped (see TraceReplayer+Races.swift).
+    var faultsOnFrame: [Int: [FrameFault]] = [:]
+    var frameFaultsKept = 0
+    var frameFaultsSweepAt = 1 << 16
     var stats = ReplayStats()
     var noteIndex: [String: Int] = [:]
     var notes: [ReplayNote] = []
@@ -119,6 +123,10 @@ public final class TraceReplayer {
     struct KernelVerdict {
         var cls: ReplayClass
         var inferred: Bool
+        /// When the fault was last resolved (the copy's allocation), nil with no resolve.
+        var resolvedAt: UInt64? = nil
+        /// When the thread faulted next: by then this fault was over.
+        var threadNextFault: UInt64? = nil
     }
 
     /// Replays the records (in any order: they are sorted by time) and returns the comparison.
@@ -160,39 +168,55 @@ public final class TraceReplayer {
     /// class on the fault record, else a reuse.
     func kernelVerdicts(_ sorted: [TraceRecord]) -> [KernelVerdict?] {
         var verdicts = [KernelVerdict?](repeating: nil, count: sorted.count)
-        struct Pending { var index: Int; var pid: Int32; var recorded: RecordedFaultClass; var resolved: RecordedFaultClass? }
+        struct Pending {
+            var index: Int; var pid: Int32; var recorded: RecordedFaultClass
+            var resolved: RecordedFaultClass?; var resolvedAt: UInt64?
+            /// The thread's first syscall, exec or exit after the fault: the fault was over by then.
+            var over: UInt64? = nil
+        }
         var pending: [Int32: Pending] = [:]
-        func finish(_ p: Pending) {
+        func finish(_ p: Pending, next: UInt64?) {
+            var v: KernelVerdict
             if let r = p.resolved {
-                verdicts[p.index] = KernelVerdict(cls: ReplayClass(r), inferred: false)
+                v = KernelVerdict(cls: ReplayClass(r), inferred: false)
             } else if p.recorded != .unresolved {
-                verdicts[p.index] = KernelVerdict(cls: ReplayClass(p.recorded), inferred: false)
+                v = KernelVerdict(cls: ReplayClass(p.recorded), inferred: false)
             } else {
-                verdicts[p.index] = KernelVerdict(cls: .reuse, inferred: true)
+                v = KernelVerdict(cls: .reuse, inferred: true)
             }
+            v.resolvedAt = p.resolvedAt
+            v.threadNextFault = [next, p.over].compactMap { $0 }.min()
+            verdicts[p.index] = v
+        }
+        func markOver(_ tid: Int32, _ time: UInt64) {
+            if pending[tid] != nil, pending[tid]!.over == nil { pending[tid]!.over = time }
         }
         var sawSharedWriteClass = false
         for (i, record) in sorted.enumerated() {
             switch record {
             case .fault(let f):
-                if let p = pending.removeValue(forKey: f.tid) { finish(p) }
+                if let p = pending.removeValue(forKey: f.tid) { finish(p, next: f.time) }
                 if f.kind == .writeProtect {
-                    pending[f.tid] = Pending(index: i, pid: f.pid, recorded: f.faultClass, resolved: nil)
+                    pending[f.tid] = Pending(index: i, pid: f.pid, recorded: f.faultClass, resolved: nil, resolvedAt: nil)
                     if f.faultClass == .sharedWrite { sawSharedWriteClass = true }
                 }
             case .resolve(let r):
                 stats.resolves += 1
                 if var p = pending[r.tid], p.pid == r.pid {
                     p.resolved = r.faultClass
+                    p.resolvedAt = r.time
                     pending[r.tid] = p
                 } else {
                     stats.unmatchedResolves += 1
                 }
+            case .addressSpace(let a): markOver(a.tid, a.time)
+            case .exec(let e): markOver(e.tid, e.time)
+            case .exit(let e): markOver(e.tid, e.time)
             default:
                 break
             }
         }
-        for p in pending.values { finish(p) }
+        for p in pending.values { finish(p, next: nil) }
         if faultTier == "unknown" && sawSharedWriteClass { tierSeesSharedWrites = true }
         return verdicts
     }
@@ -224,6 +248,7 @@ public final class TraceReplayer {
         static let materialized = Hints(rawValue: 1 << 1)
         static let reprotected = Hints(rawValue: 1 << 2)
         static let modelOOM = Hints(rawValue: 1 << 3)
+        static let concurrentFault = Hints(rawValue: 1 << 4)
     }
 
     func replayFault(_ f: CowTraceFormat.FaultRecord, verdict: KernelVerdict?) {
@@ -284,6 +309,9 @@ public final class TraceReplayer {
             }
         }
 
+        let frame = frameBeforeFault(pid, page)
+        let racing = frame.map { overlappingFaults(on: $0, pid: pid, start: f.time) } ?? []
+
         var outcome: FaultClass? = nil
         var onHugePMD = false
         let oomBefore = machine.oomEvents.count
@@ -298,6 +326,8 @@ public final class TraceReplayer {
         touch(pid, page, f.time)
 
         let model = ReplayClass(model: outcome)
+        let copyOrReuse = Set([kernel.cls, model]) == [.copy, .reuse]
+        var disagreement: Int? = nil
         var p = processes[pid] ?? ReplayProcess(pid: pid, comm: "?", origin: .adopted)
         p.kernel[kernel.cls] += 1
         p.model[model] += 1
@@ -310,13 +340,28 @@ public final class TraceReplayer {
             p.agreements += 1
             p.tierLimitedAgreements += 1
         } else {
+            if copyOrReuse, !racing.isEmpty { hints.insert(.concurrentFault) }
+            // Both sharers copied: one of the copies was not needed.
+            let wasted = kernel.cls == .copy && model == .reuse
+                && (racing.isEmpty || racing.contains { $0.kernel == .copy })
             let reason = disagreementReason(hints: hints, since: since, now: f.time, kernel: kernel.cls,
                                             model: model, outcome: outcome, onHugePMD: onHugePMD, vma: vma)
+            disagreement = disagreements.count
             disagreements.append(Disagreement(time: f.time, pid: pid, tid: f.tid, address: f.address,
                                               kernel: kernel.cls, model: model,
-                                              modelOutcome: outcome?.description ?? "none", reason: reason))
+                                              modelOutcome: outcome?.description ?? "none", reason: reason,
+                                              wastedCopy: wasted))
         }
         processes[pid] = p
+        if let frame {
+            // The earlier sharer's disagreement (it reused, or copied, where the
+            // model says otherwise) is legal too once this fault overlaps it.
+            if kernel.cls == .copy || kernel.cls == .reuse {
+                for earlier in racing { if let i = earlier.disagreement { excuseRace(i) } }
+            }
+            rememberFault(on: frame, FrameFault(pid: pid, start: f.time, end: TraceReplayer.faultEnd(start: f.time, kernel),
+                                                kernel: kernel.cls, disagreement: disagreement))
+        }
     }
 
     func disagreementReason(hints: Hints, since: UInt64, now: UInt64, kernel: ReplayClass, model: ReplayClass,
@@ -327,6 +372,7 @@ public final class TraceReplayer {
         if hints.contains(.reprotected) { return .writeProtectedOutside }
         if hints.contains(.modelOOM) { return .modelOutOfMemory }
         if outcome == .segv { return .protectionChangedOutside }
+        if hints.contains(.concurrentFault) { return .concurrentFault }
         if onHugePMD || vma.map(thpEligible) == true { return .thpSplit }
         if kernel == .copy && model == .reuse { return .transientReference }
         if kernel == .reuse && model == .copy { return .sharerNotSeen }

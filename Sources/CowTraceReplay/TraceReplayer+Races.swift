@@ -1,0 +1,72 @@
+import CowTraceFormat
+import MMUSim
+
+/// Concurrent write-protect faults on one frame.
+///
+/// The kernel decides copy or reuse from the frame's reference count, read
+/// under the faulting process's own page-table lock. Two sharers faulting on
+/// the same frame at overlapping times take two different locks: each can read
+/// the count before the other's copy drops its reference, and both copy (or the
+/// later one copies first and the earlier one reuses). Both outcomes are the
+/// kernel working as designed. The model applies one fault at a time and
+/// predicts copy then reuse; these records let the replay see that the
+/// recording shows the overlap, and excuse either outcome.
+extension TraceReplayer {
+    /// A write-protect fault on a frame, kept while a later fault may still overlap it.
+    struct FrameFault {
+        var pid: Int32
+        var start: UInt64
+        /// Upper bound of when the fault was over (see `faultEnd`).
+        var end: UInt64
+        var kernel: ReplayClass
+        /// Index in `disagreements` when the model and kernel disagreed on it.
+        var disagreement: Int?
+    }
+
+    /// When a fault was certainly over: the thread's next fault (a thread
+    /// faults once at a time), else its last resolve, else its start.
+    static func faultEnd(start: UInt64, _ v: KernelVerdict) -> UInt64 {
+        max(start, v.threadNextFault ?? v.resolvedAt ?? start)
+    }
+
+    /// The frame a write-protect fault finds mapped before it runs (nil for
+    /// the zero page and for pages with no `struct page`).
+    func frameBeforeFault(_ pid: Int32, _ page: UInt64) -> Int? {
+        guard let entry = machine.pageTableEntry(pid, page), entry.isPresent, !entry.isSpecial,
+              entry.frame != FrameTable.zeroPage else { return nil }
+        return entry.frame
+    }
+
+    /// The earlier faults of other processes on `frame` whose interval overlaps
+    /// one starting at `start` (faults are replayed in start order, so an earlier
+    /// one overlaps when it ended at or after `start`).
+    func overlappingFaults(on frame: Int, pid: Int32, start: UInt64) -> [FrameFault] {
+        guard var list = faultsOnFrame[frame] else { return [] }
+        list.removeAll { $0.end < start }
+        faultsOnFrame[frame] = list.isEmpty ? nil : list
+        return list.filter { $0.pid != pid }
+    }
+
+    func rememberFault(on frame: Int, _ fault: FrameFault) {
+        faultsOnFrame[frame, default: []].append(fault)
+        frameFaultsKept += 1
+        // Faults on frames never faulted again would stay forever: drop the finished ones now and then.
+        if frameFaultsKept >= frameFaultsSweepAt {
+            let now = fault.start
+            faultsOnFrame = faultsOnFrame.compactMapValues { list in
+                let open = list.filter { $0.end >= now }
+                return open.isEmpty ? nil : open
+            }
+            frameFaultsKept = faultsOnFrame.values.reduce(0) { $0 + $1.count }
+            frameFaultsSweepAt = max(1 << 16, 2 * frameFaultsKept)
+        }
+    }
+
+    /// Relabels an earlier copy-or-reuse disagreement a later overlapping fault
+    /// proved a race, unless a reason that comes first in the order already holds.
+    func excuseRace(_ i: Int) {
+        let d = disagreements[i]
+        guard Set([d.kernel, d.model]) == [.copy, .reuse], ReplayReason.racesOverride.contains(d.reason) else { return }
+        disagreements[i].reason = .concurrentFault
+    }
+}
