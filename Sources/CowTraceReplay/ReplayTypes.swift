@@ -132,16 +132,19 @@ public enum ReplayReason: String, CaseIterable, Sendable {
     case sharerNotSeen = "a sharer's exit or unmap was not seen"
     case unexplained = "unexplained"
 
-    /// Whether the recording holds the evidence for this reason: the made-up
-    /// mapping or page, the gap, the model's OOM or SIGSEGV, the huge PMD or
-    /// THP-eligible VMA, the other sharer's overlapping fault. The two
-    /// reasons read from the classes alone (a copy where the model reuses, a
-    /// reuse where it copies) are guesses: they name a possible cause of an
-    /// unexplained disagreement, and are counted as unexplained.
+    /// Whether this is kernel behaviour the model cannot decide, given only
+    /// where the recording shows the evidence for it: the gap record, the huge
+    /// PMD or THP-eligible VMA, the other sharer's overlapping fault. These
+    /// count with the agreements against the threshold. The reasons for state
+    /// the model had to make up (a mapping, a page, a protection) say why the
+    /// model may be wrong, not that the kernel's outcome was legal; the two read
+    /// from the classes alone (a copy where the model reuses, a reuse where it
+    /// copies) are guesses. Both kinds name a possible cause of an unexplained
+    /// disagreement.
     public var isEvidenced: Bool {
         switch self {
-        case .transientReference, .sharerNotSeen, .unexplained: return false
-        default: return true
+        case .concurrentFault, .eventsLostInGap, .thpSplit: return true
+        default: return false
         }
     }
 

@@ -177,6 +177,7 @@ extension TraceReplayer {
     func replayFork(_ f: ForkEventRecord) {
         guard f.child != f.parent else { return } // a thread
         guard ensureProcess(f.parent) else { return }
+        forkedSinceExec.insert(f.parent)
         if machine.isAlive(f.child) {
             note("pid reused without a recorded exit", "pid \(f.child) forked by \(f.parent)")
             try? machine.exit(f.child)
@@ -208,6 +209,7 @@ extension TraceReplayer {
         processes[e.pid]!.execs += 1
         var fresh = PidState()
         fresh.memorySince = e.time
+        forkedSinceExec.remove(e.pid)
         pidState[e.pid] = fresh
     }
 

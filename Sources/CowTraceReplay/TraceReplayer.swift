@@ -64,6 +64,8 @@ public final class TraceReplayer {
     var lastSeen: [PageKey: UInt64] = [:]
     /// Pages installed from a snapshot and not faulted since in the model.
     var snapshotPages: Set<PageKey> = []
+    /// Processes that forked since their last exec (their snapshot pages may be shared since).
+    var forkedSinceExec: Set<Int32> = []
 
     var disagreements: [Disagreement] = []
     /// Recent write-protect faults by the frame they found mapped (see TraceReplayer+Races.swift).
@@ -277,7 +279,7 @@ public final class TraceReplayer {
         }
 
         stats.writeProtectFaults += 1
-        snapshotPages.remove(PageKey(pid: pid, page: page))
+        let fromSnapshot = snapshotPages.remove(PageKey(pid: pid, page: page)) != nil
         let kernel = verdict ?? KernelVerdict(cls: .reuse, inferred: true)
         let since = gapTimes.isEmpty ? 0
             : max(lastSeen[PageKey(pid: pid, page: page)] ?? 0, pidState[pid]?.memorySince ?? 0)
@@ -298,6 +300,7 @@ public final class TraceReplayer {
                 vma = machine.vma(pid, containing: page)
             }
         }
+        if fromSnapshot, let vma { undoSnapshotCopy(pid, page, vma) }
         if let vma, vma.flags.contains(.write) {
             if let entry = machine.pageTableEntry(pid, page), entry.isPresent {
                 if entry.isWritable, machine.writeProtect(pid, at: page) {
@@ -404,6 +407,26 @@ public final class TraceReplayer {
         case .always: return true
         case .madvise: return vma.flags.contains(.hugePage)
         case .never: return false
+        }
+    }
+
+    /// A snapshot read at exec is read while the program runs, so it can show
+    /// the result of a write-protect fault recorded after the exec: the anon
+    /// copy of a private file page. A fresh mm has no anon page in a private
+    /// file mapping but the one exec itself wrote (the .bss tail), which is
+    /// writable and does not fault until a fork write-protects it. So a
+    /// write-protect fault on such a page, before the process forked, finds the
+    /// page-cache page: put it back so the fault replays from the state before it.
+    func undoSnapshotCopy(_ pid: Int32, _ page: UInt64, _ vma: VMArea) {
+        guard vma.file != nil, !vma.isShared, let since = pidState[pid]?.memorySince, since > 0,
+              snapshotTimes[pid] == since, !forkedSinceExec.contains(pid),
+              let info = machine.frameInfo(pid, page), info.isAnon else { return }
+        do {
+            try machine.madvise(pid, page, length: 4096, .dontNeed)
+            try machine.installPage(pid, at: page, .file)
+            stats.snapshotPagesRefaulted += 1
+        } catch {
+            modelError("page could not be put back as it was before a snapshot", "pid \(pid) at \(hex(page)): \(error)")
         }
     }
 
