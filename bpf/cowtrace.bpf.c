@@ -948,8 +948,8 @@ int BPF_PROG(tp_sched_process_exec, struct task_struct *p, pid_t old_pid, void *
 	return 0;
 }
 
-/* When the last thread of a traced process exits, its counters move from the
- * leader's storage to exited_counters, where user space finds them by tgid. */
+/* When the last thread of a traced process exits, its counters move from its
+ * process slot to exited_counters, where user space finds them by tgid. */
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(tp_sched_process_exit, struct task_struct *p)
 {
@@ -963,12 +963,15 @@ int BPF_PROG(tp_sched_process_exit, struct task_struct *p)
 		return 0;
 	if (cowtrace_cfg.histograms)
 		burst_flush(tgid, c);
+	/* The fork record reads the child's counters from its slot: close it
+	 * before the slot is freed, or a child that exits without exec shows
+	 * 0 copies. */
+	if (cowtrace_cfg.fork_lineage)
+		end_fork(p, COWTRACE_FORK_ENDED_BY_EXIT);
 	struct cowtrace_pid_counters final = *c;
 	if (bpf_map_update_elem(&exited_counters, &tgid, &final, BPF_ANY))
 		count_drop(COWTRACE_DROP_PID_MAP_FULL);
 	release_slot(&process_slots, &pid_slots, tgid, slot);
-	if (cowtrace_cfg.fork_lineage)
-		end_fork(p, COWTRACE_FORK_ENDED_BY_EXIT);
 	note_identity(tgid, BPF_CORE_READ(p, real_parent, tgid), p, false);
 	struct cowtrace_pid_info *info = bpf_map_lookup_elem(&pid_info, &tgid);
 	if (info) {

@@ -132,13 +132,15 @@ public final class ForkProfiler {
             record = try tracer.forkRecords().first { $0.child == child && $0.parent == parent } ?? record
             let childInfo = snapshot.info[child]
             let childCounters = snapshot.counters[child] ?? ProcessCounters()
-            parentTotal = snapshot.counters[parent].map { sub(copies($0), parentAtFork) } ?? parentTotal
-            childTotal = copies(childCounters)
+            // Cumulative figures never go down: a source that reads lower
+            // (a child's slot freed at exit, a parent gone) keeps the last.
+            parentTotal = max(parentTotal, snapshot.counters[parent].map { sub(copies($0), parentAtFork) } ?? 0)
+            childTotal = max(childTotal, copies(childCounters))
             if let r = record, let how = r.endedBy {
                 end = how == .exec ? .exec : .exit
                 endNs = r.endNanoseconds ?? now
-                parentTotal = r.parentCopiesDuring() ?? parentTotal
-                childTotal = r.childCopiesAtEnd ?? childTotal
+                parentTotal = max(parentTotal, r.parentCopiesDuring() ?? 0)
+                childTotal = max(childTotal, r.childCopiesAtEnd ?? 0)
             } else if childCounters.execs > 0 {
                 end = .exec
                 endNs = now

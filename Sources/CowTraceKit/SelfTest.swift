@@ -1,5 +1,6 @@
 /// Runs scenarios under a live tracer and compares every class the kernel
-/// counted with what the scenario knows it did.
+/// counted with two truths: what the scenario planned, and (as root) what
+/// the workload's own page frames show its writes did (`measure[frames]`).
 public struct ScenarioResult: Sendable {
     public struct Check: Sendable {
         public let role: Scenario.Role
@@ -64,6 +65,19 @@ public struct ScenarioRunner {
                 let tolerance = measure == "execs" ? 0 : Scenario.tolerance(for: want)
                 checks.append(.init(role: role, pid: pid, measure: measure, expected: want,
                                     observed: Int(clamping: got), tolerance: tolerance))
+            }
+            // The second truth, from the kernel's page frames (root only):
+            // what the writes really did, whatever the scenario planned.
+            if let frames = report.frames?.of(role) {
+                let truths: [(String, Int?, Int, UInt64)] = [
+                    ("copies[frames]", expected.copies, frames.copied, counted.copies),
+                    ("zero-fills[frames]", expected.zeroFills, frames.zero_filled, counted.zeroFills),
+                    ("file-copies[frames]", expected.fileCopies, frames.file_copied, counted.fileCopies),
+                ]
+                for (measure, planned, truth, got) in truths where planned != nil {
+                    checks.append(.init(role: role, pid: pid, measure: measure, expected: truth,
+                                        observed: Int(clamping: got), tolerance: Scenario.tolerance(for: truth)))
+                }
             }
             if tracer.histogramsEnabled || tracer.mappingHistogramsEnabled {
                 checks += histogramChecks(role: role, pid: pid, counted: snapshot.counters[pid] ?? ProcessCounters(),

@@ -15,6 +15,29 @@ public struct Workload {
         public let pages: Int
         public let page_size: Int
         public let region_on_tmpfs: Bool?
+        /// The frame-number truth (nil without CAP_SYS_ADMIN, or from an
+        /// older workload): what each side's writes did to its page frames.
+        public let frames: Frames?
+
+        public struct Frames: Decodable, Sendable {
+            public let parent: FrameTruth
+            /// nil when the child could not report (killed, or no fork).
+            public let child: FrameTruth?
+            public func of(_ role: Scenario.Role) -> FrameTruth? { role == .parent ? parent : child }
+        }
+    }
+
+    /// From /proc/self/pagemap before and after each write step: a page whose
+    /// frame changed was copied. Independent of any tracer.
+    public struct FrameTruth: Decodable, Sendable, Equatable {
+        /// Pages the side's write steps wrote.
+        public let written: Int
+        /// Anonymous pages whose frame changed: copy-on-write copies.
+        public let copied: Int
+        /// Private file pages that became anonymous: copies from the page cache.
+        public let file_copied: Int
+        /// Zero-page region pages that got a frame of their own.
+        public let zero_filled: Int
     }
 
     /// Finds the workload: $COWTRACE_WORKLOAD, next to this executable, or PATH.

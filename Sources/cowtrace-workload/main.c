@@ -17,6 +17,20 @@
  *   child:zwrite:FROM:TO   which was only read before the fork: zero-page fills
  *   child:exit             the child exits; the parent reaps it
  *   child:exec             the child execs this program with --noop (fork+exec)
+ * Two steps of different sides joined by '+' ("together steps") run at the
+ * same time: child:write:0:2048+parent:write:2048:3072 starts both halves
+ * once the step before is done, and the step after waits for both. That is
+ * the snapshot pattern (Redis BGSAVE): the child works while the parent
+ * goes on writing.
+ *
+ * Frame truth: every write step reads the writer's own /proc/self/pagemap
+ * frame numbers for its pages before and after writing. A page whose frame
+ * changed was copied (or, in the zero-page region, zero-filled); a page of a
+ * private file mapping that was not mapped before and is an anonymous page
+ * after was copied from the page cache. This truth comes from the kernel's
+ * page tables, not from any tracer; it needs CAP_SYS_ADMIN (frame numbers
+ * read as 0 otherwise) and is then reported as null. The child hands its
+ * figures to the parent through a pipe when it exits or execs.
  * With --handshake the parent prints "ready PID" once the region is prepared
  * and waits for a byte on stdin before it forks, so a tracer can take a
  * baseline of the program's own start-up faults.
@@ -38,6 +52,7 @@
 #include <getopt.h>
 #include <linux/magic.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +76,8 @@ struct step {
 	enum actor actor;
 	enum action action;
 	long from, to;
+	/* A together step's other half (the other side's), or NULL. */
+	struct step *partner;
 };
 
 static struct {
@@ -78,6 +95,7 @@ static struct {
 	int time_storm;
 	const char *file_dir;
 	struct step steps[MAX_STEPS];
+	struct step partners[MAX_STEPS];
 	int nsteps;
 } opt = { .pages = 16384, .mapping = MAP_KIND_ANON, .prefault = PREFAULT_WRITE, .fork = 1, .parallel = 2 };
 
@@ -105,13 +123,114 @@ static void usage(void)
 	     "                         [--child-oom-score-adj N]\n"
 	     "                         [--storm FORKS [--parallel K] [--time]] STEP...\n"
 	     "steps: child|parent:write|twrite|read|zwrite:FROM:TO, child:exit, child:exec\n"
-	     "example: cowtrace-workload --pages 16384 child:write:0:8192 child:exit parent:write:0:16384");
+	     "       CHILDSTEP+PARENTSTEP runs both at the same time\n"
+	     "example: cowtrace-workload --pages 16384 child:write:0:8192 child:exit parent:write:0:16384\n"
+	     "snapshot pattern: cowtrace-workload --pages 4096 child:write:0:2048+parent:write:2048:3072 child:exit");
+}
+
+/* pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst). */
+#define PM_PFN_MASK ((1ULL << 55) - 1)
+#define PM_FILE (1ULL << 61)
+#define PM_PRESENT (1ULL << 63)
+
+/* What this process's writes did to its page frames (see the top comment). */
+struct frame_truth {
+	long written, copied, file_copied, zero_filled;
+	int known; /* 0 once pagemap hid the frame numbers (no CAP_SYS_ADMIN) */
+};
+static struct frame_truth truth = { .known = 1 };
+static int pagemap_fd = -1;
+static int truth_pipe[2] = { -1, -1 };
+static pthread_mutex_t truth_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The pagemap entries of pages [from, to) of base, in a fresh mapping the
+ * caller unmaps (fresh, so that filling it is a first touch, never a copy
+ * the truth would have to explain). NULL when pagemap cannot be read. */
+static uint64_t *read_pagemap(volatile unsigned char *base, long from, long to)
+{
+	if (pagemap_fd < 0)
+		pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	size_t len = (size_t)(to - from) * sizeof(uint64_t);
+	if (pagemap_fd < 0 || len == 0)
+		return NULL;
+	uint64_t *entries = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (entries == MAP_FAILED)
+		return NULL;
+	off_t at = (off_t)(((unsigned long)base / page_size + from) * sizeof(uint64_t));
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = pread(pagemap_fd, (char *)entries + done, len - done, at + done);
+		if (n <= 0) {
+			munmap(entries, len);
+			return NULL;
+		}
+		done += n;
+	}
+	return entries;
+}
+
+/* Compares a step's pages before and after its writes. */
+static void count_frames(const uint64_t *before, const uint64_t *after, long n, int zero_region_step)
+{
+	struct frame_truth t = { .written = n, .known = 1 };
+	for (long i = 0; i < n; i++) {
+		uint64_t b = before[i], a = after[i];
+		if (((b & PM_PRESENT) && !(b & PM_PFN_MASK)) || ((a & PM_PRESENT) && !(a & PM_PFN_MASK)))
+			t.known = 0; /* frame numbers hidden: not privileged */
+		if (!(a & PM_PRESENT) || (a & PM_FILE))
+			continue; /* still a page-cache (or shared) page: nothing copied */
+		if (!(b & PM_PRESENT)) {
+			/* A first touch: zeroed in anonymous memory, copied from the
+			 * page cache in a private file mapping (do_cow_fault). */
+			if (opt.mapping == MAP_KIND_PRIVATE_FILE && !zero_region_step)
+				t.file_copied++;
+		} else if (b & PM_FILE) {
+			t.file_copied++; /* page-cache page replaced by a private copy */
+		} else if ((b & PM_PFN_MASK) != (a & PM_PFN_MASK)) {
+			if (zero_region_step)
+				t.zero_filled++;
+			else
+				t.copied++;
+		}
+	}
+	pthread_mutex_lock(&truth_lock);
+	truth.written += t.written;
+	truth.copied += t.copied;
+	truth.file_copied += t.file_copied;
+	truth.zero_filled += t.zero_filled;
+	truth.known &= t.known;
+	pthread_mutex_unlock(&truth_lock);
 }
 
 static void touch_region(volatile unsigned char *base, long pages, long from, long to, int write)
 {
 	if (from < 0 || to > pages || from > to)
 		usage_error("step range outside the region");
+	uint64_t *before = write ? read_pagemap(base, from, to) : NULL;
+	if (write && !before)
+		truth.known = 0;
+	for (long i = from; i < to; i++) {
+		volatile unsigned char *p = base + i * page_size;
+		if (write)
+			*p = (unsigned char)(i + 1);
+		else
+			(void)*p;
+	}
+	if (!before)
+		return;
+	uint64_t *after = read_pagemap(base, from, to);
+	if (after) {
+		count_frames(before, after, to - from, base == zero_region);
+		munmap(after, (size_t)(to - from) * sizeof(uint64_t));
+	} else {
+		truth.known = 0;
+	}
+	munmap(before, (size_t)(to - from) * sizeof(uint64_t));
+}
+
+/* Unmeasured writes (the storm, preparing the region before the fork). */
+static void touch_plain(volatile unsigned char *base, long from, long to, int write)
+{
 	for (long i = from; i < to; i++) {
 		volatile unsigned char *p = base + i * page_size;
 		if (write)
@@ -146,6 +265,23 @@ static void touch_from_thread(struct step *st)
 	pthread_join(thread, NULL);
 }
 
+/* The child hands its frame truth to the parent, once, before it exits or execs. */
+static void send_truth(void)
+{
+	if (truth_pipe[1] < 0)
+		return;
+	if (write(truth_pipe[1], &truth, sizeof(truth)) != (ssize_t)sizeof(truth))
+		truth.known = 0;
+	close(truth_pipe[1]);
+	truth_pipe[1] = -1;
+}
+
+static void print_truth(const char *name, const struct frame_truth *t)
+{
+	printf("\"%s\":{\"written\":%ld,\"copied\":%ld,\"file_copied\":%ld,\"zero_filled\":%ld}", name,
+	       t->written, t->copied, t->file_copied, t->zero_filled);
+}
+
 /* A second anonymous region that is only read before the fork, so the shared
  * zero page is mapped in it: its first writes are zero fills, not copies. */
 static void map_zero_region(void)
@@ -156,11 +292,11 @@ static void map_zero_region(void)
 		die("mmap the zero-page region");
 	madvise(p, len, MADV_NOHUGEPAGE);
 	zero_region = p;
-	touch_region(zero_region, opt.zero_pages, 0, opt.zero_pages, 0);
+	touch_plain(zero_region, 0, opt.zero_pages, 0);
 	/* One real write gives the VMA an anon_vma: without one, fork copies no
 	 * page-table entries for it, and the child's writes would be first
 	 * touches instead of zero fills. Page zero_pages-1 is left out of steps. */
-	touch_region(zero_region, opt.zero_pages, opt.zero_pages - 1, opt.zero_pages, 1);
+	touch_plain(zero_region, opt.zero_pages - 1, opt.zero_pages, 1);
 }
 
 static void map_region(void)
@@ -210,11 +346,8 @@ static void map_region(void)
 	madvise(p, len, MADV_NOHUGEPAGE);
 }
 
-static void parse_step(const char *s)
+static void parse_half(const char *s, struct step *st)
 {
-	if (opt.nsteps == MAX_STEPS)
-		usage_error("too many steps");
-	struct step *st = &opt.steps[opt.nsteps++];
 	char who[16], what[16];
 	long from = 0, to = 0;
 	int n = sscanf(s, "%15[a-z]:%15[a-z]:%ld:%ld", who, what, &from, &to);
@@ -240,6 +373,46 @@ static void parse_step(const char *s)
 	}
 	st->from = from;
 	st->to = to;
+	st->partner = NULL;
+}
+
+static void parse_step(const char *s)
+{
+	if (opt.nsteps == MAX_STEPS)
+		usage_error("too many steps");
+	int i = opt.nsteps++;
+	struct step *st = &opt.steps[i];
+	const char *plus = strchr(s, '+');
+	if (!plus) {
+		parse_half(s, st);
+		return;
+	}
+	char first[64];
+	if ((size_t)(plus - s) >= sizeof(first))
+		usage_error("a together step's half is too long");
+	memcpy(first, s, plus - s);
+	first[plus - s] = 0;
+	parse_half(first, st);
+	parse_half(plus + 1, &opt.partners[i]);
+	if (strchr(plus + 1, '+') || opt.partners[i].actor == st->actor)
+		usage_error("a together step joins one child step and one parent step with '+'");
+	if (st->action == ACTION_EXIT || st->action == ACTION_EXEC || opt.partners[i].action == ACTION_EXIT ||
+	    opt.partners[i].action == ACTION_EXEC)
+		usage_error("child:exit and child:exec cannot be half of a together step (put them after it)");
+	st->partner = &opt.partners[i];
+}
+
+/* Does side is_child run (a half of) step st? */
+static int involves(const struct step *st, int is_child)
+{
+	return ((st->actor == ACTOR_CHILD) == is_child) ||
+	       (st->partner && ((st->partner->actor == ACTOR_CHILD) == is_child));
+}
+
+/* The half of st that side is_child runs. */
+static struct step *half_of(struct step *st, int is_child)
+{
+	return ((st->actor == ACTOR_CHILD) == is_child) ? st : st->partner;
 }
 
 static void pass_turn(int fd)
@@ -283,7 +456,7 @@ static int storm(void)
 	int nrunning = 0;
 	long long start_ns = monotonic_ns();
 	long long start_cpu_ns = rusage_ns(RUSAGE_SELF);
-	touch(0, opt.pages, 1);
+	touch_plain(region, 0, opt.pages, 1);
 	for (int i = 0; i < opt.storm_forks; i++) {
 		if (nrunning == opt.parallel) {
 			if (wait(NULL) < 0)
@@ -294,7 +467,7 @@ static int storm(void)
 		if (pid < 0)
 			die("fork");
 		if (pid == 0) {
-			touch(0, opt.pages, 1);
+			touch_plain(region, 0, opt.pages, 1);
 			_exit(0);
 		}
 		running[nrunning++] = pid;
@@ -368,13 +541,21 @@ int main(int argc, char **argv)
 		parse_step(argv[i]);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
+	/* A page this program surely has mapped: its frame number reads as 0
+	 * without CAP_SYS_ADMIN, and then there is no frame truth. */
+	uint64_t *own = read_pagemap((volatile unsigned char *)((unsigned long)&page_size & ~(page_size - 1)), 0, 1);
+	if (!own || !(own[0] & PM_PFN_MASK))
+		truth.known = 0;
+	if (own)
+		munmap(own, sizeof(uint64_t));
+
 	map_region();
 	if (opt.zero_pages > 0)
 		map_zero_region();
 	if (opt.storm_forks > 0)
 		return storm();
 	if (opt.prefault != PREFAULT_NONE)
-		touch(0, opt.pages, opt.prefault == PREFAULT_WRITE);
+		touch_plain(region, 0, opt.pages, opt.prefault == PREFAULT_WRITE);
 	if (opt.handshake) {
 		/* A tracer reads its baseline now (this program's own start-up
 		 * faults), then lets the scenario run by writing one byte. */
@@ -387,7 +568,7 @@ int main(int argc, char **argv)
 	int to_child[2], to_parent[2];
 	pid_t child = 0;
 	if (opt.fork) {
-		if (pipe(to_child) || pipe(to_parent))
+		if (pipe(to_child) || pipe(to_parent) || pipe2(truth_pipe, O_CLOEXEC))
 			die("pipe");
 		child = fork();
 		if (child < 0)
@@ -395,6 +576,16 @@ int main(int argc, char **argv)
 		/* Each side keeps only its ends, so closing one shows as EOF to the other. */
 		close(child == 0 ? to_child[1] : to_child[0]);
 		close(child == 0 ? to_parent[0] : to_parent[1]);
+		close(child == 0 ? truth_pipe[0] : truth_pipe[1]);
+		if (child == 0) {
+			truth_pipe[0] = -1;
+			/* The parent's open pagemap describes the parent's pages. */
+			if (pagemap_fd >= 0)
+				close(pagemap_fd);
+			pagemap_fd = -1;
+		} else {
+			truth_pipe[1] = -1;
+		}
 		if (child == 0 && opt.child_oom_score_adj_set) {
 			char adj[16];
 			int fd = open("/proc/self/oom_score_adj", O_WRONLY);
@@ -408,17 +599,18 @@ int main(int argc, char **argv)
 	int child_alive = opt.fork;
 	for (int i = 0; i < opt.nsteps; i++) {
 		struct step *st = &opt.steps[i];
-		if (!opt.fork && st->actor == ACTOR_CHILD)
+		if (!opt.fork && involves(st, 1))
 			usage_error("a child step needs a fork (drop --no-fork)");
-		int mine = (st->actor == ACTOR_CHILD) == is_child;
-		if (!mine)
+		if (!involves(st, is_child))
 			continue;
-		/* Take the turn from the other side when the previous step was theirs. */
-		if (i > 0 && ((opt.steps[i - 1].actor == ACTOR_CHILD) != is_child)) {
+		/* Wait for the other side when the previous step was (half) theirs. */
+		if (i > 0 && involves(&opt.steps[i - 1], !is_child)) {
 			struct step *prev = &opt.steps[i - 1];
 			if (is_child) {
-				if (!wait_turn(to_child[0]))
+				if (!wait_turn(to_child[0])) {
+					send_truth();
 					_exit(0);
+				}
 			} else if (prev->action == ACTION_EXIT || prev->action == ACTION_EXEC) {
 				if (child_alive && waitpid(child, NULL, 0) < 0)
 					die("wait for the child");
@@ -427,27 +619,31 @@ int main(int argc, char **argv)
 				wait_turn(to_parent[0]);
 			}
 		}
-		switch (st->action) {
-		case ACTION_WRITE: touch(st->from, st->to, 1); break;
-		case ACTION_THREAD_WRITE: touch_from_thread(st); break;
-		case ACTION_READ: touch(st->from, st->to, 0); break;
-		case ACTION_ZERO_WRITE: touch_region(zero_region, opt.zero_pages, st->from, st->to, 1); break;
-		case ACTION_EXIT: _exit(0);
+		struct step *mine = half_of(st, is_child);
+		switch (mine->action) {
+		case ACTION_WRITE: touch(mine->from, mine->to, 1); break;
+		case ACTION_THREAD_WRITE: touch_from_thread(mine); break;
+		case ACTION_READ: touch(mine->from, mine->to, 0); break;
+		case ACTION_ZERO_WRITE: touch_region(zero_region, opt.zero_pages, mine->from, mine->to, 1); break;
+		case ACTION_EXIT: send_truth(); _exit(0);
 		case ACTION_EXEC: {
 			char self[4096];
 			ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 			if (n < 0)
 				_exit(3);
 			self[n] = 0;
+			send_truth();
 			execl(self, "cowtrace-workload", "--noop", (char *)NULL);
 			_exit(3);
 		}
 		}
-		/* Hand the turn over when the next step is the other side's. */
-		if (opt.fork && i + 1 < opt.nsteps && ((opt.steps[i + 1].actor == ACTOR_CHILD) != is_child))
+		/* Hand the turn over when the next step is (half) the other side's. */
+		if (opt.fork && i + 1 < opt.nsteps && involves(&opt.steps[i + 1], !is_child) &&
+		    (is_child || child_alive))
 			pass_turn(is_child ? to_parent[1] : to_child[1]);
 	}
 	if (is_child) {
+		send_truth();
 		/* Stay alive (and keep sharing pages) until the parent is done. */
 		while (wait_turn(to_child[0]))
 			;
@@ -458,7 +654,24 @@ int main(int argc, char **argv)
 		if (waitpid(child, NULL, 0) < 0)
 			die("wait for the child");
 	}
-	printf("{\"workload\":\"steps\",\"parent\":%d,\"child\":%d,\"pages\":%ld,\"page_size\":%ld,\"region_on_tmpfs\":%s}\n",
+	struct frame_truth child_truth = { 0 };
+	int child_truth_known = opt.fork && read(truth_pipe[0], &child_truth, sizeof(child_truth)) == (ssize_t)sizeof(child_truth) &&
+				child_truth.known;
+	printf("{\"workload\":\"steps\",\"parent\":%d,\"child\":%d,\"pages\":%ld,\"page_size\":%ld,\"region_on_tmpfs\":%s,\"frames\":",
 	       getpid(), (int)child, opt.pages, page_size, region_on_tmpfs ? "true" : "false");
+	if (truth.known) {
+		printf("{");
+		print_truth("parent", &truth);
+		if (child_truth_known) {
+			printf(",");
+			print_truth("child", &child_truth);
+		} else {
+			printf(",\"child\":null");
+		}
+		printf("}");
+	} else {
+		printf("null");
+	}
+	printf("}\n");
 	return 0;
 }

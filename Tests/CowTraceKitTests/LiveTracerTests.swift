@@ -28,6 +28,9 @@ final class LiveScenarioTests: XCTestCase {
         }
         // A probe that counted nothing must fail: every scenario expects some non-zero class.
         XCTAssertTrue(result.checks.contains { $0.expected > 0 && $0.passed }, "\(name) checked nothing non-zero", file: file, line: line)
+        // As root the workload's page frames are a second truth, and it is compared.
+        XCTAssertNotNil(result.report.frames, "\(name): no frame-number truth (pagemap) as root", file: file, line: line)
+        XCTAssertTrue(result.checks.contains { $0.measure.hasSuffix("[frames]") }, "\(name): nothing compared with the frames", file: file, line: line)
     }
 
     func testMatrixIsLargeEnough() { XCTAssertGreaterThanOrEqual(Scenario.matrix.count, 8) }

@@ -31,6 +31,43 @@ final class ForksCLITests: XCTestCase {
         XCTAssertGreaterThanOrEqual(fork["mapped_pages"] as! Int, 4096)
     }
 
+    /// The snapshot pattern (a BGSAVE-like child): the child writes 2048
+    /// pages and exits without exec while the parent writes 1024 others at
+    /// the same time. Truth: the workload's own page frames.
+    func testSnapshotChildThatExitsKeepsItsCopies() throws {
+        try requireBPF()
+        let workload = productPath("cowtrace-workload")
+        let steps = ["--pages", "4096", "child:write:0:2048+parent:write:2048:3072", "child:exit"]
+        let json = try run(["forks", "--format", "json", "-c", workload] + steps)
+        XCTAssertEqual(json.status, 0, json.stderr)
+        let lines = json.stdout.split(separator: "\n")
+        let report = try JSONDecoder().decode(Workload.Report.self, from: Data(try XCTUnwrap(lines.first { $0.contains("\"workload\"") }).utf8))
+        let frames = try XCTUnwrap(report.frames, "root reads frame numbers")
+        let childTruth = try XCTUnwrap(frames.child).copied, parentTruth = frames.parent.copied
+        XCTAssertEqual(childTruth, 2048, accuracy: pageSlack(2048), "the frames must show the planned copies")
+        XCTAssertEqual(parentTruth, 1024, accuracy: pageSlack(1024))
+        let tree = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(try XCTUnwrap(lines.last { $0.contains("\"forks\"") }).utf8)) as? [String: Any])
+        let fork = try XCTUnwrap((tree["forks"] as? [[String: Any]])?.first { $0["child"] as? Int == Int(report.child ?? 0) })
+        XCTAssertEqual(fork["ended_by"] as? String, "exit")
+        XCTAssertEqual(fork["child_copies"] as! Int, childTruth, accuracy: pageSlack(childTruth), "JSON child_copies vs frames")
+        XCTAssertEqual(fork["parent_copies_during"] as! Int, parentTruth, accuracy: pageSlack(parentTruth), "JSON parent_copies_during vs frames")
+
+        let text = try run(["forks", "-c", workload] + steps)
+        XCTAssertEqual(text.status, 0, text.stderr)
+        let textReport = try JSONDecoder().decode(Workload.Report.self, from: Data(try XCTUnwrap(text.stdout.split(separator: "\n").first { $0.contains("\"workload\"") }).utf8))
+        let line = try XCTUnwrap(text.stdout.split(separator: "\n").first { $0.contains("→ \(textReport.child ?? 0) ") }, text.stdout)
+        let childCopied = try XCTUnwrap(number(after: "the child copied ", in: line), String(line))
+        let parentCopied = try XCTUnwrap(number(after: "the parent copied ", in: line), String(line))
+        XCTAssertTrue(line.contains("and exited"), String(line))
+        XCTAssertEqual(childCopied, try XCTUnwrap(textReport.frames?.child).copied, accuracy: pageSlack(2048), String(line))
+        XCTAssertEqual(parentCopied, try XCTUnwrap(textReport.frames).parent.copied, accuracy: pageSlack(1024), String(line))
+    }
+
+    private func number(after prefix: String, in line: Substring) -> Int? {
+        guard let r = line.range(of: prefix) else { return nil }
+        return Int(line[r.upperBound...].prefix { $0.isNumber })
+    }
+
     func testTextTreeNamesTheWaste() throws {
         try requireBPF()
         let workload = builtProductsDirectory().appendingPathComponent("cowtrace-workload").path
