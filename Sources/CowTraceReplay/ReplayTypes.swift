@@ -121,6 +121,10 @@ public enum ReplayReason: String, CaseIterable, Sendable {
     /// recording shows both faults): each may have seen two references, so
     /// both copying, or the later one copying and the earlier reusing, is legal.
     case concurrentFault = "concurrent fault by another sharer of the page"
+    /// The kernel copied a page the model sees as exclusive, shortly after the
+    /// exit event of the process that shared it: the kernel tears an address
+    /// space down after that event, so the page still had its second reference.
+    case sharerExiting = "a sharer had exited but not yet released the page"
     /// The fault was in memory that is (or may be) backed by a huge page: the
     /// kernel's THPs were split, collapsed or allocated differently.
     case thpSplit = "THP split"
@@ -143,13 +147,14 @@ public enum ReplayReason: String, CaseIterable, Sendable {
     /// disagreement.
     public var isEvidenced: Bool {
         switch self {
-        case .concurrentFault, .eventsLostInGap, .thpSplit: return true
+        case .concurrentFault, .sharerExiting, .eventsLostInGap, .thpSplit: return true
         default: return false
         }
     }
 
     /// The reasons after `concurrentFault` in the order: a later overlapping fault replaces them.
-    static let racesOverride: Set<ReplayReason> = [.thpSplit, .transientReference, .sharerNotSeen, .unexplained]
+    static let racesOverride: Set<ReplayReason> = [.sharerExiting, .thpSplit, .transientReference, .sharerNotSeen,
+                                                   .unexplained]
 }
 
 /// One traced process as the replay saw it.

@@ -214,7 +214,10 @@ extension TraceReplayer {
     }
 
     func replayExit(_ x: ExitEventRecord) {
-        if machine.isAlive(x.pid) { try? machine.exit(x.pid) }
+        if machine.isAlive(x.pid) {
+            rememberExitingSharer(x.pid, x.time)
+            try? machine.exit(x.pid)
+        }
         if processes[x.pid] != nil {
             processes[x.pid]!.exited = true
             processes[x.pid]!.exitCode = x.exitCode

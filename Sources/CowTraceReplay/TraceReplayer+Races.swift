@@ -47,6 +47,12 @@ extension TraceReplayer {
         return list.filter { $0.pid != pid }
     }
 
+    struct ExitedSharer {
+        var pid: Int32
+        var time: UInt64
+        var address: UInt64
+    }
+
     func rememberFault(on frame: Int, _ fault: FrameFault) {
         faultsOnFrame[frame, default: []].append(fault)
         frameFaultsKept += 1
@@ -68,5 +74,28 @@ extension TraceReplayer {
         let d = disagreements[i]
         guard Set([d.kernel, d.model]) == [.copy, .reuse], ReplayReason.racesOverride.contains(d.reason) else { return }
         disagreements[i].reason = .concurrentFault
+    }
+
+    // MARK: exits
+
+    /// The kernel's exit event fires at the start of do_exit; the address space
+    /// is torn down after it (exit_mmap), one page table at a time. Until its
+    /// page is zapped the exiting process still holds its reference, so the
+    /// other sharer's write copies where the model, which ends the process at
+    /// the event, reuses. Remembers which pages were shared, and when.
+    func rememberExitingSharer(_ pid: Int32, _ time: UInt64) {
+        if let oldest = exitedSharers.values.map(\.time).min(), oldest &+ exitTeardownWindowNanoseconds < time {
+            exitedSharers = exitedSharers.filter { $0.value.time &+ exitTeardownWindowNanoseconds >= time }
+        }
+        for (address, frame) in machine.sharedAnonymousPages(pid) {
+            exitedSharers[frame] = ExitedSharer(pid: pid, time: time, address: address)
+        }
+    }
+
+    /// Whether a process that mapped this frame at this address exited at most
+    /// `exitTeardownWindowNanoseconds` before `time`.
+    func sharerStillExiting(frame: Int, page: UInt64, pid: Int32, time: UInt64) -> Bool {
+        guard let e = exitedSharers[frame], e.pid != pid, e.address == page else { return false }
+        return e.time <= time && time <= e.time &+ exitTeardownWindowNanoseconds
     }
 }

@@ -71,6 +71,11 @@ public final class TraceReplayer {
     /// Recent write-protect faults by the frame they found mapped (see TraceReplayer+Races.swift).
     var faultsOnFrame: [Int: [FrameFault]] = [:]
     var frameFaultsKept = 0
+    /// Shared frames of processes that exited lately, by frame (see TraceReplayer+Races.swift).
+    var exitedSharers: [Int: ExitedSharer] = [:]
+    /// How long after its exit event a process may still hold its pages: the
+    /// kernel tears the address space down after the event.
+    public var exitTeardownWindowNanoseconds: UInt64 = 1_000_000_000
     var frameFaultsSweepAt = 1 << 16
     var stats = ReplayStats()
     var noteIndex: [String: Int] = [:]
@@ -251,6 +256,7 @@ public final class TraceReplayer {
         static let reprotected = Hints(rawValue: 1 << 2)
         static let modelOOM = Hints(rawValue: 1 << 3)
         static let concurrentFault = Hints(rawValue: 1 << 4)
+        static let sharerExiting = Hints(rawValue: 1 << 5)
     }
 
     func replayFault(_ f: CowTraceFormat.FaultRecord, verdict: KernelVerdict?) {
@@ -344,6 +350,10 @@ public final class TraceReplayer {
             p.tierLimitedAgreements += 1
         } else {
             if copyOrReuse, !racing.isEmpty { hints.insert(.concurrentFault) }
+            if kernel.cls == .copy, model == .reuse, let frame,
+               sharerStillExiting(frame: frame, page: page, pid: pid, time: f.time) {
+                hints.insert(.sharerExiting)
+            }
             // Both sharers copied: one of the copies was not needed.
             let wasted = kernel.cls == .copy && model == .reuse
                 && (racing.isEmpty || racing.contains { $0.kernel == .copy })
@@ -376,6 +386,7 @@ public final class TraceReplayer {
         if hints.contains(.modelOOM) { return .modelOutOfMemory }
         if outcome == .segv { return .protectionChangedOutside }
         if hints.contains(.concurrentFault) { return .concurrentFault }
+        if hints.contains(.sharerExiting) { return .sharerExiting }
         if onHugePMD || vma.map(thpEligible) == true { return .thpSplit }
         if kernel == .copy && model == .reuse { return .transientReference }
         if kernel == .reuse && model == .copy { return .sharerNotSeen }
