@@ -86,6 +86,7 @@ extension TraceReplayer {
     func rememberExitingSharer(_ pid: Int32, _ time: UInt64) {
         if let oldest = exitedSharers.values.map(\.time).min(), oldest &+ exitTeardownWindowNanoseconds < time {
             exitedSharers = exitedSharers.filter { $0.value.time &+ exitTeardownWindowNanoseconds >= time }
+            releasedExits.formIntersection(exitedSharers.values.map(\.pid))
         }
         for (address, frame) in machine.sharedAnonymousPages(pid) {
             exitedSharers[frame] = ExitedSharer(pid: pid, time: time, address: address)
@@ -93,9 +94,17 @@ extension TraceReplayer {
     }
 
     /// Whether a process that mapped this frame at this address exited at most
-    /// `exitTeardownWindowNanoseconds` before `time`.
+    /// `exitTeardownWindowNanoseconds` before `time`, and the kernel has not
+    /// yet reused a page it shared (which shows its teardown was done).
     func sharerStillExiting(frame: Int, page: UInt64, pid: Int32, time: UInt64) -> Bool {
-        guard let e = exitedSharers[frame], e.pid != pid, e.address == page else { return false }
+        guard let e = exitedSharers[frame], e.pid != pid, e.address == page, !releasedExits.contains(e.pid) else {
+            return false
+        }
         return e.time <= time && time <= e.time &+ exitTeardownWindowNanoseconds
+    }
+
+    /// A reuse of a page an exited process shared: its pages are gone from here on.
+    func noteReuseAfterExit(frame: Int) {
+        if let e = exitedSharers[frame] { releasedExits.insert(e.pid) }
     }
 }

@@ -73,6 +73,8 @@ public final class TraceReplayer {
     var frameFaultsKept = 0
     /// Shared frames of processes that exited lately, by frame (see TraceReplayer+Races.swift).
     var exitedSharers: [Int: ExitedSharer] = [:]
+    /// Exited processes whose pages the kernel was seen to have released (a reuse of one).
+    var releasedExits: Set<Int32> = []
     /// How long after its exit event a process may still hold its pages: the
     /// kernel tears the address space down after the event.
     public var exitTeardownWindowNanoseconds: UInt64 = 1_000_000_000
@@ -366,6 +368,7 @@ public final class TraceReplayer {
                                               wastedCopy: wasted))
         }
         processes[pid] = p
+        if let frame, kernel.cls == .reuse, !exitedSharers.isEmpty { noteReuseAfterExit(frame: frame) }
         if let frame {
             // The earlier sharer's disagreement (it reused, or copied, where the
             // model says otherwise) is legal too once this fault overlaps it.
