@@ -23,18 +23,19 @@ extension TraceReplayer {
         var disagreement: Int?
     }
 
-    /// When a fault was certainly over: the thread's next fault (a thread
-    /// faults once at a time), else its last resolve, else its start.
+    /// When a fault was certainly over: when its thread did something else
+    /// next (a thread handles one fault at a time), else its last resolve, else
+    /// its start. An upper bound: a thread preempted between two faults
+    /// stretches it, so an overlap means the race was possible, not certain.
     static func faultEnd(start: UInt64, _ v: KernelVerdict) -> UInt64 {
-        max(start, v.threadNextFault ?? v.resolvedAt ?? start)
+        max(start, v.overBy ?? v.resolvedAt ?? start)
     }
 
-    /// The frame a write-protect fault finds mapped before it runs (nil for
-    /// the zero page and for pages with no `struct page`).
+    /// The frame a write-protect fault finds mapped before it runs (the 4 KiB
+    /// frame inside a huge page; nil for the zero pages).
     func frameBeforeFault(_ pid: Int32, _ page: UInt64) -> Int? {
-        guard let entry = machine.pageTableEntry(pid, page), entry.isPresent, !entry.isSpecial,
-              entry.frame != FrameTable.zeroPage else { return nil }
-        return entry.frame
+        guard let info = machine.frameInfo(pid, page), !info.isZeroPage else { return nil }
+        return info.frame
     }
 
     /// The earlier faults of other processes on `frame` whose interval overlaps
@@ -45,12 +46,6 @@ extension TraceReplayer {
         list.removeAll { $0.end < start }
         faultsOnFrame[frame] = list.isEmpty ? nil : list
         return list.filter { $0.pid != pid }
-    }
-
-    struct ExitedSharer {
-        var pid: Int32
-        var time: UInt64
-        var address: UInt64
     }
 
     func rememberFault(on frame: Int, _ fault: FrameFault) {
@@ -77,6 +72,13 @@ extension TraceReplayer {
     }
 
     // MARK: exits
+
+    /// A shared anonymous page of a process at its exit event.
+    struct ExitedSharer {
+        var pid: Int32
+        var time: UInt64
+        var address: UInt64
+    }
 
     /// The kernel's exit event fires at the start of do_exit; the address space
     /// is torn down after it (exit_mmap), one page table at a time. Until its

@@ -71,6 +71,7 @@ public final class TraceReplayer {
     /// Recent write-protect faults by the frame they found mapped (see TraceReplayer+Races.swift).
     var faultsOnFrame: [Int: [FrameFault]] = [:]
     var frameFaultsKept = 0
+    var frameFaultsSweepAt = 1 << 16
     /// Shared frames of processes that exited lately, by frame (see TraceReplayer+Races.swift).
     var exitedSharers: [Int: ExitedSharer] = [:]
     /// Exited processes whose pages the kernel was seen to have released (a reuse of one).
@@ -78,7 +79,6 @@ public final class TraceReplayer {
     /// How long after its exit event a process may still hold its pages: the
     /// kernel tears the address space down after the event.
     public var exitTeardownWindowNanoseconds: UInt64 = 1_000_000_000
-    var frameFaultsSweepAt = 1 << 16
     var stats = ReplayStats()
     var noteIndex: [String: Int] = [:]
     var notes: [ReplayNote] = []
@@ -134,8 +134,9 @@ public final class TraceReplayer {
         var inferred: Bool
         /// When the fault was last resolved (the copy's allocation), nil with no resolve.
         var resolvedAt: UInt64? = nil
-        /// When the thread faulted next: by then this fault was over.
-        var threadNextFault: UInt64? = nil
+        /// When its thread was next seen doing something else (a fault, an
+        /// address-space syscall, exec, exit): this fault was over by then.
+        var overBy: UInt64? = nil
     }
 
     /// Replays the records (in any order: they are sorted by time) and returns the comparison.
@@ -194,7 +195,7 @@ public final class TraceReplayer {
                 v = KernelVerdict(cls: .reuse, inferred: true)
             }
             v.resolvedAt = p.resolvedAt
-            v.threadNextFault = [next, p.over].compactMap { $0 }.min()
+            v.overBy = [next, p.over].compactMap { $0 }.min()
             verdicts[p.index] = v
         }
         func markOver(_ tid: Int32, _ time: UInt64) {
@@ -451,6 +452,13 @@ public final class TraceReplayer {
     func materialize(_ pid: Int32, _ page: UInt64, _ vma: VMArea) -> Bool {
         let kind: InstalledPage = (vma.isShared || vma.file != nil) ? .file : .anonymous(exclusive: true)
         do {
+            if kind != .file, let parent = parentSharingUnseenPage(pid, page) {
+                // The page was populated before the fork, outside the trace: both map it.
+                let frame = try machine.installPage(parent, at: page, .anonymous(exclusive: true))
+                try machine.installPage(pid, at: page, .frame(frame))
+                stats.materializedPages += 2
+                return true
+            }
             try machine.installPage(pid, at: page, kind)
             stats.materializedPages += 1
             return true
@@ -458,6 +466,19 @@ public final class TraceReplayer {
             modelError("page could not be materialized", "pid \(pid) at \(hex(page)): \(error)")
             return false
         }
+    }
+
+    /// A write-protect fault on a private anonymous page of a forked child (not
+    /// exec'd since) finds a read-only PTE: a page the kernel itself populated
+    /// (exec's stack, read() into a buffer) is mapped writable, so fork
+    /// write-protected it, and the parent maps the same page. Returns that
+    /// parent when the model has the page in neither.
+    func parentSharingUnseenPage(_ pid: Int32, _ page: UInt64) -> Int32? {
+        guard let p = processes[pid], p.origin == .forked, p.execs == 0, let parent = p.parent, machine.isAlive(parent),
+              let pv = machine.vma(parent, containing: page), pv.isAnonymous, !pv.isShared,
+              pv.flags.isDisjoint(with: [.dontCopy, .wipeOnFork]),
+              machine.pageTableEntry(parent, page)?.isPresent != true else { return nil }
+        return parent
     }
 
     /// A one-page VMA for a fault where the model has none: as the recorded

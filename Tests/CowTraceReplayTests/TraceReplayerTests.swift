@@ -267,6 +267,23 @@ final class TraceReplayerTests: XCTestCase {
         XCTAssertEqual(result.stats.snapshotPagesRefaulted, 1)
     }
 
+    /// A page the kernel populated itself before the fork (read() into a buffer):
+    /// the child's write-protect fault on it copies, the parent's later one reuses.
+    func testAPagePopulatedBeforeTheForkOutsideTheTraceIsShared() throws {
+        var b = TraceBuilder()
+        b.comms[1000] = "parent"
+        b.mmap(1000, at: A, pages: 4)
+        b.fork(1000, 1001, comm: "child")
+        b.wp(1001, at: A, .copy)
+        b.wp(1000, at: A, .reuse)
+        b.end()
+        let result = try b.replay()
+        XCTAssertEqual(result.disagreements, [])
+        XCTAssertEqual(result.process(1001)?.model, ClassCounts(copy: 1))
+        XCTAssertEqual(result.process(1000)?.model, ClassCounts(reuse: 1))
+        XCTAssertEqual(result.stats.materializedPages, 2, "one page, in the parent and the child")
+    }
+
     /// Two processes already running: maps and pagemap, pages shared by frame number.
     func testProcessesFoundAtStartShareFramesByNumber() throws {
         var b = TraceBuilder()
