@@ -20,6 +20,11 @@ public func renderCheckCSV(_ check: TraceCheck) -> String {
             out += ["\(row.pid)", csvField(row.comm), cls.rawValue, "\(row.kernel[cls])", "\(row.model[cls])", counters]
                 .joined(separator: ",") + "\n"
         }
+        // The three kinds of outcome and the wasted copies, a count in the kernel column each.
+        for (name, n) in [("agreed", row.agreements), ("evidenced", row.evidenced), ("unexplained", row.unexplained),
+                          ("wasted_copies", row.wastedCopies)] {
+            out += ["\(row.pid)", csvField(row.comm), name, "\(n)", "", ""].joined(separator: ",") + "\n"
+        }
     }
     return out
 }

@@ -48,7 +48,8 @@ public func renderCheckJSON(_ check: TraceCheck) -> String {
             CheckProcessJSON(pid: r.pid, comm: r.comm, writeProtectFaults: r.writeProtectFaults,
                              kernel: CountsJSON(r.kernel), model: CountsJSON(r.model),
                              counters: r.counters.map(CountsJSON.init), agreements: r.agreements,
-                             tierLimitedAgreements: r.tierLimitedAgreements)
+                             tierLimitedAgreements: r.tierLimitedAgreements, evidenced: r.evidenced,
+                             unexplained: r.unexplained, wastedCopies: r.wastedCopies)
         },
         counters: CountersCheckJSON(
             consistent: check.countersConsistent, explainedByGaps: check.mismatchesExplainedByGaps,
@@ -59,12 +60,20 @@ public func renderCheckJSON(_ check: TraceCheck) -> String {
             processesWithoutCounters: check.processesWithoutCounters),
         disagreements: check.groups.map { g in
             GroupJSON(pid: g.pid, comm: g.comm, kernelClass: g.kernel.rawValue, modelClass: g.model.rawValue,
-                      reason: g.reason.rawValue, count: g.count, examples: g.examples.map(hex))
+                      reason: g.reason.rawValue, count: g.count, examples: g.examples.map(hex),
+                      evidenced: g.reason.isEvidenced, wasted_copies: g.wastedCopies)
         },
         agreement: AgreementJSON(agreed: check.agreed, total: check.total,
                                  ratio: (check.ratio * 1_000_000).rounded() / 1_000_000,
                                  threshold: check.threshold, tierLimited: check.tierLimited,
-                                 passed: check.agreementPassed, line: agreementLine(check)),
+                                 passed: check.agreementPassed, line: agreementLine(check),
+                                 evidenced: check.evidenced, unexplained: check.unexplained,
+                                 accounted: check.accounted,
+                                 accounted_ratio: (check.accountedRatio * 1_000_000).rounded() / 1_000_000,
+                                 evidenced_by_reason: Dictionary(uniqueKeysWithValues: check.evidencedByReason.map {
+                                     ($0.reason.rawValue, $0.count)
+                                 }),
+                                 wasted_copies: check.wastedCopies),
         passed: check.passed)
     return encodeJSON(doc)
 }
@@ -214,9 +223,13 @@ struct CheckProcessJSON: Encodable {
     var counters: CountsJSON?
     var agreements: Int
     var tierLimitedAgreements: Int
+    var evidenced: Int
+    var unexplained: Int
+    var wastedCopies: Int
 
     enum CodingKeys: String, CodingKey {
         case pid, comm, writeProtectFaults, kernel, model, counters, agreements, tierLimitedAgreements
+        case evidenced, unexplained, wastedCopies = "wasted_copies"
     }
     func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -228,6 +241,9 @@ struct CheckProcessJSON: Encodable {
         try c.encode(counters, forKey: .counters)
         try c.encode(agreements, forKey: .agreements)
         try c.encode(tierLimitedAgreements, forKey: .tierLimitedAgreements)
+        try c.encode(evidenced, forKey: .evidenced)
+        try c.encode(unexplained, forKey: .unexplained)
+        try c.encode(wastedCopies, forKey: .wastedCopies)
     }
 }
 
@@ -256,6 +272,9 @@ struct GroupJSON: Encodable {
     var reason: String
     var count: Int
     var examples: [String]
+    /// Whether the recording shows the evidence for the reason (else the group is unexplained).
+    var evidenced: Bool
+    var wasted_copies: Int
 }
 
 struct AgreementJSON: Encodable {
@@ -266,4 +285,11 @@ struct AgreementJSON: Encodable {
     var tierLimited: Int
     var passed: Bool
     var line: String
+    /// Disagreements with evidence for their reason; `passed` compares agreed + evidenced with the threshold.
+    var evidenced: Int
+    var unexplained: Int
+    var accounted: Int
+    var accounted_ratio: Double
+    var evidenced_by_reason: [String: Int]
+    var wasted_copies: Int
 }

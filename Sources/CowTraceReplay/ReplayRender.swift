@@ -89,11 +89,20 @@ public func renderCheck(_ check: TraceCheck) -> String {
         lines.append("disagreements: none")
     } else {
         lines.append("disagreements: \(plural(check.disagreed, "fault")) in \(plural(check.groups.count, "group"))")
-        for g in check.groups {
-            let examples = g.examples.map(hex).joined(separator: ", ")
-            lines.append("  pid \(g.pid) (\(g.comm)): kernel \(g.kernel), model \(g.model): \(plural(g.count, "fault")): "
-                + "\(g.reason.rawValue) (e.g. \(examples))")
+        let evidenced = check.groups.filter(\.reason.isEvidenced), unexplained = check.groups.filter { !$0.reason.isEvidenced }
+        if !evidenced.isEmpty {
+            lines.append("kernel behaviour the model cannot decide (the recording shows why): \(plural(check.evidenced, "fault"))")
+            for r in check.evidencedByReason { lines.append("  \(r.reason.rawValue): \(plural(r.count, "fault"))") }
+            lines += evidenced.map(groupLine)
         }
+        if !unexplained.isEmpty {
+            lines.append("unexplained (no evidence in the recording): \(plural(check.unexplained, "fault"))")
+            lines += unexplained.map(groupLine)
+        }
+    }
+    if check.wastedCopies > 0 {
+        lines.append("wasted copies: \(plural(check.wastedCopies, "copy", "copies")) the kernel made where a reuse was possible "
+            + "(\(mib(UInt64(check.wastedCopies) * 4096)) MiB)")
     }
     if check.tierLimited > 0 {
         lines.append("\(plural(check.tierLimited, "fault")) the model classes shared-write (or SIGSEGV) and the "
@@ -103,17 +112,29 @@ public func renderCheck(_ check: TraceCheck) -> String {
     return lines.joined(separator: "\n") + "\n"
 }
 
-/// "agreement 99.87 % (12345 of 12361 write-protect faults) — threshold 99.5 %: PASS".
-/// The percentage is truncated, never rounded up.
+func groupLine(_ g: TraceCheck.DisagreementGroup) -> String {
+    let examples = g.examples.map(hex).joined(separator: ", ")
+    return "  pid \(g.pid) (\(g.comm)): kernel \(g.kernel), model \(g.model): \(plural(g.count, "fault")): "
+        + "\(g.reason.rawValue) (e.g. \(examples))"
+}
+
+/// "agreement 99.87 % (12345 of 12361 write-protect faults) — threshold 99.5 %: PASS";
+/// with evidenced disagreements, "agreement 97.73 % (…) + 445 the model cannot
+/// decide = 100.00 % — threshold …": the threshold applies to the sum.
+/// Percentages are truncated, never rounded up.
 public func agreementLine(_ check: TraceCheck) -> String {
-    let hundredths = check.total == 0 ? 10_000 : check.agreed * 10_000 / check.total
-    let percent = "\(hundredths / 100).\(twoDigits(hundredths % 100))"
+    func percent(_ n: Int) -> String {
+        let hundredths = check.total == 0 ? 10_000 : n * 10_000 / check.total
+        return "\(hundredths / 100).\(twoDigits(hundredths % 100))"
+    }
     let t = Int((check.threshold * 10_000).rounded())
     var threshold = "\(t / 100).\(twoDigits(t % 100))"
     while threshold.hasSuffix("0") { threshold.removeLast() }
     if threshold.hasSuffix(".") { threshold.removeLast() }
-    return "agreement \(percent) % (\(check.agreed) of \(check.total) write-protect faults) — threshold \(threshold) %: "
-        + (check.agreementPassed ? "PASS" : "FAIL")
+    let undecided = check.evidenced == 0 ? ""
+        : " + \(check.evidenced) the model cannot decide = \(percent(check.accounted)) %"
+    return "agreement \(percent(check.agreed)) % (\(check.agreed) of \(check.total) write-protect faults)\(undecided) — "
+        + "threshold \(threshold) %: " + (check.agreementPassed ? "PASS" : "FAIL")
 }
 
 // MARK: helpers

@@ -117,6 +117,14 @@ public enum ReplayReason: String, CaseIterable, Sendable {
     case protectionChangedOutside = "protection changed outside the trace"
     /// The model ran out of memory (or killed the process) handling the fault.
     case modelOutOfMemory = "the model ran out of memory"
+    /// Another sharer of the frame faulted on it at an overlapping time (the
+    /// recording shows both faults): each may have seen two references, so
+    /// both copying, or the later one copying and the earlier reusing, is legal.
+    case concurrentFault = "concurrent fault by another sharer of the page"
+    /// The kernel copied a page the model sees as exclusive, shortly after the
+    /// exit event of the process that shared it: the kernel tears an address
+    /// space down after that event, so the page still had its second reference.
+    case sharerExiting = "a sharer had exited but not yet released the page"
     /// The fault was in memory that is (or may be) backed by a huge page: the
     /// kernel's THPs were split, collapsed or allocated differently.
     case thpSplit = "THP split"
@@ -127,6 +135,26 @@ public enum ReplayReason: String, CaseIterable, Sendable {
     /// (exit, unmap, exec) where the model could not see it.
     case sharerNotSeen = "a sharer's exit or unmap was not seen"
     case unexplained = "unexplained"
+
+    /// Whether this is kernel behaviour the model cannot decide, given only
+    /// where the recording shows the evidence for it: the gap record, the huge
+    /// PMD or THP-eligible VMA, the other sharer's overlapping fault. These
+    /// count with the agreements against the threshold. The reasons for state
+    /// the model had to make up (a mapping, a page, a protection) say why the
+    /// model may be wrong, not that the kernel's outcome was legal; the two read
+    /// from the classes alone (a copy where the model reuses, a reuse where it
+    /// copies) are guesses. Both kinds name a possible cause of an unexplained
+    /// disagreement.
+    public var isEvidenced: Bool {
+        switch self {
+        case .concurrentFault, .sharerExiting, .eventsLostInGap, .thpSplit: return true
+        default: return false
+        }
+    }
+
+    /// The reasons after `concurrentFault` in the order: a later overlapping fault replaces them.
+    static let racesOverride: Set<ReplayReason> = [.sharerExiting, .thpSplit, .transientReference, .sharerNotSeen,
+                                                   .unexplained]
 }
 
 /// One traced process as the replay saw it.
@@ -183,6 +211,9 @@ public struct Disagreement: Equatable, Sendable {
     /// The model's own outcome (`FaultClass.description`, or "none" when the page tables allowed the write).
     public var modelOutcome: String
     public var reason: ReplayReason
+    /// The kernel copied where the model reused, and no other copy made this one
+    /// necessary (a transient reference, or both racing sharers copied).
+    public var wastedCopy = false
 }
 
 /// What the replay did, in numbers.

@@ -4,6 +4,11 @@ import CowTraceFormat
 /// the fault and resolve records), the model's, and the kernel's exact
 /// counters; the disagreements grouped by (pid, kernel class, model class,
 /// reason); and the agreement ratio against a threshold.
+///
+/// Every write-protect fault is one of three: an agreement; kernel behaviour
+/// the model cannot decide, with a reason the recording shows evidence for
+/// (`evidenced`, e.g. a concurrent fault of another sharer); or unexplained.
+/// The threshold applies to agreements plus evidenced disagreements.
 public struct TraceCheck: Sendable {
     public static let defaultThreshold = 0.995
 
@@ -18,7 +23,13 @@ public struct TraceCheck: Sendable {
         public var counters: ClassCounts?
         public var agreements: Int
         public var tierLimitedAgreements: Int
+        /// Disagreements the recording shows a reason for (kernel behaviour the model cannot decide).
+        public var evidenced = 0
+        /// Copies the kernel made where a reuse was possible.
+        public var wastedCopies = 0
         public var writeProtectFaults: Int { kernel.total }
+        /// Disagreements with no evidence for a reason.
+        public var unexplained: Int { writeProtectFaults - agreements - evidenced }
     }
 
     /// One figure where the events do not add up to the kernel's counters.
@@ -38,6 +49,8 @@ public struct TraceCheck: Sendable {
         public var model: ReplayClass
         public var reason: ReplayReason
         public var count: Int
+        /// Copies among them the kernel made where a reuse was possible.
+        public var wastedCopies = 0
         /// Up to three addresses, first seen first.
         public var examples: [UInt64]
     }
@@ -59,6 +72,12 @@ public struct TraceCheck: Sendable {
     public let total: Int
     /// Agreements only because the tier cannot tell (shared writes, SIGSEGV writes recorded as reuses).
     public let tierLimited: Int
+    /// Disagreements whose reason the recording shows evidence for: kernel behaviour the model cannot decide.
+    public let evidenced: Int
+    /// Evidenced disagreements by reason, most first.
+    public let evidencedByReason: [(reason: ReplayReason, count: Int)]
+    /// Copies the kernel made where a reuse was possible (a transient reference, or both racing sharers copied).
+    public let wastedCopies: Int
 
     public init(result: ReplayResult, threshold: Double = TraceCheck.defaultThreshold) {
         self.threshold = threshold
@@ -67,13 +86,27 @@ public struct TraceCheck: Sendable {
         gapsRecorded = result.gaps.count
         lostEvents = result.gaps.reduce(0) { $0 + $1.lost }
 
+        var evidencedByPid: [Int32: Int] = [:], wastedByPid: [Int32: Int] = [:], byReason: [ReplayReason: Int] = [:]
+        for d in result.disagreements {
+            if d.reason.isEvidenced {
+                evidencedByPid[d.pid, default: 0] += 1
+                byReason[d.reason, default: 0] += 1
+            }
+            if d.wastedCopy { wastedByPid[d.pid, default: 0] += 1 }
+        }
+        evidenced = byReason.values.reduce(0, +)
+        wastedCopies = wastedByPid.values.reduce(0, +)
+        evidencedByReason = ReplayReason.allCases.compactMap { r in byReason[r].map { (r, $0) } }
+            .sorted { $0.count > $1.count }
+
         var rows: [ProcessRow] = []
         var mismatches: [CounterMismatch] = []
         var without: [Int32] = []
         for p in result.processes where p.writeProtectFaults > 0 || p.counters != nil {
             let counters = p.counters.map(ClassCounts.init(counters:))
             rows.append(ProcessRow(pid: p.pid, comm: p.comm, kernel: p.kernel, model: p.model, counters: counters,
-                                   agreements: p.agreements, tierLimitedAgreements: p.tierLimitedAgreements))
+                                   agreements: p.agreements, tierLimitedAgreements: p.tierLimitedAgreements,
+                                   evidenced: evidencedByPid[p.pid] ?? 0, wastedCopies: wastedByPid[p.pid] ?? 0))
             guard let c = p.counters, let cc = counters else {
                 without.append(p.pid)
                 continue
@@ -103,6 +136,7 @@ public struct TraceCheck: Sendable {
                                                 reason: d.reason, count: 0, examples: [])
             }
             groups[key]!.count += 1
+            if d.wastedCopy { groups[key]!.wastedCopies += 1 }
             if groups[key]!.examples.count < 3, !groups[key]!.examples.contains(d.address) {
                 groups[key]!.examples.append(d.address)
             }
@@ -123,7 +157,13 @@ public struct TraceCheck: Sendable {
     /// agreed / total (1 when there was no write-protect fault).
     public var ratio: Double { total == 0 ? 1 : Double(agreed) / Double(total) }
     public var disagreed: Int { total - agreed }
-    public var agreementPassed: Bool { Double(agreed) >= threshold * Double(total) - 1e-9 }
+    /// Disagreements with no evidence for a reason.
+    public var unexplained: Int { disagreed - evidenced }
+    /// Agreements plus evidenced disagreements: what `threshold` applies to.
+    public var accounted: Int { agreed + evidenced }
+    /// accounted / total (1 when there was no write-protect fault).
+    public var accountedRatio: Double { total == 0 ? 1 : Double(accounted) / Double(total) }
+    public var agreementPassed: Bool { Double(accounted) >= threshold * Double(total) - 1e-9 }
     /// The events add up to the kernel's counters, or a gap explains why they do not.
     public var countersConsistent: Bool { mismatches.isEmpty || gapsRecorded > 0 }
     /// The differences between events and counters are explained by recorded gaps.

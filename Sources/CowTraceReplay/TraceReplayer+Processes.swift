@@ -177,6 +177,7 @@ extension TraceReplayer {
     func replayFork(_ f: ForkEventRecord) {
         guard f.child != f.parent else { return } // a thread
         guard ensureProcess(f.parent) else { return }
+        forkedSinceExec.insert(f.parent)
         if machine.isAlive(f.child) {
             note("pid reused without a recorded exit", "pid \(f.child) forked by \(f.parent)")
             try? machine.exit(f.child)
@@ -208,11 +209,15 @@ extension TraceReplayer {
         processes[e.pid]!.execs += 1
         var fresh = PidState()
         fresh.memorySince = e.time
+        forkedSinceExec.remove(e.pid)
         pidState[e.pid] = fresh
     }
 
     func replayExit(_ x: ExitEventRecord) {
-        if machine.isAlive(x.pid) { try? machine.exit(x.pid) }
+        if machine.isAlive(x.pid) {
+            rememberExitingSharer(x.pid, x.time)
+            try? machine.exit(x.pid)
+        }
         if processes[x.pid] != nil {
             processes[x.pid]!.exited = true
             processes[x.pid]!.exitCode = x.exitCode

@@ -64,8 +64,21 @@ public final class TraceReplayer {
     var lastSeen: [PageKey: UInt64] = [:]
     /// Pages installed from a snapshot and not faulted since in the model.
     var snapshotPages: Set<PageKey> = []
+    /// Processes that forked since their last exec (their snapshot pages may be shared since).
+    var forkedSinceExec: Set<Int32> = []
 
     var disagreements: [Disagreement] = []
+    /// Recent write-protect faults by the frame they found mapped (see TraceReplayer+Races.swift).
+    var faultsOnFrame: [Int: [FrameFault]] = [:]
+    var frameFaultsKept = 0
+    var frameFaultsSweepAt = 1 << 16
+    /// Shared frames of processes that exited lately, by frame (see TraceReplayer+Races.swift).
+    var exitedSharers: [Int: ExitedSharer] = [:]
+    /// Exited processes whose pages the kernel was seen to have released (a reuse of one).
+    var releasedExits: Set<Int32> = []
+    /// How long after its exit event a process may still hold its pages: the
+    /// kernel tears the address space down after the event.
+    public var exitTeardownWindowNanoseconds: UInt64 = 1_000_000_000
     var stats = ReplayStats()
     var noteIndex: [String: Int] = [:]
     var notes: [ReplayNote] = []
@@ -119,6 +132,11 @@ public final class TraceReplayer {
     struct KernelVerdict {
         var cls: ReplayClass
         var inferred: Bool
+        /// When the fault was last resolved (the copy's allocation), nil with no resolve.
+        var resolvedAt: UInt64? = nil
+        /// When its thread was next seen doing something else (a fault, an
+        /// address-space syscall, exec, exit): this fault was over by then.
+        var overBy: UInt64? = nil
     }
 
     /// Replays the records (in any order: they are sorted by time) and returns the comparison.
@@ -160,46 +178,63 @@ public final class TraceReplayer {
     /// class on the fault record, else a reuse.
     func kernelVerdicts(_ sorted: [TraceRecord]) -> [KernelVerdict?] {
         var verdicts = [KernelVerdict?](repeating: nil, count: sorted.count)
-        struct Pending { var index: Int; var pid: Int32; var recorded: RecordedFaultClass; var resolved: RecordedFaultClass?
-                         var firstTouch = false }
+        struct Pending {
+            var index: Int; var pid: Int32; var recorded: RecordedFaultClass
+            var resolved: RecordedFaultClass?; var resolvedAt: UInt64?
+            /// The thread's first syscall, exec or exit after the fault: the fault was over by then.
+            var over: UInt64? = nil
+            /// A first-touch write: judged only when the kernel copied a file page in it (do_cow_fault).
+            var firstTouch = false
+        }
         var pending: [Int32: Pending] = [:]
-        func finish(_ p: Pending) {
+        func finish(_ p: Pending, next: UInt64?) {
+            var v: KernelVerdict
             if p.firstTouch {
-                // A first-touch write is judged only when the kernel copied a file page in it (do_cow_fault).
-                if p.resolved == .fileCopy { verdicts[p.index] = KernelVerdict(cls: .fileCopy, inferred: false) }
+                guard p.resolved == .fileCopy else { return }
+                v = KernelVerdict(cls: .fileCopy, inferred: false)
             } else if let r = p.resolved {
-                verdicts[p.index] = KernelVerdict(cls: ReplayClass(r), inferred: false)
+                v = KernelVerdict(cls: ReplayClass(r), inferred: false)
             } else if p.recorded != .unresolved {
-                verdicts[p.index] = KernelVerdict(cls: ReplayClass(p.recorded), inferred: false)
+                v = KernelVerdict(cls: ReplayClass(p.recorded), inferred: false)
             } else {
-                verdicts[p.index] = KernelVerdict(cls: .reuse, inferred: true)
+                v = KernelVerdict(cls: .reuse, inferred: true)
             }
+            v.resolvedAt = p.resolvedAt
+            v.overBy = [next, p.over].compactMap { $0 }.min()
+            verdicts[p.index] = v
+        }
+        func markOver(_ tid: Int32, _ time: UInt64) {
+            if pending[tid] != nil, pending[tid]!.over == nil { pending[tid]!.over = time }
         }
         var sawSharedWriteClass = false
         for (i, record) in sorted.enumerated() {
             switch record {
             case .fault(let f):
-                if let p = pending.removeValue(forKey: f.tid) { finish(p) }
+                if let p = pending.removeValue(forKey: f.tid) { finish(p, next: f.time) }
                 if f.kind == .writeProtect {
-                    pending[f.tid] = Pending(index: i, pid: f.pid, recorded: f.faultClass, resolved: nil)
+                    pending[f.tid] = Pending(index: i, pid: f.pid, recorded: f.faultClass, resolved: nil, resolvedAt: nil)
                     if f.faultClass == .sharedWrite { sawSharedWriteClass = true }
                 } else if f.kind == .firstTouchWrite {
-                    pending[f.tid] = Pending(index: i, pid: f.pid, recorded: .unresolved, resolved: nil, firstTouch: true)
+                    pending[f.tid] = Pending(index: i, pid: f.pid, recorded: .unresolved, resolved: nil, resolvedAt: nil, firstTouch: true)
                 }
             case .resolve(let r):
                 stats.resolves += 1
                 if var p = pending[r.tid], p.pid == r.pid,
                    !p.firstTouch || r.faultClass == .fileCopy || r.faultClass == .unresolved {
                     p.resolved = r.faultClass
+                    p.resolvedAt = r.time
                     pending[r.tid] = p
                 } else {
                     stats.unmatchedResolves += 1
                 }
+            case .addressSpace(let a): markOver(a.tid, a.time)
+            case .exec(let e): markOver(e.tid, e.time)
+            case .exit(let e): markOver(e.tid, e.time)
             default:
                 break
             }
         }
-        for p in pending.values { finish(p) }
+        for p in pending.values { finish(p, next: nil) }
         if faultTier == "unknown" && sawSharedWriteClass { tierSeesSharedWrites = true }
         return verdicts
     }
@@ -231,6 +266,8 @@ public final class TraceReplayer {
         static let materialized = Hints(rawValue: 1 << 1)
         static let reprotected = Hints(rawValue: 1 << 2)
         static let modelOOM = Hints(rawValue: 1 << 3)
+        static let concurrentFault = Hints(rawValue: 1 << 4)
+        static let sharerExiting = Hints(rawValue: 1 << 5)
     }
 
     func replayFault(_ f: CowTraceFormat.FaultRecord, verdict: KernelVerdict?) {
@@ -264,7 +301,7 @@ public final class TraceReplayer {
         }
 
         stats.writeProtectFaults += 1
-        snapshotPages.remove(PageKey(pid: pid, page: page))
+        let fromSnapshot = snapshotPages.remove(PageKey(pid: pid, page: page)) != nil
         let kernel = verdict ?? KernelVerdict(cls: .reuse, inferred: true)
         let since = gapTimes.isEmpty ? 0
             : max(lastSeen[PageKey(pid: pid, page: page)] ?? 0, pidState[pid]?.memorySince ?? 0)
@@ -285,6 +322,7 @@ public final class TraceReplayer {
                 vma = machine.vma(pid, containing: page)
             }
         }
+        if fromSnapshot, let vma { undoSnapshotCopy(pid, page, vma) }
         if let vma, vma.flags.contains(.write) {
             if let entry = machine.pageTableEntry(pid, page), entry.isPresent {
                 if entry.isWritable, machine.writeProtect(pid, at: page) {
@@ -295,6 +333,9 @@ public final class TraceReplayer {
                 hints.insert(.materialized)
             }
         }
+
+        let frame = frameBeforeFault(pid, page)
+        let racing = frame.map { overlappingFaults(on: $0, pid: pid, start: f.time) } ?? []
 
         var outcome: FaultClass? = nil
         var onHugePMD = false
@@ -310,6 +351,8 @@ public final class TraceReplayer {
         touch(pid, page, f.time)
 
         let model = ReplayClass(model: outcome)
+        let copyOrReuse = Set([kernel.cls, model]) == [.copy, .reuse]
+        var disagreement: Int? = nil
         var p = processes[pid] ?? ReplayProcess(pid: pid, comm: "?", origin: .adopted)
         p.kernel[kernel.cls] += 1
         p.model[model] += 1
@@ -322,13 +365,33 @@ public final class TraceReplayer {
             p.agreements += 1
             p.tierLimitedAgreements += 1
         } else {
+            if copyOrReuse, !racing.isEmpty { hints.insert(.concurrentFault) }
+            if kernel.cls == .copy, model == .reuse, let frame,
+               sharerStillExiting(frame: frame, page: page, pid: pid, time: f.time) {
+                hints.insert(.sharerExiting)
+            }
+            // Both sharers copied: one of the copies was not needed.
+            let wasted = kernel.cls == .copy && model == .reuse
+                && (racing.isEmpty || racing.contains { $0.kernel == .copy })
             let reason = disagreementReason(hints: hints, since: since, now: f.time, kernel: kernel.cls,
                                             model: model, outcome: outcome, onHugePMD: onHugePMD, vma: vma)
+            disagreement = disagreements.count
             disagreements.append(Disagreement(time: f.time, pid: pid, tid: f.tid, address: f.address,
                                               kernel: kernel.cls, model: model,
-                                              modelOutcome: outcome?.description ?? "none", reason: reason))
+                                              modelOutcome: outcome?.description ?? "none", reason: reason,
+                                              wastedCopy: wasted))
         }
         processes[pid] = p
+        if let frame, kernel.cls == .reuse, !exitedSharers.isEmpty { noteReuseAfterExit(frame: frame) }
+        if let frame {
+            // The earlier sharer's disagreement (it reused, or copied, where the
+            // model says otherwise) is legal too once this fault overlaps it.
+            if kernel.cls == .copy || kernel.cls == .reuse {
+                for earlier in racing { if let i = earlier.disagreement { excuseRace(i) } }
+            }
+            rememberFault(on: frame, FrameFault(pid: pid, start: f.time, end: TraceReplayer.faultEnd(start: f.time, kernel),
+                                                kernel: kernel.cls, disagreement: disagreement))
+        }
     }
 
     /// A not-present write the kernel counted as a file copy (do_cow_fault):
@@ -361,6 +424,8 @@ public final class TraceReplayer {
         if hints.contains(.reprotected) { return .writeProtectedOutside }
         if hints.contains(.modelOOM) { return .modelOutOfMemory }
         if outcome == .segv { return .protectionChangedOutside }
+        if hints.contains(.concurrentFault) { return .concurrentFault }
+        if hints.contains(.sharerExiting) { return .sharerExiting }
         if onHugePMD || vma.map(thpEligible) == true { return .thpSplit }
         if kernel == .copy && model == .reuse { return .transientReference }
         if kernel == .reuse && model == .copy { return .sharerNotSeen }
@@ -395,6 +460,26 @@ public final class TraceReplayer {
         }
     }
 
+    /// A snapshot read at exec is read while the program runs, so it can show
+    /// the result of a write-protect fault recorded after the exec: the anon
+    /// copy of a private file page. A fresh mm has no anon page in a private
+    /// file mapping but the one exec itself wrote (the .bss tail), which is
+    /// writable and does not fault until a fork write-protects it. So a
+    /// write-protect fault on such a page, before the process forked, finds the
+    /// page-cache page: put it back so the fault replays from the state before it.
+    func undoSnapshotCopy(_ pid: Int32, _ page: UInt64, _ vma: VMArea) {
+        guard vma.file != nil, !vma.isShared, let since = pidState[pid]?.memorySince, since > 0,
+              snapshotTimes[pid] == since, !forkedSinceExec.contains(pid),
+              let info = machine.frameInfo(pid, page), info.isAnon else { return }
+        do {
+            try machine.madvise(pid, page, length: 4096, .dontNeed)
+            try machine.installPage(pid, at: page, .file)
+            stats.snapshotPagesRefaulted += 1
+        } catch {
+            modelError("page could not be put back as it was before a snapshot", "pid \(pid) at \(hex(page)): \(error)")
+        }
+    }
+
     /// Installs the page a write-protect fault found present in the kernel but the
     /// model never populated: a page-cache page in a file or shared mapping
     /// (fault-around, or a read before tracing), else an exclusive anonymous page
@@ -402,6 +487,13 @@ public final class TraceReplayer {
     func materialize(_ pid: Int32, _ page: UInt64, _ vma: VMArea) -> Bool {
         let kind: InstalledPage = (vma.isShared || vma.file != nil) ? .file : .anonymous(exclusive: true)
         do {
+            if kind != .file, let parent = parentSharingUnseenPage(pid, page) {
+                // The page was populated before the fork, outside the trace: both map it.
+                let frame = try machine.installPage(parent, at: page, .anonymous(exclusive: true))
+                try machine.installPage(pid, at: page, .frame(frame))
+                stats.materializedPages += 2
+                return true
+            }
             try machine.installPage(pid, at: page, kind)
             stats.materializedPages += 1
             return true
@@ -409,6 +501,19 @@ public final class TraceReplayer {
             modelError("page could not be materialized", "pid \(pid) at \(hex(page)): \(error)")
             return false
         }
+    }
+
+    /// A write-protect fault on a private anonymous page of a forked child (not
+    /// exec'd since) finds a read-only PTE: a page the kernel itself populated
+    /// (exec's stack, read() into a buffer) is mapped writable, so fork
+    /// write-protected it, and the parent maps the same page. Returns that
+    /// parent when the model has the page in neither.
+    func parentSharingUnseenPage(_ pid: Int32, _ page: UInt64) -> Int32? {
+        guard let p = processes[pid], p.origin == .forked, p.execs == 0, let parent = p.parent, machine.isAlive(parent),
+              let pv = machine.vma(parent, containing: page), pv.isAnonymous, !pv.isShared,
+              pv.flags.isDisjoint(with: [.dontCopy, .wipeOnFork]),
+              machine.pageTableEntry(parent, page)?.isPresent != true else { return nil }
+        return parent
     }
 
     /// A one-page VMA for a fault where the model has none: as the recorded

@@ -26,6 +26,37 @@ public enum InstalledPage: Equatable, Sendable {
 }
 
 extension Machine {
+    /// The anonymous pages `pid` maps whose frame another mapping maps too
+    /// (mapcount above 1), with their addresses, 4 KiB frames of huge pages
+    /// included: what its exit releases that another process may be writing
+    /// meanwhile. Empty for an unknown pid.
+    public func sharedAnonymousPages(_ pid: Int32) -> [(address: UInt64, frame: Int)] {
+        guard let index = taskIndex[pid], let mm = tasks[index].mm else { return [] }
+        var shared: [(address: UInt64, frame: Int)] = []
+        func note(_ a: UInt64, _ f: Int) {
+            if frames.has(f, .anon), frames.mapcount[f] > 1 { shared.append((a, f)) }
+        }
+        for vma in mm.vmas {
+            mm.pageTable.forEachPMD(start: vma.start, end: vma.end) { pmdAddress, pmd in
+                let lo = max(vma.start, pmdAddress), hi = min(vma.end, pmdAddress + Paging.hugePageSize)
+                if pmd.pointee & PageTableEntry.huge != 0 {
+                    let base = Int((pmd.pointee & PageTableEntry.frameMask) >> 12)
+                    for k in Paging.pteIndex(lo)...Paging.pteIndex(hi - 1) {
+                        note(pmdAddress + UInt64(k) * Paging.pageSize, base + k)
+                    }
+                    return
+                }
+                let table = PageTable.table(pmd.pointee)
+                for k in Paging.pteIndex(lo)...Paging.pteIndex(hi - 1) {
+                    let e = table[k]
+                    guard e & PageTableEntry.present != 0, e & PageTableEntry.special == 0 else { continue }
+                    note(pmdAddress + UInt64(k) * Paging.pageSize, Int((e & PageTableEntry.frameMask) >> 12))
+                }
+            }
+        }
+        return shared
+    }
+
     /// The VMA of a live process that contains `address` (find_vma), without copying the VMA list.
     public func vma(_ pid: Int32, containing address: UInt64) -> VMArea? {
         guard let i = taskIndex[pid], tasks[i].alive, let mm = tasks[i].mm, let v = mm.findVMA(address) else { return nil }

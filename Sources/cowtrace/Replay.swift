@@ -79,12 +79,15 @@ struct Check: ParsableCommand, OptionChecks {
         abstract: "Compare the kernel's class of every recorded write-protect fault with the model's.",
         discussion: """
             Prints, per process and class, what the kernel counted and what the simulated MMU \
-            predicts, every disagreement grouped with the reason the model gives (for example \
-            "page populated outside the trace", "transient reference turned reuse into copy", \
-            "events lost in a gap"), and the agreement ratio. Also checks that the recorded \
-            events add up to the kernel's exact counters. Exits 1 when the agreement is below \
-            --min-agreement or the counters disagree with the events (without a recorded gap \
-            to explain it).
+            predicts, and every disagreement grouped with its reason. A disagreement is kernel \
+            behaviour the model cannot decide when the recording shows the evidence for its \
+            reason ("concurrent fault by another sharer of the page": the other fault overlaps \
+            it; "events lost in a gap": the gap record), else it is unexplained (with a possible \
+            cause, such as "transient reference turned reuse into copy"). Copies the kernel made \
+            where a reuse was possible are shown as wasted copies. Also checks that the recorded \
+            events add up to the kernel's exact counters. Exits 1 when agreements plus evidenced \
+            disagreements are below --min-agreement, or the counters disagree with the events \
+            (without a recorded gap to explain it).
 
             Examples:
               cowtrace check bgsave.ctr
@@ -94,7 +97,8 @@ struct Check: ParsableCommand, OptionChecks {
 
     @OptionGroup var input: RecordingInput
 
-    @Option(help: ArgumentHelp("Lowest agreement, in percent, that passes.", valueName: "percent"))
+    @Option(help: ArgumentHelp("Lowest share, in percent, of faults that agree or whose disagreement the recording explains, that passes.",
+                               valueName: "percent"))
     var minAgreement: Double = TraceCheck.defaultThreshold * 100
 
     @Option(help: "Output format: text, json or csv (per process and class; the exit status says whether it passed).")

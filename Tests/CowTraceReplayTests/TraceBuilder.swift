@@ -144,6 +144,25 @@ struct TraceBuilder {
         kernel[pid] = c
     }
 
+    /// Two processes' write-protect faults on the same address at overlapping
+    /// times, as two CPUs record them: both enter, then both resolve.
+    mutating func wpTogether(_ first: Int32, _ firstClass: RecordedFaultClass, _ second: Int32,
+                             _ secondClass: RecordedFaultClass, at address: UInt64) {
+        for pid in [first, second] {
+            records.append(.fault(CowTraceFormat.FaultRecord(time: tick(), pid: pid, tid: pid, address: address, ip: 0x401000,
+                                                             kind: .writeProtect, faultClass: .unresolved)))
+        }
+        for (pid, cls) in [(first, firstClass), (second, secondClass)] {
+            var c = counters(of: pid)
+            c.wpFaults += 1
+            if cls == .copy {
+                records.append(.resolve(ResolveRecord(time: tick(), pid: pid, tid: pid, address: address, faultClass: .copy)))
+                c.copies += 1
+            }
+            kernel[pid] = c
+        }
+    }
+
     // MARK: the rest
 
     mutating func gap(lost: UInt64) {

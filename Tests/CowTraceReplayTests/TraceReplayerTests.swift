@@ -238,6 +238,52 @@ final class TraceReplayerTests: XCTestCase {
         XCTAssertFalse(renderReplay(result).contains(" 999 "), "the spawner has no fault: not shown")
     }
 
+    /// The snapshot read at exec is read while the program runs: it can show a
+    /// private file page already copied by a write-protect fault recorded after
+    /// the exec. Before the process forks, the fault finds the page-cache page.
+    func testAnExecSnapshotReadAfterAFileCopyIsPutBack() throws {
+        var b = TraceBuilder()
+        let D: UInt64 = 0x5600_0000_0000
+        b.comms[3000] = "sh"
+        b.exec(3000, comm: "sh")
+        let t = b.now // the exec's time: the snapshot is stamped with it
+        b.records.append(.process(ProcessRecord(time: t, pid: 3000, ppid: 1, uid: 0, comm: "sh",
+                                                startBrk: D + 64 * page, brk: D + 64 * page, startStack: 0x7ffe_0000_0000)))
+        b.records.append(.mapping(MappingRecord(pid: 3000, start: D, end: D + 4 * page, permissions: "rw-p",
+                                                offset: 0, inode: 99, path: "/usr/bin/sh")))
+        // Page 0: the anon copy the fault below made (read after it); page 1: the page-cache page.
+        b.records.append(.pageRun(PageRunRecord(pid: 3000, address: D, count: 1, flags: [.present], frame: 0x50000)))
+        b.records.append(.pageRun(PageRunRecord(pid: 3000, address: D + page, count: 1, flags: [.present, .fileOrShared],
+                                                frame: 0x60000)))
+        b.wp(3000, at: D, .fileCopy)
+        b.wp(3000, at: D + page, .fileCopy)
+        b.fork(3000, 3001)
+        b.wp(3001, at: D, .copy) // shared with the parent since the fork: a real anon copy
+        b.end()
+        let result = try b.replay()
+        XCTAssertEqual(result.disagreements, [])
+        XCTAssertEqual(result.process(3000)?.model, ClassCounts(fileCopy: 2))
+        XCTAssertEqual(result.process(3001)?.model, ClassCounts(copy: 1))
+        XCTAssertEqual(result.stats.snapshotPagesRefaulted, 1)
+    }
+
+    /// A page the kernel populated itself before the fork (read() into a buffer):
+    /// the child's write-protect fault on it copies, the parent's later one reuses.
+    func testAPagePopulatedBeforeTheForkOutsideTheTraceIsShared() throws {
+        var b = TraceBuilder()
+        b.comms[1000] = "parent"
+        b.mmap(1000, at: A, pages: 4)
+        b.fork(1000, 1001, comm: "child")
+        b.wp(1001, at: A, .copy)
+        b.wp(1000, at: A, .reuse)
+        b.end()
+        let result = try b.replay()
+        XCTAssertEqual(result.disagreements, [])
+        XCTAssertEqual(result.process(1001)?.model, ClassCounts(copy: 1))
+        XCTAssertEqual(result.process(1000)?.model, ClassCounts(reuse: 1))
+        XCTAssertEqual(result.stats.materializedPages, 2, "one page, in the parent and the child")
+    }
+
     /// Two processes already running: maps and pagemap, pages shared by frame number.
     func testProcessesFoundAtStartShareFramesByNumber() throws {
         var b = TraceBuilder()
