@@ -8,6 +8,7 @@
  * order; the one whose turn it is not waits on a pipe, so the order of
  * writes is exact. Steps:
  *   child:write:FROM:TO    the child writes one byte in pages [FROM, TO)
+ *   child:write:FROM:TO:N  the same in every Nth page of them (any write or read step)
  *   parent:write:FROM:TO   the same in the parent
  *   child:twrite:FROM:TO   the same from a new thread named "cw-writer",
  *   parent:twrite:FROM:TO  joined before the next step (per-thread counts)
@@ -76,6 +77,7 @@ struct step {
 	enum actor actor;
 	enum action action;
 	long from, to;
+	long stride; /* every stride-th page of [from, to); 1 unless given */
 	/* A together step's other half (the other side's), or NULL. */
 	struct step *partner;
 };
@@ -123,7 +125,7 @@ static void usage(void)
 	     "                         [--prefault write|read|none] [--no-fork] [--thp] [--file-nohugepage] [--dir DIR] [--handshake]\n"
 	     "                         [--child-oom-score-adj N]\n"
 	     "                         [--storm FORKS [--parallel K] [--time]] STEP...\n"
-	     "steps: child|parent:write|twrite|read|zwrite:FROM:TO, child:exit, child:exec\n"
+	     "steps: child|parent:write|twrite|read|zwrite:FROM:TO[:STRIDE], child:exit, child:exec\n"
 	     "       CHILDSTEP+PARENTSTEP runs both at the same time\n"
 	     "example: cowtrace-workload --pages 16384 child:write:0:8192 child:exit parent:write:0:16384\n"
 	     "snapshot pattern: cowtrace-workload --pages 4096 child:write:0:2048+parent:write:2048:3072 child:exit");
@@ -171,10 +173,11 @@ static uint64_t *read_pagemap(volatile unsigned char *base, long from, long to)
 }
 
 /* Compares a step's pages before and after its writes. */
-static void count_frames(const uint64_t *before, const uint64_t *after, long n, int zero_region_step)
+static void count_frames(const uint64_t *before, const uint64_t *after, long n, long stride, int zero_region_step)
 {
-	struct frame_truth t = { .written = n, .known = 1 };
-	for (long i = 0; i < n; i++) {
+	struct frame_truth t = { .known = 1 };
+	for (long i = 0; i < n; i += stride) {
+		t.written++;
 		uint64_t b = before[i], a = after[i];
 		if (((b & PM_PRESENT) && !(b & PM_PFN_MASK)) || ((a & PM_PRESENT) && !(a & PM_PFN_MASK)))
 			t.known = 0; /* frame numbers hidden: not privileged */
@@ -203,14 +206,16 @@ static void count_frames(const uint64_t *before, const uint64_t *after, long n, 
 	pthread_mutex_unlock(&truth_lock);
 }
 
-static void touch_region(volatile unsigned char *base, long pages, long from, long to, int write)
+static void touch_region(volatile unsigned char *base, long pages, long from, long to, long stride, int write)
 {
 	if (from < 0 || to > pages || from > to)
 		usage_error("step range outside the region");
+	if (stride < 1)
+		stride = 1;
 	uint64_t *before = write ? read_pagemap(base, from, to) : NULL;
 	if (write && !before)
 		truth.known = 0;
-	for (long i = from; i < to; i++) {
+	for (long i = from; i < to; i += stride) {
 		volatile unsigned char *p = base + i * page_size;
 		if (write)
 			*p = (unsigned char)(i + 1);
@@ -221,7 +226,7 @@ static void touch_region(volatile unsigned char *base, long pages, long from, lo
 		return;
 	uint64_t *after = read_pagemap(base, from, to);
 	if (after) {
-		count_frames(before, after, to - from, base == zero_region);
+		count_frames(before, after, to - from, stride, base == zero_region);
 		munmap(after, (size_t)(to - from) * sizeof(uint64_t));
 	} else {
 		truth.known = 0;
@@ -241,15 +246,15 @@ static void touch_plain(volatile unsigned char *base, long from, long to, int wr
 	}
 }
 
-static void touch(long from, long to, int write)
+static void touch(const struct step *st, int write)
 {
-	touch_region(region, opt.pages, from, to, write);
+	touch_region(region, opt.pages, st->from, st->to, st->stride, write);
 }
 
 static void *thread_write(void *arg)
 {
 	struct step *st = arg;
-	touch(st->from, st->to, 1);
+	touch(st, 1);
 	return NULL;
 }
 
@@ -361,8 +366,8 @@ static void map_region(void)
 static void parse_half(const char *s, struct step *st)
 {
 	char who[16], what[16];
-	long from = 0, to = 0;
-	int n = sscanf(s, "%15[a-z]:%15[a-z]:%ld:%ld", who, what, &from, &to);
+	long from = 0, to = 0, stride = 1;
+	int n = sscanf(s, "%15[a-z]:%15[a-z]:%ld:%ld:%ld", who, what, &from, &to, &stride);
 	if (n < 2)
 		usage_error("a step looks like child:write:FROM:TO");
 	if (!strcmp(who, "child"))
@@ -372,8 +377,10 @@ static void parse_half(const char *s, struct step *st)
 	else
 		usage_error("a step's actor is child or parent");
 	if (!strcmp(what, "write") || !strcmp(what, "read") || !strcmp(what, "zwrite") || !strcmp(what, "twrite")) {
-		if (n != 4)
-			usage_error("write and read steps need FROM:TO page numbers");
+		if (n != 4 && n != 5)
+			usage_error("write and read steps need FROM:TO page numbers (and an optional :STRIDE)");
+		if (stride < 1)
+			usage_error("a step's STRIDE must be at least 1");
 		st->action = what[0] == 'w' ? ACTION_WRITE : what[0] == 'z' ? ACTION_ZERO_WRITE
 			   : what[0] == 't' ? ACTION_THREAD_WRITE : ACTION_READ;
 	} else if (!strcmp(what, "exit") && st->actor == ACTOR_CHILD) {
@@ -385,6 +392,7 @@ static void parse_half(const char *s, struct step *st)
 	}
 	st->from = from;
 	st->to = to;
+	st->stride = stride;
 	st->partner = NULL;
 }
 
@@ -635,10 +643,10 @@ int main(int argc, char **argv)
 		}
 		struct step *mine = half_of(st, is_child);
 		switch (mine->action) {
-		case ACTION_WRITE: touch(mine->from, mine->to, 1); break;
+		case ACTION_WRITE: touch(mine, 1); break;
 		case ACTION_THREAD_WRITE: touch_from_thread(mine); break;
-		case ACTION_READ: touch(mine->from, mine->to, 0); break;
-		case ACTION_ZERO_WRITE: touch_region(zero_region, opt.zero_pages, mine->from, mine->to, 1); break;
+		case ACTION_READ: touch(mine, 0); break;
+		case ACTION_ZERO_WRITE: touch_region(zero_region, opt.zero_pages, mine->from, mine->to, mine->stride, 1); break;
 		case ACTION_EXIT: send_truth(); _exit(0);
 		case ACTION_EXEC: {
 			char self[4096];

@@ -77,6 +77,38 @@ final class RecordCheckConcurrencyTests: XCTestCase {
         XCTAssertEqual(try check(edited, ["--min-agreement", String(format: "%.2f", low - 0.01)]).status, 0)
     }
 
+    /// The issue's own pattern, at a size CI can afford: 512 MiB (THP off),
+    /// the child writes every 20th page while the parent writes every 40th,
+    /// at the same time. The pages both write race; the check must pass and
+    /// count as wasted the pages the frames show were copied by both.
+    func testStridedConcurrentWritersPass() throws {
+        try requireBPF()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cowtrace-strided-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let pages = 131072
+        let file = dir.appendingPathComponent("strided.ctr").path
+        let rec = try runProduct("cowtrace", ["record", "--no-oom", "-o", file, "-c", productPath("cowtrace-workload"),
+                                              "--pages", "\(pages)", "child:write:0:\(pages):20+parent:write:0:\(pages):40",
+                                              "child:exit"], environment: ["TMPDIR": "/var/tmp"])
+        XCTAssertEqual(rec.status, 0, rec.stderr)
+        XCTAssertTrue(rec.stderr.contains("no events lost"), rec.stderr)
+        let line = try XCTUnwrap(workloadLine(rec.stdout), rec.stdout)
+        let frames = try XCTUnwrap(line["frames"] as? [String: [String: Int]], "frame truth needs root: \(rec.stdout)")
+        let parentCopied = try XCTUnwrap(frames["parent"]?["copied"]), childCopied = try XCTUnwrap(frames["child"]?["copied"])
+        let written = (pages + 19) / 20  // every 40th page is also one of the child's every 20th
+        let copiedTwice = parentCopied + childCopied - written
+        XCTAssertGreaterThanOrEqual(copiedTwice, 0, "\(frames)")
+        let c = try check(file)
+        XCTAssertEqual(c.status, 0, "\(c.agreement)")
+        let total = int(c.agreement, "total"), accounted = int(c.agreement, "accounted")
+        XCTAssertGreaterThanOrEqual(total, written + pages / 40, "every write is a write-protect fault")
+        XCTAssertGreaterThanOrEqual(Double(accounted), 0.995 * Double(total), "\(c.agreement)")
+        XCTAssertLessThanOrEqual(int(c.agreement, "unexplained"), 4, "\(c.doc["disagreements"] ?? "")")
+        XCTAssertEqual(int(c.agreement, "wasted_copies"), copiedTwice, accuracy: 4, "\(frames) \(c.agreement)")
+        print("strided concurrent fork: \(total) faults, agreed \(int(c.agreement, "agreed")), evidenced \(int(c.agreement, "evidenced")), wasted \(int(c.agreement, "wasted_copies")) (frames: \(copiedTwice))")
+    }
+
     /// Rewrites a recording with every `every`-th copy resolve of `pid` in the
     /// region's `pages` dropped: those faults read as reuses. The pid's
     /// counters lose as many copies. Returns how many were dropped.
