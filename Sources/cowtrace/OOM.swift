@@ -105,6 +105,12 @@ struct OOMSelfTestCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Create the test cgroup under this cgroup directory (default: the memory hierarchy's top). On cgroup v2 it must hold no processes of its own.", valueName: "dir"))
     var parentCgroup: String?
 
+    func validate() throws {
+        if let parentCgroup, !FileManager.default.fileExists(atPath: parentCgroup + "/cgroup.procs") {
+            throw ValidationError("--parent-cgroup \(parentCgroup) is not a cgroup directory (it has no cgroup.procs)")
+        }
+    }
+
     func run() throws {
         do {
             let test = OOMSelfTest(options: tierOptions.tracerOptions(), workload: try Workload.locate(), timeoutSeconds: timeout,
