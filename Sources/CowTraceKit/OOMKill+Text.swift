@@ -38,7 +38,7 @@ public struct OOMReport: Sendable, Codable {
                      (k.victimRead ? " uid \(k.uid) oom_score_adj \(k.oomScoreAdj)" : " (only the pid is known on this kernel's tracepoint)"))
         if k.victimRead {
             lines.append("  memory   total-vm \(k.totalVMKiB) kB, anon-rss \(k.anonRSSKiB) kB, file-rss \(k.fileRSSKiB) kB, shmem-rss \(k.shmemRSSKiB) kB, swap \(k.swapKiB) kB, pgtables \(k.pageTablesKiB) kB")
-            lines.append("  cgroup   \(k.cgroup)")
+            lines.append("  cgroup   \(k.cgroup)" + (k.cgroupLimitBytes.map { ", limit \(OOMFormat.mebibytes($0))" } ?? ""))
         }
         lines.append("  trigger  \(k.triggerPID) (\(k.triggerComm))\(k.triggerPID == k.pid ? ": the victim itself ran out" : "")")
         if let lineage { lines.append("  lineage  \(lineage)") }

@@ -30,6 +30,10 @@ public struct OOMKill: Sendable, Codable, Equatable {
     /// The victim's memory cgroup, relative to its hierarchy's root ("/" for the root).
     public var cgroup: String
     public var cgroupID: UInt64
+    /// That cgroup's own limit in bytes (v2 memory.max, v1
+    /// memory.limit_in_bytes), read from cgroupfs when the kill is delivered;
+    /// nil when unlimited or not readable.
+    public var cgroupLimitBytes: UInt64?
     /// The task that ran out of memory (the kernel's `current` at the kill).
     public var triggerPID: Int32
     public var triggerTID: Int32

@@ -78,13 +78,22 @@ final class KernelLog {
 
 public enum OOMSelfTestError: Error, CustomStringConvertible {
     case noMemoryCgroup
+    case badParent(path: String, hierarchy: MemoryCgroupHierarchy)
+    case memoryNotDelegated(parent: String)
+    case parentHasProcesses(parent: String)
     case cgroupSetup(path: String, errno: Errno)
     case kernelLog(errno: Errno)
 
     public var description: String {
         switch self {
         case .noMemoryCgroup:
-            return "no memory cgroup controller: need cgroup v1 at /sys/fs/cgroup/memory or cgroup v2 with memory in /sys/fs/cgroup/cgroup.subtree_control"
+            return "no memory cgroup controller in /proc/self/mountinfo: mount cgroup2 (mount -t cgroup2 none /sys/fs/cgroup) or a cgroup v1 hierarchy with -o memory"
+        case .badParent(let path, let hierarchy):
+            return "--parent-cgroup \(path) is not a cgroup directory of the memory hierarchy (cgroup \(hierarchy.version) at \(hierarchy.mountPoint)): pass a directory under it"
+        case .memoryNotDelegated(let parent):
+            return "the memory controller is not available in \(parent) (its cgroup.controllers lacks memory): enable +memory in its parent's cgroup.subtree_control, or pass --parent-cgroup with a cgroup that has it"
+        case .parentHasProcesses(let parent):
+            return "cannot enable +memory in \(parent)/cgroup.subtree_control: EBUSY, it holds processes of its own (cgroup v2 allows controllers only above leaves); pass --parent-cgroup with an empty delegated cgroup"
         case .cgroupSetup(let path, let errno):
             return "cannot set up memory cgroup \(path): \(errno); run as root with the memory controller mounted"
         case .kernelLog(let errno):
@@ -125,21 +134,29 @@ public struct OOMSelfTest {
         public let workloadStatus: Int32?
         public let checks: [Check]
         public let lostRecords: UInt64
+        /// The test cgroup's directory, its cgroup version, and what was done to set it up.
+        public let cgroupDirectory: String
+        public let cgroupVersion: MemoryCgroupHierarchy.Version
+        public let notes: [String]
         public var passed: Bool { !checks.isEmpty && checks.allSatisfy(\.passed) }
     }
 
     public let options: TracerOptions
     public let workload: Workload
     public let timeoutSeconds: Double
+    /// Where to create the test cgroup (nil: the memory hierarchy's top). On
+    /// v2 a delegated subtree: a cgroup with no processes of its own.
+    public let parentCgroup: String?
 
-    public init(options: TracerOptions, workload: Workload, timeoutSeconds: Double = 60) {
+    public init(options: TracerOptions, workload: Workload, timeoutSeconds: Double = 60, parentCgroup: String? = nil) {
         self.options = options
         self.workload = workload
         self.timeoutSeconds = timeoutSeconds
+        self.parentCgroup = parentCgroup
     }
 
     public func run() throws -> Result {
-        let cgroup = try TemporaryMemoryCgroup(limitBytes: Self.limitBytes)
+        let cgroup = try TemporaryMemoryCgroup(limitBytes: Self.limitBytes, parent: parentCgroup)
         defer { cgroup.remove() }
         let log = try KernelLog()
         let oom = try OOMTracer(options: options)
@@ -153,7 +170,7 @@ public struct OOMSelfTest {
         var kill: OOMKill?
         var report: OOMReport?
         oom.onKill { k in
-            guard kill == nil, k.cgroup.hasSuffix("/" + cgroup.name) || k.cgroupID == cgroup.inode else { return }
+            guard kill == nil, k.cgroup == cgroup.cgroupPath || k.cgroupID == cgroup.inode else { return }
             kill = k
             let snapshot = try? lineageTracer?.snapshot()
             let ancestry = OOMAncestry.build(victim: k.pid, comm: k.comm, snapshot: snapshot, pageSize: 4096)
@@ -188,14 +205,31 @@ public struct OOMSelfTest {
         }
 
         let checks = Self.compare(kill: kill, kernel: kernelLine, report: report, workload: workloadReport,
-                                  cgroupName: cgroup.name, lineageTraced: lineageTracer != nil)
+                                  cgroup: Expected(path: cgroup.cgroupPath, version: cgroup.hierarchy.version,
+                                                   swapTotalPages: Self.swapTotalPages()),
+                                  lineageTraced: lineageTracer != nil)
         return Result(tier: oom.tier, markVictimPrototype: oom.plan.markVictimPrototype, kill: kill, kernelLine: kernelLine,
                       lineage: report?.lineage, workloadStatus: status, checks: checks,
-                      lostRecords: (try? oom.lostRecords()) ?? 0)
+                      lostRecords: (try? oom.lostRecords()) ?? 0, cgroupDirectory: cgroup.path,
+                      cgroupVersion: cgroup.hierarchy.version, notes: cgroup.notes)
+    }
+
+    /// What the test cgroup is, for the checks.
+    struct Expected {
+        let path: String
+        let version: MemoryCgroupHierarchy.Version
+        let swapTotalPages: UInt64
+    }
+
+    /// SwapTotal from /proc/meminfo, in pages.
+    static func swapTotalPages() -> UInt64 {
+        let line = (readPseudoFile("/proc/meminfo") ?? "").split(separator: "\n").first { $0.hasPrefix("SwapTotal:") }
+        let kib = line.flatMap { $0.split(separator: " ").dropFirst().first }.flatMap { UInt64($0) } ?? 0
+        return kib / 4
     }
 
     static func compare(kill: OOMKill?, kernel: KernelOOMLine?, report: OOMReport?, workload: Workload.Report?,
-                        cgroupName: String, lineageTraced: Bool) -> [Check] {
+                        cgroup: Expected, lineageTraced: Bool) -> [Check] {
         var checks: [Check] = []
         guard let k = kill else {
             return [Check(name: "kill seen", reported: "none", kernel: kernel.map { "pid \($0.pid)" } ?? "none", passed: false,
@@ -234,7 +268,19 @@ public struct OOMSelfTest {
         checks.append(Check(name: "anon-rss is the region", reported: "\(k.anonRSSKiB) kB", kernel: "≥ \(regionPages * 4 / 2) kB",
                             passed: k.anonRSSKiB >= UInt64(regionPages * 4 / 2), note: nil))
         exact("memcg OOM", k.constraint == .memcg, d.memcg)
-        exact("cgroup", k.cgroup.split(separator: "/").last.map(String.init) ?? "", cgroupName)
+        exact("cgroup", k.cgroup, cgroup.path)
+        let limitPages = limitBytes / 4096
+        let limitFile = cgroup.version == .v2 ? "memory.max" : "memory.limit_in_bytes"
+        checks.append(Check(name: "cgroup's \(limitFile)", reported: k.cgroupLimitBytes.map { "\($0) bytes" } ?? "none",
+                            kernel: "\(limitBytes) bytes (set by the test)", passed: k.cgroupLimitBytes == limitBytes, note: nil))
+        exact("limit hit in", k.oomCgroup ?? "unknown", cgroup.path)
+        // oc->totalpages is mem_cgroup_get_max(): the limit, plus on v1 the swap
+        // it may use (the test sets v2's memory.swap.max to 0; v1 has no such knob).
+        let slackPages = k.limitSource == "oom_control" && cgroup.version == .v1 ? cgroup.swapTotalPages : 0
+        let limit = k.limitPages ?? 0
+        checks.append(Check(name: "limit judged against", reported: k.limitPages.map { "\($0) pages (\(k.limitSource ?? "?"))" } ?? "none",
+                            kernel: slackPages == 0 ? "\(limitPages) pages" : "\(limitPages) ... \(limitPages + slackPages) pages",
+                            passed: limit >= limitPages && limit <= limitPages + slackPages, note: nil))
         if let w = workload, let child = w.child {
             exact("victim is the child", k.pid, child)
             if lineageTraced, let chain = report?.ancestry?.chain, chain.count > 1 {
@@ -245,53 +291,5 @@ public struct OOMSelfTest {
             }
         }
         return checks
-    }
-}
-
-/// A memory cgroup made for the test, removed by `remove()`.
-struct TemporaryMemoryCgroup {
-    let name: String
-    let path: String
-    let inode: UInt64
-
-    var procsFile: String { path + "/cgroup.procs" }
-
-    init(limitBytes: UInt64) throws {
-        name = "cowtrace-oom-selftest-\(getpid())"
-        let v1 = "/sys/fs/cgroup/memory"
-        let limitFile: String
-        if FileManager.default.fileExists(atPath: v1 + "/memory.limit_in_bytes") {
-            path = v1 + "/" + name
-            limitFile = "memory.limit_in_bytes"
-        } else if (KernelFacts.readSysfs("/sys/fs/cgroup/cgroup.subtree_control") ?? "").split(separator: " ").contains("memory") {
-            path = "/sys/fs/cgroup/" + name
-            limitFile = "memory.max"
-        } else {
-            throw OOMSelfTestError.noMemoryCgroup
-        }
-        if mkdir(path, 0o755) != 0 && errno != EEXIST {
-            throw OOMSelfTestError.cgroupSetup(path: path, errno: .current)
-        }
-        try Self.write("\(limitBytes)", to: path + "/" + limitFile)
-        if limitFile == "memory.max" { try? Self.write("0", to: path + "/memory.swap.max") }
-        var st = stat()
-        stat(path, &st)
-        inode = UInt64(st.st_ino)
-    }
-
-    static func write(_ value: String, to file: String) throws {
-        let fd = open(file, O_WRONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw OOMSelfTestError.cgroupSetup(path: file, errno: .current) }
-        defer { close(fd) }
-        let n = value.withCString { Glibc.write(fd, $0, strlen($0)) }
-        if n < 0 { throw OOMSelfTestError.cgroupSetup(path: file, errno: .current) }
-    }
-
-    /// rmdir fails while the killed processes are still exiting: retry a while.
-    func remove() {
-        for _ in 0..<50 {
-            if rmdir(path) == 0 || errno == ENOENT { return }
-            usleep(100_000)
-        }
     }
 }

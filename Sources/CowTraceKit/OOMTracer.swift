@@ -155,6 +155,7 @@ public final class OOMTracer {
 final class OOMSink {
     var handler: ((OOMKill) -> Void)?
     let memcgRange: KernelSymbolRange?
+    let hierarchy = MemoryCgroupHierarchy.live()
 
     init(memcgRange: KernelSymbolRange?) { self.memcgRange = memcgRange }
 
@@ -163,9 +164,7 @@ final class OOMSink {
             guard let range = memcgRange, !stack.isEmpty else { return nil }
             return stack.contains { range.contains($0) }
         }
-        if kill.constraint == .memcg && kill.limitPages == nil {
-            MemoryCgroupLimit.fill(&kill)
-        }
+        MemoryCgroupLimit.fill(&kill, hierarchy: hierarchy)
         handler?(kill)
     }
 }
@@ -194,19 +193,18 @@ struct KernelSymbolRange {
     func contains(_ address: UInt64) -> Bool { address >= start && address < end }
 }
 
-/// On the tracepoint tier the kernel does not say which cgroup's limit was
-/// hit: the tightest limit on the victim's cgroup and its ancestors is it.
+/// What cgroupfs says about the victim's memory cgroup: its own limit, and on
+/// the tracepoint tier (where the kernel does not say which cgroup's limit was
+/// hit) the tightest limit on it and its ancestors, which is the one judged against.
 enum MemoryCgroupLimit {
-    static func fill(_ kill: inout OOMKill) {
-        let v1 = "/sys/fs/cgroup/memory"
-        let (root, file) = FileManager.default.fileExists(atPath: v1 + "/memory.limit_in_bytes")
-            ? (v1, "memory.limit_in_bytes") : ("/sys/fs/cgroup", "memory.max")
-        guard !kill.cgroup.hasPrefix("…") else { return }
+    static func fill(_ kill: inout OOMKill, hierarchy: MemoryCgroupHierarchy?) {
+        guard let hierarchy, !kill.cgroup.hasPrefix("…") else { return }
+        kill.cgroupLimitBytes = hierarchy.limitBytes(ofCgroup: kill.cgroup)
+        guard kill.constraint == .memcg && kill.limitPages == nil else { return }
         var path = kill.cgroup
         var best: (UInt64, String)?
         while true {
-            let dir = path == "/" ? root : root + path
-            if let text = KernelFacts.readSysfs(dir + "/" + file), let bytes = UInt64(text) {
+            if let bytes = hierarchy.limitBytes(ofCgroup: path) {
                 let pages = bytes / 4096
                 if best == nil || pages < best!.0 { best = (pages, path) }
             }
@@ -214,7 +212,7 @@ enum MemoryCgroupLimit {
             path = (path as NSString).deletingLastPathComponent
             if path.isEmpty { path = "/" }
         }
-        if let (pages, cgroup) = best, pages < (1 << 50) {
+        if let (pages, cgroup) = best {
             kill.limitPages = pages
             kill.oomCgroup = cgroup
             kill.limitSource = "cgroupfs"

@@ -47,7 +47,7 @@ public enum TracerError: Error, CustomStringConvertible {
         case .processTableFull(let pid):
             return "cannot start counting pid \(pid): every process slot is taken; raise --max-processes"
         case .badCgroup(let path, let reason):
-            return "bad cgroup \(path): \(reason); pass a cgroup directory such as /sys/fs/cgroup/memory/NAME or /sys/fs/cgroup/unified/NAME"
+            return "bad cgroup \(path): \(reason); pass a cgroup directory such as /sys/fs/cgroup/system.slice/NAME.service (v2) or /sys/fs/cgroup/memory/NAME (v1)"
         case .commandFailedToStart(let command, let errno):
             return "cannot start `\(command)`: \(errno); check the command name and PATH"
         case .workloadNotFound(let searched):

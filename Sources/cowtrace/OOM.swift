@@ -83,13 +83,16 @@ struct OOMSelfTestCommand: ParsableCommand, OptionChecks {
         commandName: "oom-selftest",
         abstract: "Cause a real memory-cgroup OOM kill and check cowtrace's report against the kernel's line.",
         discussion: """
-            Creates a 64 MiB memory cgroup, runs cowtrace-workload in it (48 MiB, fork, the \
+            Creates a 64 MiB memory cgroup without swap (cgroup v2: memory.max and \
+            memory.swap.max under a subtree with +memory in cgroup.subtree_control, enabled \
+            for the test if missing; v1: memory.limit_in_bytes), runs cowtrace-workload in it (48 MiB, fork, the \
             child rewrites every page), waits for the kill and compares the reported victim \
             with the kernel's "Killed process" line in /dev/kmsg (\(OOMSelfTest.toleranceDescription)). \
             Prints PASS or FAIL per figure; exits 1 on a failure. Used by scripts/kernel-matrix.
 
-            Example:
+            Examples:
               sudo cowtrace oom-selftest
+              sudo cowtrace oom-selftest --parent-cgroup /sys/fs/cgroup/cowtrace.slice
             """,
         shouldDisplay: false
     )
@@ -99,15 +102,23 @@ struct OOMSelfTestCommand: ParsableCommand, OptionChecks {
     @Option(help: ArgumentHelp("Give up waiting for the kill after this many seconds.", valueName: "seconds"))
     var timeout: Double = 60
 
+    @Option(help: ArgumentHelp("Create the test cgroup under this cgroup directory (default: the memory hierarchy's top). On cgroup v2 it must hold no processes of its own.", valueName: "dir"))
+    var parentCgroup: String?
+
     func checkOptions() throws {
         try TimeOption.check(timeout, "--timeout")
+        if let parentCgroup, !FileManager.default.fileExists(atPath: parentCgroup + "/cgroup.procs") {
+            throw ValidationError("--parent-cgroup \(parentCgroup) is not a cgroup directory (it has no cgroup.procs)")
+        }
     }
 
     func run() throws {
         do {
-            let test = OOMSelfTest(options: tierOptions.tracerOptions(), workload: try Workload.locate(), timeoutSeconds: timeout)
+            let test = OOMSelfTest(options: tierOptions.tracerOptions(), workload: try Workload.locate(), timeoutSeconds: timeout,
+                                   parentCgroup: parentCgroup)
             let result = try test.run()
-            print("cowtrace oom-selftest: kernel \(KernelFacts.read().release), tier \(result.tier), mark_victim(\(result.markVictimPrototype))")
+            print("cowtrace oom-selftest: kernel \(KernelFacts.read().release), tier \(result.tier), mark_victim(\(result.markVictimPrototype)), cgroup \(result.cgroupVersion) \(result.cgroupDirectory)")
+            for note in result.notes { print("note:    \(note)") }
             if let line = result.kernelLine { print("kernel:  \(line.text)") }
             if let kill = result.kill { print(OOMReport(kill: kill, ancestry: nil).text()) }
             if let lineage = result.lineage { print("lineage: \(lineage)") }

@@ -23,7 +23,7 @@ struct Stat: ParsableCommand, OptionChecks {
               cowtrace stat -c redis-cli bgsave        trace a command and its children, print totals at its end
               cowtrace stat -p 1234 5                  trace pid 1234 (and its future children), print every 5 s
               cowtrace stat --all --format json 1 10   every process, JSON lines, 10 times a second apart
-              cowtrace stat --cgroup /sys/fs/cgroup/memory/web
+              cowtrace stat --cgroup /sys/fs/cgroup/system.slice/web.service
               cowtrace stat --threads -p 1234          which of pid 1234's threads paid for its copies
             """
     )
