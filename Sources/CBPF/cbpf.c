@@ -88,7 +88,14 @@ void cbpf_clear_libbpf_output(void)
 
 struct bpf_object *cbpf_open_object(const void *data, size_t size, const char *name)
 {
-	LIBBPF_OPTS(bpf_object_open_opts, opts, .object_name = name);
+	/* Naming vmlinux's BTF makes libbpf resolve CO-RE relocations against it
+	 * alone: without it, a type missing from vmlinux (struct mm_rss_stat on
+	 * 6.2+) makes libbpf walk the module BTFs, which needs CAP_SYS_ADMIN and
+	 * fails with EPERM under just CAP_BPF and CAP_PERFMON. cowtrace attaches
+	 * to no module. */
+	static const char vmlinux_btf[] = "/sys/kernel/btf/vmlinux";
+	LIBBPF_OPTS(bpf_object_open_opts, opts, .object_name = name,
+		    .btf_custom_path = access(vmlinux_btf, R_OK) == 0 ? vmlinux_btf : NULL);
 	struct bpf_object *obj = bpf_object__open_mem(data, size, &opts);
 	if (!obj && !errno)
 		errno = EINVAL;

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CowTraceKit
 
 @main
 struct CowTrace: ParsableCommand {
@@ -13,6 +14,7 @@ struct CowTrace: ParsableCommand {
             Start with `cowtrace demo` to see a fork whose copies are known in advance, \
             and `cowtrace doctor` to see what this kernel lets cowtrace attach to.
             """,
+        version: CowTraceVersion.long,
         subcommands: [Stat.self, Record.self, Replay.self, Check.self, Report.self, Hist.self, Serve.self, Forks.self, Demo.self, Doctor.self, SelfTest.self, Simulate.self, Redis.self, ForkProfile.self, OOM.self, OOMSelfTestCommand.self, BenchFloor.self]
     )
 
