@@ -66,6 +66,9 @@ public final class TraceReplayer {
     var snapshotPages: Set<PageKey> = []
     /// Processes that forked since their last exec (their snapshot pages may be shared since).
     var forkedSinceExec: Set<Int32> = []
+    /// When each forked process was forked, and the children each process forked.
+    var forkTimes: [Int32: UInt64] = [:]
+    var childrenOf: [Int32: [Int32]] = [:]
 
     var disagreements: [Disagreement] = []
     /// Recent write-protect faults by the frame they found mapped (see TraceReplayer+Races.swift).
@@ -329,7 +332,7 @@ public final class TraceReplayer {
                     stats.reprotectedPages += 1
                     hints.insert(.reprotected)
                 }
-            } else if materialize(pid, page, vma) {
+            } else if materialize(pid, page, vma, kernel: kernel.cls) {
                 hints.insert(.materialized)
             }
         }
@@ -482,20 +485,25 @@ public final class TraceReplayer {
 
     /// Installs the page a write-protect fault found present in the kernel but the
     /// model never populated: a page-cache page in a file or shared mapping
-    /// (fault-around, or a read before tracing), else an exclusive anonymous page
-    /// (populated by the kernel itself: exec's stack, read() into a buffer, MAP_POPULATE).
-    func materialize(_ pid: Int32, _ page: UInt64, _ vma: VMArea) -> Bool {
-        let kind: InstalledPage = (vma.isShared || vma.file != nil) ? .file : .anonymous(exclusive: true)
+    /// (fault-around, or a read before tracing), else an anonymous page
+    /// (populated by the kernel itself: exec's stack, read() into a buffer,
+    /// MAP_POPULATE). In a private file mapping, a copy or reuse shows the page
+    /// was anonymous already (a page-cache page is a file copy): written before
+    /// the trace, or by exec (the .bss tail, cleared by the kernel). An
+    /// anonymous page is shared with the processes forked since it existed
+    /// (`forkSharers`), else exclusive.
+    func materialize(_ pid: Int32, _ page: UInt64, _ vma: VMArea, kernel: ReplayClass) -> Bool {
+        let anonymous = vma.isShared ? false : vma.file == nil || kernel == .copy || kernel == .reuse
         do {
-            if kind != .file, let parent = parentSharingUnseenPage(pid, page) {
-                // The page was populated before the fork, outside the trace: both map it.
-                let frame = try machine.installPage(parent, at: page, .anonymous(exclusive: true))
-                try machine.installPage(pid, at: page, .frame(frame))
-                stats.materializedPages += 2
+            guard anonymous else {
+                try machine.installPage(pid, at: page, .file)
+                stats.materializedPages += 1
                 return true
             }
-            try machine.installPage(pid, at: page, kind)
-            stats.materializedPages += 1
+            let sharers = forkSharers(pid, page, vma)
+            let frame = try machine.installPage(pid, at: page, .anonymous(exclusive: true))
+            for sharer in sharers { try machine.installPage(sharer, at: page, .frame(frame)) }
+            stats.materializedPages += 1 + sharers.count
             return true
         } catch {
             modelError("page could not be materialized", "pid \(pid) at \(hex(page)): \(error)")
@@ -503,17 +511,38 @@ public final class TraceReplayer {
         }
     }
 
-    /// A write-protect fault on a private anonymous page of a forked child (not
-    /// exec'd since) finds a read-only PTE: a page the kernel itself populated
-    /// (exec's stack, read() into a buffer) is mapped writable, so fork
-    /// write-protected it, and the parent maps the same page. Returns that
-    /// parent when the model has the page in neither.
-    func parentSharingUnseenPage(_ pid: Int32, _ page: UInt64) -> Int32? {
-        guard let p = processes[pid], p.origin == .forked, p.execs == 0, let parent = p.parent, machine.isAlive(parent),
-              let pv = machine.vma(parent, containing: page), pv.isAnonymous, !pv.isShared,
-              pv.flags.isDisjoint(with: [.dontCopy, .wipeOnFork]),
-              machine.pageTableEntry(parent, page)?.isPresent != true else { return nil }
-        return parent
+    /// The other processes that map the page `pid` write-protect faulted on,
+    /// when the model has it in none of them. The fault found a present,
+    /// read-only PTE in a private mapping; a page the kernel populates itself
+    /// is mapped writable (a read maps the zero page, which zero-fills), so a
+    /// fork made it read-only, and a first touch after that fork would have
+    /// been recorded: the page existed before the fork. So a forked child's
+    /// parent maps it too (and so on up), and so does every live process forked
+    /// since that has not exec'd and has nothing at that address in the model.
+    func forkSharers(_ pid: Int32, _ page: UInt64, _ vma: VMArea) -> [Int32] {
+        func inherits(_ q: Int32) -> Bool {
+            guard machine.isAlive(q), let qv = machine.vma(q, containing: page), !qv.isShared, qv.file == vma.file,
+                  qv.flags.isDisjoint(with: [.dontCopy, .wipeOnFork]) else { return false }
+            return machine.pageTableEntry(q, page)?.isPresent != true
+        }
+        /// `child` is `parent`'s fork since its exec, and has not exec'd since.
+        func forkedFrom(_ child: Int32, _ parent: Int32) -> Bool {
+            guard processes[child]?.origin == .forked, processes[child]?.parent == parent,
+                  let at = forkTimes[child], at >= pidState[parent]?.memorySince ?? 0 else { return false }
+            return pidState[child]?.memorySince ?? 0 <= at
+        }
+        var root = pid
+        while let parent = processes[root]?.parent, forkedFrom(root, parent), inherits(parent) { root = parent }
+        var family: Set<Int32> = [root]
+        var queue = [root]
+        while let q = queue.popLast() {
+            for child in childrenOf[q] ?? [] where !family.contains(child) && forkedFrom(child, q) && inherits(child) {
+                family.insert(child)
+                queue.append(child)
+            }
+        }
+        family.remove(pid)
+        return family.sorted()
     }
 
     /// A one-page VMA for a fault where the model has none: as the recorded
