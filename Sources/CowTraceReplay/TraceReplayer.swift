@@ -520,23 +520,30 @@ public final class TraceReplayer {
     /// parent maps it too (and so on up), and so does every live process forked
     /// since that has not exec'd and has nothing at that address in the model.
     func forkSharers(_ pid: Int32, _ page: UInt64, _ vma: VMArea) -> [Int32] {
-        func inherits(_ q: Int32) -> Bool {
-            guard machine.isAlive(q), let qv = machine.vma(q, containing: page), !qv.isShared, qv.file == vma.file,
-                  qv.flags.isDisjoint(with: [.dontCopy, .wipeOnFork]) else { return false }
-            return machine.pageTableEntry(q, page)?.isPresent != true
+        forkFamily(pid) { q in
+            guard self.machine.isAlive(q), let qv = self.machine.vma(q, containing: page), !qv.isShared,
+                  qv.file == vma.file, qv.flags.isDisjoint(with: [.dontCopy, .wipeOnFork]) else { return false }
+            return self.machine.pageTableEntry(q, page)?.isPresent != true
         }
-        /// `child` is `parent`'s fork since its exec, and has not exec'd since.
+    }
+
+    /// The processes `pid` shares its address space's past with through forks,
+    /// as far as each is `included`: the parent it was forked from (not exec'd
+    /// since), that parent's parent, and so on up; then everything forked from
+    /// the topmost one since its exec (and not exec'd since), down the tree.
+    func forkFamily(_ pid: Int32, _ included: (Int32) -> Bool) -> [Int32] {
         func forkedFrom(_ child: Int32, _ parent: Int32) -> Bool {
             guard processes[child]?.origin == .forked, processes[child]?.parent == parent,
                   let at = forkTimes[child], at >= pidState[parent]?.memorySince ?? 0 else { return false }
             return pidState[child]?.memorySince ?? 0 <= at
         }
         var root = pid
-        while let parent = processes[root]?.parent, forkedFrom(root, parent), inherits(parent) { root = parent }
+        while let parent = processes[root]?.parent, forkedFrom(root, parent), included(parent) { root = parent }
         var family: Set<Int32> = [root]
         var queue = [root]
         while let q = queue.popLast() {
-            for child in childrenOf[q] ?? [] where !family.contains(child) && forkedFrom(child, q) && inherits(child) {
+            for child in childrenOf[q] ?? []
+            where !family.contains(child) && forkedFrom(child, q) && (child == pid || included(child)) {
                 family.insert(child)
                 queue.append(child)
             }
@@ -548,32 +555,38 @@ public final class TraceReplayer {
     /// A one-page VMA for a fault where the model has none: as the recorded
     /// /proc maps line that covers it says, else private anonymous read-write memory.
     /// `kind`: what the kernel said the VMA was at the fault (recorded with it).
+    /// A mapping the model lacks was made by exec or before tracing (a later
+    /// mmap is recorded), so the processes forked from this one since, and the
+    /// one it was forked from, have it too where the model has nothing there.
     func makeImplicitMapping(_ pid: Int32, _ page: UInt64, kind: RecordedMappingKind = .unknown) {
         // Below mmap_min_addr or above the user address space, the kernel raised SIGSEGV.
         guard page >= 0x10000, page < Paging.userAddressLimit else { return }
         let end = page + 4096
-        do {
-            if let line = pidState[pid]?.recordedMaps.first(where: { $0.start <= page && page < $0.end }),
-               let spec = MappingSpec(line), spec.kind != .ignored {
-                let pgoff = Int(line.offset >> 12) + Int((page - line.start) >> 12)
-                try adopt(pid, spec, start: page, end: end, pgoff: pgoff, heap: false)
-            } else {
-                switch kind {
-                case .filePrivate, .shared:
-                    // A file the model never saw mapped: a made-up one, one per page.
-                    let shared = kind == .shared
-                    let file = fileObject(key: "implicit:\(pid):\(hex(page))", name: "(mapped before tracing)",
-                                          shmem: shared, bytes: 4096)
-                    try machine.adoptMapping(pid, start: page, end: end, protection: .readWrite, shared: shared,
-                                             file: file, pgoff: 0, heap: false)
-                case .anonymousPrivate, .unknown:
-                    try machine.adoptMapping(pid, start: page, end: end, protection: .readWrite, shared: false)
+        let relatives = forkFamily(pid) { self.machine.isAlive($0) && self.machine.vma($0, containing: page) == nil }
+        // A file the model never saw mapped: a made-up one, one per page (and family).
+        let madeUp = { (shared: Bool) in
+            self.fileObject(key: "implicit:\(pid):\(hex(page))", name: "(mapped before tracing)", shmem: shared, bytes: 4096)
+        }
+        let line = pidState[pid]?.recordedMaps.first(where: { $0.start <= page && page < $0.end })
+        for q in [pid] + relatives {
+            do {
+                if let line, let spec = MappingSpec(line), spec.kind != .ignored {
+                    let pgoff = Int(line.offset >> 12) + Int((page - line.start) >> 12)
+                    try adopt(q, spec, start: page, end: end, pgoff: pgoff, heap: false)
+                } else {
+                    switch kind {
+                    case .filePrivate, .shared:
+                        try machine.adoptMapping(q, start: page, end: end, protection: .readWrite, shared: kind == .shared,
+                                                 file: madeUp(kind == .shared), pgoff: 0, heap: false)
+                    case .anonymousPrivate, .unknown:
+                        try machine.adoptMapping(q, start: page, end: end, protection: .readWrite, shared: false)
+                    }
                 }
+                pidState[q, default: PidState()].implicitPages.insert(page)
+                stats.implicitMappings += 1
+            } catch {
+                modelError("no mapping could be made up", "pid \(q) at \(hex(page)): \(error)")
             }
-            pidState[pid, default: PidState()].implicitPages.insert(page)
-            stats.implicitMappings += 1
-        } catch {
-            modelError("no mapping could be made up", "pid \(pid) at \(hex(page)): \(error)")
         }
     }
 

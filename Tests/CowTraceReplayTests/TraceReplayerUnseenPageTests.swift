@@ -158,4 +158,42 @@ final class TraceReplayerUnseenPageTests: XCTestCase {
         XCTAssertEqual(result.disagreements, [])
         XCTAssertEqual(result.stats.snapshotPagesShared, 0)
     }
+
+    /// No snapshot at all (the process exited before its maps were read): the
+    /// stack is a mapping the model has to make up. Made by exec, before the
+    /// fork, so the child has it too: the parent's write copies the page the
+    /// live child shares, and the child then reuses it.
+    func testAMadeUpMappingIsInheritedByTheLiveChild() throws {
+        var b = TraceBuilder()
+        let stack: UInt64 = 0x7ffd_0000_0000
+        b.comms[1000] = "prog"
+        b.exec(1000, comm: "prog")
+        b.fork(1000, 1001)
+        b.wp(1000, at: stack, .copy)
+        b.wp(1001, at: stack, .reuse)
+        b.end()
+        let (replayer, result) = try b.replayer()
+        XCTAssertEqual(result.process(1000)?.model, ClassCounts(copy: 1))
+        XCTAssertEqual(result.process(1001)?.model, ClassCounts(reuse: 1))
+        XCTAssertEqual(result.stats.implicitMappings, 2, "one page, in the parent and the child")
+        XCTAssertNotNil(replayer.machine.vma(1001, containing: stack))
+        XCTAssertTrue(TraceCheck(result: result).passed)
+    }
+
+    /// The child's write on a private file page of a made-up mapping (ld.so's
+    /// data): the parent has the mapping, and the page, too.
+    func testAMadeUpFileMappingOfAChildIsItsParentsToo() throws {
+        var b = TraceBuilder()
+        b.comms[1000] = "prog"
+        b.exec(1000, comm: "prog")
+        b.fork(1000, 1001)
+        b.wp(1001, at: D, .copy, mapping: .filePrivate)
+        b.exit(1001)
+        b.wp(1000, at: D, .reuse, mapping: .filePrivate)
+        b.end()
+        let (replayer, result) = try b.replayer()
+        XCTAssertEqual(result.disagreements, [])
+        XCTAssertEqual(result.stats.implicitMappings, 2)
+        XCTAssertNotNil(replayer.machine.vma(1000, containing: D)?.file, "a made-up file in the parent too")
+    }
 }
