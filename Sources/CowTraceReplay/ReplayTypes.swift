@@ -245,6 +245,9 @@ public struct ReplayStats: Equatable, Sendable {
     public var protectionsUndone = 0
     /// Snapshot pages faulted again (the snapshot was read after the fault).
     public var snapshotPagesRefaulted = 0
+    /// Anonymous pages an exec snapshot shows shared, installed as the process's own:
+    /// the snapshot was read after the process forked.
+    public var snapshotPagesShared = 0
     /// madvise advice the model does not model (ignored).
     public var ignoredAdvice = 0
     public var gaps = 0

@@ -139,6 +139,8 @@ extension TraceReplayer {
             if r.flags.contains(.swapped) { stats.swappedPages += Int(r.count) }
             return
         }
+        let since = pidState[r.pid]?.memorySince ?? 0
+        let freshAddressSpace = since > 0 && snapshotTimes[r.pid] == since
         for k in 0..<UInt64(r.count) {
             let address = r.address &+ k &* 4096
             guard let vma = machine.vma(r.pid, containing: address) else {
@@ -160,6 +162,13 @@ extension TraceReplayer {
             } else if pfn != 0, pfnMappers[pfn, default: 0] >= 2 {
                 kind = .anonymous(exclusive: true)
                 remember = true
+            } else if freshAddressSpace {
+                // An exec'd address space shares anonymous pages only with
+                // children it forked since: the snapshot, read after the
+                // exec, saw such a fork. At the exec's time the page was the
+                // process's own; the recorded fork shares it.
+                kind = .anonymous(exclusive: true)
+                stats.snapshotPagesShared += 1
             } else {
                 kind = .anonymous(exclusive: false)
             }
@@ -195,6 +204,8 @@ extension TraceReplayer {
         p.exited = false
         processes[f.child] = p
         pidState[f.child] = pidState[f.parent] ?? PidState()
+        forkTimes[f.child] = f.time
+        childrenOf[f.parent, default: []].append(f.child)
     }
 
     func replayExec(_ e: ExecEventRecord) {

@@ -66,6 +66,9 @@ public final class TraceReplayer {
     var snapshotPages: Set<PageKey> = []
     /// Processes that forked since their last exec (their snapshot pages may be shared since).
     var forkedSinceExec: Set<Int32> = []
+    /// When each forked process was forked, and the children each process forked.
+    var forkTimes: [Int32: UInt64] = [:]
+    var childrenOf: [Int32: [Int32]] = [:]
 
     var disagreements: [Disagreement] = []
     /// Recent write-protect faults by the frame they found mapped (see TraceReplayer+Races.swift).
@@ -329,7 +332,7 @@ public final class TraceReplayer {
                     stats.reprotectedPages += 1
                     hints.insert(.reprotected)
                 }
-            } else if materialize(pid, page, vma) {
+            } else if materialize(pid, page, vma, kernel: kernel.cls) {
                 hints.insert(.materialized)
             }
         }
@@ -482,20 +485,25 @@ public final class TraceReplayer {
 
     /// Installs the page a write-protect fault found present in the kernel but the
     /// model never populated: a page-cache page in a file or shared mapping
-    /// (fault-around, or a read before tracing), else an exclusive anonymous page
-    /// (populated by the kernel itself: exec's stack, read() into a buffer, MAP_POPULATE).
-    func materialize(_ pid: Int32, _ page: UInt64, _ vma: VMArea) -> Bool {
-        let kind: InstalledPage = (vma.isShared || vma.file != nil) ? .file : .anonymous(exclusive: true)
+    /// (fault-around, or a read before tracing), else an anonymous page
+    /// (populated by the kernel itself: exec's stack, read() into a buffer,
+    /// MAP_POPULATE). In a private file mapping, a copy or reuse shows the page
+    /// was anonymous already (a page-cache page is a file copy): written before
+    /// the trace, or by exec (the .bss tail, cleared by the kernel). An
+    /// anonymous page is shared with the processes forked since it existed
+    /// (`forkSharers`), else exclusive.
+    func materialize(_ pid: Int32, _ page: UInt64, _ vma: VMArea, kernel: ReplayClass) -> Bool {
+        let anonymous = vma.isShared ? false : vma.file == nil || kernel == .copy || kernel == .reuse
         do {
-            if kind != .file, let parent = parentSharingUnseenPage(pid, page) {
-                // The page was populated before the fork, outside the trace: both map it.
-                let frame = try machine.installPage(parent, at: page, .anonymous(exclusive: true))
-                try machine.installPage(pid, at: page, .frame(frame))
-                stats.materializedPages += 2
+            guard anonymous else {
+                try machine.installPage(pid, at: page, .file)
+                stats.materializedPages += 1
                 return true
             }
-            try machine.installPage(pid, at: page, kind)
-            stats.materializedPages += 1
+            let sharers = forkSharers(pid, page, vma)
+            let frame = try machine.installPage(pid, at: page, .anonymous(exclusive: true))
+            for sharer in sharers { try machine.installPage(sharer, at: page, .frame(frame)) }
+            stats.materializedPages += 1 + sharers.count
             return true
         } catch {
             modelError("page could not be materialized", "pid \(pid) at \(hex(page)): \(error)")
@@ -503,48 +511,82 @@ public final class TraceReplayer {
         }
     }
 
-    /// A write-protect fault on a private anonymous page of a forked child (not
-    /// exec'd since) finds a read-only PTE: a page the kernel itself populated
-    /// (exec's stack, read() into a buffer) is mapped writable, so fork
-    /// write-protected it, and the parent maps the same page. Returns that
-    /// parent when the model has the page in neither.
-    func parentSharingUnseenPage(_ pid: Int32, _ page: UInt64) -> Int32? {
-        guard let p = processes[pid], p.origin == .forked, p.execs == 0, let parent = p.parent, machine.isAlive(parent),
-              let pv = machine.vma(parent, containing: page), pv.isAnonymous, !pv.isShared,
-              pv.flags.isDisjoint(with: [.dontCopy, .wipeOnFork]),
-              machine.pageTableEntry(parent, page)?.isPresent != true else { return nil }
-        return parent
+    /// The other processes that map the page `pid` write-protect faulted on,
+    /// when the model has it in none of them. The fault found a present,
+    /// read-only PTE in a private mapping; a page the kernel populates itself
+    /// is mapped writable (a read maps the zero page, which zero-fills), so a
+    /// fork made it read-only, and a first touch after that fork would have
+    /// been recorded: the page existed before the fork. So a forked child's
+    /// parent maps it too (and so on up), and so does every live process forked
+    /// since that has not exec'd and has nothing at that address in the model.
+    func forkSharers(_ pid: Int32, _ page: UInt64, _ vma: VMArea) -> [Int32] {
+        forkFamily(pid) { q in
+            guard self.machine.isAlive(q), let qv = self.machine.vma(q, containing: page), !qv.isShared,
+                  qv.file == vma.file, qv.flags.isDisjoint(with: [.dontCopy, .wipeOnFork]) else { return false }
+            return self.machine.pageTableEntry(q, page)?.isPresent != true
+        }
+    }
+
+    /// The processes `pid` shares its address space's past with through forks,
+    /// as far as each is `included`: the parent it was forked from (not exec'd
+    /// since), that parent's parent, and so on up; then everything forked from
+    /// the topmost one since its exec (and not exec'd since), down the tree.
+    func forkFamily(_ pid: Int32, _ included: (Int32) -> Bool) -> [Int32] {
+        func forkedFrom(_ child: Int32, _ parent: Int32) -> Bool {
+            guard processes[child]?.origin == .forked, processes[child]?.parent == parent,
+                  let at = forkTimes[child], at >= pidState[parent]?.memorySince ?? 0 else { return false }
+            return pidState[child]?.memorySince ?? 0 <= at
+        }
+        var root = pid
+        while let parent = processes[root]?.parent, forkedFrom(root, parent), included(parent) { root = parent }
+        var family: Set<Int32> = [root]
+        var queue = [root]
+        while let q = queue.popLast() {
+            for child in childrenOf[q] ?? []
+            where !family.contains(child) && forkedFrom(child, q) && (child == pid || included(child)) {
+                family.insert(child)
+                queue.append(child)
+            }
+        }
+        family.remove(pid)
+        return family.sorted()
     }
 
     /// A one-page VMA for a fault where the model has none: as the recorded
     /// /proc maps line that covers it says, else private anonymous read-write memory.
     /// `kind`: what the kernel said the VMA was at the fault (recorded with it).
+    /// A mapping the model lacks was made by exec or before tracing (a later
+    /// mmap is recorded), so the processes forked from this one since, and the
+    /// one it was forked from, have it too where the model has nothing there.
     func makeImplicitMapping(_ pid: Int32, _ page: UInt64, kind: RecordedMappingKind = .unknown) {
         // Below mmap_min_addr or above the user address space, the kernel raised SIGSEGV.
         guard page >= 0x10000, page < Paging.userAddressLimit else { return }
         let end = page + 4096
-        do {
-            if let line = pidState[pid]?.recordedMaps.first(where: { $0.start <= page && page < $0.end }),
-               let spec = MappingSpec(line), spec.kind != .ignored {
-                let pgoff = Int(line.offset >> 12) + Int((page - line.start) >> 12)
-                try adopt(pid, spec, start: page, end: end, pgoff: pgoff, heap: false)
-            } else {
-                switch kind {
-                case .filePrivate, .shared:
-                    // A file the model never saw mapped: a made-up one, one per page.
-                    let shared = kind == .shared
-                    let file = fileObject(key: "implicit:\(pid):\(hex(page))", name: "(mapped before tracing)",
-                                          shmem: shared, bytes: 4096)
-                    try machine.adoptMapping(pid, start: page, end: end, protection: .readWrite, shared: shared,
-                                             file: file, pgoff: 0, heap: false)
-                case .anonymousPrivate, .unknown:
-                    try machine.adoptMapping(pid, start: page, end: end, protection: .readWrite, shared: false)
+        let relatives = forkFamily(pid) { self.machine.isAlive($0) && self.machine.vma($0, containing: page) == nil }
+        // A file the model never saw mapped: a made-up one, one per page (and family).
+        let madeUp = { (shared: Bool) in
+            self.fileObject(key: "implicit:\(pid):\(hex(page))", name: "(mapped before tracing)", shmem: shared, bytes: 4096)
+        }
+        let line = pidState[pid]?.recordedMaps.first(where: { $0.start <= page && page < $0.end })
+        for q in [pid] + relatives {
+            do {
+                if let line, let spec = MappingSpec(line), spec.kind != .ignored {
+                    let pgoff = Int(line.offset >> 12) + Int((page - line.start) >> 12)
+                    try adopt(q, spec, start: page, end: end, pgoff: pgoff, heap: false)
+                } else {
+                    switch kind {
+                    case .filePrivate, .shared:
+                        try machine.adoptMapping(q, start: page, end: end, protection: .readWrite, shared: kind == .shared,
+                                                 file: madeUp(kind == .shared), pgoff: 0, heap: false)
+                    case .anonymousPrivate, .unknown:
+                        try machine.adoptMapping(q, start: page, end: end, protection: .readWrite, shared: false)
+                    }
                 }
+                pidState[q, default: PidState()].implicitPages.insert(page)
+                stats.implicitMappings += 1
+            } catch {
+                modelError("no mapping could be made up", "pid \(q) at \(hex(page)): \(error)")
             }
-            pidState[pid, default: PidState()].implicitPages.insert(page)
-            stats.implicitMappings += 1
-        } catch {
-            modelError("no mapping could be made up", "pid \(pid) at \(hex(page)): \(error)")
         }
     }
 

@@ -103,8 +103,10 @@ struct TraceBuilder {
     }
 
     /// Write-protect faults the kernel classes `cls`, one per page, recorded as the tier records them.
-    mutating func wp(_ pid: Int32, at address: UInt64, pages: UInt64 = 1, _ cls: RecordedFaultClass) {
-        for k in 0..<pages { wpOne(pid, address + k * page, cls, emit: true) }
+    /// `mapping`: the kind of VMA the fault record carries (the first faults of a process).
+    mutating func wp(_ pid: Int32, at address: UInt64, pages: UInt64 = 1, _ cls: RecordedFaultClass,
+                     mapping: RecordedMappingKind = .unknown) {
+        for k in 0..<pages { wpOne(pid, address + k * page, cls, emit: true, mapping: mapping) }
     }
 
     /// A write-protect fault the kernel counted but whose events were lost (ring buffer full).
@@ -112,13 +114,14 @@ struct TraceBuilder {
         wpOne(pid, address, cls, emit: false)
     }
 
-    mutating func wpOne(_ pid: Int32, _ address: UInt64, _ cls: RecordedFaultClass, emit: Bool) {
+    mutating func wpOne(_ pid: Int32, _ address: UInt64, _ cls: RecordedFaultClass, emit: Bool,
+                        mapping: RecordedMappingKind = .unknown) {
         let fentry = tier != "tracepoint"
         let carried: RecordedFaultClass = fentry && cls == .sharedWrite ? .sharedWrite : .unresolved
         let t = tick()
         if emit {
             records.append(.fault(CowTraceFormat.FaultRecord(time: t, pid: pid, tid: pid, address: address, ip: 0x401000,
-                                              kind: .writeProtect, faultClass: carried)))
+                                              kind: .writeProtect, faultClass: carried, mapping: mapping)))
         }
         func resolve(_ c: RecordedFaultClass) {
             if emit {
