@@ -23,6 +23,8 @@ char LICENSE[] SEC("license") = "GPL";
 
 const volatile struct cowtrace_config cowtrace_cfg = {};
 
+#include "cowtrace_maps.bpf.h"
+
 /* Live processes: counters in a slot of process_slots, found from the tgid
  * through pid_slots (see cowtrace.h). Both are arrays: the verifier inlines
  * their lookups, so a fault pays no helper call to find its process. User
@@ -117,13 +119,6 @@ struct {
 } pending_fault SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, COWTRACE_DROP_NR);
-	__type(key, __u32);
-	__type(value, __u64);
-} drops SEC(".maps");
-
-struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
@@ -159,15 +154,6 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 #ifndef bpf_ksym_exists
 #define bpf_ksym_exists(sym) (!!(sym))
 #endif
-
-static __always_inline void count_drop(__u32 reason)
-{
-	__u64 *n = bpf_map_lookup_elem(&drops, &reason);
-	if (n)
-		(*n)++;
-}
-
-#define ADD(field, n) __sync_fetch_and_add(&(field), (n))
 
 /* Counts one fault of class_ in c (the write-protect fault itself is
  * counted when it begins). */
@@ -404,15 +390,8 @@ static __always_inline struct cowtrace_pending_fault *pending(void)
 static __always_inline struct cowtrace_hist *hist_of(__u32 tgid, __u32 kind)
 {
 	struct cowtrace_hist_key key = { .tgid = tgid, .kind = kind };
-	struct cowtrace_hist *h = bpf_map_lookup_elem(&histograms, &key);
-	if (h)
-		return h;
 	static const struct cowtrace_hist zero = {};
-	if (bpf_map_update_elem(&histograms, &key, &zero, BPF_NOEXIST) && !bpf_map_lookup_elem(&histograms, &key)) {
-		count_drop(COWTRACE_DROP_HIST_MAP_FULL);
-		return 0;
-	}
-	return bpf_map_lookup_elem(&histograms, &key);
+	return lookup_or_try_init(&histograms, &key, &zero, COWTRACE_DROP_HIST_MAP_FULL);
 }
 
 static __always_inline __u32 log2_slot(__u64 v)
@@ -537,17 +516,9 @@ static __always_inline void note_copy(void *ctx, __u32 tgid, struct cowtrace_pid
 	if (cowtrace_cfg.user_stacks) {
 		struct cowtrace_stack_key key = { .tgid = tgid };
 		key.stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
-		__u64 one = 1, *n = bpf_map_lookup_elem(&stack_copies, &key);
-		if (!n) {
-			if (!bpf_map_update_elem(&stack_copies, &key, &one, BPF_NOEXIST))
-				return;
-			n = bpf_map_lookup_elem(&stack_copies, &key); /* another CPU inserted it */
-			if (!n) {
-				count_drop(COWTRACE_DROP_HIST_MAP_FULL);
-				return;
-			}
-		}
-		ADD(*n, 1);
+		__u64 zero = 0, *n = lookup_or_try_init(&stack_copies, &key, &zero, COWTRACE_DROP_HIST_MAP_FULL);
+		if (n)
+			ADD(*n, 1);
 	}
 }
 
@@ -1069,18 +1040,10 @@ int BPF_PROG(tp_rss_stat, struct mm_struct *mm, int member)
 
 static __always_inline void note_identity(__u32 tgid, __u32 ppid, struct task_struct *task, bool at_fork)
 {
-	struct cowtrace_pid_info *info = bpf_map_lookup_elem(&pid_info, &tgid);
-	if (!info) {
-		struct cowtrace_pid_info fresh = {};
-		fresh.ppid = ppid;
-		if (bpf_map_update_elem(&pid_info, &tgid, &fresh, BPF_NOEXIST) && !bpf_map_lookup_elem(&pid_info, &tgid)) {
-			count_drop(COWTRACE_DROP_INFO_MAP_FULL);
-			return;
-		}
-		info = bpf_map_lookup_elem(&pid_info, &tgid);
-		if (!info)
-			return;
-	}
+	struct cowtrace_pid_info fresh = { .ppid = ppid };
+	struct cowtrace_pid_info *info = lookup_or_try_init(&pid_info, &tgid, &fresh, COWTRACE_DROP_INFO_MAP_FULL);
+	if (!info)
+		return;
 	if (at_fork) {
 		/* A recycled pid starts afresh: nothing of the old process stays. */
 		info->ppid = ppid;
