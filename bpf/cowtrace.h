@@ -1,5 +1,5 @@
-/* cowtrace.h: the structs and constants shared by bpf/cowtrace.bpf.c and the
- * Swift loader (through Sources/CBPF). Plain fixed-width types only, so the
+/* cowtrace.h: the structs and constants shared by bpf/cowtrace.bpf.c (with
+ * its bpf/cowtrace_*.bpf.h) and the Swift loader (through Sources/CBPF). Plain fixed-width types only, so the
  * layout is the same for clang -target bpf and for the host compiler. */
 #ifndef COWTRACE_H
 #define COWTRACE_H
@@ -75,7 +75,7 @@ struct cowtrace_pid_info {
 /* Where events were lost. Each is a per-CPU counter that user space reports. */
 enum cowtrace_drop_reason {
 	COWTRACE_DROP_RINGBUF_FULL = 0, /* bpf_ringbuf_reserve failed */
-	COWTRACE_DROP_PID_MAP_FULL = 1, /* no room for a new process (storage or exited_counters) */
+	COWTRACE_DROP_PID_MAP_FULL = 1, /* no room for a new process or thread (no free slot, exited_counters or exited_threads full) */
 	COWTRACE_DROP_INFO_MAP_FULL = 2,/* pid_info had no room */
 	COWTRACE_DROP_HIST_MAP_FULL = 3,/* histograms or stack_copies had no room */
 	COWTRACE_DROP_VMA_BUSY = 4,     /* bpf_find_vma refused (-EBUSY: another lookup's unlock pending on this CPU) */
@@ -238,7 +238,7 @@ struct cowtrace_pending_fault {
 	__u64 ip;      /* tracepoint tier: user ip of the fault, to match the allocation */
 	__u64 address;
 	__u8  resolved;/* enum cowtrace_fault_class once a copy was seen */
-	__u8  file_backed; /* fentry/kprobe tiers: the VMA maps a file */
+	__u8  file_backed; /* unused: no hook sets it */
 	__u8  not_present; /* a not-present write fault (x86 0x6), not a write-protect one:
 			    * counted only if it turns out to copy a private file page */
 	__u8  pad;
