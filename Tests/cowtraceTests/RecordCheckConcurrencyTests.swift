@@ -18,24 +18,34 @@ final class RecordCheckConcurrencyTests: XCTestCase {
 
     func int(_ d: [String: Any], _ key: String) -> Int { d[key] as? Int ?? -1 }
 
+    func scratchDirectory(_ name: String) throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cowtrace-\(name)-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    /// Records the workload with `arguments` into `file`; its last line and its frame truth.
+    func recordWorkload(to file: String, _ arguments: [String]) throws -> (line: [String: Any], frames: [String: [String: Int]]) {
+        let rec = try runProduct("cowtrace", ["record", "--no-oom", "-o", file, "-c", productPath("cowtrace-workload")] + arguments,
+                                 environment: ["TMPDIR": "/var/tmp"])
+        XCTAssertEqual(rec.status, 0, rec.stderr)
+        XCTAssertTrue(rec.stderr.contains("no events lost"), rec.stderr)
+        let line = try XCTUnwrap(workloadLine(rec.stdout), rec.stdout)
+        let frames = try XCTUnwrap(line["frames"] as? [String: [String: Int]], "frame truth needs root: \(rec.stdout)")
+        return (line, frames)
+    }
+
     /// Both sides write at once (the snapshot pattern): the child the whole
     /// region, the parent its first half. Where both write a page at about the
     /// same time, both may copy it. The truth is the workload's own pagemap:
     /// pages whose frame changed in both processes were copied twice.
     func testConcurrentForkPassesAndCountsTheDoubleCopies() throws {
         try requireBPF()
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cowtrace-races-\(getpid())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try scratchDirectory("races")
         defer { try? FileManager.default.removeItem(at: dir) }
         let pages = 65536, half = pages / 2  // 256 MiB: what CI can afford; both halves at once
         let file = dir.appendingPathComponent("together.ctr").path
-        let rec = try runProduct("cowtrace", ["record", "--no-oom", "-o", file, "-c", productPath("cowtrace-workload"),
-                                              "--pages", "\(pages)", "child:write:0:\(pages)+parent:write:0:\(half)",
-                                              "child:exit"], environment: ["TMPDIR": "/var/tmp"])
-        XCTAssertEqual(rec.status, 0, rec.stderr)
-        XCTAssertTrue(rec.stderr.contains("no events lost"), rec.stderr)
-        let line = try XCTUnwrap(workloadLine(rec.stdout), rec.stdout)
-        let frames = try XCTUnwrap(line["frames"] as? [String: [String: Int]], "frame truth needs root: \(rec.stdout)")
+        let (line, frames) = try recordWorkload(to: file, ["--pages", "\(pages)", "child:write:0:\(pages)+parent:write:0:\(half)", "child:exit"])
         let parentCopied = try XCTUnwrap(frames["parent"]?["copied"]), childCopied = try XCTUnwrap(frames["child"]?["copied"])
         // Every page of the region was copied at least once (the child wrote it while the
         // parent still mapped it, or the parent wrote it first): the rest were copied twice.
@@ -83,18 +93,11 @@ final class RecordCheckConcurrencyTests: XCTestCase {
     /// count as wasted the pages the frames show were copied by both.
     func testStridedConcurrentWritersPass() throws {
         try requireBPF()
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cowtrace-strided-\(getpid())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try scratchDirectory("strided")
         defer { try? FileManager.default.removeItem(at: dir) }
         let pages = 131072
         let file = dir.appendingPathComponent("strided.ctr").path
-        let rec = try runProduct("cowtrace", ["record", "--no-oom", "-o", file, "-c", productPath("cowtrace-workload"),
-                                              "--pages", "\(pages)", "child:write:0:\(pages):20+parent:write:0:\(pages):40",
-                                              "child:exit"], environment: ["TMPDIR": "/var/tmp"])
-        XCTAssertEqual(rec.status, 0, rec.stderr)
-        XCTAssertTrue(rec.stderr.contains("no events lost"), rec.stderr)
-        let line = try XCTUnwrap(workloadLine(rec.stdout), rec.stdout)
-        let frames = try XCTUnwrap(line["frames"] as? [String: [String: Int]], "frame truth needs root: \(rec.stdout)")
+        let (_, frames) = try recordWorkload(to: file, ["--pages", "\(pages)", "child:write:0:\(pages):20+parent:write:0:\(pages):40", "child:exit"])
         let parentCopied = try XCTUnwrap(frames["parent"]?["copied"]), childCopied = try XCTUnwrap(frames["child"]?["copied"])
         let written = (pages + 19) / 20  // every 40th page is also one of the child's every 20th
         let copiedTwice = parentCopied + childCopied - written
