@@ -238,7 +238,8 @@ struct cowtrace_pending_fault {
 	__u64 ip;      /* tracepoint tier: user ip of the fault, to match the allocation */
 	__u64 address;
 	__u8  resolved;/* enum cowtrace_fault_class once a copy was seen */
-	__u8  file_backed; /* unused: no hook sets it */
+	__u8  split_rss;   /* tracepoint tier on 6.1: a copy whose class the thread's
+			    * rss cache tells only after the fault (file_rss, shmem_rss) */
 	__u8  not_present; /* a not-present write fault (x86 0x6), not a write-protect one:
 			    * counted only if it turns out to copy a private file page */
 	__u8  pad;
@@ -248,6 +249,8 @@ struct cowtrace_pending_fault {
 	__u32 thread_slot; /* per_thread: the thread's slot in thread_slots (0: none) */
 	__u32 pad2;
 	__u64 vma;         /* fentry/kprobe do_cow_fault (do_fault) hooks: the VMA, for the offset histogram */
+	__s32 file_rss;    /* split_rss: the thread's cached MM_FILEPAGES at the copy's allocation */
+	__s32 shmem_rss;   /* split_rss: its cached MM_SHMEMPAGES then */
 };
 
 #endif

@@ -62,6 +62,40 @@ static __always_inline void pend(struct cowtrace_pending_fault *p, struct task_s
 	p->address = address;
 	p->resolved = COWTRACE_CLASS_UNRESOLVED;
 	p->not_present = not_present;
+	p->split_rss = 0;
+}
+
+/* 6.1 counts a thread's own faults' rss in task->rss_stat (SPLIT_RSS_COUNTING)
+ * and fires rss_stat only when it folds that cache into the mm, so a copy's
+ * file-to-anon move is not seen during its fault. The copy's allocation saves
+ * the cache (split_rss); the thread's next fault, or the fold, compares: one
+ * file (or shmem) page fewer is a file copy. Nothing but the thread's own
+ * faults changes its cache in between. A constant per kernel: the verifier
+ * drops this code where the field does not exist (6.2+). */
+static __always_inline bool split_rss_counting(void)
+{
+	return bpf_core_field_exists(struct task_struct___61, rss_stat);
+}
+
+static __always_inline void split_rss_save(struct cowtrace_pending_fault *p, struct task_struct *task)
+{
+	struct task_struct___61 *t = (void *)task;
+	p->file_rss = BPF_CORE_READ(t, rss_stat.count[COWTRACE_MM_FILEPAGES]);
+	p->shmem_rss = BPF_CORE_READ(t, rss_stat.count[COWTRACE_MM_SHMEMPAGES]);
+	p->split_rss = 1;
+}
+
+static __always_inline int copy_was_file_copy(struct cowtrace_pending_fault *p);
+
+static __always_inline void split_rss_resolve(struct cowtrace_pending_fault *p, struct task_struct *task)
+{
+	struct task_struct___61 *t = (void *)task;
+	p->split_rss = 0;
+	if (p->resolved != COWTRACE_CLASS_COPY)
+		return;
+	if (BPF_CORE_READ(t, rss_stat.count[COWTRACE_MM_FILEPAGES]) == p->file_rss - 1 ||
+	    BPF_CORE_READ(t, rss_stat.count[COWTRACE_MM_SHMEMPAGES]) == p->shmem_rss - 1)
+		copy_was_file_copy(p);
 }
 
 /* x86 error code: present + write = a write-protect fault. Remember it per CPU
@@ -77,8 +111,11 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 		/* Any other fault of the thread ends its pending one: a first
 		 * touch at the same ip after a reuse must not pass for its copy. */
 		struct cowtrace_pending_fault *p = pending();
-		if (p && p->tid && p->tid == (__u32)bpf_get_current_pid_tgid())
+		if (p && p->tid && p->tid == (__u32)bpf_get_current_pid_tgid()) {
+			if (split_rss_counting() && p->split_rss)
+				split_rss_resolve(p, bpf_get_current_task_btf());
 			p->tid = 0;
+		}
 		return 0;
 	}
 	struct cowtrace_pending_fault *p = pending();
@@ -87,6 +124,8 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	/* One task pointer serves the filter, the ids and the counters: every
 	 * helper call costs on this path. */
 	struct task_struct *task = bpf_get_current_task_btf();
+	if (split_rss_counting() && p->split_rss && p->tid == task->pid)
+		split_rss_resolve(p, task);
 	__u32 slot;
 	struct cowtrace_pid_counters *c = fault_counters(p, task, &slot);
 	if (!c) {
@@ -229,6 +268,8 @@ int BPF_PROG(tp_mm_page_alloc, struct page *page, unsigned int order, gfp_t gfp_
 		ADD(c->copies, 1);
 		class_ = COWTRACE_CLASS_COPY;
 		note_copy(ctx, p->tgid, c);
+		if (split_rss_counting())
+			split_rss_save(p, task);
 	}
 	if (cowtrace_cfg.per_thread) {
 		struct cowtrace_process_slot *t = slot_owned(&thread_slots, p->thread_slot, p->tid);
@@ -262,25 +303,9 @@ static __always_inline int swap_in_not_file_copy(struct cowtrace_pending_fault *
 	return 0;
 }
 
-/* wp_page_copy moves a MAP_PRIVATE file page's count from file (or shmem) to
- * anon: seen right after the copy's allocation, it makes that copy a file copy.
- * A drop of the swap count undoes a not-present write's file copy (above). */
-SEC("tp_btf/rss_stat")
-int BPF_PROG(tp_rss_stat, struct mm_struct *mm, int member)
+/* The copy just counted for p was of a MAP_PRIVATE file (or shmem) page after all. */
+static __always_inline int copy_was_file_copy(struct cowtrace_pending_fault *p)
 {
-	if (member != COWTRACE_MM_FILEPAGES && member != COWTRACE_MM_SHMEMPAGES && member != COWTRACE_MM_SWAPENTS)
-		return 0;
-	struct cowtrace_pending_fault *p = pending();
-	if (!p || !p->tid)
-		return 0;
-	bool swap = member == COWTRACE_MM_SWAPENTS;
-	if (swap ? !(p->not_present && p->resolved == COWTRACE_CLASS_FILE_COPY) : p->resolved != COWTRACE_CLASS_COPY)
-		return 0;
-	struct task_struct *task = bpf_get_current_task_btf();
-	if (!in_pending_fault(p, task))
-		return 0;
-	if (swap)
-		return swap_in_not_file_copy(p);
 	struct cowtrace_pid_counters *c = counters_in_slot(p->slot, p->tgid);
 	if (!c)
 		return 0;
@@ -296,6 +321,37 @@ int BPF_PROG(tp_rss_stat, struct mm_struct *mm, int member)
 	p->resolved = COWTRACE_CLASS_FILE_COPY;
 	emit(COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_FILE_COPY, p->tgid, p->tid, p->address, p->ip, 0);
 	return 0;
+}
+
+/* wp_page_copy moves a MAP_PRIVATE file page's count from file (or shmem) to
+ * anon: seen right after the copy's allocation, it makes that copy a file copy.
+ * A drop of the swap count undoes a not-present write's file copy (above).
+ * On 6.1 this fires when a thread's rss cache is folded into its mm (every 64
+ * events, and at exit), each count before it is cleared: a copy still waiting
+ * for its class (split_rss) gets it here. */
+SEC("tp_btf/rss_stat")
+int BPF_PROG(tp_rss_stat, struct mm_struct *mm, int member)
+{
+	if (split_rss_counting()) {
+		struct cowtrace_pending_fault *p = pending();
+		if (p && p->split_rss && p->tid == (__u32)bpf_get_current_pid_tgid())
+			split_rss_resolve(p, bpf_get_current_task_btf());
+		return 0;
+	}
+	if (member != COWTRACE_MM_FILEPAGES && member != COWTRACE_MM_SHMEMPAGES && member != COWTRACE_MM_SWAPENTS)
+		return 0;
+	struct cowtrace_pending_fault *p = pending();
+	if (!p || !p->tid)
+		return 0;
+	bool swap = member == COWTRACE_MM_SWAPENTS;
+	if (swap ? !(p->not_present && p->resolved == COWTRACE_CLASS_FILE_COPY) : p->resolved != COWTRACE_CLASS_COPY)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (!in_pending_fault(p, task))
+		return 0;
+	if (swap)
+		return swap_in_not_file_copy(p);
+	return copy_was_file_copy(p);
 }
 
 #endif

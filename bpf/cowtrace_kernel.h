@@ -80,6 +80,18 @@ struct vm_fault {
 	struct page *page;
 };
 
+/* 6.1 (SPLIT_RSS_COUNTING; 6.2's f1a7941243c1 removed it): a thread's own
+ * faults count rss in task->rss_stat, folded into its mm every 64 events and
+ * at exit, and rss_stat fires only then. The tracepoint tier reads the cache
+ * to tell a file copy (see cowtrace_fault_tp.bpf.h). */
+struct task_rss_stat___61 {
+	int events;
+	int count[4];
+};
+struct task_struct___61 {
+	struct task_rss_stat___61 rss_stat;
+};
+
 #pragma clang attribute pop
 
 /* include/linux/mm.h */
