@@ -12,27 +12,47 @@ let package = Package(
         .library(name: "MMUSim", targets: ["MMUSim"]),
         .library(name: "CowTraceFormat", targets: ["CowTraceFormat"]),
         .library(name: "CowTraceReplay", targets: ["CowTraceReplay"]),
+        .library(name: "CowTraceReport", targets: ["CowTraceReport"]),
+        .library(name: "CowTraceMetrics", targets: ["CowTraceMetrics"]),
+        .library(name: "CowTraceRedis", targets: ["CowTraceRedis"]),
+        .library(name: "CowTraceSymbols", targets: ["CowTraceSymbols"]),
+        .library(name: "MMUSimScenario", targets: ["MMUSimScenario"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
-        // libbpf, libelf and zlib from Debian, plus the event/counter structs shared with bpf/.
+        // Layers, arrows pointing one way: the cowtrace CLI -> the libraries -> the C shims.
+        // The C shims: libbpf (with libelf and zlib, which it links) and the
+        // event/counter structs shared with bpf/; the ELF symbol reader over libelf.
         .target(
             name: "CBPF",
             path: "Sources/CBPF",
             linkerSettings: [.linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
         ),
+        .target(name: "CELF", path: "Sources/CELF", linkerSettings: [.linkedLibrary("elf")]),
         // Compiles bpf/*.bpf.c with clang -target bpf and embeds the object in this target.
         .plugin(name: "BPFObjectPlugin", capability: .buildTool()),
+        // The live tracers: the embedded BPF objects, attach tiers, typed maps,
+        // ring buffers, and what is counted with them (stat, forks, oom, record, self-tests).
         .target(
             name: "CowTraceKit",
-            dependencies: ["CBPF", "CowTraceFormat"],
+            dependencies: ["CBPF", "CowTraceFormat", "CowTraceSymbols"],
             plugins: ["BPFObjectPlugin"]
         ),
+        // User-stack symbols from ELF files and /proc/PID/maps (no libbpf).
+        .target(name: "CowTraceSymbols", dependencies: ["CELF", "CowTraceFormat"]),
+        // The Prometheus/OpenMetrics exposition of the live counters, and its HTTP endpoint.
+        .target(name: "CowTraceMetrics", dependencies: ["CowTraceKit"]),
+        // A Redis client, a Redis server to test against, and BGSAVE profiles from the tracer.
+        .target(name: "CowTraceRedis", dependencies: ["CowTraceKit"]),
+        // The recording's report: per-process totals, HTML and SVG, from the file format alone (no libbpf).
+        .target(name: "CowTraceReport", dependencies: ["CowTraceFormat"]),
         // The simulated MMU: no BPF dependency, deterministic, single-threaded.
-        .target(name: "MMUSim", dependencies: [.product(name: "Yams", package: "Yams")]),
+        .target(name: "MMUSim"),
+        // MMUSim's scenario language: parse (YAML), built-ins, run, report.
+        .target(name: "MMUSimScenario", dependencies: ["MMUSim", .product(name: "Yams", package: "Yams")]),
         // The recording file format (`cowtrace record`): blocks with checksums,
         // readable up to the damage. Foundation and zlib only, so that the fuzz
         // script can compile it on its own.
@@ -47,7 +67,11 @@ let package = Package(
             name: "cowtrace",
             dependencies: [
                 "CowTraceKit",
+                "CowTraceMetrics",
+                "CowTraceRedis",
+                "CowTraceReport",
                 "MMUSim",
+                "MMUSimScenario",
                 "CowTraceFormat",
                 "CowTraceReplay",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -61,9 +85,13 @@ let package = Package(
         .target(name: "CowTraceTestSupport", dependencies: ["CowTraceKit"], path: "Tests/CowTraceTestSupport"),
         .testTarget(name: "CowTraceKitTests", dependencies: ["CowTraceKit", "CBPF", "CowTraceTestSupport"]),
         .testTarget(name: "MMUSimTests", dependencies: ["MMUSim"]),
+        .testTarget(name: "MMUSimScenarioTests", dependencies: ["MMUSimScenario", "MMUSim"]),
+        .testTarget(name: "CowTraceReportTests", dependencies: ["CowTraceReport", "CowTraceFormat"]),
+        .testTarget(name: "CowTraceMetricsTests", dependencies: ["CowTraceMetrics", "CowTraceKit", "CowTraceTestSupport"]),
+        .testTarget(name: "CowTraceRedisTests", dependencies: ["CowTraceRedis"]),
         .testTarget(name: "CowTraceFormatTests", dependencies: ["CowTraceFormat"]),
         .testTarget(name: "CowTraceReplayTests", dependencies: ["CowTraceReplay", "CowTraceFormat", "MMUSim"]),
-        .testTarget(name: "cowtraceTests", dependencies: ["CowTraceKit", "CowTraceFormat", "CowTraceTestSupport"]),
+        .testTarget(name: "cowtraceTests", dependencies: ["CowTraceKit", "CowTraceRedis", "CowTraceMetrics", "CowTraceFormat", "CowTraceTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,3 +1,4 @@
+import CowTraceFormat
 import Foundation
 
 /// The processes of a cgroup directory (v1 or v2) and of its descendants.

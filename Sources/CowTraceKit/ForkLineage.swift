@@ -1,3 +1,4 @@
+import CowTraceFormat
 import Foundation
 
 /// The forks of a trace as a tree (parent → children), with what each fork
@@ -89,10 +90,10 @@ public struct ForkLineage: Sendable {
             let r = n.record
             let ended = r.endedBy.map { $0 == .exec ? "\"exec\"" : "\"exit\"" } ?? "null"
             return """
-                {"parent":\(r.parent),"parent_comm":\(TableRenderer.jsonString(n.parentComm)),"child":\(r.child),\
-                "child_comm":\(TableRenderer.jsonString(n.childComm)),"fork_ns":\(r.forkNanoseconds),\
+                {"parent":\(r.parent),"parent_comm":\(OutputFormat.jsonString(n.parentComm)),"child":\(r.child),\
+                "child_comm":\(OutputFormat.jsonString(n.childComm)),"fork_ns":\(r.forkNanoseconds),\
                 "latency_ns":\(r.latencyNanoseconds.map(String.init) ?? "null"),"mapped_pages":\(r.totalVMPages),\
-                "ended_by":\(ended),"child_exit":\(n.childExit.map { TableRenderer.jsonString($0.description) } ?? "null"),"child_copies":\(n.childCopies),\
+                "ended_by":\(ended),"child_exit":\(n.childExit.map { OutputFormat.jsonString($0.description) } ?? "null"),"child_copies":\(n.childCopies),\
                 "parent_copies_during":\(n.parentCopiesDuring.map(String.init) ?? "null"),\
                 "copies_before_exec":\(r.copiesBeforeExec.map(String.init) ?? "null")}
                 """

@@ -1,3 +1,4 @@
+import CowTraceFormat
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -192,7 +193,7 @@ public final class ForkProfiler {
 
 private func sub(_ a: UInt64, _ b: UInt64) -> UInt64 { a >= b ? a - b : 0 }
 
-func monotonicNanoseconds() -> UInt64 {
+public func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)

@@ -1,3 +1,4 @@
+import CowTraceFormat
 import Foundation
 
 /// Renders per-process histograms as bcc prints them (text), as JSON lines or
@@ -42,7 +43,7 @@ public struct HistogramRenderer {
                 for (kind, h) in Self.nonEmpty(p) {
                     for i in Self.shownBuckets(h) where h.buckets[i] > 0 {
                         let (low, high) = Log2Histogram.range(ofBucket: i)
-                        out += [time, "\(p.pid)", TableRenderer.csvField(p.comm), Self.kindName(kind),
+                        out += [time, "\(p.pid)", OutputFormat.csvField(p.comm), Self.kindName(kind),
                                 Self.mappingName(kind) ?? "", kind.unit, "\(i)", "\(low)", "\(high)",
                                 "\(h.buckets[i])", "\(Self.total(h))", "\(h.sum)"].joined(separator: ",") + "\n"
                     }
@@ -126,12 +127,12 @@ public struct HistogramRenderer {
                     let (low, high) = Log2Histogram.range(ofBucket: i)
                     return "{\"bucket\":\(i),\"low\":\(low),\"high\":\(high),\"count\":\(h.buckets[i])}"
                 }
-                let mapping = Self.mappingName(kind).map(TableRenderer.jsonString) ?? "null"
+                let mapping = Self.mappingName(kind).map(OutputFormat.jsonString) ?? "null"
                 hists.append("{\"kind\":\"\(Self.kindName(kind))\",\"mapping\":\(mapping),\"unit\":\"\(kind.unit)\","
                              + "\"count\":\(Self.total(h)),\"sum\":\(h.sum),\"buckets\":[\(buckets.joined(separator: ","))]}")
             }
             if hists.isEmpty { continue }
-            processes.append("{\"pid\":\(p.pid),\"comm\":\(TableRenderer.jsonString(p.comm)),\"histograms\":[\(hists.joined(separator: ","))]}")
+            processes.append("{\"pid\":\(p.pid),\"comm\":\(OutputFormat.jsonString(p.comm)),\"histograms\":[\(hists.joined(separator: ","))]}")
         }
         return "{\"time\":\"\(TableRenderer.iso8601(date))\",\"processes\":[\(processes.joined(separator: ","))]}\n"
     }

@@ -1,3 +1,4 @@
+import CowTraceFormat
 import CBPF
 import Foundation
 #if canImport(Glibc)

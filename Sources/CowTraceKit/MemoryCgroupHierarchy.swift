@@ -1,3 +1,4 @@
+import CowTraceFormat
 import Foundation
 
 /// Where this host's memory controller lives, found at run time from

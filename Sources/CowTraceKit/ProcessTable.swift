@@ -1,3 +1,4 @@
+import CowTraceFormat
 import Foundation
 
 /// The per-process table `stat` prints: one row per traced process.
@@ -51,10 +52,6 @@ public struct ProcessTable: Sendable {
     }
 
     public var totals: ProcessCounters { rows.reduce(ProcessCounters()) { $0 + $1.counters } }
-}
-
-public enum OutputFormat: String, CaseIterable, Sendable {
-    case text, json, csv
 }
 
 /// Renders tables as bcc-style text, JSON lines or CSV.
@@ -138,11 +135,11 @@ public struct TableRenderer {
         for r in table.rows {
             let c = r.counters
             processes.append("""
-                {"pid":\(r.pid),"ppid":\(r.ppid),"comm":\(Self.jsonString(r.comm)),"wp_faults":\(c.writeProtectFaults),\
+                {"pid":\(r.pid),"ppid":\(r.ppid),"comm":\(OutputFormat.jsonString(r.comm)),"wp_faults":\(c.writeProtectFaults),\
                 "copies":\(c.copies),"reuses":\(c.reuses),"zero_fills":\(c.zeroFills),"file_copies":\(c.fileCopies),\
                 "shared_writes":\(c.sharedWrites),"thp_wp_faults":\(c.hugePMDFaults),\
                 "bytes_copied":\(c.bytesCopied(pageSize: table.pageSize)),"forks":\(c.forks),"execs":\(c.execs),\
-                "exited":\(r.exited),"exit":\(r.exit.map { Self.jsonString($0.description) } ?? "null")\(threadsJSON(r, table))}
+                "exited":\(r.exited),"exit":\(r.exit.map { OutputFormat.jsonString($0.description) } ?? "null")\(threadsJSON(r, table))}
                 """)
         }
         let d = table.drops
@@ -167,7 +164,7 @@ public struct TableRenderer {
     /// when the table shows threads.
     private func csvRow(_ time: String, _ r: ProcessTable.Row, name: String, _ c: ProcessCounters, perProcess: [String],
                         exited: Bool, tid: String?, pageSize: UInt64) -> String {
-        var fields = [time, "\(r.pid)", "\(r.ppid)", Self.csvField(name), "\(c.writeProtectFaults)", "\(c.copies)",
+        var fields = [time, "\(r.pid)", "\(r.ppid)", OutputFormat.csvField(name), "\(c.writeProtectFaults)", "\(c.copies)",
                       "\(c.reuses)", "\(c.zeroFills)", "\(c.fileCopies)", "\(c.sharedWrites)", perProcess[0],
                       "\(c.bytesCopied(pageSize: pageSize))", perProcess[1], perProcess[2], exited ? "1" : "0"]
         if let tid { fields.append(tid) }
@@ -179,7 +176,7 @@ public struct TableRenderer {
         guard table.showsThreads else { return "" }
         let items = r.threads.map { t -> String in
             let c = t.counters
-            return "{\"tid\":\(t.tid),\"comm\":\(Self.jsonString(t.comm)),\"wp_faults\":\(c.writeProtectFaults),"
+            return "{\"tid\":\(t.tid),\"comm\":\(OutputFormat.jsonString(t.comm)),\"wp_faults\":\(c.writeProtectFaults),"
                 + "\"copies\":\(c.copies),\"reuses\":\(c.reuses),\"zero_fills\":\(c.zeroFills),"
                 + "\"file_copies\":\(c.fileCopies),\"shared_writes\":\(c.sharedWrites),"
                 + "\"bytes_copied\":\(c.bytesCopied(pageSize: table.pageSize)),\"exited\":\(t.exited)}"
@@ -197,23 +194,6 @@ public struct TableRenderer {
         let f = ISO8601DateFormatter()
         f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         return f.string(from: date)
-    }
-
-    static func jsonString(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
-
-    static func csvField(_ s: String) -> String {
-        s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
     }
 }
 

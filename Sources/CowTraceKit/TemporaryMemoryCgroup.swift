@@ -1,3 +1,4 @@
+import CowTraceFormat
 import Foundation
 #if canImport(Glibc)
 import Glibc

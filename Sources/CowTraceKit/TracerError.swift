@@ -1,3 +1,4 @@
+import CowTraceFormat
 /// What went wrong while setting up or running the tracer: each case says
 /// what failed, why (errno where the kernel said no), and what to do.
 public enum TracerError: Error, CustomStringConvertible {

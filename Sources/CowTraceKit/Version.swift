@@ -1,8 +1,6 @@
-/// cowtrace's version, written into recordings and metrics.
-public enum CowTraceVersion {
-    /// The one place the version is set: scripts/package names the .deb after it.
-    public static let current = "0.3.0"
+import CowTraceFormat
 
+extension CowTraceVersion {
     /// The git commit the binary was built from (`-dirty` with uncommitted
     /// changes), recorded by BPFObjectPlugin at build time.
     public static var commit: String { BuildInfo.gitCommit }

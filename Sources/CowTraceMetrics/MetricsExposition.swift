@@ -1,3 +1,5 @@
+import CowTraceFormat
+import CowTraceKit
 import Foundation
 #if canImport(Glibc)
 import Glibc

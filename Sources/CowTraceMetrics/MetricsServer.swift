@@ -1,3 +1,4 @@
+import CowTraceKit
 import CBPF
 import Foundation
 #if canImport(Glibc)

@@ -1,3 +1,4 @@
+import CowTraceKit
 /// What went wrong talking to Redis or finding it: one line each, saying
 /// what to do.
 public enum RedisError: Error, CustomStringConvertible, Equatable {

@@ -1,3 +1,4 @@
+import CowTraceKit
 import Foundation
 
 /// The reply to INFO: `field:value` lines under `# Section` headers.

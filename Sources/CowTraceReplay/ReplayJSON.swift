@@ -1,3 +1,4 @@
+import MMUSim
 import CowTraceFormat
 import Foundation
 

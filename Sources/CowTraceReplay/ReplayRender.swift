@@ -1,3 +1,4 @@
+import MMUSim
 import CowTraceFormat
 
 // Plain-text reports of `cowtrace replay` and `cowtrace check`.

@@ -305,4 +305,3 @@ public enum ReplayError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }

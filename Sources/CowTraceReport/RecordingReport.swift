@@ -265,7 +265,7 @@ public enum RecordingReport {
         var out = csvHeader + "\n"
         for p in r.shownProcesses {
             let c = p.classes
-            var fields = ["\(p.pid)", p.ppid.map { "\($0)" } ?? "", TableRenderer.csvField(p.comm), "\(p.writeProtectFaults)",
+            var fields = ["\(p.pid)", p.ppid.map { "\($0)" } ?? "", OutputFormat.csvField(p.comm), "\(p.writeProtectFaults)",
                           "\(c.copies)", "\(c.reuses)", "\(c.zeroFills)", "\(c.fileCopies)", "\(c.sharedWrites)", "\(c.other)",
                           "\(p.firstTouchFaults)", "\(p.pagesCopied * r.pageSize)", "\(p.forks)", "\(p.execs)",
                           p.exitCode.map { "\($0)" } ?? ""]
@@ -336,8 +336,8 @@ public enum RecordingReport {
 /// A JSON object written field by field, keys in insertion order.
 struct JSONObject {
     private var fields: [String] = []
-    mutating func add(_ key: String, _ value: String) { fields.append(TableRenderer.jsonString(key) + ":" + TableRenderer.jsonString(value)) }
-    mutating func add(_ key: String, _ value: UInt64) { fields.append(TableRenderer.jsonString(key) + ":\(value)") }
-    mutating func raw(_ key: String, _ json: String) { fields.append(TableRenderer.jsonString(key) + ":" + json) }
+    mutating func add(_ key: String, _ value: String) { fields.append(OutputFormat.jsonString(key) + ":" + OutputFormat.jsonString(value)) }
+    mutating func add(_ key: String, _ value: UInt64) { fields.append(OutputFormat.jsonString(key) + ":\(value)") }
+    mutating func raw(_ key: String, _ json: String) { fields.append(OutputFormat.jsonString(key) + ":" + json) }
     var text: String { "{" + fields.joined(separator: ",") + "}" }
 }

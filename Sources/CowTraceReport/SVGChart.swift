@@ -1,3 +1,4 @@
+import CowTraceFormat
 import Foundation
 
 /// Inline SVG charts for the HTML report: pure functions from numbers to

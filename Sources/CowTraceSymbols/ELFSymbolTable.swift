@@ -1,4 +1,4 @@
-import CBPF
+import CELF
 import Foundation
 
 /// The function symbols of one ELF file (.symtab, or .dynsym when stripped)
@@ -11,12 +11,12 @@ final class ELFSymbolTable {
     }
 
     let symbols: [Symbol]
-    private let segments: [cbpf_elf_segment]
+    private let segments: [celf_segment]
 
     init?(path: String) {
-        var table = cbpf_elf_table()
-        guard cbpf_elf_table_load(path, &table) == 0 else { return nil }
-        defer { cbpf_elf_table_free(&table) }
+        var table = celf_table()
+        guard celf_table_load(path, &table) == 0 else { return nil }
+        defer { celf_table_free(&table) }
         symbols = (0..<table.symbol_count).map { i in
             let s = table.symbols[i]
             return Symbol(address: s.address, size: s.size, name: String(cString: s.name))

@@ -1,3 +1,4 @@
+import CowTraceFormat
 import Foundation
 
 /// Turns user return addresses into function names, from each process's
@@ -40,7 +41,7 @@ public final class StackSymbolizer {
     public func knows(pid: Int32) -> Bool { maps[pid] != nil }
 
     static func executableMappings(_ text: String) -> [Mapping] {
-        AddressSpaceSnapshot.parseMaps(text, pid: 0).compactMap { m in
+        MappingRecord.parse(procMaps: text, pid: 0).compactMap { m in
             guard m.permissions.contains("x"), m.path.hasPrefix("/") else { return nil }
             return Mapping(start: m.start, end: m.end, offset: m.offset, path: m.path)
         }
@@ -71,25 +72,5 @@ public final class StackSymbolizer {
     /// call that ends a function is not blamed on the next one.
     public func frames(pid: Int32, addresses: [UInt64]) -> [String] {
         addresses.enumerated().map { i, a in name(pid: pid, address: i == 0 ? a : a &- 1) }.reversed()
-    }
-}
-
-/// Folded stacks ("comm;root;…;leaf count" per line), the input of
-/// flamegraph.pl and speedscope.
-public enum FoldedStacks {
-    public static func render(_ stacks: [StackCount], symbolizer: StackSymbolizer, comm: (Int32) -> String) -> String {
-        var merged: [String: UInt64] = [:]
-        for s in stacks {
-            let frames = s.addresses.isEmpty ? ["[no user stack]"] : symbolizer.frames(pid: s.pid, addresses: s.addresses)
-            let line = ([sanitize(comm(s.pid))] + frames.map(sanitize)).joined(separator: ";")
-            merged[line, default: 0] += s.copies
-        }
-        return merged.sorted { ($0.value, $1.key) > ($1.value, $0.key) }
-            .map { "\($0.key) \($0.value)\n" }.joined()
-    }
-
-    /// Frames may not hold the separators of the format.
-    static func sanitize(_ frame: String) -> String {
-        String(frame.map { $0 == ";" || $0 == "\n" ? "_" : $0 })
     }
 }

@@ -230,4 +230,4 @@ extension Machine {
     }
 }
 
-func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+public func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }

@@ -314,4 +314,5 @@ extension Machine {
     public func currentBreak(_ pid: Int32) throws -> UInt64 { try task(pid).mm!.brk }
 }
 
-func kb(_ pages: Int) -> Int { pages * 4 }
+/// Pages as KiB (4 KiB pages), as the kernel prints them.
+public func kb(_ pages: Int) -> Int { pages * 4 }

@@ -1,3 +1,4 @@
+import MMUSim
 /// The built-in scenarios, written in the same YAML schema as user files
 /// (docs/simulate.md), so `cowtrace simulate --show NAME` prints a starting point.
 extension Scenario {

@@ -1,3 +1,4 @@
+import MMUSim
 import Foundation
 import Yams
 

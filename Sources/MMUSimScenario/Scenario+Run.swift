@@ -1,3 +1,4 @@
+import MMUSim
 /// Runs a scenario step by step on a fresh Machine.
 public struct ScenarioRunner {
     public let scenario: Scenario

@@ -1,3 +1,4 @@
+import MMUSim
 /// A scripted run of the simulated machine: processes, mappings, accesses,
 /// forks, and what to expect. Built-in scenarios and user files (YAML or JSON,
 /// see docs/simulate.md) both become this value.

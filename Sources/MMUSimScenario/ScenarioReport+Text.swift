@@ -1,3 +1,4 @@
+import MMUSim
 /// The human-readable form of a report: a table after each step and a summary.
 extension ScenarioReport {
     public func text(steps showSteps: Bool = true) -> String {

@@ -1,3 +1,4 @@
+import MMUSim
 /// What a scenario run did, step by step, ready to print as a table or JSON.
 public struct ScenarioReport: Codable, Sendable {
     public var name: String

@@ -1,3 +1,5 @@
+import CowTraceFormat
+import CowTraceRedis
 import ArgumentParser
 import CowTraceKit
 import Foundation

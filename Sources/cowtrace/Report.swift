@@ -1,3 +1,4 @@
+import CowTraceReport
 import ArgumentParser
 import CowTraceFormat
 import CowTraceKit

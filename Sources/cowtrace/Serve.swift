@@ -1,3 +1,5 @@
+import CowTraceMetrics
+import CowTraceFormat
 import ArgumentParser
 import CowTraceKit
 import Foundation

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MMUSim
+import MMUSimScenario
 
 /// `cowtrace simulate`: run a fork/CoW/OOM scenario on the simulated MMU.
 struct Simulate: ParsableCommand, OptionChecks {

@@ -1,3 +1,4 @@
+import CowTraceFormat
 import ArgumentParser
 import CowTraceKit
 import Foundation

@@ -1,3 +1,4 @@
+import CowTraceFormat
 import ArgumentParser
 import CowTraceKit
 #if canImport(Glibc)
@@ -29,7 +30,7 @@ struct TierOptions: ParsableArguments, OptionChecks {
 }
 
 extension AttachTier: ExpressibleByArgument {}
-extension OutputFormat: ExpressibleByArgument {}
+extension OutputFormat: @retroactive ExpressibleByArgument {}
 
 /// Turns a TracerError into the one-line message and non-zero exit the CLI promises.
 struct CLIError: Error, CustomStringConvertible {

@@ -1,4 +1,5 @@
 import CowTraceKit
+import CowTraceMetrics
 import CowTraceTestSupport
 import Foundation
 import XCTest

@@ -1,4 +1,4 @@
-import CowTraceKit
+import CowTraceRedis
 import XCTest
 
 /// RESP2 and INFO parsing on bytes; the real server is exercised in

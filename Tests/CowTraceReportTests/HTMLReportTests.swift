@@ -1,5 +1,5 @@
 import CowTraceFormat
-import CowTraceKit
+import CowTraceReport
 import Foundation
 import XCTest
 

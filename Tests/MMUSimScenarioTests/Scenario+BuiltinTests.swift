@@ -1,4 +1,5 @@
-@testable import MMUSim
+@testable import MMUSimScenario
+import MMUSim
 import XCTest
 
 /// Every built-in scenario runs, passes its own expectations, and shows its headline figure.

@@ -1,4 +1,5 @@
-@testable import MMUSim
+@testable import MMUSimScenario
+import MMUSim
 import XCTest
 
 final class ScenarioParseTests: XCTestCase {

@@ -1,3 +1,4 @@
+import CowTraceFormat
 import CowTraceKit
 import Foundation
 import XCTest

@@ -1,3 +1,4 @@
+import CowTraceRedis
 import CowTraceKit
 import CowTraceTestSupport
 import Foundation

@@ -1,3 +1,4 @@
+import CowTraceMetrics
 import CowTraceKit
 import CowTraceTestSupport
 import Foundation

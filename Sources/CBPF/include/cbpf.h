@@ -46,34 +46,3 @@ int cbpf_pidfd_open(pid_t pid);
 int cbpf_vmlinux_tracepoint_arity(const char *name);
 
 #endif
-
-/* ---- ELF symbols, for symbolizing user stacks (--stacks) ---------------- */
-
-/* One function symbol: [address, address + size) in the ELF's virtual addresses. */
-struct cbpf_elf_symbol {
-	uint64_t address;
-	uint64_t size;
-	const char *name; /* points into the table's string storage */
-};
-
-/* One PT_LOAD segment: file offset <-> virtual address. */
-struct cbpf_elf_segment {
-	uint64_t offset;
-	uint64_t vaddr;
-	uint64_t filesz;
-};
-
-struct cbpf_elf_table {
-	struct cbpf_elf_symbol *symbols; /* sorted by address */
-	size_t symbol_count;
-	struct cbpf_elf_segment *segments;
-	size_t segment_count;
-	int is_dynamic;                  /* ET_DYN: addresses are relative to the load base */
-	char *strings;
-};
-
-/* Reads the function symbols of .symtab (or .dynsym when stripped) and the
- * PT_LOAD segments of the ELF file at `path` with libelf. Returns 0 or a
- * negative errno; free the table with cbpf_elf_table_free. */
-int cbpf_elf_table_load(const char *path, struct cbpf_elf_table *table);
-void cbpf_elf_table_free(struct cbpf_elf_table *table);

@@ -14,7 +14,7 @@ enum AddressSpaceSnapshot {
         guard let stat = readPseudoFile("/proc/\(pid)/stat"), let maps = readPseudoFile("/proc/\(pid)/maps") else { return [] }
         var out: [TraceRecord] = []
         out.append(.process(processRecord(pid: pid, time: time, stat: stat)))
-        let mappings = parseMaps(maps, pid: pid)
+        let mappings = MappingRecord.parse(procMaps: maps, pid: pid)
         out += mappings.map(TraceRecord.mapping)
         if pages { out += pageRuns(pid: pid, mappings: mappings).map(TraceRecord.pageRun) }
         return out
@@ -34,20 +34,6 @@ enum AddressSpaceSnapshot {
             .split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first.flatMap { UInt32($0) } ?? 0
         return ProcessRecord(time: time, pid: pid, ppid: Int32(truncatingIfNeeded: field(4)), uid: uid, comm: comm,
                              startBrk: field(47), brk: field(48), startStack: field(28))
-    }
-
-    /// /proc/PID/maps lines: "start-end perms offset dev inode path".
-    static func parseMaps(_ text: String, pid: Int32) -> [MappingRecord] {
-        text.split(separator: "\n").compactMap { line in
-            let parts = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
-            guard parts.count >= 5 else { return nil }
-            let range = parts[0].split(separator: "-")
-            guard range.count == 2, let start = UInt64(range[0], radix: 16), let end = UInt64(range[1], radix: 16),
-                  let offset = UInt64(parts[2], radix: 16), let inode = UInt64(parts[4]) else { return nil }
-            let path = parts.count > 5 ? parts[5].trimmingCharacters(in: .whitespaces) : ""
-            return MappingRecord(pid: pid, start: start, end: end, permissions: String(parts[1]),
-                                 offset: offset, inode: inode, path: path)
-        }
     }
 
     /// The shared zero page's frame, learnt by reading a fresh private page of

@@ -1,3 +1,4 @@
+import CowTraceSymbols
 import Foundation
 #if canImport(Glibc)
 import Glibc
