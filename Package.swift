@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "CowTraceRedis", targets: ["CowTraceRedis"]),
         .library(name: "CowTraceSymbols", targets: ["CowTraceSymbols"]),
         .library(name: "MMUSimScenario", targets: ["MMUSimScenario"]),
+        .library(name: "CowTraceSelfTest", targets: ["CowTraceSelfTest"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -41,6 +42,8 @@ let package = Package(
             dependencies: ["CBPF", "CowTraceFormat", "CowTraceSymbols"],
             plugins: ["BPFObjectPlugin"]
         ),
+        // The self-tests: workloads whose copies are known in advance, run under the tracers and checked.
+        .target(name: "CowTraceSelfTest", dependencies: ["CowTraceKit", "CowTraceFormat"]),
         // User-stack symbols from ELF files and /proc/PID/maps (no libbpf).
         .target(name: "CowTraceSymbols", dependencies: ["CELF", "CowTraceFormat"]),
         // The Prometheus/OpenMetrics exposition of the live counters, and its HTTP endpoint.
@@ -69,6 +72,7 @@ let package = Package(
                 "CowTraceKit",
                 "CowTraceMetrics",
                 "CowTraceRedis",
+                "CowTraceSelfTest",
                 "CowTraceReport",
                 "MMUSim",
                 "MMUSimScenario",
@@ -82,8 +86,8 @@ let package = Package(
         .executableTarget(name: "cowtrace-workload", path: "Sources/cowtrace-workload",
                           cSettings: [.unsafeFlags(["-fno-omit-frame-pointer"])]),
         // Skips BPF tests when not root, and fails them when COWTRACE_REQUIRE_BPF=1 (CI).
-        .target(name: "CowTraceTestSupport", dependencies: ["CowTraceKit"], path: "Tests/CowTraceTestSupport"),
-        .testTarget(name: "CowTraceKitTests", dependencies: ["CowTraceKit", "CBPF", "CowTraceTestSupport"]),
+        .target(name: "CowTraceTestSupport", dependencies: ["CowTraceKit", "CowTraceSelfTest"], path: "Tests/CowTraceTestSupport"),
+        .testTarget(name: "CowTraceKitTests", dependencies: ["CowTraceKit", "CowTraceSelfTest", "CBPF", "CowTraceTestSupport"]),
         .testTarget(name: "MMUSimTests", dependencies: ["MMUSim"]),
         .testTarget(name: "MMUSimScenarioTests", dependencies: ["MMUSimScenario", "MMUSim"]),
         .testTarget(name: "CowTraceReportTests", dependencies: ["CowTraceReport", "CowTraceFormat"]),
@@ -91,7 +95,7 @@ let package = Package(
         .testTarget(name: "CowTraceRedisTests", dependencies: ["CowTraceRedis"]),
         .testTarget(name: "CowTraceFormatTests", dependencies: ["CowTraceFormat"]),
         .testTarget(name: "CowTraceReplayTests", dependencies: ["CowTraceReplay", "CowTraceFormat", "MMUSim"]),
-        .testTarget(name: "cowtraceTests", dependencies: ["CowTraceKit", "CowTraceRedis", "CowTraceMetrics", "CowTraceFormat", "CowTraceTestSupport"]),
+        .testTarget(name: "cowtraceTests", dependencies: ["CowTraceKit", "CowTraceRedis", "CowTraceMetrics", "CowTraceSelfTest", "CowTraceFormat", "CowTraceTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,3 +1,4 @@
+import CowTraceSelfTest
 import CowTraceFormat
 import CowTraceRedis
 import ArgumentParser

@@ -1,3 +1,4 @@
+import CowTraceSelfTest
 import ArgumentParser
 import CowTraceKit
 import Foundation

@@ -1,3 +1,4 @@
+import CowTraceSelfTest
 import CowTraceKit
 import CowTraceTestSupport
 import Foundation

@@ -1,3 +1,4 @@
+import CowTraceSelfTest
 import CowTraceMetrics
 import CowTraceKit
 import CowTraceTestSupport

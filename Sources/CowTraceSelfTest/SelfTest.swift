@@ -1,3 +1,4 @@
+import CowTraceKit
 /// Runs scenarios under a live tracer and compares every class the kernel
 /// counted with two truths: what the scenario planned, and (as root) what
 /// the workload's own page frames show its writes did (`measure[frames]`).

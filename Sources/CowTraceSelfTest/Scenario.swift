@@ -1,3 +1,4 @@
+import CowTraceKit
 /// A workload run whose copy-on-write faults are known in advance, page by
 /// page, from the order of writes: the matrix `selftest` and the tests run.
 public struct Scenario: Sendable {

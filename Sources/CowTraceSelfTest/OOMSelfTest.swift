@@ -1,3 +1,4 @@
+import CowTraceKit
 import CowTraceFormat
 import Foundation
 #if canImport(Glibc)

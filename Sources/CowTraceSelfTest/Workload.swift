@@ -1,3 +1,4 @@
+import CowTraceKit
 import Foundation
 #if canImport(Glibc)
 import Glibc
