@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "CowTraceSymbols", targets: ["CowTraceSymbols"]),
         .library(name: "MMUSimScenario", targets: ["MMUSimScenario"]),
         .library(name: "CowTraceSelfTest", targets: ["CowTraceSelfTest"]),
+        .library(name: "CowTraceForecast", targets: ["CowTraceForecast"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -44,6 +45,8 @@ let package = Package(
         ),
         // The self-tests: workloads whose copies are known in advance, run under the tracers and checked.
         .target(name: "CowTraceSelfTest", dependencies: ["CowTraceKit", "CowTraceFormat"]),
+        // The fork-risk forecast: a real process's memory and its domain's limits, run through the simulated MMU.
+        .target(name: "CowTraceForecast", dependencies: ["CowTraceKit", "MMUSim", "CowTraceFormat"]),
         // User-stack symbols from ELF files and /proc/PID/maps (no libbpf).
         .target(name: "CowTraceSymbols", dependencies: ["CELF", "CowTraceFormat"]),
         // The Prometheus/OpenMetrics exposition of the live counters, and its HTTP endpoint.
@@ -73,6 +76,7 @@ let package = Package(
                 "CowTraceMetrics",
                 "CowTraceRedis",
                 "CowTraceSelfTest",
+                "CowTraceForecast",
                 "CowTraceReport",
                 "MMUSim",
                 "MMUSimScenario",

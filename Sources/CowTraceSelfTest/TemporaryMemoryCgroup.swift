@@ -10,19 +10,19 @@ import Glibc
 /// top), whose cgroup.subtree_control must have +memory for the child to get
 /// a memory.max; if it lacks it, +memory is enabled there and disabled again
 /// on removal (`notes` says so).
-struct TemporaryMemoryCgroup {
-    let hierarchy: MemoryCgroupHierarchy
-    let name: String
-    let path: String
+public struct TemporaryMemoryCgroup {
+    public let hierarchy: MemoryCgroupHierarchy
+    public let name: String
+    public let path: String
     /// The cgroup's path in the hierarchy, as the kernel names the victim's memcg.
-    let cgroupPath: String
+    public let cgroupPath: String
     private(set) var inode: UInt64 = 0
     private(set) var notes: [String] = []
     private var enabledMemoryIn: String?
 
-    var procsFile: String { path + "/cgroup.procs" }
+    public var procsFile: String { path + "/cgroup.procs" }
 
-    init(limitBytes: UInt64, parent: String? = nil) throws {
+    public init(limitBytes: UInt64, parent: String? = nil) throws {
         guard let hierarchy = MemoryCgroupHierarchy.live() else { throw OOMSelfTestError.noMemoryCgroup }
         self.hierarchy = hierarchy
         let parentDir = parent.map { $0.count > 1 && $0.hasSuffix("/") ? String($0.dropLast()) : $0 } ?? hierarchy.mountPoint
@@ -83,7 +83,7 @@ struct TemporaryMemoryCgroup {
     }
 
     /// rmdir fails while the killed processes are still exiting: retry a while.
-    func remove() {
+    public func remove() {
         for _ in 0..<50 {
             if rmdir(path) == 0 || errno == ENOENT { break }
             usleep(100_000)

@@ -619,6 +619,7 @@ int main(int argc, char **argv)
 	}
 	int is_child = opt.fork && child == 0;
 	int child_alive = opt.fork;
+	int child_status = -1;
 	for (int i = 0; i < opt.nsteps; i++) {
 		struct step *st = &opt.steps[i];
 		if (!opt.fork && involves(st, 1))
@@ -634,7 +635,7 @@ int main(int argc, char **argv)
 					_exit(0);
 				}
 			} else if (prev->action == ACTION_EXIT || prev->action == ACTION_EXEC) {
-				if (child_alive && waitpid(child, NULL, 0) < 0)
+				if (child_alive && waitpid(child, &child_status, 0) < 0)
 					die("wait for the child");
 				child_alive = 0;
 			} else if (child_alive) {
@@ -673,14 +674,20 @@ int main(int argc, char **argv)
 	}
 	if (child_alive) {
 		close(to_child[1]);
-		if (waitpid(child, NULL, 0) < 0)
+		if (waitpid(child, &child_status, 0) < 0)
 			die("wait for the child");
 	}
 	struct frame_truth child_truth = { 0 };
 	int child_truth_known = opt.fork && read(truth_pipe[0], &child_truth, sizeof(child_truth)) == (ssize_t)sizeof(child_truth) &&
 				child_truth.known;
-	printf("{\"workload\":\"steps\",\"parent\":%d,\"child\":%d,\"pages\":%ld,\"page_size\":%ld,\"region_on_tmpfs\":%s,\"frames\":",
+	printf("{\"workload\":\"steps\",\"parent\":%d,\"child\":%d,\"pages\":%ld,\"page_size\":%ld,\"region_on_tmpfs\":%s,",
 	       getpid(), (int)child, opt.pages, page_size, region_on_tmpfs ? "true" : "false");
+	/* How the child ended, as waitpid(2) gave it (null: no fork or not waited for). */
+	if (child_status >= 0)
+		printf("\"child_status\":%d,", child_status);
+	else
+		printf("\"child_status\":null,");
+	printf("\"frames\":");
 	if (truth.known) {
 		printf("{");
 		print_truth("parent", &truth);

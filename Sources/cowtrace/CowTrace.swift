@@ -18,7 +18,7 @@ struct CowTrace: ParsableCommand {
             and `cowtrace doctor` to see what this kernel lets cowtrace attach to.
             """,
         version: CowTraceVersion.long,
-        subcommands: [Stat.self, Record.self, Replay.self, Check.self, Report.self, Hist.self, Serve.self, Forks.self, Demo.self, Doctor.self, SelfTest.self, Simulate.self, Redis.self, ForkProfile.self, OOM.self, OOMSelfTestCommand.self, BenchFloor.self]
+        subcommands: [Stat.self, Record.self, Replay.self, Check.self, Report.self, Hist.self, Serve.self, Forks.self, Demo.self, Doctor.self, SelfTest.self, Simulate.self, Redis.self, ForkProfile.self, Forecast.self, OOM.self, OOMSelfTestCommand.self, BenchFloor.self]
     )
 
     /// See OptionChecks: the parser's errors first, then ours.

@@ -30,7 +30,7 @@ struct TierOptions: ParsableArguments, OptionChecks {
 }
 
 extension AttachTier: ExpressibleByArgument {}
-extension OutputFormat: @retroactive ExpressibleByArgument {}
+extension OutputFormat: ExpressibleByArgument {}
 
 /// Turns a TracerError into the one-line message and non-zero exit the CLI promises.
 struct CLIError: Error, CustomStringConvertible {

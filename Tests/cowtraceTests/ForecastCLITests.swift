@@ -1,0 +1,86 @@
+import CowTraceKit
+import CowTraceSelfTest
+import CowTraceTestSupport
+import Foundation
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `cowtrace forecast -p` on a real process in a real memory cgroup, then the
+/// fork it forecast, for real: the kernel's OOM kill is the truth.
+final class ForecastCLITests: XCTestCase {
+    /// A 180 MiB process in a 256 MiB cgroup without swap forks, and its
+    /// child (no oom_score_adj of its own: the untuned case) rewrites every
+    /// page. The forecast must say at risk, name the cgroup, give its headroom
+    /// as the cgroup's own files do, and choose the victim the kernel kills.
+    func testForecastOfAForkThatWillNotFitNamesTheDomainAndTheVictimTheKernelKills() throws {
+        try requireBPF() // root: it makes a memory cgroup
+        let limit: UInt64 = 256 << 20, pages = 180 * 256
+        let cgroup = try TemporaryMemoryCgroup(limitBytes: limit)
+        defer { cgroup.remove() }
+        let script = "echo $$ > \"$1\" && shift && exec \"$@\""
+        let (pid, output, input) = try Subprocess.spawn(
+            ["/bin/sh", "-c", script, "sh", cgroup.procsFile, productPath("cowtrace-workload"), "--handshake",
+             "--pages", "\(pages)", "child:write:0:\(pages)", "child:exit"], captureOutput: true, pipeInput: true)
+        defer { kill(pid, SIGKILL); _ = Subprocess.wait(pid) }
+        var line = Data()
+        while let output {
+            let byte = output.readData(ofLength: 1)
+            if byte.isEmpty || byte == Data("\n".utf8) { break }
+            line.append(byte)
+        }
+        XCTAssertTrue(String(decoding: line, as: UTF8.self).hasPrefix("ready"), "workload did not get ready: \(String(decoding: line, as: UTF8.self))")
+
+        // The truth for the headroom, from the cgroup's own files, read around the forecast.
+        func current() -> UInt64 { UInt64((try? String(contentsOfFile: cgroup.path + "/" + cgroup.hierarchy.usageFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0 }
+        let before = current()
+        let result = try runProduct("cowtrace", ["forecast", "-p", "\(pid)", "--format", "json"])
+        let after = current()
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let f = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], result.stdout)
+        XCTAssertEqual(f["domain"] as? String, cgroup.cgroupPath)
+        XCTAssertEqual(f["at_risk"] as? Bool, true, result.stdout)
+        XCTAssertEqual(f["limit_bytes"] as? UInt64, limit)
+        let headroom = try XCTUnwrap(f["headroom_bytes"] as? UInt64)
+        XCTAssertLessThanOrEqual(headroom, limit - min(before, after) + (1 << 20), "headroom vs memory.max − memory.current (slack 1 MiB)")
+        XCTAssertGreaterThanOrEqual(headroom + (1 << 20), limit - max(before, after))
+        // The workload's region is its private writable anonymous memory, plus its own stack and libc data.
+        let copyable = try XCTUnwrap(f["copyable_bytes"] as? UInt64)
+        XCTAssertGreaterThanOrEqual(copyable, UInt64(pages) * 4096)
+        XCTAssertLessThanOrEqual(copyable, UInt64(pages) * 4096 + (2 << 20), "copyable: the 180 MiB region + at most 2 MiB of the workload's own")
+        let copiedBeforeOOM = try XCTUnwrap(f["copied_before_oom_bytes"] as? UInt64, result.stdout)
+        XCTAssertLessThanOrEqual(copiedBeforeOOM, headroom + (1 << 20), "the simulated kill comes when the headroom is used up (one 1 MiB chunk of slack)")
+        let victim = try XCTUnwrap(f["likely_victim"] as? [String: Any], result.stdout)
+
+        // Now the fork, for real.
+        let kills = Self.oomKills(cgroup)
+        input?.write(Data("g".utf8))
+        try? input?.close()
+        let text = String(decoding: output?.readDataToEndOfFile() ?? Data(), as: UTF8.self)
+        let status = Subprocess.waitForExit(pid)
+        XCTAssertEqual(Self.oomKills(cgroup), kills + 1, "the kernel's memory.events oom_kill: one kill in the cgroup")
+        let childKilled = text.contains("\"child_status\":9,")
+        let parentKilled = status.signal == SIGKILL
+        XCTAssertNotEqual(childKilled, parentKilled, "exactly one of parent and child was killed: \(status) \(text.suffix(300))")
+        XCTAssertEqual(victim["is_child"] as? Bool, !parentKilled, "forecast victim \(victim) vs the kernel's (parent killed: \(parentKilled))")
+    }
+
+    static func oomKills(_ cgroup: TemporaryMemoryCgroup) -> Int {
+        let file = cgroup.hierarchy.version == .v2 ? "memory.events" : "memory.oom_control"
+        let text = (try? String(contentsOfFile: cgroup.path + "/" + file, encoding: .utf8)) ?? ""
+        for line in text.split(separator: "\n") where line.hasPrefix("oom_kill ") {
+            return Int(line.split(separator: " ")[1]) ?? 0
+        }
+        return 0
+    }
+
+    func testForecastOfAMissingProcessIsARuntimeErrorAndCSVIsAUsageError() throws {
+        let missing = try runProduct("cowtrace", ["forecast", "-p", "999999999"])
+        XCTAssertEqual(missing.status, 1)
+        XCTAssertTrue(missing.stderr.contains("no process 999999999"), missing.stderr)
+        let csv = try runProduct("cowtrace", ["forecast", "-p", "1", "--format", "csv"])
+        XCTAssertEqual(csv.status, 64)
+        XCTAssertTrue(csv.stderr.contains("text or json"), csv.stderr)
+    }
+}
