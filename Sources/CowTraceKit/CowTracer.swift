@@ -92,7 +92,6 @@ public final class CowTracer {
     let maps: CowTraceMaps
     /// Threads are counted (TracerOptions.perThread).
     public let perThreadEnabled: Bool
-    let possibleCPUs: Int
     private var ringBuffer: RingBuffer?
 
     public init(options: TracerOptions) throws {
@@ -109,13 +108,12 @@ public final class CowTracer {
         attempts = chosen.attempts
         histogramsEnabled = options.histograms
         mappingHistogramsEnabled = options.mappingHistograms
-        object = chosen.loaded.0
-        links = chosen.loaded.1
-        maps = chosen.loaded.2
+        object = chosen.loaded.object
+        links = chosen.loaded.links
+        maps = chosen.loaded.maps
         tier = chosen.plan.tier
         copyByAlloc = chosen.plan.copyByAlloc
         perThreadEnabled = options.perThread
-        possibleCPUs = Int(libbpf_num_possible_cpus())
 
         for pid in options.selection.pids { try trace(pid: pid) }
     }
@@ -130,7 +128,7 @@ public final class CowTracer {
         object = nil
     }
 
-    private static func loadAndAttach(plan: TierPlan, options: TracerOptions) throws -> (BPFObject, [BPFLink], CowTraceMaps) {
+    private static func loadAndAttach(plan: TierPlan, options: TracerOptions) throws -> (object: BPFObject, links: [BPFLink], maps: CowTraceMaps) {
         let object = try BPFObject(bytes: EmbeddedBPF.cowtrace, name: "cowtrace")
         let maps = try CowTraceMaps(object)
         var programs = plan.allPrograms + (options.forkLineage ? TierPlan.lineagePrograms : [])

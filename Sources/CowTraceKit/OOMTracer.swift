@@ -81,7 +81,7 @@ public final class OOMTracer {
         let chosen = try TierAttempts.first(
             forced: options.tier, abortOnPlanFailure: arity == nil,
             plan: { OOMTierPlan.plan($0, tracepointArity: arity) }
-        ) { plan -> (BPFObject, [BPFLink], OOMMaps) in
+        ) { plan -> (object: BPFObject, links: [BPFLink], maps: OOMMaps) in
             let object = try BPFObject(bytes: EmbeddedBPF.oom, name: "oom")
             let maps = try OOMMaps(object)
             try object.enableOnly(Set(plan.programs))
@@ -94,9 +94,9 @@ public final class OOMTracer {
             return (object, links, maps)
         }
         attempts = chosen.attempts
-        object = chosen.loaded.0
-        links = chosen.loaded.1
-        maps = chosen.loaded.2
+        object = chosen.loaded.object
+        links = chosen.loaded.links
+        maps = chosen.loaded.maps
         plan = chosen.plan
         tier = chosen.plan.tier
         sink = OOMSink(memcgRange: KernelSymbolRange(named: "mem_cgroup_out_of_memory"))
