@@ -88,7 +88,13 @@ struct BPFMap<Key, Value> {
     /// The value under `key` (the first CPU's on a per-CPU map), or nil if
     /// there is none or it cannot be read.
     func lookup(_ key: Key) -> Value? {
-        try? values(key).first
+        guard let fd = try? descriptor() else { return nil }
+        var k = key
+        // The whole value: one per CPU on per-CPU maps, so the kernel never writes past it.
+        return withUnsafeTemporaryAllocation(byteCount: valuesPerKey * valueStride, alignment: 8) { buffer in
+            guard bpf_map_lookup_elem(fd, &k, buffer.baseAddress) == 0 else { return nil }
+            return buffer.baseAddress!.loadUnaligned(as: Value.self)
+        }
     }
 
     /// Writes one value (not on per-CPU or array-valued maps).
