@@ -5,9 +5,15 @@ import Glibc
 
 /// A libbpf `struct bpf_object` opened from bytes in memory. libbpf parses the
 /// ELF lazily until load, so the bytes are kept alive as long as the object.
+/// Its maps and programs are reached through typed handles (`BPFMap`,
+/// `BPFRingBufferMap`, `BPFProgram`), found and checked once after opening.
 final class BPFObject {
+    /// Valid until `close()`.
     let handle: OpaquePointer
+    /// The object's name (bpf/NAME.bpf.c), for error messages.
+    let name: String
     private let bytes: UnsafeMutableRawBufferPointer
+    private(set) var isClosed = false
 
     init(bytes source: [UInt8], name: String) throws {
         bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: source.count, alignment: 8)
@@ -19,10 +25,19 @@ final class BPFObject {
             throw TracerError.openObject(err)
         }
         handle = obj
+        self.name = name
+    }
+
+    /// Frees the maps and programs (attached links stay until destroyed);
+    /// handles into the object throw from then on.
+    func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        bpf_object__close(handle)
     }
 
     deinit {
-        bpf_object__close(handle)
+        close()
         bytes.deallocate()
     }
 
@@ -36,34 +51,32 @@ final class BPFObject {
         return names
     }
 
-    func program(_ name: String) -> OpaquePointer? {
-        bpf_object__find_program_by_name(handle, name)
+    /// The typed handle of a map; throws if the object has no such map or
+    /// its sizes are not those of `Key` and `Value`.
+    func map<Key, Value>(_ name: String, key _: Key.Type, value _: Value.Type, valueElements: Int = 1) throws -> BPFMap<Key, Value> {
+        try BPFMap(self, name, valueElements: valueElements)
+    }
+
+    func ringBuffer(_ name: String) throws -> BPFRingBufferMap {
+        try BPFRingBufferMap(self, name)
+    }
+
+    func program(_ name: String) throws -> BPFProgram {
+        try BPFProgram(self, name)
     }
 
     /// Loads only these programs; the verifier never sees the others.
-    func enableOnly(_ names: Set<String>) {
+    /// Throws if one of them is not in the object.
+    func enableOnly(_ names: Set<String>) throws {
+        let known = Set(programNames)
+        if let unknown = names.subtracting(known).sorted().first {
+            throw TracerError.unknownProgram(program: unknown, object: name)
+        }
         var prog = bpf_object__next_program(handle, nil)
         while let p = prog {
             bpf_program__set_autoload(p, names.contains(String(cString: bpf_program__name(p))))
             prog = bpf_object__next_program(handle, p)
         }
-    }
-
-    func map(_ name: String) -> OpaquePointer? {
-        bpf_object__find_map_by_name(handle, name)
-    }
-
-    func mapDescriptor(_ name: String) throws -> Int32 {
-        guard let m = map(name) else {
-            throw TracerError.mapAccess(map: name, operation: "find", errno: .noEntry)
-        }
-        let fd = bpf_map__fd(m)
-        guard fd >= 0 else { throw TracerError.mapAccess(map: name, operation: "get fd of", errno: Errno(fd)) }
-        return fd
-    }
-
-    func setMaxEntries(_ name: String, _ entries: UInt32) {
-        if let m = map(name) { bpf_map__set_max_entries(m, entries) }
     }
 
     /// A `const volatile` global in .rodata, writable until load.
@@ -84,33 +97,9 @@ final class BPFObject {
         }
     }
 
-    /// Runs a loaded `SEC("syscall")` program once with `context` as its
-    /// argument; the kernel copies the context back, so outputs land in it.
-    func run<Context>(_ name: String, context: inout Context) throws {
-        guard let prog = program(name) else {
-            throw TracerError.mapAccess(map: name, operation: "find program", errno: .noEntry)
-        }
-        var opts = bpf_test_run_opts()
-        opts.sz = MemoryLayout<bpf_test_run_opts>.size
-        let rc = withUnsafeMutableBytes(of: &context) { ctx -> Int32 in
-            opts.ctx_in = UnsafeRawPointer(ctx.baseAddress)
-            opts.ctx_size_in = UInt32(ctx.count)
-            return bpf_prog_test_run_opts(bpf_program__fd(prog), &opts)
-        }
-        if rc != 0 {
-            throw TracerError.mapAccess(map: name, operation: "run program", errno: Errno(rc))
-        }
-    }
-
-    func attach(_ name: String, tier: AttachTier) throws -> BPFLink {
-        guard let prog = program(name) else {
-            throw TracerError.attachFailed(tier: tier, program: name, errno: .noEntry)
-        }
-        errno = 0
-        guard let link = bpf_program__attach(prog) else {
-            throw TracerError.attachFailed(tier: tier, program: name, errno: Errno.current)
-        }
-        return BPFLink(handle: link, program: name)
+    /// Attaches each named program (found by its handle).
+    func attach(_ names: [String], tier: AttachTier) throws -> [BPFLink] {
+        try names.map { try program($0).attach(tier: tier) }
     }
 }
 

@@ -88,19 +88,10 @@ public final class CowTracer {
 
     var object: BPFObject?
     private var links: [BPFLink] = []
-    private let slotsFD: Int32
-    private let pidSlotsFD: Int32
-    private let threadSlotsFD: Int32
-    private let tidSlotsFD: Int32
-    private let exitedThreadsFD: Int32
+    /// The object's maps and programs, checked when it was opened.
+    let maps: CowTraceMaps
     /// Threads are counted (TracerOptions.perThread).
     public let perThreadEnabled: Bool
-    private let exitedFD: Int32
-    private let forkRecordsFD: Int32
-    private let infoFD: Int32
-    private let dropsFD: Int32
-    private let eventsFD: Int32
-    let possibleCPUs: Int
     private var ringBuffer: RingBuffer?
 
     public init(options: TracerOptions) throws {
@@ -111,48 +102,18 @@ public final class CowTracer {
         }
         LibBPFLog.enableCapture(verbose: options.verbose)
 
-        var attempts: [TierAttempt] = []
-        var chosen: (BPFObject, [BPFLink], TierPlan)?
-        for tier in options.tier.map({ [$0] }) ?? AttachTier.allCases {
-            let plan: TierPlan
-            switch TierPlanner.plan(tier) {
-            case .failure(let reason):
-                attempts.append(TierAttempt(tier: tier, failure: reason.description, programs: [], copyByAlloc: false))
-                if options.tier != nil { throw TracerError.tierUnavailable(tier: tier, reason: reason.description) }
-                continue
-            case .success(let p):
-                plan = p
-            }
-            do {
-                let (object, links) = try CowTracer.loadAndAttach(plan: plan, options: options)
-                attempts.append(TierAttempt(tier: tier, failure: nil, programs: plan.allPrograms, copyByAlloc: plan.copyByAlloc))
-                chosen = (object, links, plan)
-                break
-            } catch let error as TracerError {
-                attempts.append(TierAttempt(tier: tier, failure: error.description, programs: plan.allPrograms, copyByAlloc: plan.copyByAlloc))
-                if options.tier != nil { throw error }
-            }
+        let chosen = try TierAttempts.first(forced: options.tier, plan: { TierPlanner.plan($0) }) {
+            try CowTracer.loadAndAttach(plan: $0, options: options)
         }
-        self.attempts = attempts
+        attempts = chosen.attempts
         histogramsEnabled = options.histograms
         mappingHistogramsEnabled = options.mappingHistograms
-        guard let (object, links, plan) = chosen else { throw TracerError.noTierAvailable(attempts) }
-        self.object = object
-        self.links = links
-        tier = plan.tier
-        copyByAlloc = plan.copyByAlloc
-        slotsFD = try object.mapDescriptor("process_slots")
-        pidSlotsFD = try object.mapDescriptor("pid_slots")
-        threadSlotsFD = try object.mapDescriptor("thread_slots")
-        tidSlotsFD = try object.mapDescriptor("tid_slots")
-        exitedThreadsFD = try object.mapDescriptor("exited_threads")
+        object = chosen.loaded.object
+        links = chosen.loaded.links
+        maps = chosen.loaded.maps
+        tier = chosen.plan.tier
+        copyByAlloc = chosen.plan.copyByAlloc
         perThreadEnabled = options.perThread
-        exitedFD = try object.mapDescriptor("exited_counters")
-        forkRecordsFD = try object.mapDescriptor("fork_records")
-        infoFD = try object.mapDescriptor("pid_info")
-        dropsFD = try object.mapDescriptor("drops")
-        eventsFD = try object.mapDescriptor("events")
-        possibleCPUs = Int(libbpf_num_possible_cpus())
 
         for pid in options.selection.pids { try trace(pid: pid) }
     }
@@ -163,30 +124,32 @@ public final class CowTracer {
     public func close() {
         ringBuffer = nil
         links.removeAll()
+        object?.close()
         object = nil
     }
 
-    private static func loadAndAttach(plan: TierPlan, options: TracerOptions) throws -> (BPFObject, [BPFLink]) {
+    private static func loadAndAttach(plan: TierPlan, options: TracerOptions) throws -> (object: BPFObject, links: [BPFLink], maps: CowTraceMaps) {
         let object = try BPFObject(bytes: EmbeddedBPF.cowtrace, name: "cowtrace")
+        let maps = try CowTraceMaps(object)
         var programs = plan.allPrograms + (options.forkLineage ? TierPlan.lineagePrograms : [])
         if options.recordAddressSpace { programs += TierPlan.recordPrograms }
         if options.histograms, let ret = plan.faultReturnProgram, !programs.contains(ret) { programs.append(ret) }
         // register_process and unregister_process are run by user space
         // (trace(pid:)), never attached.
-        object.enableOnly(Set(programs + [CowTracer.registerProgram, CowTracer.unregisterProgram]))
-        for map in ["exited_counters", "pid_info", "fork_records"] {
-            object.setMaxEntries(map, options.maxProcesses)
-        }
+        try object.enableOnly(Set(programs + [CowTracer.registerProgram, CowTracer.unregisterProgram]))
+        try maps.exitedCounters.setMaxEntries(options.maxProcesses)
+        try maps.pidInfo.setMaxEntries(options.maxProcesses)
+        try maps.forkRecords.setMaxEntries(options.maxProcesses)
         // Slot 0 means "not traced"; pid_slots holds two pids per element.
         let slots = options.maxProcesses &+ 1
         let pidPairs = UInt32((KernelFacts.pidMax() + 2) / 2)
-        object.setMaxEntries("process_slots", slots)
-        object.setMaxEntries("pid_slots", pidPairs)
+        try maps.processSlots.setMaxEntries(slots)
+        try maps.pidSlots.setMaxEntries(pidPairs)
         let threadSlots: UInt32 = options.perThread ? slots : 1
-        object.setMaxEntries("thread_slots", threadSlots)
-        object.setMaxEntries("tid_slots", options.perThread ? pidPairs : 1)
-        object.setMaxEntries("exited_threads", options.perThread ? options.maxProcesses : 1)
-        object.setMaxEntries("events", options.ringBufferBytes)
+        try maps.threadSlots.setMaxEntries(threadSlots)
+        try maps.tidSlots.setMaxEntries(options.perThread ? pidPairs : 1)
+        try maps.exitedThreads.setMaxEntries(options.perThread ? options.maxProcesses : 1)
+        try maps.events.setMaxEntries(options.ringBufferBytes)
         guard let config = object.rodataVariable("cowtrace_cfg", as: cowtrace_config.self) else {
             throw TracerError.openObject(.noEntry)
         }
@@ -206,14 +169,14 @@ public final class CowTracer {
         config.pointee.process_slots = slots
         config.pointee.per_thread = options.perThread ? 1 : 0
         config.pointee.thread_slots = threadSlots
-        object.setMaxEntries("histograms", options.histograms || options.mappingHistograms
-                             ? options.maxProcesses &* UInt32(COWTRACE_HIST_NR.rawValue) : 1)
+        try maps.histograms.setMaxEntries(options.histograms || options.mappingHistograms
+                                          ? options.maxProcesses &* UInt32(COWTRACE_HIST_NR.rawValue) : 1)
         // The stack maps are preallocated: keep them tiny unless asked for.
-        object.setMaxEntries("stacks", options.userStacks ? 16384 : 1)
-        object.setMaxEntries("stack_copies", options.userStacks ? 65536 : 1)
+        try maps.stacks.setMaxEntries(options.userStacks ? 16384 : 1)
+        try maps.stackCopies.setMaxEntries(options.userStacks ? 65536 : 1)
         try object.load(tier: plan.tier)
-        let links = try programs.map { try object.attach($0, tier: plan.tier) }
-        return (object, links)
+        let links = try object.attach(programs, tier: plan.tier)
+        return (object, links, maps)
     }
 
     static let registerProgram = "register_process"
@@ -224,33 +187,31 @@ public final class CowTracer {
     /// same atomics as for a fork, so that it never races a traced fork.
     public func trace(pid: Int32) throws {
         guard pid > 0, let pidfd = PIDFD(pid) else { throw TracerError.noSuchProcess(pid: pid) }
-        guard let object else { throw TracerError.mapAccess(map: "process_slots", operation: "start counting pid \(pid) after close", errno: Errno(EBADF)) }
+        guard object != nil else { throw TracerError.mapAccess(map: "process_slots", operation: "start counting pid \(pid) after close", errno: Errno(EBADF)) }
         var args = cowtrace_register_args(tgid: UInt32(pid), slot: 0)
-        try object.run(CowTracer.registerProgram, context: &args)
+        try maps.registerProcess.run(context: &args)
         if args.slot == 0 {
             throw TracerError.processTableFull(pid: pid)
         }
         // Exited before its slot was claimed: its exit hook will never free
         // the slot, and a later process with the same pid would inherit it.
         if pidfd.hasExited {
-            try object.run(CowTracer.unregisterProgram, context: &args)
+            try maps.unregisterProcess.run(context: &args)
             throw TracerError.noSuchProcess(pid: pid)
         }
-        var tgid = UInt32(pid)
         var info = cowtrace_pid_info()
         info.ppid = UInt32(ProcFS.parentPID(of: pid) ?? 0)
         ProcFS.comm(of: pid).map { setComm(&info, $0) }
-        _ = bpf_map_update_elem(infoFD, &tgid, &info, UInt64(BPF_NOEXIST))
+        // EEXIST: the kernel named it first (it forked or exec'd meanwhile).
+        try? maps.pidInfo.update(UInt32(pid), info, flags: UInt64(BPF_NOEXIST))
     }
 
     /// Reads every traced process's counters, identities and the drop counters.
     /// Live processes are read from their slot, exited ones from exited_counters.
     public func snapshot() throws -> TraceSnapshot {
         var info: [Int32: ProcessIdentity] = [:]
-        for key in try keys(of: infoFD, map: "pid_info") {
-            var k = key
-            var raw = cowtrace_pid_info()
-            if bpf_map_lookup_elem(infoFD, &k, &raw) == 0 { info[Int32(bitPattern: key)] = ProcessIdentity(raw) }
+        for key in try maps.pidInfo.keys() {
+            if let raw = maps.pidInfo.lookup(key) { info[Int32(bitPattern: key)] = ProcessIdentity(raw) }
         }
         var counters: [Int32: ProcessCounters] = [:]
         for (pid, identity) in info {
@@ -268,16 +229,14 @@ public final class CowTracer {
     /// /proc/PID/task, read from their slots), and exited ones.
     private func threadCounters(liveProcesses: [Int32]) throws -> [Int32: ThreadCounters] {
         var threads: [Int32: ThreadCounters] = [:]
-        for tid in try keys(of: exitedThreadsFD, map: "exited_threads") {
-            var k = tid
-            var raw = cowtrace_process_slot()
-            if bpf_map_lookup_elem(exitedThreadsFD, &k, &raw) == 0 {
+        for tid in try maps.exitedThreads.keys() {
+            if let raw = maps.exitedThreads.lookup(tid) {
                 threads[Int32(bitPattern: tid)] = ThreadCounters(raw, exited: true)
             }
         }
         for pid in liveProcesses {
             for tid in ProcFS.threads(of: pid) where threads[tid] == nil {
-                if let raw = slot(of: UInt32(bitPattern: tid), index: tidSlotsFD, slots: threadSlotsFD) {
+                if let raw = slot(of: UInt32(bitPattern: tid), index: maps.tidSlots, slots: maps.threadSlots) {
                     var live = ThreadCounters(raw, exited: false)
                     if let name = ProcFS.threadComm(pid: pid, tid: tid) { live.comm = name }
                     threads[tid] = live
@@ -288,30 +247,25 @@ public final class CowTracer {
     }
 
     /// The slot `id` owns through an index map (pid_slots, tid_slots).
-    private func slot(of id: UInt32, index indexFD: Int32, slots slotsFD: Int32) -> cowtrace_process_slot? {
-        var index = id >> 1
-        var pair = cowtrace_pid_slot_pair()
-        guard bpf_map_lookup_elem(indexFD, &index, &pair) == 0 else { return nil }
-        var slot = id & 1 == 0 ? pair.slot.0 : pair.slot.1
-        guard slot != 0 else { return nil }
-        var raw = cowtrace_process_slot()
-        guard bpf_map_lookup_elem(slotsFD, &slot, &raw) == 0, raw.id == id else { return nil }
+    private func slot(of id: UInt32, index: BPFMap<UInt32, cowtrace_pid_slot_pair>,
+                      slots: BPFMap<UInt32, cowtrace_process_slot>) -> cowtrace_process_slot? {
+        guard let pair = index.lookup(id >> 1) else { return nil }
+        let slot = id & 1 == 0 ? pair.slot.0 : pair.slot.1
+        guard slot != 0, let raw = slots.lookup(slot), raw.id == id else { return nil }
         return raw
     }
 
     /// A live process's counters: its slot from pid_slots, then the slot,
     /// if the process still owns it.
     private func liveCounters(_ pid: Int32) -> ProcessCounters? {
-        guard let raw = slot(of: UInt32(bitPattern: pid), index: pidSlotsFD, slots: slotsFD) else { return nil }
+        guard let raw = slot(of: UInt32(bitPattern: pid), index: maps.pidSlots, slots: maps.processSlots) else { return nil }
         var c = ProcessCounters()
         c.accumulate(raw.counters)
         return c
     }
 
     private func exitedCounters(_ pid: Int32) -> ProcessCounters? {
-        var key = UInt32(bitPattern: pid)
-        var raw = cowtrace_pid_counters()
-        guard bpf_map_lookup_elem(exitedFD, &key, &raw) == 0 else { return nil }
+        guard let raw = maps.exitedCounters.lookup(UInt32(bitPattern: pid)) else { return nil }
         var c = ProcessCounters()
         c.accumulate(raw)
         return c
@@ -320,22 +274,16 @@ public final class CowTracer {
     /// Every fork of a traced process seen so far (needs `forkLineage`).
     public func forkRecords() throws -> [ForkRecord] {
         var records: [ForkRecord] = []
-        for key in try keys(of: forkRecordsFD, map: "fork_records") {
-            var k = key
-            var raw = cowtrace_fork_record()
-            if bpf_map_lookup_elem(forkRecordsFD, &k, &raw) == 0 { records.append(ForkRecord(raw)) }
+        for key in try maps.forkRecords.keys() {
+            if let raw = maps.forkRecords.lookup(key) { records.append(ForkRecord(raw)) }
         }
         return records.sorted { $0.forkNanoseconds < $1.forkNanoseconds }
     }
 
     public func drops() throws -> DropCounts {
         var result = DropCounts()
-        var values = [UInt64](repeating: 0, count: possibleCPUs)
         for reason in 0..<Int(COWTRACE_DROP_NR.rawValue) {
-            var key = UInt32(reason)
-            let rc = values.withUnsafeMutableBytes { bpf_map_lookup_elem(dropsFD, &key, $0.baseAddress) }
-            if rc != 0 { throw TracerError.mapAccess(map: "drops", operation: "read", errno: Errno(rc)) }
-            let sum = values.reduce(0, &+)
+            let sum = try maps.drops.values(UInt32(reason)).reduce(0, &+)
             switch UInt32(reason) {
             case COWTRACE_DROP_RINGBUF_FULL.rawValue: result.ringBufferFull = sum
             case COWTRACE_DROP_PID_MAP_FULL.rawValue: result.processMapFull = sum
@@ -353,48 +301,30 @@ public final class CowTracer {
     public func forget(pids: [Int32]) {
         if perThreadEnabled && !pids.isEmpty {
             let gone = Set(pids.map { UInt32(bitPattern: $0) })
-            for tid in (try? keys(of: exitedThreadsFD, map: "exited_threads")) ?? [] {
-                var k = tid
-                var raw = cowtrace_process_slot()
-                if bpf_map_lookup_elem(exitedThreadsFD, &k, &raw) == 0, gone.contains(raw.tgid) {
-                    _ = bpf_map_delete_elem(exitedThreadsFD, &k)
+            for tid in (try? maps.exitedThreads.keys()) ?? [] {
+                if let raw = maps.exitedThreads.lookup(tid), gone.contains(raw.tgid) {
+                    maps.exitedThreads.delete(tid)
                 }
             }
         }
         for pid in pids {
-            var key = UInt32(bitPattern: pid)
-            _ = bpf_map_delete_elem(exitedFD, &key)
-            _ = bpf_map_delete_elem(infoFD, &key)
-            _ = bpf_map_delete_elem(forkRecordsFD, &key)
-            if histogramsEnabled || mappingHistogramsEnabled, let fd = try? object?.mapDescriptor("histograms") {
+            let key = UInt32(bitPattern: pid)
+            maps.exitedCounters.delete(key)
+            maps.pidInfo.delete(key)
+            maps.forkRecords.delete(key)
+            if histogramsEnabled || mappingHistogramsEnabled {
                 for kind in HistogramKind.allCases {
-                    var k = cowtrace_hist_key(tgid: UInt32(bitPattern: pid), kind: kind.rawValue)
-                    _ = bpf_map_delete_elem(fd, &k)
+                    maps.histograms.delete(cowtrace_hist_key(tgid: key, kind: kind.rawValue))
                 }
             }
         }
-    }
-
-    func keys(of fd: Int32, map: String) throws -> [UInt32] {
-        var keys: [UInt32] = []
-        var next: UInt32 = 0
-        var rc = bpf_map_get_next_key(fd, nil, &next)
-        while rc == 0 {
-            keys.append(next)
-            var current = next
-            rc = bpf_map_get_next_key(fd, &current, &next)
-        }
-        if Errno(rc) != Errno.noEntry {
-            throw TracerError.mapAccess(map: map, operation: "iterate", errno: Errno(rc))
-        }
-        return keys
     }
 
     // MARK: events
 
     /// Delivers ring-buffer events to `handler` from `pollEvents`.
     public func onEvent(_ handler: @escaping (FaultEvent) -> Void) throws {
-        ringBuffer = try RingBuffer(mapFD: eventsFD, map: "events") { bytes in
+        ringBuffer = try RingBuffer(map: maps.events) { bytes in
             guard bytes.count >= Int(COWTRACE_SHORT_EVENT_SIZE) else { return }
             // Fault events stop before comm: copy what there is into a zeroed event.
             var raw = cowtrace_event()
@@ -407,7 +337,7 @@ public final class CowTracer {
     /// cowtrace_vm_event when its type says so) from `pollEvents`: the
     /// recorder's fast path.
     public func onRawEvent(_ handler: @escaping (UnsafeRawBufferPointer) -> Void) throws {
-        ringBuffer = try RingBuffer(mapFD: eventsFD, map: "events", raw: handler)
+        ringBuffer = try RingBuffer(map: maps.events, raw: handler)
     }
 
     /// Reads what the ring buffer holds without waiting (for readers that

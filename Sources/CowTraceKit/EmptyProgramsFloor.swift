@@ -10,12 +10,13 @@ public final class EmptyProgramsFloor {
         LibBPFLog.enableCapture(verbose: false)
         let object = try BPFObject(bytes: EmbeddedBPF.benchFloor, name: "bench_floor")
         try object.load(tier: .tracepoint)
-        links = try object.programNames.map { try object.attach($0, tier: .tracepoint) }
+        links = try object.attach(object.programNames, tier: .tracepoint)
         self.object = object
     }
 
     public func close() {
         links.removeAll()
+        object?.close()
         object = nil
     }
 }

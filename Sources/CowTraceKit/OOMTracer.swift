@@ -67,8 +67,7 @@ public final class OOMTracer {
     private var links: [BPFLink] = []
     private var ringBuffer: RingBuffer?
     private let sink: OOMSink
-    private let dropsFD: Int32
-    private let possibleCPUs: Int
+    private let maps: OOMMaps
 
     public init(options: TracerOptions) throws {
         let missing = KernelFacts.missingBPFCapabilities()
@@ -79,46 +78,30 @@ public final class OOMTracer {
         LibBPFLog.enableCapture(verbose: options.verbose)
         let arity = OOMTierPlan.liveTracepointArity()
 
-        var attempts: [TierAttempt] = []
-        var chosen: (BPFObject, [BPFLink], OOMTierPlan)?
-        for tier in options.tier.map({ [$0] }) ?? AttachTier.allCases {
-            let plan: OOMTierPlan
-            switch OOMTierPlan.plan(tier, tracepointArity: arity) {
-            case .failure(let reason):
-                attempts.append(TierAttempt(tier: tier, failure: reason.description, programs: [], copyByAlloc: false))
-                if options.tier != nil || arity == nil { throw TracerError.tierUnavailable(tier: tier, reason: reason.description) }
-                continue
-            case .success(let p):
-                plan = p
+        let chosen = try TierAttempts.first(
+            forced: options.tier, abortOnPlanFailure: arity == nil,
+            plan: { OOMTierPlan.plan($0, tracepointArity: arity) }
+        ) { plan -> (object: BPFObject, links: [BPFLink], maps: OOMMaps) in
+            let object = try BPFObject(bytes: EmbeddedBPF.oom, name: "oom")
+            let maps = try OOMMaps(object)
+            try object.enableOnly(Set(plan.programs))
+            guard let config = object.rodataVariable("oom_cfg", as: oom_config.self) else {
+                throw TracerError.openObject(.noEntry)
             }
-            do {
-                let object = try BPFObject(bytes: EmbeddedBPF.oom, name: "oom")
-                object.enableOnly(Set(plan.programs))
-                guard let config = object.rodataVariable("oom_cfg", as: oom_config.self) else {
-                    throw TracerError.openObject(.noEntry)
-                }
-                config.pointee.nr_cpus = UInt32(max(1, libbpf_num_possible_cpus()))
-                try object.load(tier: plan.tier)
-                let links = try plan.programs.map { try object.attach($0, tier: plan.tier) }
-                attempts.append(TierAttempt(tier: tier, failure: nil, programs: plan.programs, copyByAlloc: false))
-                chosen = (object, links, plan)
-                break
-            } catch let error as TracerError {
-                attempts.append(TierAttempt(tier: tier, failure: error.description, programs: plan.programs, copyByAlloc: false))
-                if options.tier != nil { throw error }
-            }
+            config.pointee.nr_cpus = UInt32(max(1, libbpf_num_possible_cpus()))
+            try object.load(tier: plan.tier)
+            let links = try object.attach(plan.programs, tier: plan.tier)
+            return (object, links, maps)
         }
-        self.attempts = attempts
-        guard let (object, links, plan) = chosen else { throw TracerError.noTierAvailable(attempts) }
-        self.object = object
-        self.links = links
-        self.plan = plan
-        tier = plan.tier
-        dropsFD = try object.mapDescriptor("drops")
-        possibleCPUs = Int(libbpf_num_possible_cpus())
+        attempts = chosen.attempts
+        object = chosen.loaded.object
+        links = chosen.loaded.links
+        maps = chosen.loaded.maps
+        plan = chosen.plan
+        tier = chosen.plan.tier
         sink = OOMSink(memcgRange: KernelSymbolRange(named: "mem_cgroup_out_of_memory"))
 
-        ringBuffer = try RingBuffer(mapFD: object.mapDescriptor("events"), map: "events", as: oom_kill_event.self) { [sink] in
+        ringBuffer = try RingBuffer(map: maps.events, as: oom_kill_event.self) { [sink] in
             sink.deliver($0)
         }
     }
@@ -129,6 +112,7 @@ public final class OOMTracer {
     public func close() {
         ringBuffer = nil
         links.removeAll()
+        object?.close()
         object = nil
     }
 
@@ -145,11 +129,7 @@ public final class OOMTracer {
 
     /// Records the kernel could not send (ring buffer full).
     public func lostRecords() throws -> UInt64 {
-        var values = [UInt64](repeating: 0, count: possibleCPUs)
-        var key = UInt32(OOM_DROP_RINGBUF_FULL.rawValue)
-        let rc = values.withUnsafeMutableBytes { bpf_map_lookup_elem(dropsFD, &key, $0.baseAddress) }
-        if rc != 0 { throw TracerError.mapAccess(map: "drops", operation: "read", errno: Errno(rc)) }
-        return values.reduce(0, &+)
+        try maps.drops.values(UInt32(OOM_DROP_RINGBUF_FULL.rawValue)).reduce(0, &+)
     }
 }
 

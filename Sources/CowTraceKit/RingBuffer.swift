@@ -10,15 +10,16 @@ final class RingBuffer {
     private let receive: (UnsafeMutableRawPointer, Int) -> Void
     private var handle: OpaquePointer?
 
-    convenience init<Record>(mapFD: Int32, map: String, as _: Record.Type, deliver: @escaping (Record) -> Void) throws {
-        try self.init(mapFD: mapFD, map: map, raw: { bytes in
+    convenience init<Record>(map: BPFRingBufferMap, as _: Record.Type, deliver: @escaping (Record) -> Void) throws {
+        try self.init(map: map, raw: { bytes in
             guard bytes.count >= MemoryLayout<Record>.size, let base = bytes.baseAddress else { return }
             deliver(base.loadUnaligned(as: Record.self))
         })
     }
 
     /// Hands each record over as raw bytes, valid only during the call.
-    init(mapFD: Int32, map: String, raw deliver: @escaping (UnsafeRawBufferPointer) -> Void) throws {
+    init(map: BPFRingBufferMap, raw deliver: @escaping (UnsafeRawBufferPointer) -> Void) throws {
+        let mapFD = try map.descriptor()
         receive = { data, size in deliver(UnsafeRawBufferPointer(start: data, count: size)) }
         let callback: ring_buffer_sample_fn = { ctx, data, size in
             guard let ctx, let data else { return 0 }
@@ -27,7 +28,7 @@ final class RingBuffer {
         }
         errno = 0
         guard let rb = ring_buffer__new(mapFD, callback, Unmanaged.passUnretained(self).toOpaque(), nil) else {
-            throw TracerError.mapAccess(map: map, operation: "open ring buffer", errno: Errno.current)
+            throw TracerError.mapAccess(map: map.name, operation: "open ring buffer", errno: Errno.current)
         }
         handle = rb
     }

@@ -10,6 +10,16 @@ public enum TracerError: Error, CustomStringConvertible {
     case tierUnavailable(tier: AttachTier, reason: String)
     case noTierAvailable([TierAttempt])
     case mapAccess(map: String, operation: String, errno: Errno)
+    /// The BPF object has no map of that name (Swift and bpf/*.bpf.c disagree).
+    case unknownMap(map: String, object: String)
+    /// A map's key or value size in the BPF object is not the Swift type's.
+    case mapSizeMismatch(map: String, object: String, part: String, bpfSize: Int, swiftType: String, swiftSize: Int)
+    /// A map is not of the kind the Swift code reads it as (ring buffer or keyed map).
+    case mapTypeMismatch(map: String, object: String, expected: String, found: String)
+    /// The BPF object has no program of that name.
+    case unknownProgram(program: String, object: String)
+    /// Running a program from user space (BPF_PROG_TEST_RUN) failed.
+    case programRun(program: String, object: String, errno: Errno)
     case noSuchProcess(pid: Int32)
     /// Every process slot is taken (TracerOptions.maxProcesses).
     case processTableFull(pid: Int32)
@@ -43,6 +53,16 @@ public enum TracerError: Error, CustomStringConvertible {
             return "no attach tier works on this kernel (\(reasons)); run `cowtrace doctor` for details"
         case .mapAccess(let map, let operation, let errno):
             return "\(operation) on BPF map \(map) failed: \(errno)"
+        case .unknownMap(let map, let object):
+            return "the BPF object \(object) has no map named \(map): the Swift code and bpf/\(object).bpf.c disagree; fix the name, then rebuild cowtrace (swift build)"
+        case .mapSizeMismatch(let map, let object, let part, let bpfSize, let swiftType, let swiftSize):
+            return "BPF map \(map) of the object \(object) has a \(part) size of \(bpfSize) bytes, but the Swift type \(swiftType) is \(swiftSize) bytes: make the map's \(part) type in bpf/\(object).bpf.c and the Swift type agree (bpf/*.h), then rebuild cowtrace"
+        case .mapTypeMismatch(let map, let object, let expected, let found):
+            return "BPF map \(map) of the object \(object) is \(found), but cowtrace reads it as \(expected): make bpf/\(object).bpf.c and the Swift code agree, then rebuild cowtrace"
+        case .unknownProgram(let program, let object):
+            return "the BPF object \(object) has no program named \(program): the Swift code and bpf/\(object).bpf.c disagree; fix the name, then rebuild cowtrace (swift build)"
+        case .programRun(let program, let object, let errno):
+            return "running the BPF program \(program) of \(object) (BPF_PROG_TEST_RUN) failed: \(errno); the kernel needs BPF_PROG_TYPE_SYSCALL (5.14+) and CAP_BPF: run `cowtrace doctor`"
         case .noSuchProcess(let pid):
             return "no process with pid \(pid): check the pid with `ps -p \(pid)` (it may have exited)"
         case .processTableFull(let pid):

@@ -1,0 +1,219 @@
+import CBPF
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A map of an opened `BPFObject`, found by name and checked once, right after
+/// the object is opened: the map exists, and its key and value sizes are those
+/// of `Key` and `Value` (per CPU for per-CPU maps; `valueElements` values of
+/// `Value` for maps whose value is an array, such as a stack-trace map).
+/// Sized before load (`setMaxEntries`), read and written after it.
+/// Keeps the object alive; after `BPFObject.close()` every access throws.
+struct BPFMap<Key, Value> {
+    let name: String
+    let object: BPFObject
+    private let map: OpaquePointer
+    /// The map is per CPU: each key holds one `Value` per possible CPU.
+    let perCPU: Bool
+    /// Values per key: the possible CPUs for per-CPU maps, else `valueElements`.
+    let valuesPerKey: Int
+    /// Bytes from one value to the next in a lookup buffer (per-CPU values are 8-byte aligned).
+    private let valueStride: Int
+
+    init(_ object: BPFObject, _ name: String, valueElements: Int = 1) throws {
+        guard let map = bpf_object__find_map_by_name(object.handle, name) else {
+            throw TracerError.unknownMap(map: name, object: object.name)
+        }
+        let type = bpf_map__type(map)
+        if type == BPF_MAP_TYPE_RINGBUF {
+            throw TracerError.mapTypeMismatch(map: name, object: object.name, expected: "a keyed map", found: "a ring buffer")
+        }
+        let keySize = Int(bpf_map__key_size(map))
+        guard keySize == MemoryLayout<Key>.size else {
+            throw TracerError.mapSizeMismatch(map: name, object: object.name, part: "key", bpfSize: keySize,
+                                              swiftType: "\(Key.self)", swiftSize: MemoryLayout<Key>.size)
+        }
+        perCPU = [BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH,
+                  BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE].contains(type)
+        precondition(!perCPU || valueElements == 1, "per-CPU maps of arrays are not supported")
+        let valueSize = Int(bpf_map__value_size(map))
+        let swiftSize = MemoryLayout<Value>.size * valueElements
+        guard valueSize == swiftSize else {
+            throw TracerError.mapSizeMismatch(map: name, object: object.name, part: perCPU ? "per-CPU value" : "value",
+                                              bpfSize: valueSize,
+                                              swiftType: valueElements == 1 ? "\(Value.self)" : "\(valueElements) × \(Value.self)",
+                                              swiftSize: swiftSize)
+        }
+        self.name = name
+        self.object = object
+        self.map = map
+        valuesPerKey = perCPU ? Int(max(1, libbpf_num_possible_cpus())) : valueElements
+        valueStride = perCPU ? (MemoryLayout<Value>.size + 7) & ~7 : MemoryLayout<Value>.stride
+    }
+
+    /// The map's key and value sizes as the BPF object declares them.
+    var keySize: Int { Int(bpf_map__key_size(map)) }
+    var valueSize: Int { Int(bpf_map__value_size(map)) }
+    var maxEntries: UInt32 { bpf_map__max_entries(map) }
+
+    /// Before load only: how many entries the kernel makes room for.
+    func setMaxEntries(_ entries: UInt32) throws {
+        guard !object.isClosed else { throw closedError("size") }
+        let rc = bpf_map__set_max_entries(map, entries)
+        if rc != 0 { throw TracerError.mapAccess(map: name, operation: "set max_entries \(entries) of", errno: Errno(rc)) }
+    }
+
+    /// The map's file descriptor (after load).
+    func descriptor() throws -> Int32 {
+        guard !object.isClosed else { throw closedError("use") }
+        let fd = bpf_map__fd(map)
+        guard fd >= 0 else {
+            throw TracerError.mapAccess(map: name, operation: "use (the object \(object.name) is not loaded yet)", errno: Errno(EBADF))
+        }
+        return fd
+    }
+
+    /// The value(s) under `key`: one per CPU for per-CPU maps, `valueElements` for arrays.
+    func values(_ key: Key) throws -> [Value] {
+        let fd = try descriptor()
+        var k = key
+        let count = valuesPerKey, stride = valueStride
+        return try withUnsafeTemporaryAllocation(byteCount: count * stride, alignment: 8) { buffer in
+            let rc = bpf_map_lookup_elem(fd, &k, buffer.baseAddress)
+            if rc != 0 { throw TracerError.mapAccess(map: name, operation: "read", errno: Errno(rc)) }
+            return (0..<count).map { buffer.baseAddress!.loadUnaligned(fromByteOffset: $0 * stride, as: Value.self) }
+        }
+    }
+
+    /// The value under `key` (the first CPU's on a per-CPU map), or nil if
+    /// there is none or it cannot be read.
+    func lookup(_ key: Key) -> Value? {
+        guard let fd = try? descriptor() else { return nil }
+        var k = key
+        // The whole value: one per CPU on per-CPU maps, so the kernel never writes past it.
+        return withUnsafeTemporaryAllocation(byteCount: valuesPerKey * valueStride, alignment: 8) { buffer in
+            guard bpf_map_lookup_elem(fd, &k, buffer.baseAddress) == 0 else { return nil }
+            return buffer.baseAddress!.loadUnaligned(as: Value.self)
+        }
+    }
+
+    /// Writes one value (not on per-CPU or array-valued maps).
+    func update(_ key: Key, _ value: Value, flags: UInt64 = UInt64(BPF_ANY)) throws {
+        let fd = try descriptor()
+        guard valuesPerKey == 1 else {
+            throw TracerError.mapAccess(map: name, operation: "update one value (it holds \(valuesPerKey) per key)", errno: Errno(EINVAL))
+        }
+        var k = key, v = value
+        let rc = bpf_map_update_elem(fd, &k, &v, flags)
+        if rc != 0 { throw TracerError.mapAccess(map: name, operation: "update", errno: Errno(rc)) }
+    }
+
+    /// Removes `key`; false if it was not there (or the map is gone).
+    @discardableResult
+    func delete(_ key: Key) -> Bool {
+        guard let fd = try? descriptor() else { return false }
+        var k = key
+        return bpf_map_delete_elem(fd, &k) == 0
+    }
+
+    /// Every key, in the kernel's iteration order.
+    func keys() throws -> [Key] {
+        let fd = try descriptor()
+        let size = MemoryLayout<Key>.size
+        return try withUnsafeTemporaryAllocation(byteCount: 2 * max(size, 1), alignment: 8) { buffer in
+            let current = buffer.baseAddress!, next = buffer.baseAddress! + max(size, 1)
+            var keys: [Key] = []
+            var rc = bpf_map_get_next_key(fd, nil, next)
+            while rc == 0 {
+                keys.append(next.loadUnaligned(as: Key.self))
+                current.copyMemory(from: next, byteCount: size)
+                rc = bpf_map_get_next_key(fd, current, next)
+            }
+            if Errno(rc) != Errno.noEntry {
+                throw TracerError.mapAccess(map: name, operation: "iterate", errno: Errno(rc))
+            }
+            return keys
+        }
+    }
+
+    private func closedError(_ what: String) -> TracerError {
+        TracerError.mapAccess(map: name, operation: "\(what) (the object \(object.name) was closed)", errno: Errno(EBADF))
+    }
+}
+
+/// A ring-buffer map of an opened `BPFObject`, found and type-checked once.
+struct BPFRingBufferMap {
+    let name: String
+    let object: BPFObject
+    private let map: OpaquePointer
+
+    init(_ object: BPFObject, _ name: String) throws {
+        guard let map = bpf_object__find_map_by_name(object.handle, name) else {
+            throw TracerError.unknownMap(map: name, object: object.name)
+        }
+        guard bpf_map__type(map) == BPF_MAP_TYPE_RINGBUF else {
+            throw TracerError.mapTypeMismatch(map: name, object: object.name, expected: "a ring buffer", found: "map type \(bpf_map__type(map).rawValue)")
+        }
+        self.name = name
+        self.object = object
+        self.map = map
+    }
+
+    var maxEntries: UInt32 { bpf_map__max_entries(map) }
+
+    /// Before load only: the ring's size in bytes (a power of two, at least a page).
+    func setMaxEntries(_ bytes: UInt32) throws {
+        let rc = object.isClosed ? -EBADF : bpf_map__set_max_entries(map, bytes)
+        if rc != 0 { throw TracerError.mapAccess(map: name, operation: "set the size \(bytes) of", errno: Errno(rc)) }
+    }
+
+    func descriptor() throws -> Int32 {
+        let fd = object.isClosed ? -1 : bpf_map__fd(map)
+        guard fd >= 0 else {
+            throw TracerError.mapAccess(map: name, operation: "use (the object \(object.name) is not loaded, or closed)", errno: Errno(EBADF))
+        }
+        return fd
+    }
+}
+
+/// A program of an opened `BPFObject`, found once by name: attached, or run
+/// by user space (BPF_PROG_TEST_RUN on a `SEC("syscall")` program).
+struct BPFProgram {
+    let name: String
+    let object: BPFObject
+    private let program: OpaquePointer
+
+    init(_ object: BPFObject, _ name: String) throws {
+        guard let program = bpf_object__find_program_by_name(object.handle, name) else {
+            throw TracerError.unknownProgram(program: name, object: object.name)
+        }
+        self.name = name
+        self.object = object
+        self.program = program
+    }
+
+    /// Attaches the loaded program where its SEC() says.
+    func attach(tier: AttachTier) throws -> BPFLink {
+        guard !object.isClosed else { throw TracerError.attachFailed(tier: tier, program: name, errno: Errno(EBADF)) }
+        errno = 0
+        guard let link = bpf_program__attach(program) else {
+            throw TracerError.attachFailed(tier: tier, program: name, errno: Errno.current)
+        }
+        return BPFLink(handle: link, program: name)
+    }
+
+    /// Runs the loaded program once with `context` as its argument; the
+    /// kernel copies the context back, so outputs land in it.
+    func run<Context>(context: inout Context) throws {
+        let fd = object.isClosed ? -1 : bpf_program__fd(program)
+        guard fd >= 0 else { throw TracerError.programRun(program: name, object: object.name, errno: Errno(EBADF)) }
+        var opts = bpf_test_run_opts()
+        opts.sz = MemoryLayout<bpf_test_run_opts>.size
+        let rc = withUnsafeMutableBytes(of: &context) { ctx -> Int32 in
+            opts.ctx_in = UnsafeRawPointer(ctx.baseAddress)
+            opts.ctx_size_in = UInt32(ctx.count)
+            return bpf_prog_test_run_opts(fd, &opts)
+        }
+        if rc != 0 { throw TracerError.programRun(program: name, object: object.name, errno: Errno(rc)) }
+    }
+}
