@@ -43,9 +43,16 @@ extension Machine {
     /// oom_badness: rss + swap entries + page-table pages + oom_score_adj × (totalpages / 1000).
     /// nil (LONG_MIN) for an exempt process: oom_score_adj −1000, init (pid 1), or no mm.
     func badness(_ task: Task, totalPages: Int) -> Int? {
-        guard task.alive, task.pid != 1, let mm = task.mm, task.oomScoreAdj != -1000 else { return nil }
-        let points = mm.rss.total + mm.rss.swapEntries + mm.pageTable.pgtablesPages
-        return points + task.oomScoreAdj * (totalPages / 1000)
+        guard task.alive, task.pid != 1, let mm = task.mm else { return nil }
+        return Machine.oomBadness(rssPages: mm.rss.total, swapPages: mm.rss.swapEntries, pageTablePages: mm.pageTable.pgtablesPages,
+                                  oomScoreAdj: task.oomScoreAdj, totalPages: totalPages)
+    }
+
+    /// oom_badness's arithmetic on a process's figures (mm/oom_kill.c): nil
+    /// for oom_score_adj −1000. Also used on real processes (the live forecast).
+    public static func oomBadness(rssPages: Int, swapPages: Int, pageTablePages: Int, oomScoreAdj: Int, totalPages: Int) -> Int? {
+        guard oomScoreAdj != -1000 else { return nil }
+        return rssPages + swapPages + pageTablePages + oomScoreAdj * (totalPages / 1000)
     }
 
     /// oom_badness of a process against the global totalpages; nil if it is exempt.

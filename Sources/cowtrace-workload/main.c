@@ -35,6 +35,8 @@
  * With --handshake the parent prints "ready PID" once the region is prepared
  * and waits for a byte on stdin before it forks, so a tracer can take a
  * baseline of the program's own start-up faults.
+ * --rate MIB_PER_S paces every write step to that speed (a snapshot child
+ * that copies at a known rate, for the live forecast's test).
  * --child-oom-score-adj N: the child writes N to /proc/self/oom_score_adj
  * right after the fork, so a memory-cgroup OOM picks it (parent and child
  * have the same rss after a fork; the OOM test wants the child killed).
@@ -93,6 +95,7 @@ static struct {
 	int handshake;
 	int child_oom_score_adj; /* written by the child when child_oom_score_adj_set */
 	int child_oom_score_adj_set;
+	double write_mib_per_second; /* --rate: writes paced to this speed (0: as fast as it can) */
 	int storm_forks;
 	int parallel;
 	int time_storm;
@@ -123,7 +126,7 @@ static void usage(void)
 {
 	puts("usage: cowtrace-workload [--pages N] [--mib N] [--zero-pages N] [--map anon|shared-file|private-file]\n"
 	     "                         [--prefault write|read|none] [--no-fork] [--thp] [--file-nohugepage] [--dir DIR] [--handshake]\n"
-	     "                         [--child-oom-score-adj N]\n"
+	     "                         [--child-oom-score-adj N] [--rate MIB_PER_S]\n"
 	     "                         [--storm FORKS [--parallel K] [--time]] STEP...\n"
 	     "steps: child|parent:write|twrite|read|zwrite:FROM:TO[:STRIDE], child:exit, child:exec\n"
 	     "       CHILDSTEP+PARENTSTEP runs both at the same time\n"
@@ -215,12 +218,25 @@ static void touch_region(volatile unsigned char *base, long pages, long from, lo
 	uint64_t *before = write ? read_pagemap(base, from, to) : NULL;
 	if (write && !before)
 		truth.known = 0;
+	struct timespec start;
+	clock_gettime(CLOCK_MONOTONIC, &start);
 	for (long i = from; i < to; i += stride) {
 		volatile unsigned char *p = base + i * page_size;
 		if (write)
 			*p = (unsigned char)(i + 1);
 		else
 			(void)*p;
+		/* --rate: every 64 pages, sleep until the pace allows the next ones. */
+		if (write && opt.write_mib_per_second > 0 && ((i - from) / stride) % 64 == 63) {
+			double due = (double)((i - from) / stride + 1) * page_size / (opt.write_mib_per_second * 1048576.0);
+			struct timespec now;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			double ahead = due - ((now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) / 1e9);
+			if (ahead > 0) {
+				struct timespec pause = { (time_t)ahead, (long)((ahead - (time_t)ahead) * 1e9) };
+				nanosleep(&pause, NULL);
+			}
+		}
 	}
 	if (!before)
 		return;
@@ -515,6 +531,7 @@ int main(int argc, char **argv)
 		{ "dir", required_argument, 0, 'd' },   { "storm", required_argument, 0, 's' },
 		{ "parallel", required_argument, 0, 'j' }, { "noop", no_argument, 0, 'z' }, { "handshake", no_argument, 0, 'H' },
 		{ "time", no_argument, 0, 'T' },        { "child-oom-score-adj", required_argument, 0, 'O' },
+		{ "rate", required_argument, 0, 'R' },
 		{ "help", no_argument, 0, 'h' },        { 0, 0, 0, 0 },
 	};
 	page_size = sysconf(_SC_PAGESIZE);
@@ -549,6 +566,11 @@ int main(int argc, char **argv)
 			opt.child_oom_score_adj_set = 1;
 			if (opt.child_oom_score_adj < -1000 || opt.child_oom_score_adj > 1000)
 				usage_error("--child-oom-score-adj must be -1000..1000");
+			break;
+		case 'R':
+			opt.write_mib_per_second = atof(optarg);
+			if (!(opt.write_mib_per_second > 0))
+				usage_error("--rate wants MiB per second above 0");
 			break;
 		case 'z': return 0; /* the image a child:exec step runs */
 		case 'h': usage(); return 0;

@@ -1,3 +1,4 @@
+import CowTraceForecast
 import CowTraceFormat
 import ArgumentParser
 import CowTraceKit
@@ -52,11 +53,15 @@ struct Stat: ParsableCommand, OptionChecks {
     @Option(help: ArgumentHelp("Write the user stacks of copy faults to this file as folded stacks (for flamegraph.pl or speedscope), symbolized from each process's ELF symbols. Frames beyond the faulting function need frame pointers.", valueName: "file"))
     var stacks: String?
 
+    @Flag(help: "Also forecast each live fork whose child has not exec'd: shared bytes, copy rate, the headroom of its memory cgroup or the host, time to exhaustion and the likely OOM victim (text: a line under the table for each fork at risk; json: a \"forecast\" array). See docs/forecast.md.")
+    var forecast = false
+
     @OptionGroup var selection: SelectionOptions
 
     func checkOptions() throws {
         try TimeOption.check(interval, "interval")
         if let count, count <= 0 { throw ValidationError("count must be at least 1") }
+        if forecast && format == .csv { throw ValidationError("--forecast prints under text tables or into json lines, not csv (--format text|json)") }
     }
 
     func run() throws {
@@ -82,6 +87,7 @@ struct Stat: ParsableCommand, OptionChecks {
         var history = TraceHistory()
         let period = interval ?? (selection.command.isEmpty ? 1 : .infinity)
         var renderer = TableRenderer(format: format, maxRows: format == .text ? top : 0)
+        let forecaster = forecast ? LiveForkForecaster(window: max(2, 2.5 * (period.isFinite ? period : 1)), pageSize: tracer.pageSize) : nil
         var printed = 0
         while true {
             StopSignal.sleep(period.isFinite ? period : 3600) {
@@ -97,7 +103,21 @@ struct Stat: ParsableCommand, OptionChecks {
             let snapshot = history.merge(try tracer.snapshot(), retiringFrom: tracer)
             let table = ProcessTable(snapshot: snapshot, tier: tracer.tier, pageSize: tracer.pageSize, showsThreads: threads)
             if period.isFinite || isLast {
-                print(renderer.render(table, at: Date(), final: isLast), terminator: format == .text ? "\n" : "")
+                var rendered = renderer.render(table, at: Date(), final: isLast)
+                if let risks = forecaster?.update(snapshot) {
+                    switch format {
+                    case .text:
+                        for r in risks where r.atRisk { rendered += "forecast: " + r.text + "\n" }
+                    case .json:
+                        // One more key in the interval's object: "forecast": every live fork.
+                        if let close = rendered.lastIndex(of: "}") {
+                            rendered.insert(contentsOf: ",\"forecast\":[" + risks.map(\.json).joined(separator: ",") + "]", at: close)
+                        }
+                    case .csv:
+                        break
+                    }
+                }
+                print(rendered, terminator: format == .text ? "\n" : "")
                 fflush(stdout)
                 printed += 1
                 for report in (oomWatcher?.reports ?? []).dropFirst(oomPrinted) {

@@ -66,6 +66,76 @@ final class ForecastCLITests: XCTestCase {
         XCTAssertEqual(victim["is_child"] as? Bool, !parentKilled, "forecast victim \(victim) vs the kernel's (parent killed: \(parentKilled))")
     }
 
+    /// The issue's scenario, live: the same fork, its child (oom_score_adj 800)
+    /// rewriting every page at 30 MiB/s, under `stat --forecast`. The forecast
+    /// must flag the fork at risk at least 0.5 s before the kernel's kill,
+    /// in the right cgroup, naming the child as the likely victim.
+    func testStatForecastFlagsTheForkBeforeTheOOMKill() throws {
+        try requireBPF()
+        let limit: UInt64 = 256 << 20, pages = 180 * 256
+        let cgroup = try TemporaryMemoryCgroup(limitBytes: limit)
+        defer { cgroup.remove() }
+        let script = "echo $$ > \"$1\" && shift && exec \"$@\""
+        let (pid, output, input) = try Subprocess.spawn(
+            ["/bin/sh", "-c", script, "sh", cgroup.procsFile, productPath("cowtrace-workload"), "--handshake", "--rate", "30",
+             "--child-oom-score-adj", "800", "--pages", "\(pages)", "child:write:0:\(pages)", "child:exit"],
+            captureOutput: true, pipeInput: true)
+        defer { kill(pid, SIGKILL); _ = Subprocess.wait(pid) }
+        var line = Data()
+        while let output {
+            let byte = output.readData(ofLength: 1)
+            if byte.isEmpty || byte == Data("\n".utf8) { break }
+            line.append(byte)
+        }
+        XCTAssertTrue(String(decoding: line, as: UTF8.self).hasPrefix("ready"))
+
+        // The fork and its kill are watched from a second thread; stat runs from
+        // this one (a process spawned from a Dispatch thread inherits its
+        // blocked SIGINT, and could not be stopped).
+        final class Box: @unchecked Sendable { var killedAt: Date?; var text = "" }
+        let box = Box()
+        let done = DispatchSemaphore(value: 0)
+        let inputHandle = input, outputHandle = output
+        DispatchQueue.global().async {
+            Thread.sleep(forTimeInterval: 2) // stat attached, a baseline table or two
+            let kills = Self.oomKills(cgroup)
+            inputHandle?.write(Data("g".utf8))
+            try? inputHandle?.close()
+            let deadline = Date().addingTimeInterval(8)
+            while box.killedAt == nil && Date() < deadline {
+                if Self.oomKills(cgroup) > kills { box.killedAt = Date() } else { usleep(10_000) }
+            }
+            box.text = String(decoding: outputHandle?.readDataToEndOfFile() ?? Data(), as: UTF8.self)
+            done.signal()
+        }
+        let result = try runProduct("cowtrace", ["stat", "-p", "\(pid)", "--forecast", "--format", "json", "0.2"], interruptAfter: 9)
+        done.wait()
+        _ = Subprocess.waitForExit(pid)
+        let killedAt = box.killedAt, text = box.text
+        let kill = try XCTUnwrap(killedAt, "no OOM kill in the cgroup within 8 s")
+        XCTAssertTrue(text.contains("\"child_status\":9,"), "the child was the kernel's victim: \(text.suffix(200))")
+
+        let iso = ISO8601DateFormatter()
+        iso.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        var flagged: (time: Date, risk: [String: Any])?
+        for l in result.stdout.split(separator: "\n") {
+            guard let o = try? JSONSerialization.jsonObject(with: Data(l.utf8)) as? [String: Any],
+                  let forecast = o["forecast"] as? [[String: Any]], let t = (o["time"] as? String).flatMap(iso.date) else { continue }
+            if let r = forecast.first(where: { $0["at_risk"] as? Bool == true }) { flagged = (t, r); break }
+        }
+        let (time, risk) = try XCTUnwrap(flagged, "no interval flagged the fork at risk: \(result.stdout.suffix(600)) \(result.stderr)")
+        print("stat --forecast: flagged \(String(format: "%.2f", kill.timeIntervalSince(time))) s before the kill: \(risk)")
+        XCTAssertGreaterThanOrEqual(kill.timeIntervalSince(time), 0.5, "flagged \(time), killed \(kill)")
+        XCTAssertEqual(risk["domain"] as? String, cgroup.cgroupPath)
+        XCTAssertEqual(risk["parent_pid"] as? Int, Int(pid))
+        let child = try XCTUnwrap(risk["child_pid"] as? Int)
+        XCTAssertEqual(risk["likely_victim_pid"] as? Int, child, "oom_score_adj 800 makes the child the victim")
+        // Shared: the 180 MiB region less what was copied by then (at most 30 MiB/s × the 0.2 s interval + slack).
+        let shared = try XCTUnwrap(risk["shared_bytes"] as? UInt64)
+        XCTAssertLessThanOrEqual(shared, UInt64(pages) * 4096 + (2 << 20))
+        XCTAssertGreaterThan(shared, UInt64(limit) / 2)
+    }
+
     static func oomKills(_ cgroup: TemporaryMemoryCgroup) -> Int {
         let file = cgroup.hierarchy.version == .v2 ? "memory.events" : "memory.oom_control"
         let text = (try? String(contentsOfFile: cgroup.path + "/" + file, encoding: .utf8)) ?? ""
