@@ -38,7 +38,7 @@ public struct RecordedClassCounts: Equatable, Sendable {
         case .zeroFill: return zeroFills
         case .fileCopy: return fileCopies
         case .sharedWrite: return sharedWrites
-        case .other: return other
+        default: return other   // .other (a simulator outcome is never recorded)
         }
     }
 
@@ -50,7 +50,7 @@ public struct RecordedClassCounts: Equatable, Sendable {
         case .zeroFill: zeroFills &+= n
         case .fileCopy: fileCopies &+= n
         case .sharedWrite: sharedWrites &+= n
-        case .other: other &+= n
+        default: other &+= n   // .other (a simulator outcome is never recorded)
         }
     }
 

@@ -161,7 +161,7 @@ public enum TraceFormat {
     public static let recordSchema: [TraceRecordSchema] = {
         func f(_ name: String, _ type: String) -> TraceFieldSchema { TraceFieldSchema(name: name, type: type) }
         // Enum annotations follow the Swift enums, so new cases show up by themselves.
-        let faultClass = enumType(RecordedFaultClass.self, "RecordedFaultClass")
+        let faultClass = enumType(FaultClass.kernelCases, "RecordedFaultClass")
         let faultKind = enumType(RecordedFaultKind.self, "RecordedFaultKind")
         let op = enumType(AddressSpaceOp.self, "AddressSpaceOp")
         let loss = enumType(LossReason.self, "LossReason")
@@ -220,7 +220,12 @@ public enum TraceFormat {
     /// "u8 enum Name {0 a, 1 b}" from the cases of a UInt8 enum.
     static func enumType<E: CaseIterable & RawRepresentable>(_ type: E.Type, _ name: String) -> String
     where E.RawValue == UInt8 {
-        "u8 enum \(name) {" + E.allCases.map { "\($0.rawValue) \(String(describing: $0))" }.joined(separator: ", ") + "}"
+        enumType(Array(E.allCases), name)
+    }
+
+    /// "u8 enum Name {0 a, 1 b}" from some cases of a UInt8 enum.
+    static func enumType<E: RawRepresentable>(_ cases: [E], _ name: String) -> String where E.RawValue == UInt8 {
+        "u8 enum \(name) {" + cases.map { "\($0.rawValue) \(String(describing: $0))" }.joined(separator: ", ") + "}"
     }
 
     /// Name of a record type id ("fault"), or "type N" for unknown ids.

@@ -183,7 +183,7 @@ public final class TraceReplayer {
         var verdicts = [KernelVerdict?](repeating: nil, count: sorted.count)
         var fold = KernelFaultFold()
         let settle = { (f: ClassifiedFault) in
-            verdicts[f.index] = KernelVerdict(cls: ReplayClass(f.faultClass), inferred: f.inferred,
+            verdicts[f.index] = KernelVerdict(cls: ReplayClass(kernel: f.faultClass), inferred: f.inferred,
                                               resolvedAt: f.resolvedAt, overBy: f.overBy)
         }
         var sawSharedWriteClass = false
