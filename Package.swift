@@ -55,14 +55,16 @@ let package = Package(
         .target(name: "CowTraceRedis", dependencies: ["CowTraceKit"]),
         // The recording's report: per-process totals, HTML and SVG, from the file format alone (no libbpf).
         .target(name: "CowTraceReport", dependencies: ["CowTraceFormat"]),
+        // The one fault-class type: the kernel's classes (bpf/cowtrace.h's values) and the simulator's outcomes.
+        .target(name: "CowTraceFaultClass"),
         // The simulated MMU: no BPF dependency, deterministic, single-threaded.
-        .target(name: "MMUSim"),
+        .target(name: "MMUSim", dependencies: ["CowTraceFaultClass"]),
         // MMUSim's scenario language: parse (YAML), built-ins, run, report.
         .target(name: "MMUSimScenario", dependencies: ["MMUSim", .product(name: "Yams", package: "Yams")]),
         // The recording file format (`cowtrace record`): blocks with checksums,
-        // readable up to the damage. Foundation and zlib only, so that the fuzz
-        // script can compile it on its own.
-        .target(name: "CowTraceFormat", linkerSettings: [.linkedLibrary("z")]),
+        // readable up to the damage. Foundation, zlib and CowTraceFaultClass only,
+        // so that the fuzz script can compile it on its own (with that one file).
+        .target(name: "CowTraceFormat", dependencies: ["CowTraceFaultClass"], linkerSettings: [.linkedLibrary("z")]),
         // Replays a recording through the simulated MMU and compares it with the kernel's classes.
         .target(name: "CowTraceReplay", dependencies: ["CowTraceFormat", "MMUSim"]),
         // Simulated fault events per second, fork time and memory per simulated page (run with -c release).
@@ -91,7 +93,7 @@ let package = Package(
                           cSettings: [.unsafeFlags(["-fno-omit-frame-pointer"])]),
         // Skips BPF tests when not root, and fails them when COWTRACE_REQUIRE_BPF=1 (CI).
         .target(name: "CowTraceTestSupport", dependencies: ["CowTraceKit", "CowTraceSelfTest"], path: "Tests/CowTraceTestSupport"),
-        .testTarget(name: "CowTraceKitTests", dependencies: ["CowTraceKit", "CowTraceSelfTest", "CBPF", "CowTraceTestSupport"]),
+        .testTarget(name: "CowTraceKitTests", dependencies: ["CowTraceKit", "CowTraceSelfTest", "CBPF", "CowTraceFaultClass", "CowTraceTestSupport"]),
         .testTarget(name: "MMUSimTests", dependencies: ["MMUSim"]),
         .testTarget(name: "MMUSimScenarioTests", dependencies: ["MMUSimScenario", "MMUSim"]),
         .testTarget(name: "CowTraceReportTests", dependencies: ["CowTraceReport", "CowTraceFormat"]),

@@ -1,6 +1,6 @@
 // libFuzzer target for TraceFileReader (scripts/fuzz builds and runs it).
 //
-// Compiled together with Sources/CowTraceFormat/*.swift into one module, so
+// Compiled together with Sources/CowTraceFaultClass/*.swift and Sources/CowTraceFormat/*.swift into one module, so
 // it can use the internal encoder. For every input it:
 //   1. reads the bytes strictly, with salvage, and streaming with salvage,
 //      and checks that the three agree;

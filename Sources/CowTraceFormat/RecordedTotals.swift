@@ -2,16 +2,9 @@
 /// alone (no model): the kernel's class of every write-protect fault, forks,
 /// execs, exits, losses and the kernel's own counters.
 ///
-/// The kernel's class of a write-protect fault: a `fault` record of kind
-/// `.writeProtect` opens a fault of its thread; the `resolve` records of the
-/// same thread that follow it (before the thread's next `fault` record) give
-/// its class, the last one winning (a copy re-classified as a file copy); a
-/// fault without a resolve is a reuse, unless the fault record itself carries
-/// a class (shared-write on the fentry and kprobe tiers). A first-touch write
-/// whose last resolve is a file copy (do_cow_fault: a MAP_PRIVATE file page
-/// copied on a not-present write) counts as a write-protect fault of that
-/// class, as the kernel's counters count it. Records are folded in time order
-/// (`RecordedTotals.sortedByTime`).
+/// The kernel's class of every write-protect fault comes from
+/// `KernelFaultFold` (the rules are there), the same fold `replay` and
+/// `check` use. Records are folded in time order (`RecordedTotals.sortedByTime`).
 
 /// Write-protect faults by the kernel's class.
 public struct RecordedClassCounts: Equatable, Sendable {
@@ -45,7 +38,7 @@ public struct RecordedClassCounts: Equatable, Sendable {
         case .zeroFill: return zeroFills
         case .fileCopy: return fileCopies
         case .sharedWrite: return sharedWrites
-        case .other: return other
+        default: return other   // .other (a simulator outcome is never recorded)
         }
     }
 
@@ -57,7 +50,7 @@ public struct RecordedClassCounts: Equatable, Sendable {
         case .zeroFill: zeroFills &+= n
         case .fileCopy: fileCopies &+= n
         case .sharedWrite: sharedWrites &+= n
-        case .other: other &+= n
+        default: other &+= n   // .other (a simulator outcome is never recorded)
         }
     }
 
@@ -80,10 +73,19 @@ public struct ClassifiedFault: Equatable, Sendable {
     public var inferred: Bool
     /// A first-touch write resolved as a file copy (do_cow_fault), not a write-protect fault record.
     public var firstTouch: Bool
+    /// The fault record's position in the time-ordered records (-1: not given).
+    public var index: Int
+    /// When the fault was last resolved (the copy's allocation); nil with no resolve.
+    public var resolvedAt: UInt64?
+    /// When its thread was next seen doing something else (a fault, an
+    /// address-space syscall, exec, exit): the fault was over by then.
+    public var overBy: UInt64?
     public init(time: UInt64, pid: Int32, tid: Int32, address: UInt64, ip: UInt64,
-                faultClass: RecordedFaultClass, inferred: Bool, firstTouch: Bool = false) {
+                faultClass: RecordedFaultClass, inferred: Bool, firstTouch: Bool = false,
+                index: Int = -1, resolvedAt: UInt64? = nil, overBy: UInt64? = nil) {
         self.time = time; self.pid = pid; self.tid = tid; self.address = address; self.ip = ip
         self.faultClass = faultClass; self.inferred = inferred; self.firstTouch = firstTouch
+        self.index = index; self.resolvedAt = resolvedAt; self.overBy = overBy
     }
 }
 
@@ -247,10 +249,13 @@ public struct RecordedTotals: Equatable, Sendable {
     /// The kernel's class of every write-protect fault in `sorted` (records in
     /// time order), handed to `body` in the order the faults are settled: when
     /// their thread faults again, or at the end.
-    public static func forEachClassifiedFault(_ sorted: [TraceRecord], _ body: (ClassifiedFault) -> Void) {
-        var classifier = FaultClassifier()
-        for r in sorted { classifier.feed(r, body) }
-        classifier.finish(body)
+    /// The fold is `KernelFaultFold`; returns the resolve records it could not match.
+    @discardableResult
+    public static func forEachClassifiedFault(_ sorted: [TraceRecord], _ body: (ClassifiedFault) -> Void) -> UInt64 {
+        var fold = KernelFaultFold()
+        for (i, r) in sorted.enumerated() { fold.feed(r, at: i, body) }
+        fold.finish(body)
+        return fold.unmatchedResolves
     }
 
     /// The kernel's copies-per-interval histogram of one process from its copy
@@ -322,7 +327,7 @@ public struct RecordedTotals: Equatable, Sendable {
     }
 
     private mutating func fold(_ sorted: [TraceRecord]) {
-        var classifier = FaultClassifier()
+        var classifier = KernelFaultFold()
         // Copy times per pid, for the copies-per-interval histograms.
         var copyTimes: [Int32: [UInt64]] = [:]
         var forkPairs = Set<Int64>()
@@ -339,8 +344,8 @@ public struct RecordedTotals: Equatable, Sendable {
             }
         }
 
-        for record in sorted {
-            classifier.feed(record, settle)
+        for (i, record) in sorted.enumerated() {
+            classifier.feed(record, at: i, settle)
             switch record {
             case .process(let r):
                 touch(r.pid, r.time)
@@ -429,21 +434,62 @@ public struct RecordedTotals: Equatable, Sendable {
 @inline(__always)
 func log2Bucket(_ v: UInt64) -> Int { v < 2 ? 0 : 63 - v.leadingZeroBitCount }
 
-/// Settles write-protect faults as records come by (in time order).
-struct FaultClassifier {
+/// The one fold from fault and resolve records to the kernel's class of each
+/// write-protect fault, used by `cowtrace report` (RecordedTotals) and by
+/// `replay`/`check` (TraceReplayer). It follows what the kernel does
+/// (bpf/cowtrace_fault_*.bpf.h), records in time order:
+///
+/// - A `fault` record of kind `.writeProtect` or `.firstTouchWrite` opens the
+///   thread's fault; the thread's next `fault` record (any kind) settles it
+///   first. The kernel keeps one pending fault per thread (per CPU, the
+///   thread's own exception): nothing resolves a fault once its thread faults again.
+/// - A `resolve` record re-resolves the thread's latest open fault, the last
+///   one winning (a copy re-classified as a file copy on rss_stat). A resolve
+///   with no open fault of its thread and pid is unmatched (its fault was lost,
+///   or never traced). A first-touch write takes only what the kernel sends for
+///   one: file-copy, or its undoing (`.unresolved`).
+/// - A `.unresolved` resolve means "not a copy-on-write fault after all" (the
+///   kernel sends it when a not-present write's file copy was a swap-in): it
+///   undoes the earlier resolves. A first-touch write so undone is no
+///   write-protect fault; a write-protect fault so undone has the class its
+///   fault record carries, else it is a reuse (as with no resolve at all).
+/// - An `exit` record settles its thread's open fault. The kernel emits exit
+///   at the last thread's sched_process_exit, after every fault and resolve of
+///   that thread (6.1's rss-cache fold, which may turn a copy into a file copy,
+///   runs earlier in do_exit); a later resolve with that tid is a new
+///   thread's, whose fault was not recorded: unmatched.
+/// - A write-protect fault with no (remaining) resolve has the class its fault
+///   record carries (shared-write on the fentry and kprobe tiers), else it is
+///   a reuse, `inferred` (the kernel derives reuses: wp_faults minus the rest).
+///   A first-touch write is a fault only when its last resolve is a file copy
+///   (do_cow_fault), counted as a write-protect fault of that class, as the
+///   kernel's counters count it.
+/// - Faults still open at the end are settled in fault-time order.
+public struct KernelFaultFold {
     private struct Pending {
         var fault: FaultRecord
+        var index: Int
         var resolved: RecordedFaultClass?
+        var resolvedAt: UInt64?
+        /// The thread's first address-space syscall, exec or exit after the fault.
+        var over: UInt64?
     }
     private var pending: [Int32: Pending] = [:]
-    var unmatchedResolves: UInt64 = 0
+    /// Resolve records with no open fault of their thread.
+    public private(set) var unmatchedResolves: UInt64 = 0
+    /// Resolve records seen.
+    public private(set) var resolves: UInt64 = 0
 
-    private static func settle(_ p: Pending) -> ClassifiedFault? {
+    public init() {}
+
+    private static func settle(_ p: Pending, at next: UInt64?) -> ClassifiedFault? {
         let f = p.fault
+        let overBy = [next, p.over].compactMap { $0 }.min()
         if f.kind == .firstTouchWrite {
             guard p.resolved == .fileCopy else { return nil }
             return ClassifiedFault(time: f.time, pid: f.pid, tid: f.tid, address: f.address, ip: f.ip,
-                                   faultClass: .fileCopy, inferred: false, firstTouch: true)
+                                   faultClass: .fileCopy, inferred: false, firstTouch: true,
+                                   index: p.index, resolvedAt: p.resolvedAt, overBy: overBy)
         }
         var cls: RecordedFaultClass = .reuse
         var inferred = false
@@ -455,35 +501,47 @@ struct FaultClassifier {
             inferred = true
         }
         return ClassifiedFault(time: f.time, pid: f.pid, tid: f.tid, address: f.address, ip: f.ip,
-                               faultClass: cls, inferred: inferred)
+                               faultClass: cls, inferred: inferred,
+                               index: p.index, resolvedAt: p.resolvedAt, overBy: overBy)
     }
 
-    mutating func feed(_ record: TraceRecord, _ body: (ClassifiedFault) -> Void) {
+    /// Feeds the record at position `index` of the time-ordered records;
+    /// `body` gets the faults this record settles.
+    public mutating func feed(_ record: TraceRecord, at index: Int = -1, _ body: (ClassifiedFault) -> Void) {
         switch record {
         case .fault(let f):
-            if let p = pending.removeValue(forKey: f.tid), let c = Self.settle(p) { body(c) }
-            if f.kind != .firstTouchRead { pending[f.tid] = Pending(fault: f, resolved: nil) }
+            if let p = pending.removeValue(forKey: f.tid), let c = Self.settle(p, at: f.time) { body(c) }
+            if f.kind != .firstTouchRead { pending[f.tid] = Pending(fault: f, index: index) }
         case .resolve(let r):
-            // A first-touch write takes only what the kernel sends for one: file-copy, or its undoing.
+            resolves += 1
             if var p = pending[r.tid], p.fault.pid == r.pid,
                p.fault.kind == .writeProtect || r.faultClass == .fileCopy || r.faultClass == .unresolved {
                 p.resolved = r.faultClass
+                p.resolvedAt = r.time
                 pending[r.tid] = p
             } else {
                 unmatchedResolves += 1
             }
+        case .addressSpace(let a):
+            markOver(a.tid, a.time)
+        case .exec(let e):
+            markOver(e.tid, e.time)
         case .exit(let e):
             // The thread is gone: its open fault is settled (a new thread may reuse the tid).
-            if let p = pending.removeValue(forKey: e.tid), let c = Self.settle(p) { body(c) }
+            if let p = pending.removeValue(forKey: e.tid), let c = Self.settle(p, at: e.time) { body(c) }
         default:
             break
         }
     }
 
-    mutating func finish(_ body: (ClassifiedFault) -> Void) {
-        // Settled in fault-time order, so that the output does not depend on hashing.
+    private mutating func markOver(_ tid: Int32, _ time: UInt64) {
+        if pending[tid] != nil, pending[tid]!.over == nil { pending[tid]!.over = time }
+    }
+
+    /// Settles the faults still open, in fault-time order (so that the output does not depend on hashing).
+    public mutating func finish(_ body: (ClassifiedFault) -> Void) {
         for p in pending.values.sorted(by: { ($0.fault.time, $0.fault.tid) < ($1.fault.time, $1.fault.tid) }) {
-            if let c = Self.settle(p) { body(c) }
+            if let c = Self.settle(p, at: nil) { body(c) }
         }
         pending.removeAll()
     }

@@ -269,7 +269,7 @@ public enum TraceFileReader {
             guard length <= available else {
                 return .recordOverrun(offset: fileOffset + i, length: length, available: available)
             }
-            if type == 8 {
+            if type == TraceFormat.RecordType.fault.rawValue {
                 // fault: the hot path.
                 guard length >= 38 else {
                     return .recordTooShort(offset: fileOffset + i, type: type, length: length, needed: 38)
@@ -278,7 +278,7 @@ public enum TraceFileReader {
                     return .invalidValue(offset: fileOffset + i, field: "fault kind",
                                          value: UInt64(r.load(fromByteOffset: 36, as: UInt8.self)))
                 }
-                guard let cls = RecordedFaultClass(rawValue: r.load(fromByteOffset: 37, as: UInt8.self)) else {
+                guard let cls = FaultClass(rawValue: r.load(fromByteOffset: 37, as: UInt8.self)) else {
                     return .invalidValue(offset: fileOffset + i, field: "fault class",
                                          value: UInt64(r.load(fromByteOffset: 37, as: UInt8.self)))
                 }
@@ -294,11 +294,11 @@ public enum TraceFileReader {
                 try sink.accept(.fault(FaultRecord(
                     time: load64(r, 4), pid: loadI32(r, 12), tid: loadI32(r, 16),
                     address: load64(r, 20), ip: load64(r, 28), kind: kind, faultClass: cls, mapping: mapping)))
-            } else if type == 9 {
+            } else if type == TraceFormat.RecordType.resolve.rawValue {
                 guard length >= 29 else {
                     return .recordTooShort(offset: fileOffset + i, type: type, length: length, needed: 29)
                 }
-                guard let cls = RecordedFaultClass(rawValue: r.load(fromByteOffset: 28, as: UInt8.self)) else {
+                guard let cls = FaultClass(rawValue: r.load(fromByteOffset: 28, as: UInt8.self)) else {
                     return .invalidValue(offset: fileOffset + i, field: "resolve class",
                                          value: UInt64(r.load(fromByteOffset: 28, as: UInt8.self)))
                 }
@@ -360,42 +360,42 @@ public enum TraceFileReader {
         func invalid(_ field: String, _ value: UInt8) -> OtherResult {
             .problem(.invalidValue(offset: fileOffset, field: field, value: UInt64(value)))
         }
-        switch type {
-        case 1:
+        switch TraceFormat.RecordType(rawValue: type) {
+        case .process?:
             let time = u64(), pid = i32(), ppid = i32(), uid = u32(), comm = str()
             if tooShort { return short() }
             let startBrk = u64(), brk = u64(), startStack = u64()
             return .record(.process(ProcessRecord(time: time, pid: pid, ppid: ppid, uid: uid, comm: comm,
                                                   startBrk: startBrk, brk: brk, startStack: startStack)))
-        case 2:
+        case .mapping?:
             let pid = i32(), start = u64(), end = u64(), permissions = str()
             if tooShort { return short() }
             let offset = u64(), inode = u64(), path = str()
             if tooShort { return short() }
             return .record(.mapping(MappingRecord(pid: pid, start: start, end: end, permissions: permissions,
                                                   offset: offset, inode: inode, path: path)))
-        case 3:
+        case .pageRun?:
             let pid = i32(), address = u64(), count = u32(), flags = u8(), frame = u64()
             return .record(.pageRun(PageRunRecord(pid: pid, address: address, count: count,
                                                   flags: PageRunFlags(rawValue: flags), frame: frame)))
-        case 4:
+        case .fork?:
             let time = u64(), parent = i32(), parentTid = i32(), child = i32(), comm = str()
             if tooShort { return short() }
             return .record(.fork(ForkEventRecord(time: time, parent: parent, parentTid: parentTid, child: child, comm: comm)))
-        case 5:
+        case .exec?:
             let time = u64(), pid = i32(), tid = i32(), comm = str()
             if tooShort { return short() }
             return .record(.exec(ExecEventRecord(time: time, pid: pid, tid: tid, comm: comm)))
-        case 6:
+        case .exit?:
             let time = u64(), pid = i32(), tid = i32(), exitCode = u32()
             return .record(.exit(ExitEventRecord(time: time, pid: pid, tid: tid, exitCode: exitCode)))
-        case 7:
+        case .addressSpace?:
             let time = u64(), pid = i32(), tid = i32(), rawOp = u8()
             guard let op = AddressSpaceOp(rawValue: rawOp) else { return invalid("address-space op", rawOp) }
             let args = [u64(), u64(), u64(), u64(), u64()]
             let result = i64()
             return .record(.addressSpace(AddressSpaceRecord(time: time, pid: pid, tid: tid, op: op, args: args, result: result)))
-        case 10:
+        case .oomKill?:
             let time = u64(), victim = i32(), comm = str()
             if tooShort { return short() }
             let uid = u32(), adj = i32()
@@ -405,12 +405,12 @@ public enum TraceFileReader {
             return .record(.oomKill(OOMKillRecord(time: time, victim: victim, comm: comm, uid: uid, oomScoreAdj: adj,
                                                   totalVMKB: total, anonRSSKB: anon, fileRSSKB: file, shmemRSSKB: shmem,
                                                   pgtablesKB: pgtables, constraint: constraint)))
-        case 11:
+        case .gap?:
             let time = u64(), rawReason = u8()
             guard let reason = LossReason(rawValue: rawReason) else { return invalid("loss reason", rawReason) }
             let lost = u64()
             return .record(.gap(GapRecord(time: time, reason: reason, lost: lost)))
-        case 12:
+        case .counters?:
             let time = u64(), pid = i32(), comm = str()
             if tooShort { return short() }
             let wp = u64(), copies = u64(), zero = u64(), fileCopies = u64(), shared = u64(), thp = u64()
@@ -418,7 +418,7 @@ public enum TraceFileReader {
             return .record(.counters(CountersRecord(time: time, pid: pid, comm: comm, wpFaults: wp, copies: copies,
                                                     zeroFills: zero, fileCopies: fileCopies, sharedWrites: shared,
                                                     thpWPFaults: thp, forks: forks, execs: execs)))
-        case 13:
+        case .end?:
             let time = u64(), reason = str()
             if tooShort { return short() }
             return .record(.end(EndRecord(time: time, reason: reason)))

@@ -117,7 +117,9 @@ public enum TraceFormat {
     /// The record header: u8 type, u8 reserved, u16 total length.
     public static let recordHeaderSize = 4
 
-    /// Record type ids.
+    /// Record type ids: the one place they are written (the writer's
+    /// `TraceRecord.typeID`, the reader, the schema table and the minimum
+    /// lengths all use these).
     public enum RecordType: UInt8, Sendable, CaseIterable {
         case process = 1, mapping, pageRun, fork, exec, exit, addressSpace, fault, resolve,
              oomKill, gap, counters, end
@@ -147,65 +149,69 @@ public enum TraceFormat {
     }
 
     /// Minimum record length (record header + fields, empty strings) by type id.
-    static let minimumRecordLength: [UInt8: Int] = [
-        1: 50, 2: 44, 3: 29, 4: 26, 5: 22, 6: 24, 7: 69, 8: 38, 9: 29, 10: 68, 11: 21, 12: 82, 13: 14,
-    ]
+    static let minimumRecordLength: [UInt8: Int] = {
+        let lengths: [RecordType: Int] = [
+            .process: 50, .mapping: 44, .pageRun: 29, .fork: 26, .exec: 22, .exit: 24, .addressSpace: 69,
+            .fault: 38, .resolve: 29, .oomKill: 68, .gap: 21, .counters: 82, .end: 14,
+        ]
+        return Dictionary(uniqueKeysWithValues: lengths.map { ($0.key.rawValue, $0.value) })
+    }()
 
     /// The schema table written into every header block.
     public static let recordSchema: [TraceRecordSchema] = {
         func f(_ name: String, _ type: String) -> TraceFieldSchema { TraceFieldSchema(name: name, type: type) }
         // Enum annotations follow the Swift enums, so new cases show up by themselves.
-        let faultClass = enumType(RecordedFaultClass.self, "RecordedFaultClass")
+        let faultClass = enumType(FaultClass.kernelCases, "RecordedFaultClass")
         let faultKind = enumType(RecordedFaultKind.self, "RecordedFaultKind")
         let op = enumType(AddressSpaceOp.self, "AddressSpaceOp")
         let loss = enumType(LossReason.self, "LossReason")
         let mapping = enumType(RecordedMappingKind.self, "RecordedMappingKind")
         let pageFlags = "u8 flags PageRunFlags {bit0 present, bit1 swapped, bit2 fileOrShared, bit3 exclusive, bit4 zeroPage, bit5 huge}"
         return [
-            TraceRecordSchema(id: 1, name: "process", fields: [
+            TraceRecordSchema(id: RecordType.process.rawValue, name: "process", fields: [
                 f("time", "u64"), f("pid", "i32"), f("ppid", "i32"), f("uid", "u32"), f("comm", "string"),
                 f("startBrk", "u64"), f("brk", "u64"), f("startStack", "u64"),
             ]),
-            TraceRecordSchema(id: 2, name: "mapping", fields: [
+            TraceRecordSchema(id: RecordType.mapping.rawValue, name: "mapping", fields: [
                 f("pid", "i32"), f("start", "u64"), f("end", "u64"), f("permissions", "string"),
                 f("offset", "u64"), f("inode", "u64"), f("path", "string"),
             ]),
-            TraceRecordSchema(id: 3, name: "pageRun", fields: [
+            TraceRecordSchema(id: RecordType.pageRun.rawValue, name: "pageRun", fields: [
                 f("pid", "i32"), f("address", "u64"), f("count", "u32"), f("flags", pageFlags), f("frame", "u64"),
             ]),
-            TraceRecordSchema(id: 4, name: "fork", fields: [
+            TraceRecordSchema(id: RecordType.fork.rawValue, name: "fork", fields: [
                 f("time", "u64"), f("parent", "i32"), f("parentTid", "i32"), f("child", "i32"), f("comm", "string"),
             ]),
-            TraceRecordSchema(id: 5, name: "exec", fields: [
+            TraceRecordSchema(id: RecordType.exec.rawValue, name: "exec", fields: [
                 f("time", "u64"), f("pid", "i32"), f("tid", "i32"), f("comm", "string"),
             ]),
-            TraceRecordSchema(id: 6, name: "exit", fields: [
+            TraceRecordSchema(id: RecordType.exit.rawValue, name: "exit", fields: [
                 f("time", "u64"), f("pid", "i32"), f("tid", "i32"), f("exitCode", "u32"),
             ]),
-            TraceRecordSchema(id: 7, name: "addressSpace", fields: [
+            TraceRecordSchema(id: RecordType.addressSpace.rawValue, name: "addressSpace", fields: [
                 f("time", "u64"), f("pid", "i32"), f("tid", "i32"), f("op", op), f("args", "u64[5]"), f("result", "i64"),
             ]),
-            TraceRecordSchema(id: 8, name: "fault", fields: [
+            TraceRecordSchema(id: RecordType.fault.rawValue, name: "fault", fields: [
                 f("time", "u64"), f("pid", "i32"), f("tid", "i32"), f("address", "u64"), f("ip", "u64"),
                 f("kind", faultKind), f("faultClass", faultClass), f("mapping (optional, absent = unknown)", mapping),
             ]),
-            TraceRecordSchema(id: 9, name: "resolve", fields: [
+            TraceRecordSchema(id: RecordType.resolve.rawValue, name: "resolve", fields: [
                 f("time", "u64"), f("pid", "i32"), f("tid", "i32"), f("address", "u64"), f("faultClass", faultClass),
             ]),
-            TraceRecordSchema(id: 10, name: "oomKill", fields: [
+            TraceRecordSchema(id: RecordType.oomKill.rawValue, name: "oomKill", fields: [
                 f("time", "u64"), f("victim", "i32"), f("comm", "string"), f("uid", "u32"), f("oomScoreAdj", "i32"),
                 f("totalVMKB", "u64"), f("anonRSSKB", "u64"), f("fileRSSKB", "u64"), f("shmemRSSKB", "u64"),
                 f("pgtablesKB", "u64"), f("constraint", "string"),
             ]),
-            TraceRecordSchema(id: 11, name: "gap", fields: [
+            TraceRecordSchema(id: RecordType.gap.rawValue, name: "gap", fields: [
                 f("time", "u64"), f("reason", loss), f("lost", "u64"),
             ]),
-            TraceRecordSchema(id: 12, name: "counters", fields: [
+            TraceRecordSchema(id: RecordType.counters.rawValue, name: "counters", fields: [
                 f("time", "u64"), f("pid", "i32"), f("comm", "string"), f("wpFaults", "u64"), f("copies", "u64"),
                 f("zeroFills", "u64"), f("fileCopies", "u64"), f("sharedWrites", "u64"), f("thpWPFaults", "u64"),
                 f("forks", "u64"), f("execs", "u64"),
             ]),
-            TraceRecordSchema(id: 13, name: "end", fields: [
+            TraceRecordSchema(id: RecordType.end.rawValue, name: "end", fields: [
                 f("time", "u64"), f("reason", "string"),
             ]),
         ]
@@ -214,7 +220,12 @@ public enum TraceFormat {
     /// "u8 enum Name {0 a, 1 b}" from the cases of a UInt8 enum.
     static func enumType<E: CaseIterable & RawRepresentable>(_ type: E.Type, _ name: String) -> String
     where E.RawValue == UInt8 {
-        "u8 enum \(name) {" + E.allCases.map { "\($0.rawValue) \(String(describing: $0))" }.joined(separator: ", ") + "}"
+        enumType(Array(E.allCases), name)
+    }
+
+    /// "u8 enum Name {0 a, 1 b}" from some cases of a UInt8 enum.
+    static func enumType<E: RawRepresentable>(_ cases: [E], _ name: String) -> String where E.RawValue == UInt8 {
+        "u8 enum \(name) {" + cases.map { "\($0.rawValue) \(String(describing: $0))" }.joined(separator: ", ") + "}"
     }
 
     /// Name of a record type id ("fault"), or "type N" for unknown ids.
@@ -243,22 +254,25 @@ public struct TraceRecordSchema: Equatable, Sendable {
 }
 
 extension TraceRecord {
-    /// The record's type id in the file.
-    public var typeID: UInt8 {
+    /// The record's type in the file.
+    public var recordType: TraceFormat.RecordType {
         switch self {
-        case .process: return 1
-        case .mapping: return 2
-        case .pageRun: return 3
-        case .fork: return 4
-        case .exec: return 5
-        case .exit: return 6
-        case .addressSpace: return 7
-        case .fault: return 8
-        case .resolve: return 9
-        case .oomKill: return 10
-        case .gap: return 11
-        case .counters: return 12
-        case .end: return 13
+        case .process: return .process
+        case .mapping: return .mapping
+        case .pageRun: return .pageRun
+        case .fork: return .fork
+        case .exec: return .exec
+        case .exit: return .exit
+        case .addressSpace: return .addressSpace
+        case .fault: return .fault
+        case .resolve: return .resolve
+        case .oomKill: return .oomKill
+        case .gap: return .gap
+        case .counters: return .counters
+        case .end: return .end
         }
     }
+
+    /// The record's type id in the file.
+    public var typeID: UInt8 { recordType.rawValue }
 }

@@ -5,29 +5,14 @@
 /// `clock` turns them into wall-clock time. Addresses are user virtual
 /// addresses. Pids are thread-group ids (tgid), tids are thread ids.
 
-/// How a write-protect fault ended, as the kernel (tracer) classified it.
-/// Raw values are the ones in bpf/cowtrace.h (enum cowtrace_fault_class).
-public enum RecordedFaultClass: UInt8, Sendable, CaseIterable, CustomStringConvertible {
-    case unresolved = 0   // tracepoint tier: no copy seen (yet): a reuse unless a resolve follows
-    case copy = 1
-    case reuse = 2
-    case zeroFill = 3
-    case fileCopy = 4
-    case sharedWrite = 5
-    case other = 6
+#if canImport(CowTraceFaultClass)
+@_exported import CowTraceFaultClass
+#endif
 
-    public var description: String {
-        switch self {
-        case .unresolved: return "unresolved"
-        case .copy: return "copy"
-        case .reuse: return "reuse"
-        case .zeroFill: return "zero-fill"
-        case .fileCopy: return "file-copy"
-        case .sharedWrite: return "shared-write"
-        case .other: return "other"
-        }
-    }
-}
+/// How a write-protect fault ended, as the kernel (tracer) classified it: the
+/// one fault-class type, of which a recording holds the kernel's classes only
+/// (`FaultClass.kernelCases`; raw values: enum cowtrace_fault_class in bpf/cowtrace.h).
+public typealias RecordedFaultClass = FaultClass
 
 /// Which user fault a `fault` record is.
 public enum RecordedFaultKind: UInt8, Sendable, CaseIterable {

@@ -1,4 +1,5 @@
 import CBPF
+import CowTraceFaultClass
 
 /// One ring-buffer record from the kernel.
 public struct FaultEvent: Sendable, Equatable {
@@ -6,21 +7,8 @@ public struct FaultEvent: Sendable, Equatable {
         case writeProtectFault = 1, resolve = 2, fork = 3, exec = 4, exit = 5
     }
 
-    public enum FaultClass: UInt8, Sendable, CustomStringConvertible {
-        case unresolved = 0, copy = 1, reuse = 2, zeroFill = 3, fileCopy = 4, sharedWrite = 5, other = 6
-
-        public var description: String {
-            switch self {
-            case .unresolved: return "pending"
-            case .copy: return "copy"
-            case .reuse: return "reuse"
-            case .zeroFill: return "zero-fill"
-            case .fileCopy: return "file-copy"
-            case .sharedWrite: return "shared-write"
-            case .other: return "other"
-            }
-        }
-    }
+    /// The kernel's class (the one fault-class type; its raw values are enum cowtrace_fault_class).
+    public typealias FaultClass = CowTraceFaultClass.FaultClass
 
     public var timestampNanoseconds: UInt64
     public var kind: Kind?
@@ -36,7 +24,7 @@ public struct FaultEvent: Sendable, Equatable {
     public init(_ raw: cowtrace_event) {
         timestampNanoseconds = raw.ts_ns
         kind = Kind(rawValue: raw.type)
-        faultClass = FaultClass(rawValue: raw.class_) ?? .other
+        faultClass = FaultClass(kernel: raw.class_) ?? .other
         pid = Int32(bitPattern: raw.pid)
         tid = Int32(bitPattern: raw.tid)
         address = raw.address

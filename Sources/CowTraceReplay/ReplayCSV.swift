@@ -15,9 +15,9 @@ public func renderReplayCSV(_ result: ReplayResult) -> String {
 public func renderCheckCSV(_ check: TraceCheck) -> String {
     var out = "pid,comm,class,kernel,model,counters\n"
     for row in check.rows {
-        for cls in ReplayClass.allCases {
+        for cls in ReplayClass.tracerCases {
             let counters = row.counters.map { "\($0[cls])" } ?? ""
-            out += ["\(row.pid)", csvField(row.comm), cls.rawValue, "\(row.kernel[cls])", "\(row.model[cls])", counters]
+            out += ["\(row.pid)", csvField(row.comm), cls.description, "\(row.kernel[cls])", "\(row.model[cls])", counters]
                 .joined(separator: ",") + "\n"
         }
         // The three kinds of outcome and the wasted copies, a count in the kernel column each.

@@ -60,7 +60,7 @@ public func renderCheckJSON(_ check: TraceCheck) -> String {
             },
             processesWithoutCounters: check.processesWithoutCounters),
         disagreements: check.groups.map { g in
-            GroupJSON(pid: g.pid, comm: g.comm, kernelClass: g.kernel.rawValue, modelClass: g.model.rawValue,
+            GroupJSON(pid: g.pid, comm: g.comm, kernelClass: g.kernel.description, modelClass: g.model.description,
                       reason: g.reason.rawValue, count: g.count, examples: g.examples.map(hex),
                       evidenced: g.reason.isEvidenced, wasted_copies: g.wastedCopies)
         },

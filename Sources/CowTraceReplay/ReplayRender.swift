@@ -56,9 +56,9 @@ public func renderCheck(_ check: TraceCheck) -> String {
     var table: [[String]] = [["pid", "comm", "class", "kernel", "model", "counters"]]
     for row in check.rows {
         var first = true
-        for cls in ReplayClass.allCases where cls != .other || row.kernel.other > 0 || row.model.other > 0 {
+        for cls in ReplayClass.tracerCases where cls != .other || row.kernel.other > 0 || row.model.other > 0 {
             let counter = row.counters.map { cls == .other ? "-" : String($0[cls]) } ?? "-"
-            table.append([first ? String(row.pid) : "", first ? row.comm : "", cls.rawValue,
+            table.append([first ? String(row.pid) : "", first ? row.comm : "", cls.description,
                           String(row.kernel[cls]), String(row.model[cls]), counter])
             first = false
         }

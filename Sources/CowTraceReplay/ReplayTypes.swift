@@ -1,45 +1,25 @@
 import CowTraceFormat
 import MMUSim
 
-/// The class of a write-protect fault as the tracer names it: the five
-/// classes, plus `other` (a kernel class the tracer does not name, or a model
-/// outcome that is none of the five: no fault, SIGSEGV, out of memory).
-public enum ReplayClass: String, CaseIterable, Sendable, Comparable, CustomStringConvertible {
-    case copy
-    case reuse
-    case zeroFill = "zero-fill"
-    case fileCopy = "file-copy"
-    case sharedWrite = "shared-write"
-    case other
+/// The class of a write-protect fault as the tracer names it
+/// (`FaultClass.tracerCases`): the five classes, plus `other` (a kernel class
+/// the tracer does not name, or a model outcome that is none of the five: no
+/// fault, SIGSEGV, out of memory). The one fault-class type.
+public typealias ReplayClass = FaultClass
 
-    public var description: String { rawValue }
-
-    /// The kernel's recorded class (`.unresolved` counts as a reuse: no copy was seen).
-    public init(_ recorded: RecordedFaultClass) {
+extension FaultClass {
+    /// The kernel's recorded class in the tracer's terms (`.unresolved` counts as a reuse: no copy was seen).
+    public init(kernel recorded: FaultClass) {
         switch recorded {
         case .unresolved, .reuse: self = .reuse
-        case .copy: self = .copy
-        case .zeroFill: self = .zeroFill
-        case .fileCopy: self = .fileCopy
-        case .sharedWrite: self = .sharedWrite
-        case .other: self = .other
+        case .copy, .zeroFill, .fileCopy, .sharedWrite: self = recorded
+        default: self = .other
         }
     }
 
     /// The model's outcome in the tracer's terms (`FaultClass.tracerClass`); nil is `.other`.
     public init(model: FaultClass?) {
-        switch model?.tracerClass {
-        case .copy?: self = .copy
-        case .reuse?: self = .reuse
-        case .zeroFill?: self = .zeroFill
-        case .fileCopy?: self = .fileCopy
-        case .sharedWrite?: self = .sharedWrite
-        default: self = .other
-        }
-    }
-
-    public static func < (a: ReplayClass, b: ReplayClass) -> Bool {
-        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+        self = model?.tracerClass ?? .other
     }
 }
 
@@ -75,7 +55,8 @@ public struct ClassCounts: Equatable, Sendable {
             case .zeroFill: return zeroFill
             case .fileCopy: return fileCopy
             case .sharedWrite: return sharedWrite
-            case .other: return other
+            case .unresolved: return reuse
+            default: return other
             }
         }
         set {
@@ -85,7 +66,8 @@ public struct ClassCounts: Equatable, Sendable {
             case .zeroFill: zeroFill = newValue
             case .fileCopy: fileCopy = newValue
             case .sharedWrite: sharedWrite = newValue
-            case .other: other = newValue
+            case .unresolved: reuse = newValue
+            default: other = newValue
             }
         }
     }
@@ -93,7 +75,7 @@ public struct ClassCounts: Equatable, Sendable {
     public var total: Int { copy + reuse + zeroFill + fileCopy + sharedWrite + other }
 
     public static func += (a: inout ClassCounts, b: ClassCounts) {
-        for c in ReplayClass.allCases { a[c] += b[c] }
+        for c in ReplayClass.tracerCases { a[c] += b[c] }
     }
 }
 

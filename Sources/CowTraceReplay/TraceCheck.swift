@@ -115,7 +115,7 @@ public struct TraceCheck: Sendable {
             // Events of class "other" are neither copies nor fills: the counters count them as reuses.
             var events = p.kernel
             events.reuse += events.other
-            for cls in ReplayClass.allCases where cls != .other { fields.append((cls.rawValue, events[cls], cc[cls])) }
+            for cls in ReplayClass.tracerCases where cls != .other { fields.append((cls.description, events[cls], cc[cls])) }
             for (field, e, k) in fields where e != k {
                 mismatches.append(CounterMismatch(pid: p.pid, comm: p.comm, field: field, events: e, counters: k))
             }

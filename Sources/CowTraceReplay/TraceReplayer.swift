@@ -176,68 +176,26 @@ public final class TraceReplayer {
                             stats: stats, notes: notes)
     }
 
-    /// The kernel's class of every write-protect fault (indexed like `sorted`):
-    /// the last resolve of the same thread before its next fault, else the
-    /// class on the fault record, else a reuse.
+    /// The kernel's class of every write-protect fault (indexed like `sorted`),
+    /// by `KernelFaultFold`, the fold `cowtrace report` uses too (its doc
+    /// comment has the rules).
     func kernelVerdicts(_ sorted: [TraceRecord]) -> [KernelVerdict?] {
         var verdicts = [KernelVerdict?](repeating: nil, count: sorted.count)
-        struct Pending {
-            var index: Int; var pid: Int32; var recorded: RecordedFaultClass
-            var resolved: RecordedFaultClass?; var resolvedAt: UInt64?
-            /// The thread's first syscall, exec or exit after the fault: the fault was over by then.
-            var over: UInt64? = nil
-            /// A first-touch write: judged only when the kernel copied a file page in it (do_cow_fault).
-            var firstTouch = false
-        }
-        var pending: [Int32: Pending] = [:]
-        func finish(_ p: Pending, next: UInt64?) {
-            var v: KernelVerdict
-            if p.firstTouch {
-                guard p.resolved == .fileCopy else { return }
-                v = KernelVerdict(cls: .fileCopy, inferred: false)
-            } else if let r = p.resolved {
-                v = KernelVerdict(cls: ReplayClass(r), inferred: false)
-            } else if p.recorded != .unresolved {
-                v = KernelVerdict(cls: ReplayClass(p.recorded), inferred: false)
-            } else {
-                v = KernelVerdict(cls: .reuse, inferred: true)
-            }
-            v.resolvedAt = p.resolvedAt
-            v.overBy = [next, p.over].compactMap { $0 }.min()
-            verdicts[p.index] = v
-        }
-        func markOver(_ tid: Int32, _ time: UInt64) {
-            if pending[tid] != nil, pending[tid]!.over == nil { pending[tid]!.over = time }
+        var fold = KernelFaultFold()
+        let settle = { (f: ClassifiedFault) in
+            verdicts[f.index] = KernelVerdict(cls: ReplayClass(kernel: f.faultClass), inferred: f.inferred,
+                                              resolvedAt: f.resolvedAt, overBy: f.overBy)
         }
         var sawSharedWriteClass = false
         for (i, record) in sorted.enumerated() {
-            switch record {
-            case .fault(let f):
-                if let p = pending.removeValue(forKey: f.tid) { finish(p, next: f.time) }
-                if f.kind == .writeProtect {
-                    pending[f.tid] = Pending(index: i, pid: f.pid, recorded: f.faultClass, resolved: nil, resolvedAt: nil)
-                    if f.faultClass == .sharedWrite { sawSharedWriteClass = true }
-                } else if f.kind == .firstTouchWrite {
-                    pending[f.tid] = Pending(index: i, pid: f.pid, recorded: .unresolved, resolved: nil, resolvedAt: nil, firstTouch: true)
-                }
-            case .resolve(let r):
-                stats.resolves += 1
-                if var p = pending[r.tid], p.pid == r.pid,
-                   !p.firstTouch || r.faultClass == .fileCopy || r.faultClass == .unresolved {
-                    p.resolved = r.faultClass
-                    p.resolvedAt = r.time
-                    pending[r.tid] = p
-                } else {
-                    stats.unmatchedResolves += 1
-                }
-            case .addressSpace(let a): markOver(a.tid, a.time)
-            case .exec(let e): markOver(e.tid, e.time)
-            case .exit(let e): markOver(e.tid, e.time)
-            default:
-                break
+            if case .fault(let f) = record, f.kind == .writeProtect, f.faultClass == .sharedWrite {
+                sawSharedWriteClass = true
             }
+            fold.feed(record, at: i, settle)
         }
-        for p in pending.values { finish(p, next: nil) }
+        fold.finish(settle)
+        stats.resolves = Int(fold.resolves)
+        stats.unmatchedResolves = Int(fold.unmatchedResolves)
         if faultTier == "unknown" && sawSharedWriteClass { tierSeesSharedWrites = true }
         return verdicts
     }

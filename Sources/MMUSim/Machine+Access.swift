@@ -157,7 +157,7 @@ extension Machine {
                 // bad_area / access_error: the fault event fires, then SIGSEGV.
                 let slot = mm.pageTable.walk(address, allocate: false)
                 let present = slot.map { $0.pointee & PageTableEntry.present != 0 } ?? false
-                counts[FaultClass.segv.rawValue] += 1
+                counts[FaultClass.segv.index] += 1
                 if logging { log(task, address, write: write, present: present, .segv) }
                 result.segvAddress = address
                 return
@@ -203,7 +203,7 @@ extension Machine {
                 ctx.pmd = nil
                 let cls = handleMMFault(&ctx)
                 if hint == nil { cachedTag = .max } // the PMD may have changed (new table, huge page, split)
-                counts[cls.rawValue] &+= 1
+                counts[cls.index] &+= 1
                 if logging { log(task, address, write: write, present: present, cls, huge: present && hint == nil) }
                 switch cls {
                 case .anonymousPage, .copy, .zeroPage, .zeroFill, .fileCopy, .fileRead, .sharedWrite, .ksmCopy:
@@ -216,7 +216,7 @@ extension Machine {
                     return
                 case .hugePage, .hugeZeroPage:
                     address = (address | (Paging.hugePageSize - 1)) + 1
-                case .reuse, .spurious, .segv:
+                case .reuse, .spurious, .segv, .unresolved, .other:
                     // A PTE-level fix leaves the page accessible; a PMD-level one is retried.
                     if hint != nil { address &+= Paging.pageSize } else { continue }
                 }

@@ -80,6 +80,45 @@ final class RecordCheckTests: XCTestCase {
         }
     }
 
+    /// `cowtrace report` and `cowtrace check` fold the same recording's resolve
+    /// records with one fold (KernelFaultFold): every process's kernel classes
+    /// are the same numbers in both, and they are what the workload did (the
+    /// child copies 1024 pages; the parent, after the child exited, reuses them).
+    func testReportAndCheckKernelClassesAgreeOnARealRecording() throws {
+        try requireBPF()
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cowtrace-agree-\(getpid()).ctr").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let rec = try runProduct("cowtrace", ["record", "--force", "--no-oom", "-o", file, "-c", productPath("cowtrace-workload"),
+                                              "--pages", "2048", "child:write:0:1024", "child:exit", "parent:write:0:2048"])
+        XCTAssertEqual(rec.status, 0, rec.stderr)
+        let line = try XCTUnwrap(workloadLine(rec.stdout), rec.stdout)
+        let child = try XCTUnwrap(line["child"] as? Int), parent = try XCTUnwrap(line["parent"] as? Int)
+
+        let report = try runProduct("cowtrace", ["report", file, "--format", "json"])
+        XCTAssertEqual(report.status, 0, report.stderr)
+        let reportDoc = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(report.stdout.utf8)) as? [String: Any])
+        let check = try runProduct("cowtrace", ["check", "--format", "json", file])
+        let checkDoc = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(check.stdout.utf8)) as? [String: Any], check.stdout)
+
+        let reportKeys = ["copies", "reuses", "zero_fills", "file_copies", "shared_writes", "other"]
+        let checkKeys = ["copy", "reuse", "zeroFill", "fileCopy", "sharedWrite", "other"]
+        var reportRows: [Int: [Int]] = [:]
+        for p in try XCTUnwrap(reportDoc["processes"] as? [[String: Any]]) {
+            let counts = reportKeys.map { p[$0] as? Int ?? -1 }
+            if let pid = p["pid"] as? Int, counts.reduce(0, +) > 0 { reportRows[pid] = counts }
+        }
+        var checkRows: [Int: [Int]] = [:]
+        for p in try XCTUnwrap(checkDoc["processes"] as? [[String: Any]]) {
+            let kernel = try XCTUnwrap(p["kernel"] as? [String: Int])
+            let counts = checkKeys.map { kernel[$0] ?? -1 }
+            if let pid = p["pid"] as? Int, counts.reduce(0, +) > 0 { checkRows[pid] = counts }
+        }
+        XCTAssertEqual(reportRows, checkRows, "report's kernel classes per pid vs check's")
+        // Not agreement on nothing: the workload's copies and reuses are there.
+        XCTAssertEqual(reportRows[child]?[0] ?? -1, 1024, accuracy: pageSlack(1024), "the child's copies")
+        XCTAssertEqual(reportRows[parent]?[1] ?? -1, 2048, accuracy: pageSlack(2048), "the parent's reuses")
+    }
+
     func testReplayAndCheckAsCSV() throws {
         try requireBPF()
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("cowtrace-csv-\(getpid()).ctr").path

@@ -174,7 +174,7 @@ public final class TraceRecorder {
         switch UInt32(e.type) {
         case COWTRACE_EVENT_WP_FAULT.rawValue:
             writer.append(.fault(FaultRecord(time: e.ts_ns, pid: pid, tid: tid, address: e.address, ip: e.ip,
-                                             kind: .writeProtect, faultClass: RecordedFaultClass(rawValue: e.class_) ?? .other,
+                                             kind: .writeProtect, faultClass: FaultClass(kernel: e.class_) ?? .other,
                                              mapping: TraceRecorder.mapping(e))))
         case COWTRACE_EVENT_FIRST_TOUCH.rawValue:
             let write = e.other_pid & 0x2 != 0
@@ -183,7 +183,7 @@ public final class TraceRecorder {
                                              mapping: TraceRecorder.mapping(e))))
         case COWTRACE_EVENT_RESOLVE.rawValue:
             writer.append(.resolve(ResolveRecord(time: e.ts_ns, pid: pid, tid: tid, address: e.address,
-                                                 faultClass: RecordedFaultClass(rawValue: e.class_) ?? .other)))
+                                                 faultClass: FaultClass(kernel: e.class_) ?? .other)))
         case COWTRACE_EVENT_FORK.rawValue:
             writer.append(.fork(ForkEventRecord(time: e.ts_ns, parent: pid, parentTid: tid,
                                                 child: Int32(bitPattern: e.other_pid), comm: TraceRecorder.comm(e))))
