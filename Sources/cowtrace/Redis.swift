@@ -1,3 +1,4 @@
+import CowTraceForecast
 import CowTraceFormat
 import CowTraceRedis
 import ArgumentParser
@@ -79,6 +80,10 @@ struct Redis: ParsableCommand, OptionChecks {
             ? "cowtrace: BGSAVE on redis-server pid \(server.pid) (port \(server.port)), \(tracer.tier) tier\n"
             : "cowtrace: waiting for redis-server pid \(server.pid) (port \(server.port)) to fork (Ctrl-C to stop), \(tracer.tier) tier\n"
         if text { print(banner, terminator: ""); fflush(stdout) } else { FileHandle.standardError.write(Data(banner.utf8)) }
+        // The fork-risk forecast of the BGSAVE child, at every timeline row:
+        // printed under the row while at risk; its riskiest reading in the summary.
+        let forecaster = LiveForkForecaster(window: max(2, 2.5 * Double(interval) / 1000), pageSize: tracer.pageSize)
+        var worst: ForkRisk?
         let report = try profiler.run(
             trigger: trigger, waitSeconds: timeout > 0 ? timeout : nil,
             intervalSeconds: Double(interval) / 1000,
@@ -89,18 +94,30 @@ struct Redis: ParsableCommand, OptionChecks {
                 fflush(stdout)
             },
             onSample: { sample in
+                let risk = (try? tracer.snapshot()).flatMap { snapshot in
+                    forecaster.update(snapshot).first { $0.parentPID == server.pid }
+                }
+                if let risk, worst.map({ Int64(risk.sharedBytes) - Int64(risk.headroomBytes) > Int64($0.sharedBytes) - Int64($0.headroomBytes) }) ?? true {
+                    worst = risk
+                }
                 guard text else { return }
                 print(ForkProfileText.row(sample))
+                if let risk, risk.atRisk { print("  forecast: " + risk.text) }
                 fflush(stdout)
             })
         if text {
             print("")
             ForkProfileText.summary(report.profile).forEach { print($0) }
             RedisComparisonText.lines(report.redis).forEach { print($0) }
+            print("forecast:      " + (worst.map { $0.text } ?? "no reading (the child ended before the first interval)"))
         } else {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            var json = String(decoding: try encoder.encode(report), as: UTF8.self)
+            if let close = json.lastIndex(of: "}") {
+                json.insert(contentsOf: ",\"forecast\":" + (worst?.json ?? "null"), at: close)
+            }
+            print(json)
         }
     }
 }

@@ -111,6 +111,25 @@ final class RedisCLITests: XCTestCase {
         let stats = try server.client().info("stats")
 
         XCTAssertEqual(report.redisPid, server.pid)
+        // The fork-risk forecast of the save: this host has GiBs to spare, so
+        // it fits; the headroom is the host's MemAvailable + SwapFree (read
+        // here, 10 % slack: the host's use moves), the shared bytes at most
+        // Redis's anonymous rss (its /proc status).
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        let forecast = try XCTUnwrap(object["forecast"] as? [String: Any], "no forecast: \(r.stdout.suffix(300))")
+        XCTAssertEqual(forecast["parent_pid"] as? Int, Int(server.pid))
+        XCTAssertEqual(forecast["at_risk"] as? Bool, false)
+        let meminfo = try String(contentsOfFile: "/proc/meminfo", encoding: .utf8)
+        func kB(_ key: String) -> Double { Double(meminfo.split(separator: "\n").first { $0.hasPrefix(key + ":") }?.split(separator: " ")[1] ?? "0").map { $0 * 1024 } ?? 0 }
+        if forecast["domain"] as? String == "host" {
+            XCTAssertEqual(Double(try XCTUnwrap(forecast["headroom_bytes"] as? UInt64)), kB("MemAvailable") + kB("SwapFree"),
+                           accuracy: (kB("MemAvailable") + kB("SwapFree")) * 0.1)
+        }
+        let status = try String(contentsOfFile: "/proc/\(server.pid)/status", encoding: .utf8)
+        let rssAnon = Double(status.split(separator: "\n").first { $0.hasPrefix("RssAnon:") }?.split(whereSeparator: \.isWhitespace)[1] ?? "0")! * 1024
+        let shared = Double(try XCTUnwrap(forecast["shared_bytes"] as? UInt64))
+        XCTAssertGreaterThan(shared, 0)
+        XCTAssertLessThanOrEqual(shared, rssAnon * 1.1, "shared bytes vs redis-server's RssAnon")
         XCTAssertEqual(report.profile.endedBy, .exit)
         XCTAssertEqual(report.profile.childExitCode, 0)
         XCTAssertEqual(redis.saveStatus, "ok")
