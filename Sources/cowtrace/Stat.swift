@@ -37,8 +37,8 @@ struct Stat: ParsableCommand, OptionChecks {
 
     @OptionGroup var tierOptions: TierOptions
 
-    @Argument(help: "Seconds between tables (default: 1, or only the final table with -c).")
-    var interval: Double?
+    @Argument(help: "Time between tables: 5 (seconds), 500ms, 2m (default: 1 s, or only the final table with -c).")
+    var interval: Seconds?
 
     @Argument(help: "Stop after this many tables.")
     var count: Int?
@@ -52,9 +52,14 @@ struct Stat: ParsableCommand, OptionChecks {
     @Option(help: ArgumentHelp("Write the user stacks of copy faults to this file as folded stacks (for flamegraph.pl or speedscope), symbolized from each process's ELF symbols. Frames beyond the faulting function need frame pointers.", valueName: "file"))
     var stacks: String?
 
+    @Flag(help: "Overwrite the --stacks file if it exists.")
+    var force = false
+
     @OptionGroup var selection: SelectionOptions
 
     func checkOptions() throws {
+        try selection.requireSelection()
+        try OutputPath.checkOverwrite(stacks, "--stacks", force: force)
         try TimeOption.check(interval, "interval")
         if let count, count <= 0 { throw ValidationError("count must be at least 1") }
     }
@@ -80,7 +85,7 @@ struct Stat: ParsableCommand, OptionChecks {
         let run = try TracedRun(selection: selection) { try? tracer.trace(pid: $0) }
         try run.start()
         var history = TraceHistory()
-        let period = interval ?? (selection.command.isEmpty ? 1 : .infinity)
+        let period = interval?.value ?? (selection.command.isEmpty ? 1 : .infinity)
         var renderer = TableRenderer(format: format, maxRows: format == .text ? top : 0)
         var printed = 0
         while true {
