@@ -16,7 +16,7 @@ struct Forks: ParsableCommand, OptionChecks {
             exec'd is flagged: those copies were pure waste (use vfork/posix_spawn).
 
             Examples:
-              cowtrace forks -c make -j2          a build: which steps fork, and what it costs
+              cowtrace forks -c make -j2          a build: which steps fork, at what cost
               cowtrace forks -p 1234              a server's forks until Ctrl-C
               cowtrace forks --format json -c ./prefork-server
             """

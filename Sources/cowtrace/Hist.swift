@@ -13,18 +13,18 @@ struct Hist: ParsableCommand, OptionChecks {
         discussion: """
             Histograms, per process:
               copy-latency         ns spent in the write-protect fault, faults that copied.
-                                   Needs a tier that sees the fault return (fentry, kprobe);
-                                   the tracepoint tier cannot, and says so.
+                                   Needs a tier that sees the fault return (fentry or
+                                   kprobe); the tracepoint tier cannot, and says so.
               copies-per-interval  copies per --burst-interval in which the process copied
                                    (burst size): a BGSAVE child shows large bursts.
-              offset-in-MAPPING    write-protect faults by the mapping they hit (heap, stack,
-                                   anon-mmap, file-private, shared), valued by the fault's
-                                   offset into that mapping, in bytes.
+              offset-in-MAPPING    write-protect faults by the mapping they hit (heap,
+                                   stack, anon-mmap, file-private, shared), valued by
+                                   the fault's offset into that mapping, in bytes.
 
             Examples:
-              cowtrace hist -c redis-cli bgsave            histograms of a command, at its end
-              cowtrace hist -p 1234 5 3                    every 5 s, three times
-              cowtrace hist --all --format json 10 1       one JSON object after 10 s
+              cowtrace hist -c redis-cli bgsave        histograms of a command, at its end
+              cowtrace hist -p 1234 5 3                every 5 s, three times
+              cowtrace hist --all --format json 10 1   one JSON object after 10 s
             """
     )
 

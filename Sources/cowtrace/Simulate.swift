@@ -20,7 +20,8 @@ struct Simulate: ParsableCommand, OptionChecks {
             Examples:
               cowtrace simulate --list
               cowtrace simulate redis-bgsave --summary
-              cowtrace simulate --show oom-8g > my.yaml && cowtrace simulate my.yaml --format json
+              cowtrace simulate --show oom-8g > my.yaml
+              cowtrace simulate my.yaml --format json     (after editing my.yaml)
             """
     )
 

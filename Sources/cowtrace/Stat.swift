@@ -21,11 +21,15 @@ struct Stat: ParsableCommand, OptionChecks {
             prints the final table and exits 130 or 143; without -c they just stop, with 0.
 
             Examples:
-              cowtrace stat -c redis-cli bgsave        trace a command and its children, print totals at its end
-              cowtrace stat -p 1234 5                  trace pid 1234 (and its future children), print every 5 s
-              cowtrace stat --all --format json 1 10   every process, JSON lines, 10 times a second apart
+              cowtrace stat -c redis-cli bgsave        trace a command and its children,
+                                                       print totals at its end
+              cowtrace stat -p 1234 5                  trace pid 1234 (and its future
+                                                       children), print every 5 s
+              cowtrace stat --all --format json 1 10   every process, JSON lines, 10 times
+                                                       a second apart
               cowtrace stat --cgroup /sys/fs/cgroup/system.slice/web.service
-              cowtrace stat --threads -p 1234          which of pid 1234's threads paid for its copies
+              cowtrace stat --threads -p 1234          which of pid 1234's threads paid for
+                                                       its copies
             """
     )
 
