@@ -126,4 +126,12 @@ final class UsageErrorTests: XCTestCase {
         XCTAssertEqual(r.status, 1, r.stderr)
         XCTAssertEqual(r.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") }.count, 1, r.stderr)
     }
+
+    /// serve takes the shared selection options, with their checks.
+    func testServeChecksItsSelectionLikeTheOthers() throws {
+        try assertUsageError(["serve", "--all", "-p", "5"], says: "--all traces everything already: drop -p, -c and --cgroup")
+        try assertUsageError(["serve", "-p", "0"], says: "a pid must be a positive number")
+        try assertUsageError(["serve", "--exit-with-command"], says: "--exit-with-command needs -c COMMAND...")
+        try assertUsageError(["serve", "--pdi", "1"], says: "Unknown option '--pdi'")
+    }
 }
