@@ -64,8 +64,6 @@ struct ForkProfile: ParsableCommand, OptionChecks {
         defer { tracer.close() }
         let profiler = ForkProfiler(tracer: tracer, parent: pid)
         let text = format == .text
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
         // In JSON mode the banner goes to stderr, so that stdout is only JSON.
         let banner = "cowtrace: waiting for pid \(pid) to fork (Ctrl-C to stop), \(tracer.tier) tier\n"
         if text { print(banner, terminator: ""); fflush(stdout) } else { FileHandle.standardError.write(Data(banner.utf8)) }
@@ -91,7 +89,7 @@ struct ForkProfile: ParsableCommand, OptionChecks {
                 print("")
                 ForkProfileText.summary(profile).forEach { print($0) }
             } else {
-                print(String(decoding: try encoder.encode(profile), as: UTF8.self))
+                print(try SnakeCaseJSON.line(profile))
             }
             fflush(stdout)
             if StopSignal.isRequested { return }

@@ -98,9 +98,7 @@ struct Redis: ParsableCommand, OptionChecks {
             ForkProfileText.summary(report.profile).forEach { print($0) }
             RedisComparisonText.lines(report.redis).forEach { print($0) }
         } else {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            print(try SnakeCaseJSON.line(report))
         }
     }
 }
