@@ -3,7 +3,8 @@ import CowTraceFormat
 import Foundation
 
 // JSON for `cowtrace replay --format json` and `cowtrace check --format json`.
-// Keys are stable and sorted; docs/replay.md describes every one. Addresses are
+// Keys are snake_case, stable and sorted, with "schema_version": 1 beside the
+// older "format" and "version"; docs/replay.md describes every one. Addresses are
 // strings ("0x7f0000000000"), times integers (ns of CLOCK_MONOTONIC), class
 // names the report's ("copy", "reuse", "zero-fill", "file-copy",
 // "shared-write", "other").
@@ -12,7 +13,7 @@ import Foundation
 public func renderReplayJSON(_ result: ReplayResult) -> String {
     let s = result.stats
     let doc = ReplayDocument(
-        format: "cowtrace-replay", version: 1,
+        schemaVersion: 1, format: "cowtrace-replay", version: 1,
         kernelRelease: result.header.kernelRelease, hostname: result.header.hostname,
         selection: result.header.selection, faultTier: result.faultTier,
         tierSeesSharedWrites: result.tierSeesSharedWrites,
@@ -43,7 +44,7 @@ public func renderReplayJSON(_ result: ReplayResult) -> String {
 /// The check as one JSON object (format "cowtrace-check", version 1).
 public func renderCheckJSON(_ check: TraceCheck) -> String {
     let doc = CheckDocument(
-        format: "cowtrace-check", version: 1, faultTier: check.faultTier,
+        schemaVersion: 1, format: "cowtrace-check", version: 1, faultTier: check.faultTier,
         tierSeesSharedWrites: check.tierSeesSharedWrites,
         processes: check.rows.map { r in
             CheckProcessJSON(pid: r.pid, comm: r.comm, writeProtectFaults: r.writeProtectFaults,
@@ -91,8 +92,31 @@ func lossReasonName(_ r: LossReason) -> String {
 func encodeJSON<T: Encodable>(_ value: T) -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    // camelCase property names become snake_case; keys that are not
+    // identifiers (the reasons of evidenced_by_reason) are left as they are.
+    encoder.keyEncodingStrategy = .custom { path in
+        let key = path.last!.stringValue
+        guard !key.contains(" ") else { return path.last! }
+        return SnakeCaseKey(stringValue: snakeCase(key))
+    }
     let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
     return String(decoding: data, as: UTF8.self) + "\n"
+}
+
+struct SnakeCaseKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
+/// "writeProtectFaults" → "write_protect_faults"; "wasted_copies" stays.
+func snakeCase(_ key: String) -> String {
+    var out = ""
+    for c in key {
+        if c.isUppercase { out += "_" + c.lowercased() } else { out.append(c) }
+    }
+    return out
 }
 
 struct CountsJSON: Encodable {
@@ -104,6 +128,7 @@ struct CountsJSON: Encodable {
 }
 
 struct ReplayDocument: Encodable {
+    var schemaVersion: Int
     var format: String
     var version: Int
     var kernelRelease: String
@@ -123,11 +148,12 @@ struct ReplayDocument: Encodable {
 
     // Optional values are written as null, not left out: every key is always there.
     enum CodingKeys: String, CodingKey {
-        case format, version, kernelRelease, hostname, selection, faultTier, tierSeesSharedWrites
+        case schemaVersion, format, version, kernelRelease, hostname, selection, faultTier, tierSeesSharedWrites
         case processes, totals, totalBytesCopied, stats, gaps, lostEvents, oomKills, endReason, notes
     }
     func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(schemaVersion, forKey: .schemaVersion)
         try c.encode(format, forKey: .format)
         try c.encode(version, forKey: .version)
         try c.encode(kernelRelease, forKey: .kernelRelease)
@@ -204,6 +230,7 @@ struct NoteJSON: Encodable {
 }
 
 struct CheckDocument: Encodable {
+    var schemaVersion: Int
     var format: String
     var version: Int
     var faultTier: String

@@ -28,11 +28,11 @@ struct Forecast: ParsableCommand, OptionChecks {
     @Option(name: .shortAndLong, help: "The process that would fork.")
     var pid: Int32
 
-    @Option(help: ArgumentHelp("Output: text or json.", valueName: "text|json"))
-    var format: OutputFormat = .text
+    @Option(name: .customLong("format"), help: "Output format: text or json.")
+    var formatChoice: FormatChoice<TextOrJSON> = .text
+    var format: OutputFormat { formatChoice.format }
 
     func checkOptions() throws {
-        if format == .csv { throw ValidationError("forecast prints text or json, not csv (--format text|json)") }
         if pid <= 0 { throw ValidationError("-p wants a process id above 0 (got \(pid))") }
     }
 

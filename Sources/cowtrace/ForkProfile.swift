@@ -29,26 +29,26 @@ struct ForkProfile: ParsableCommand, OptionChecks {
     @Option(name: .shortAndLong, help: "The process whose forks to profile.")
     var pid: Int32
 
-    @Option(help: ArgumentHelp("Milliseconds between timeline rows.", valueName: "ms"))
-    var interval: Int = 1000
+    @Option(help: ArgumentHelp("Time between timeline rows: 250 (a bare number is milliseconds), 250ms, 2s.", valueName: "time"))
+    var interval: Milliseconds = "1000"
 
     @Option(help: "Profile this many forks, one after the other, then stop.")
     var count: Int = 1
 
-    @Option(help: ArgumentHelp("Give up when the process has not forked after this many seconds (0: wait forever).", valueName: "seconds"))
-    var timeout: Double = 0
+    @Option(help: ArgumentHelp("Give up when the process has not forked after this long: 60 (seconds), 90s, 2m (0: wait forever).", valueName: "time"))
+    var timeout: Seconds = "0"
 
-    @Option(help: "Output format: text (timeline and summary) or json (one object per fork).")
-    var format: OutputFormat = .text
+    @Option(name: .customLong("format"), help: "Output format: text (timeline and summary) or json (one object per fork).")
+    var formatChoice: FormatChoice<TextOrJSON> = .text
+    var format: OutputFormat { formatChoice.format }
 
     @OptionGroup var tierOptions: TierOptions
 
     func checkOptions() throws {
         if pid <= 0 { throw ValidationError("a pid must be a positive number") }
-        try TimeOption.check(Double(interval), "--interval", unit: .milliseconds)
+        try TimeOption.check(interval, "--interval")
         if count <= 0 { throw ValidationError("--count must be at least 1") }
         try TimeOption.check(timeout, "--timeout", zeroMeans: "wait forever")
-        if format == .csv { throw ValidationError("--format csv is not supported here: use text or json") }
     }
 
     func run() throws {
@@ -64,24 +64,22 @@ struct ForkProfile: ParsableCommand, OptionChecks {
         defer { tracer.close() }
         let profiler = ForkProfiler(tracer: tracer, parent: pid)
         let text = format == .text
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
         // In JSON mode the banner goes to stderr, so that stdout is only JSON.
         let banner = "cowtrace: waiting for pid \(pid) to fork (Ctrl-C to stop), \(tracer.tier) tier\n"
         if text { print(banner, terminator: ""); fflush(stdout) } else { FileHandle.standardError.write(Data(banner.utf8)) }
         for n in 0..<count {
-            guard let child = try profiler.waitForFork(timeoutSeconds: timeout > 0 ? timeout : nil, shouldStop: { StopSignal.isRequested }) else {
+            guard let child = try profiler.waitForFork(timeoutSeconds: timeout.value > 0 ? timeout.value : nil, shouldStop: { StopSignal.isRequested }) else {
                 if StopSignal.isRequested { return }
                 if kill(pid, 0) != 0 && errno == ESRCH {
                     throw CLIError(description: "pid \(pid) exited after \(n) of \(count) forks")
                 }
-                throw CLIError(description: "pid \(pid) did not fork within \(String(format: "%g", timeout)) s: raise --timeout, or check that it forks")
+                throw CLIError(description: "pid \(pid) did not fork within \(String(format: "%g", timeout.value)) s: raise --timeout, or check that it forks")
             }
             if text {
                 print("\(n > 0 ? "\n" : "")fork: child \(child)\n" + ForkProfileText.timelineHeader)
                 fflush(stdout)
             }
-            let profile = try profiler.follow(child: child, intervalSeconds: Double(interval) / 1000,
+            let profile = try profiler.follow(child: child, intervalSeconds: interval.value,
                                               shouldStop: { StopSignal.isRequested }) { sample in
                 guard text else { return }
                 print(ForkProfileText.row(sample))
@@ -91,7 +89,7 @@ struct ForkProfile: ParsableCommand, OptionChecks {
                 print("")
                 ForkProfileText.summary(profile).forEach { print($0) }
             } else {
-                print(String(decoding: try encoder.encode(profile), as: UTF8.self))
+                print(try SnakeCaseJSON.line(profile))
             }
             fflush(stdout)
             if StopSignal.isRequested { return }

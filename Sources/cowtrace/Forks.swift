@@ -16,24 +16,25 @@ struct Forks: ParsableCommand, OptionChecks {
             exec'd is flagged: those copies were pure waste (use vfork/posix_spawn).
 
             Examples:
-              cowtrace forks -c make -j2          a build: which steps fork, and what it costs
+              cowtrace forks -c make -j2          a build: which steps fork, at what cost
               cowtrace forks -p 1234              a server's forks until Ctrl-C
               cowtrace forks --format json -c ./prefork-server
             """
     )
 
-    @Option(help: "Output format: text or json.")
-    var format: OutputFormat = .text
+    @Option(name: .customLong("format"), help: "Output format: text or json.")
+    var formatChoice: FormatChoice<TextOrJSON> = .text
+    var format: OutputFormat { formatChoice.format }
 
-    @Option(help: "Stop after this many seconds (default: until the command exits or Ctrl-C).")
-    var duration: Double?
+    @Option(help: ArgumentHelp("Stop after this long: 30 (seconds), 500ms, 2m, 1h (default: until the command exits or Ctrl-C).", valueName: "time"))
+    var duration: Seconds?
 
     @OptionGroup var tierOptions: TierOptions
 
     @OptionGroup var selection: SelectionOptions
 
     func checkOptions() throws {
-        if format == .csv { throw ValidationError("forks prints text or json (a tree is not a table)") }
+        try selection.requireSelection()
         try TimeOption.check(duration, "--duration")
     }
 
@@ -50,7 +51,7 @@ struct Forks: ParsableCommand, OptionChecks {
         defer { tracer.close() }
         let run = try TracedRun(selection: selection) { try? tracer.trace(pid: $0) }
         try run.start()
-        StopSignal.sleep(duration ?? .greatestFiniteMagnitude) {
+        StopSignal.sleep(duration?.value ?? .greatestFiniteMagnitude) {
             run.refresh()
             return run.commandExited()
         }

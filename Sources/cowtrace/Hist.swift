@@ -13,18 +13,18 @@ struct Hist: ParsableCommand, OptionChecks {
         discussion: """
             Histograms, per process:
               copy-latency         ns spent in the write-protect fault, faults that copied.
-                                   Needs a tier that sees the fault return (fentry, kprobe);
-                                   the tracepoint tier cannot, and says so.
+                                   Needs a tier that sees the fault return (fentry or
+                                   kprobe); the tracepoint tier cannot, and says so.
               copies-per-interval  copies per --burst-interval in which the process copied
                                    (burst size): a BGSAVE child shows large bursts.
-              offset-in-MAPPING    write-protect faults by the mapping they hit (heap, stack,
-                                   anon-mmap, file-private, shared), valued by the fault's
-                                   offset into that mapping, in bytes.
+              offset-in-MAPPING    write-protect faults by the mapping they hit (heap,
+                                   stack, anon-mmap, file-private, shared), valued by
+                                   the fault's offset into that mapping, in bytes.
 
             Examples:
-              cowtrace hist -c redis-cli bgsave            histograms of a command, at its end
-              cowtrace hist -p 1234 5 3                    every 5 s, three times
-              cowtrace hist --all --format json 10 1       one JSON object after 10 s
+              cowtrace hist -c redis-cli bgsave        histograms of a command, at its end
+              cowtrace hist -p 1234 5 3                every 5 s, three times
+              cowtrace hist --all --format json 10 1   one JSON object after 10 s
             """
     )
 
@@ -33,14 +33,14 @@ struct Hist: ParsableCommand, OptionChecks {
     @Option(help: "Output format: text (bcc layout), json (one object per interval) or csv.")
     var format: OutputFormat = .text
 
-    @Option(help: ArgumentHelp("Interval of the copies-per-interval histogram, in milliseconds.", valueName: "ms"))
-    var burstInterval: UInt64 = 100
+    @Option(help: ArgumentHelp("Interval of the copies-per-interval histogram: 100 (a bare number is milliseconds), 100ms, 1s.", valueName: "time"))
+    var burstInterval: Milliseconds = "100"
 
     @Flag(help: "Leave out the offset-in-MAPPING histograms: on the tracepoint tier they cost a VMA lookup (about 1 µs) per write-protect fault.")
     var noMapping = false
 
-    @Argument(help: "Seconds between prints (default: 1, or only at the end with -c).")
-    var interval: Double?
+    @Argument(help: "Time between prints: 5 (seconds), 500ms, 2m (default: 1 s, or only at the end with -c).")
+    var interval: Seconds?
 
     @Argument(help: "Stop after this many prints.")
     var count: Int?
@@ -48,9 +48,10 @@ struct Hist: ParsableCommand, OptionChecks {
     @OptionGroup var selection: SelectionOptions
 
     func checkOptions() throws {
+        try selection.requireSelection()
         try TimeOption.check(interval, "interval")
         if let count, count <= 0 { throw ValidationError("count must be at least 1") }
-        try TimeOption.check(Double(burstInterval), "--burst-interval", unit: .milliseconds)
+        try TimeOption.check(burstInterval, "--burst-interval")
     }
 
     func run() throws {
@@ -61,7 +62,7 @@ struct Hist: ParsableCommand, OptionChecks {
         var options = tierOptions.tracerOptions()
         options.histograms = true
         options.mappingHistograms = !noMapping
-        options.burstIntervalNanoseconds = burstInterval * 1_000_000
+        options.burstIntervalNanoseconds = max(1, UInt64((burstInterval.value * 1e9).rounded()))
         selection.apply(to: &options)
         StopSignal.install()
         let tracer = try CowTracer(options: options)
@@ -71,7 +72,7 @@ struct Hist: ParsableCommand, OptionChecks {
         if !tracer.tier.seesFaultReturn, format == .text {
             FileHandle.standardError.write(Data("cowtrace: the \(tracer.tier) tier cannot see a fault return: no copy-latency histogram (the fentry and kprobe tiers have it)\n".utf8))
         }
-        let period = interval ?? (selection.command.isEmpty ? 1 : .infinity)
+        let period = interval?.value ?? (selection.command.isEmpty ? 1 : .infinity)
         var renderer = HistogramRenderer(format: format)
         var printed = 0
         while true {

@@ -25,11 +25,12 @@ struct OOM: ParsableCommand, OptionChecks {
             """
     )
 
-    @Option(help: "Output format: text or json (one object per kill).")
-    var format: OutputFormat = .text
+    @Option(name: .customLong("format"), help: "Output format: text or json (one object per kill).")
+    var formatChoice: FormatChoice<TextOrJSON> = .text
+    var format: OutputFormat { formatChoice.format }
 
-    @Option(help: ArgumentHelp("Stop after this many seconds.", valueName: "seconds"))
-    var duration: Double?
+    @Option(help: ArgumentHelp("Stop after this long: 60 (seconds), 500ms, 2m, 1h.", valueName: "time"))
+    var duration: Seconds?
 
     @Flag(help: "Do not run the main tracer: no ancestry copies (cheaper on busy hosts).")
     var noLineage = false
@@ -41,7 +42,6 @@ struct OOM: ParsableCommand, OptionChecks {
     var command: [String] = []
 
     func checkOptions() throws {
-        if format == .csv { throw ValidationError("--format is text or json for oom") }
         try TimeOption.check(duration, "--duration")
     }
 
@@ -64,7 +64,7 @@ struct OOM: ParsableCommand, OptionChecks {
         var child: Int32?
         var childStatus: ExitStatus?
         if !command.isEmpty { child = try Subprocess.spawn(command).pid }
-        let deadline = duration.map { DispatchTimeShim.now() + $0 }
+        let deadline = duration.map { DispatchTimeShim.now() + $0.value }
         while !StopSignal.isRequested {
             watcher.poll(timeoutMilliseconds: 200)
             if let c = child, childStatus == nil, let s = Subprocess.pollExit(c) { childStatus = s; break }
@@ -101,8 +101,8 @@ struct OOMSelfTestCommand: ParsableCommand, OptionChecks {
 
     @OptionGroup var tierOptions: TierOptions
 
-    @Option(help: ArgumentHelp("Give up waiting for the kill after this many seconds.", valueName: "seconds"))
-    var timeout: Double = 60
+    @Option(help: ArgumentHelp("Give up waiting for the kill after this long: 60 (seconds), 90s, 2m.", valueName: "time"))
+    var timeout: Seconds = "60"
 
     @Option(help: ArgumentHelp("Create the test cgroup under this cgroup directory (default: the memory hierarchy's top). On cgroup v2 it must hold no processes of its own.", valueName: "dir"))
     var parentCgroup: String?
@@ -116,7 +116,7 @@ struct OOMSelfTestCommand: ParsableCommand, OptionChecks {
 
     func run() throws {
         do {
-            let test = OOMSelfTest(options: tierOptions.tracerOptions(), workload: try Workload.locate(), timeoutSeconds: timeout,
+            let test = OOMSelfTest(options: tierOptions.tracerOptions(), workload: try Workload.locate(), timeoutSeconds: timeout.value,
                                    parentCgroup: parentCgroup)
             let result = try test.run()
             print("cowtrace oom-selftest: kernel \(KernelFacts.read().release), tier \(result.tier), mark_victim(\(result.markVictimPrototype)), cgroup \(result.cgroupVersion) \(result.cgroupDirectory)")

@@ -32,14 +32,14 @@ struct Record: ParsableCommand, OptionChecks {
     @Flag(help: "Overwrite the output file if it exists.")
     var force = false
 
-    @Option(help: ArgumentHelp("Stop after this long (e.g. 30, 30s, 500ms, 2m). Default: until the command exits, or Ctrl-C.", valueName: "duration"))
-    var duration: String?
+    @Option(help: ArgumentHelp("Stop after this long: 30 (seconds), 500ms, 2m, 1h. Default: until the command exits, or Ctrl-C.", valueName: "time"))
+    var duration: Seconds?
 
     @Option(help: ArgumentHelp("Kernel ring buffer size in MiB (a power of two).", valueName: "MiB"))
     var ringBufferMib: UInt32 = 64
 
-    @Option(help: ArgumentHelp("Seconds between complete blocks on disk (what a crash can lose).", valueName: "seconds"))
-    var flushInterval: Double = 0.25
+    @Option(help: ArgumentHelp("Time between complete blocks on disk (what a crash can lose): 0.25 (seconds), 250ms, 1s.", valueName: "time"))
+    var flushInterval: Seconds = "0.25"
 
     @Flag(help: "Do not record OOM kills.")
     var noOom = false
@@ -49,9 +49,9 @@ struct Record: ParsableCommand, OptionChecks {
     @OptionGroup var selection: SelectionOptions
 
     func checkOptions() throws {
-        if let duration, parseDuration(duration) == nil {
-            throw ValidationError("--duration \(duration): \(TimeOption.expected(.seconds)), or a time like 500ms, 30s, 2m")
-        }
+        try selection.requireSelection()
+        try TimeOption.check(duration, "--duration")
+        try OutputPath.checkOverwrite(output, "-o", force: force)
         if ringBufferMib == 0 || ringBufferMib & (ringBufferMib - 1) != 0 || ringBufferMib > 1024 {
             throw ValidationError("--ring-buffer-mib \(ringBufferMib): expected a power of two from 1 to 1024")
         }
@@ -74,14 +74,14 @@ struct Record: ParsableCommand, OptionChecks {
             return t
         }()
         options.overwrite = force
-        options.flushIntervalSeconds = flushInterval
+        options.flushIntervalSeconds = flushInterval.value
         options.recordOOMKills = !noOom
         options.selectionDescription = selection.summary
         StopSignal.install()
         let recorder = try TraceRecorder(options: options)
         let run = try TracedRun(selection: selection) { try? recorder.trace(pid: $0) }
         try run.start()
-        let deadline = duration.flatMap(parseDuration).map { DispatchTimeShim.now() + $0 }
+        let deadline = duration.map { DispatchTimeShim.now() + $0.value }
         var reason = "interrupted"
         FileHandle.standardError.write(Data("cowtrace: recording to \(output) (tier: \(recorder.tracer.tier)); Ctrl-C to stop\n".utf8))
         while true {

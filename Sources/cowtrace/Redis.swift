@@ -37,23 +37,23 @@ struct Redis: ParsableCommand, OptionChecks {
     @Flag(help: "Start a BGSAVE now instead of waiting for Redis's next fork.")
     var trigger = false
 
-    @Option(help: ArgumentHelp("Milliseconds between timeline rows.", valueName: "ms"))
-    var interval: Int = 1000
+    @Option(help: ArgumentHelp("Time between timeline rows: 250 (a bare number is milliseconds), 250ms, 2s.", valueName: "time"))
+    var interval: Milliseconds = "1000"
 
-    @Option(help: ArgumentHelp("Without --trigger, give up when Redis has not forked after this many seconds (0: wait forever).", valueName: "seconds"))
-    var timeout: Double = 0
+    @Option(help: ArgumentHelp("Without --trigger, give up when Redis has not forked after this long: 60 (seconds), 90s, 2m (0: wait forever).", valueName: "time"))
+    var timeout: Seconds = "0"
 
-    @Option(help: "Output format: text (timeline, summary, comparison) or json (one object at the end).")
-    var format: OutputFormat = .text
+    @Option(name: .customLong("format"), help: "Output format: text (timeline, summary, comparison) or json (one object at the end).")
+    var formatChoice: FormatChoice<TextOrJSON> = .text
+    var format: OutputFormat { formatChoice.format }
 
     @OptionGroup var tierOptions: TierOptions
 
     func checkOptions() throws {
         if let pid, pid <= 0 { throw ValidationError("a pid must be a positive number") }
         if port == 0 { throw ValidationError("a port must be between 1 and 65535") }
-        try TimeOption.check(Double(interval), "--interval", unit: .milliseconds)
+        try TimeOption.check(interval, "--interval")
         try TimeOption.check(timeout, "--timeout", zeroMeans: "wait forever")
-        if format == .csv { throw ValidationError("--format csv is not supported here: use text or json") }
     }
 
     func run() throws {
@@ -82,11 +82,11 @@ struct Redis: ParsableCommand, OptionChecks {
         if text { print(banner, terminator: ""); fflush(stdout) } else { FileHandle.standardError.write(Data(banner.utf8)) }
         // The fork-risk forecast of the BGSAVE child, at every timeline row:
         // printed under the row while at risk; its riskiest reading in the summary.
-        let forecaster = LiveForkForecaster(window: max(2, 2.5 * Double(interval) / 1000), pageSize: tracer.pageSize)
+        let forecaster = LiveForkForecaster(window: max(2, 2.5 * interval.value), pageSize: tracer.pageSize)
         var worst: ForkRisk?
         let report = try profiler.run(
-            trigger: trigger, waitSeconds: timeout > 0 ? timeout : nil,
-            intervalSeconds: Double(interval) / 1000,
+            trigger: trigger, waitSeconds: timeout.value > 0 ? timeout.value : nil,
+            intervalSeconds: interval.value,
             shouldStop: { StopSignal.isRequested },
             onFork: { child in
                 guard text else { return }
@@ -111,9 +111,7 @@ struct Redis: ParsableCommand, OptionChecks {
             RedisComparisonText.lines(report.redis).forEach { print($0) }
             print("forecast:      " + (worst.map { $0.text } ?? "no reading (the child ended before the first interval)"))
         } else {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            var json = String(decoding: try encoder.encode(report), as: UTF8.self)
+            var json = try SnakeCaseJSON.line(report)
             if let close = json.lastIndex(of: "}") {
                 json.insert(contentsOf: ",\"forecast\":" + (worst?.json ?? "null"), at: close)
             }

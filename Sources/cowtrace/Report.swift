@@ -39,8 +39,12 @@ struct Report: ParsableCommand, OptionChecks {
     @Option(name: .shortAndLong, help: ArgumentHelp("Write a self-contained HTML page with charts to this file (never follows a symlink).", valueName: "report.html"))
     var output: String?
 
+    @Flag(help: "Overwrite the -o file if it exists.")
+    var force = false
+
     func checkOptions() throws {
         if top < 0 { throw ValidationError("--top must be 0 (all) or more") }
+        try OutputPath.checkOverwrite(output, "-o", force: force)
     }
 
     func run() throws {

@@ -6,8 +6,10 @@ import Foundation
 import Glibc
 #endif
 
-/// What to trace: the options `record`, `hist` (and the other tracing
+/// What to trace: the options `record`, `hist`, `serve` (and the other tracing
 /// subcommands) share. `-c` must come last: it takes the rest of the line.
+/// Commands that need a selection call `requireSelection()`; `serve` traces
+/// everything (`--all`) without one.
 struct SelectionOptions: ParsableArguments, OptionChecks {
     @Option(name: .shortAndLong, help: "Trace this process and the children it forks from now on (repeatable).")
     var pid: [Int32] = []
@@ -24,11 +26,19 @@ struct SelectionOptions: ParsableArguments, OptionChecks {
 
     func checkOptions() throws {
         let modes = [!pid.isEmpty || cgroup != nil, all, !command.isEmpty].filter { $0 }.count
-        if modes == 0 {
-            throw ValidationError("say what to trace: -p PID, -c COMMAND..., --cgroup PATH or --all")
-        }
         if all && modes > 1 { throw ValidationError("--all traces everything already: drop -p, -c and --cgroup") }
         if pid.contains(where: { $0 <= 0 }) { throw ValidationError("a pid must be a positive number") }
+        // A path that is no cgroup is a usage mistake (64), found before anything attaches.
+        if let cgroup {
+            do { _ = try CgroupMembers(path: cgroup) } catch let e as TracerError { throw ValidationError(e.description) }
+        }
+    }
+
+    /// Nothing chosen: no -p, -c, --cgroup or --all.
+    var isEmpty: Bool { pid.isEmpty && cgroup == nil && !all && command.isEmpty }
+
+    func requireSelection() throws {
+        if isEmpty { throw ValidationError("say what to trace: -p PID, -c COMMAND..., --cgroup PATH or --all") }
     }
 
     func apply(to options: inout TracerOptions) {
@@ -119,12 +129,4 @@ final class TracedRun {
     deinit {
         if let c = child, childStatus == nil { kill(c, SIGTERM); _ = Subprocess.wait(c) }
     }
-}
-
-/// Parses "10", "10s", "500ms", "2m" into seconds; nil unless TimeOption accepts it.
-func parseDuration(_ text: String) -> Double? {
-    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-    let (number, scale) = units.first { text.hasSuffix($0.0) }.map { (text.dropLast($0.0.count), $0.1) } ?? (Substring(text), 1)
-    guard let seconds = Double(number).map({ $0 * scale }), TimeOption.accepts(seconds) else { return nil }
-    return seconds
 }

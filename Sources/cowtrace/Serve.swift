@@ -55,15 +55,6 @@ struct Serve: ParsableCommand, OptionChecks {
     @Option(help: ArgumentHelp("Processes with series of their own, most pages copied first; the rest are summed into pid=\"other\".", valueName: "n"))
     var top: Int = MetricsExposition.defaultTop
 
-    @Option(name: .shortAndLong, help: "Trace this process and the children it forks from now on (repeatable).")
-    var pid: [Int32] = []
-
-    @Option(help: ArgumentHelp("Trace the processes of this cgroup directory and its sub-cgroups (v1 or v2).", valueName: "path"))
-    var cgroup: String?
-
-    @Flag(help: "Trace every process on the host (the default without -p, -c or --cgroup).")
-    var all = false
-
     @Flag(help: "With -c: stop serving when the command exits (its exit status becomes cowtrace's).")
     var exitWithCommand = false
 
@@ -72,16 +63,16 @@ struct Serve: ParsableCommand, OptionChecks {
 
     @OptionGroup var tierOptions: TierOptions
 
-    @Option(name: [.customShort("c"), .customLong("command")], parsing: .remaining,
-            help: ArgumentHelp("Run this command (must come last) and trace it and its descendants.", valueName: "command args"))
-    var command: [String] = []
+    /// Without -p, -c or --cgroup: --all.
+    @OptionGroup var selection: SelectionOptions
+
+    private var command: [String] { selection.command }
 
     func checkOptions() throws {
-        let modes = [!pid.isEmpty || cgroup != nil, all, !command.isEmpty].filter { $0 }.count
-        if all && modes > 1 { throw ValidationError("--all traces everything already: drop -p, -c and --cgroup") }
         if top < 1 { throw ValidationError("--top must be at least 1") }
-        if pid.contains(where: { $0 <= 0 }) { throw ValidationError("a pid must be a positive number") }
         if exitWithCommand && command.isEmpty { throw ValidationError("--exit-with-command needs -c COMMAND...") }
+        // A malformed address is a usage mistake (64); a port in use is found at bind (1).
+        do { _ = try ListenAddress(parsing: listen) } catch let e as MetricsServerError { throw ValidationError(e.description) }
     }
 
     func run() throws {
@@ -99,12 +90,11 @@ struct Serve: ParsableCommand, OptionChecks {
     private func serve() throws {
         let address = try ListenAddress(parsing: listen)
         var options = tierOptions.tracerOptions()
-        options.selection.all = all || (pid.isEmpty && cgroup == nil && command.isEmpty)
-        options.selection.pids = pid
-        options.selection.followSpawnedChildren = !command.isEmpty
+        selection.apply(to: &options)
+        if selection.isEmpty { options.selection.all = true }
         options.histograms = true
         options.mappingHistograms = mappingHistograms
-        let members = try cgroup.map { try CgroupMembers(path: $0) }
+        let members = try selection.cgroup.map { try CgroupMembers(path: $0) }
         StopSignal.install()
 
         // Bound before the programs load: a port in use fails fast. Scrapes

@@ -20,7 +20,8 @@ struct Simulate: ParsableCommand, OptionChecks {
             Examples:
               cowtrace simulate --list
               cowtrace simulate redis-bgsave --summary
-              cowtrace simulate --show oom-8g > my.yaml && cowtrace simulate my.yaml --format json
+              cowtrace simulate --show oom-8g > my.yaml
+              cowtrace simulate my.yaml --format json     (after editing my.yaml)
             """
     )
 
@@ -50,6 +51,9 @@ struct Simulate: ParsableCommand, OptionChecks {
         }
         if show && Scenario.builtinSource(named: scenario) == nil {
             throw ValidationError("--show prints built-in scenarios only; '\(scenario)' is not one (see `cowtrace simulate --list`)")
+        }
+        if Scenario.builtinSource(named: scenario) == nil && !FileManager.default.fileExists(atPath: scenario) {
+            throw ValidationError(Self.noSuchScenario(scenario))
         }
     }
 
@@ -88,11 +92,15 @@ struct Simulate: ParsableCommand, OptionChecks {
         try finish(report, of: loaded)
     }
 
+    static func noSuchScenario(_ name: String) -> String {
+        "no built-in scenario or file named '\(name)': run `cowtrace simulate --list` for the built-ins, or give the path of a YAML/JSON scenario file"
+    }
+
     /// A built-in name first, then a file path.
     func load(_ name: String) throws -> Scenario {
         if let builtin = try Scenario.builtin(named: name) { return builtin }
         guard FileManager.default.fileExists(atPath: name) else {
-            throw SimulateError("no built-in scenario or file named '\(name)': run `cowtrace simulate --list` for the built-ins, or give the path of a YAML/JSON scenario file")
+            throw SimulateError(Self.noSuchScenario(name))
         }
         guard let data = FileManager.default.contents(atPath: name), let text = String(data: data, encoding: .utf8) else {
             throw SimulateError("cannot read '\(name)' as UTF-8 text: check the file's permissions and encoding")

@@ -22,11 +22,15 @@ struct Stat: ParsableCommand, OptionChecks {
             prints the final table and exits 130 or 143; without -c they just stop, with 0.
 
             Examples:
-              cowtrace stat -c redis-cli bgsave        trace a command and its children, print totals at its end
-              cowtrace stat -p 1234 5                  trace pid 1234 (and its future children), print every 5 s
-              cowtrace stat --all --format json 1 10   every process, JSON lines, 10 times a second apart
+              cowtrace stat -c redis-cli bgsave        trace a command and its children,
+                                                       print totals at its end
+              cowtrace stat -p 1234 5                  trace pid 1234 (and its future
+                                                       children), print every 5 s
+              cowtrace stat --all --format json 1 10   every process, JSON lines, 10 times
+                                                       a second apart
               cowtrace stat --cgroup /sys/fs/cgroup/system.slice/web.service
-              cowtrace stat --threads -p 1234          which of pid 1234's threads paid for its copies
+              cowtrace stat --threads -p 1234          which of pid 1234's threads paid for
+                                                       its copies
             """
     )
 
@@ -38,8 +42,8 @@ struct Stat: ParsableCommand, OptionChecks {
 
     @OptionGroup var tierOptions: TierOptions
 
-    @Argument(help: "Seconds between tables (default: 1, or only the final table with -c).")
-    var interval: Double?
+    @Argument(help: "Time between tables: 5 (seconds), 500ms, 2m (default: 1 s, or only the final table with -c).")
+    var interval: Seconds?
 
     @Argument(help: "Stop after this many tables.")
     var count: Int?
@@ -56,9 +60,14 @@ struct Stat: ParsableCommand, OptionChecks {
     @Flag(help: "Also forecast each live fork whose child has not exec'd: shared bytes, copy rate, the headroom of its memory cgroup or the host, time to exhaustion and the likely OOM victim (text: a line under the table for each fork at risk; json: a \"forecast\" array). See docs/forecast.md.")
     var forecast = false
 
+    @Flag(help: "Overwrite the --stacks file if it exists.")
+    var force = false
+
     @OptionGroup var selection: SelectionOptions
 
     func checkOptions() throws {
+        try selection.requireSelection()
+        try OutputPath.checkOverwrite(stacks, "--stacks", force: force)
         try TimeOption.check(interval, "interval")
         if let count, count <= 0 { throw ValidationError("count must be at least 1") }
         if forecast && format == .csv { throw ValidationError("--forecast prints under text tables or into json lines, not csv (--format text|json)") }
@@ -85,7 +94,7 @@ struct Stat: ParsableCommand, OptionChecks {
         let run = try TracedRun(selection: selection) { try? tracer.trace(pid: $0) }
         try run.start()
         var history = TraceHistory()
-        let period = interval ?? (selection.command.isEmpty ? 1 : .infinity)
+        let period = interval?.value ?? (selection.command.isEmpty ? 1 : .infinity)
         var renderer = TableRenderer(format: format, maxRows: format == .text ? top : 0)
         let forecaster = forecast ? LiveForkForecaster(window: max(2, 2.5 * (period.isFinite ? period : 1)), pageSize: tracer.pageSize) : nil
         var printed = 0

@@ -125,18 +125,20 @@ final class TraceCheckTests: XCTestCase {
         let result = try b.replay()
         let replay = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(renderReplayJSON(result).utf8)) as? [String: Any])
         XCTAssertEqual(replay["format"] as? String, "cowtrace-replay")
-        XCTAssertEqual(replay["faultTier"] as? String, "tracepoint")
-        XCTAssertEqual(Set(replay.keys), ["format", "version", "kernelRelease", "hostname", "selection", "faultTier",
-                                          "tierSeesSharedWrites", "processes", "totals", "totalBytesCopied", "stats",
-                                          "gaps", "lostEvents", "oomKills", "endReason", "notes"])
+        XCTAssertEqual(replay["schema_version"] as? Int, 1)
+        XCTAssertEqual(replay["fault_tier"] as? String, "tracepoint")
+        XCTAssertEqual(Set(replay.keys), ["schema_version", "format", "version", "kernel_release", "hostname", "selection", "fault_tier",
+                                          "tier_sees_shared_writes", "processes", "totals", "total_bytes_copied", "stats",
+                                          "gaps", "lost_events", "oom_kills", "end_reason", "notes"])
         let processes = try XCTUnwrap(replay["processes"] as? [[String: Any]])
         XCTAssertEqual(processes.map { $0["pid"] as? Int }, [1000, 1001])
         XCTAssertTrue(processes[0]["parent"] is NSNull)
         let childModel = try XCTUnwrap(processes[1]["model"] as? [String: Int])
-        XCTAssertEqual(childModel, ["copy": 16, "reuse": 0, "zeroFill": 0, "fileCopy": 0, "sharedWrite": 0, "other": 0, "total": 16])
+        XCTAssertEqual(childModel, ["copy": 16, "reuse": 0, "zero_fill": 0, "file_copy": 0, "shared_write": 0, "other": 0, "total": 16])
 
         let check = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(renderCheckJSON(TraceCheck(result: result)).utf8)) as? [String: Any])
-        XCTAssertEqual(Set(check.keys), ["format", "version", "faultTier", "tierSeesSharedWrites", "processes",
+        XCTAssertEqual(check["schema_version"] as? Int, 1)
+        XCTAssertEqual(Set(check.keys), ["schema_version", "format", "version", "fault_tier", "tier_sees_shared_writes", "processes",
                                          "counters", "disagreements", "agreement", "passed"])
         let agreement = try XCTUnwrap(check["agreement"] as? [String: Any])
         XCTAssertEqual(agreement["agreed"] as? Int, 16)

@@ -151,6 +151,6 @@ final class ForecastCLITests: XCTestCase {
         XCTAssertTrue(missing.stderr.contains("no process 999999999"), missing.stderr)
         let csv = try runProduct("cowtrace", ["forecast", "-p", "1", "--format", "csv"])
         XCTAssertEqual(csv.status, 64)
-        XCTAssertTrue(csv.stderr.contains("text or json"), csv.stderr)
+        XCTAssertTrue(csv.stderr.contains("text") && csv.stderr.contains("json"), csv.stderr)
     }
 }

@@ -82,7 +82,7 @@ final class ForkProfileCLITests: XCTestCase {
         let childTruth = try XCTUnwrap(frames.child).copied, parentTruth = frames.parent.copied
         XCTAssertEqual(childTruth, 4096, accuracy: pageSlack(4096))
         XCTAssertEqual(parentTruth, 2048, accuracy: pageSlack(2048))
-        let profile = try JSONDecoder().decode(CowTraceKit.ForkProfile.self, from: Data(run.profile.stdout.utf8))
+        let profile = try decodeSnakeCaseJSON(CowTraceKit.ForkProfile.self, run.profile.stdout)
         XCTAssertEqual(profile.child, try run.report.child)
         XCTAssertEqual(profile.endedBy, .exit)
         XCTAssertEqual(Int(profile.childCopies), childTruth, accuracy: pageSlack(childTruth), "child copies vs frames")
@@ -133,7 +133,7 @@ final class ForkProfileCLITests: XCTestCase {
         let truth = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(run.lastLine.utf8)) as? [String: Int], run.lastLine)
         let childCopied = try XCTUnwrap(truth["child_copied"])
         XCTAssertGreaterThan(childCopied, 1000, "walking 300 000 objects must dirty thousands of pages")
-        let profile = try JSONDecoder().decode(CowTraceKit.ForkProfile.self, from: Data(run.profile.stdout.utf8))
+        let profile = try decodeSnakeCaseJSON(CowTraceKit.ForkProfile.self, run.profile.stdout)
         XCTAssertEqual(profile.child, Int32(try XCTUnwrap(truth["child"])))
         XCTAssertEqual(profile.endedBy, .exit)
         // The child's copies after its last pagemap read (json, exit) and of

@@ -158,7 +158,7 @@ final class RecordCheckConcurrencyTests: XCTestCase {
         XCTAssertEqual(c.status, 0, "\(c.agreement) \(c.doc["disagreements"] ?? "")")
         // Truth: the loop forked 500 children, and each wrote before its exec.
         let rows = c.doc["processes"] as? [[String: Any]] ?? []
-        XCTAssertGreaterThanOrEqual(rows.filter { int($0, "writeProtectFaults") > 0 }.count, 500)
+        XCTAssertGreaterThanOrEqual(rows.filter { int($0, "write_protect_faults") > 0 }.count, 500)
         let total = int(c.agreement, "total")
         XCTAssertGreaterThanOrEqual(Double(int(c.agreement, "accounted")), 0.995 * Double(total), "\(c.agreement)")
         XCTAssertLessThanOrEqual(int(c.agreement, "unexplained"), total / 200)

@@ -55,7 +55,7 @@ final class RecordCheckTests: XCTestCase {
             }
             let counters = try XCTUnwrap(doc["counters"] as? [String: Any])
             XCTAssertEqual(counters["consistent"] as? Bool, true, "\(scenario.name): events vs live counters: \(counters)")
-            XCTAssertEqual(counters["lostEvents"] as? Int, 0, scenario.name)
+            XCTAssertEqual(counters["lost_events"] as? Int, 0, scenario.name)
 
             // The recorded classes per process equal the kernel's counters and match the scenario.
             let processes = try XCTUnwrap(doc["processes"] as? [[String: Any]])
@@ -64,15 +64,15 @@ final class RecordCheckTests: XCTestCase {
                 let row = try XCTUnwrap(processes.first { $0["pid"] as? Int == pid }, "\(scenario.name): no row for \(role) \(pid)")
                 let kernel = try XCTUnwrap(row["kernel"] as? [String: Int])
                 let live = try XCTUnwrap(row["counters"] as? [String: Int], "\(scenario.name): no live counters for \(pid)")
-                for key in ["copy", "reuse", "zeroFill", "fileCopy", "sharedWrite"] {
+                for key in ["copy", "reuse", "zero_fill", "file_copy", "shared_write"] {
                     XCTAssertEqual(kernel[key], live[key], "\(scenario.name) \(role) \(key): events vs live counters")
                 }
                 let model = try XCTUnwrap(row["model"] as? [String: Int])
-                let checks: [(String, Int?)] = [("copy", expected.copies), ("zeroFill", expected.zeroFills),
-                                                ("fileCopy", expected.fileCopies)]
+                let checks: [(String, Int?)] = [("copy", expected.copies), ("zero_fill", expected.zeroFills),
+                                                ("file_copy", expected.fileCopies)]
                 for (key, expectation) in checks {
                     guard let expectation else { continue }
-                    let want = expectation + (role == .parent && key == "fileCopy" ? startUpFileCopies : 0)
+                    let want = expectation + (role == .parent && key == "file_copy" ? startUpFileCopies : 0)
                     XCTAssertEqual(kernel[key] ?? -1, want, accuracy: Scenario.tolerance(for: want), "\(scenario.name) \(role) kernel \(key)")
                     XCTAssertEqual(model[key] ?? -1, want, accuracy: Scenario.tolerance(for: want), "\(scenario.name) \(role) model \(key)")
                 }

@@ -105,7 +105,7 @@ final class RedisCLITests: XCTestCase {
         let r = run.finish()
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(stillSaving, "the save ended before the writes did: raise rdb-key-save-delay")
-        let report = try JSONDecoder().decode(RedisForkReport.self, from: Data(r.stdout.utf8))
+        let report = try decodeSnakeCaseJSON(RedisForkReport.self, r.stdout)
         let redis = try XCTUnwrap(report.redis, "no comparison: \(r.stdout)")
         let persistence = try server.client().info("persistence")
         let stats = try server.client().info("stats")

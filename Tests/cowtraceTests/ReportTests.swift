@@ -238,6 +238,22 @@ final class ReportTests: XCTestCase {
         assertOneLineError(try runProduct("cowtrace", ["report", file, "-o", directory]), contains: "is a directory")
     }
 
+    /// An existing -o file is kept (exit 64, one line naming --force); with --force it is rewritten.
+    func testAnExistingOutputNeedsForce() throws {
+        let file = path("ok.ctr")
+        try SyntheticRecording.write(to: file)
+        let html = path("old.html")
+        try "keep".write(toFile: html, atomically: true, encoding: .utf8)
+        let refused = try runProduct("cowtrace", ["report", file, "-o", html])
+        XCTAssertEqual(refused.status, 64, refused.stderr)
+        XCTAssertEqual(refused.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") },
+                       ["Error: -o \(html): the file exists; pass --force to overwrite it, or choose another path"])
+        XCTAssertEqual(try String(contentsOfFile: html, encoding: .utf8), "keep")
+        let forced = try runProduct("cowtrace", ["report", file, "-o", html, "--force"])
+        XCTAssertEqual(forced.status, 0, forced.stderr)
+        XCTAssertTrue(try String(contentsOfFile: html, encoding: .utf8).hasPrefix("<!DOCTYPE html>"))
+    }
+
     // MARK: helpers
 
     private func findChromium() -> String? {

@@ -140,6 +140,25 @@ final class ServeTests: XCTestCase {
         XCTAssertEqual(try waitForExit(serve, seconds: 20), 0, serve.stderr)
     }
 
+    /// Without -p, -c or --cgroup serve traces every process (--all): a
+    /// workload it did not start shows up with the copies its child made.
+    func testWithoutASelectionEveryProcessIsServed() throws {
+        try requireBPF()
+        let pages = 2000
+        let (serve, port, _) = try startServe(["--top", "100000"])
+        let run = try runProduct("cowtrace-workload", ["--pages", "4096", "child:write:0:\(pages)", "child:exit"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let line = try XCTUnwrap(run.stdout.split(separator: "\n").last { $0.contains("\"workload\"") }, run.stdout)
+        let child = try XCTUnwrap(try JSONDecoder().decode(Workload.Report.self, from: Data(line.utf8)).child)
+        let body = try Self.get(port: port, "/metrics").body
+        let copies = try XCTUnwrap(body.split(separator: "\n").first {
+            $0.hasPrefix("cowtrace_write_protect_faults_total{pid=\"\(child)\",") && $0.contains("class=\"copy\"")
+        }, "the child of a workload serve did not start is served: \(body.prefix(2000))")
+        XCTAssertEqual(Int(copies.split(separator: " ").last!)!, pages, accuracy: Scenario.tolerance(for: pages))
+        kill(serve.process.processIdentifier, SIGTERM)
+        XCTAssertEqual(try waitForExit(serve, seconds: 20), 0, serve.stderr)
+    }
+
     func testExitWithCommandPassesItsStatusOn() throws {
         try requireBPF()
         let r = try cowtrace(["serve", "--listen", "127.0.0.1:0", "--exit-with-command", "-c", "sh", "-c", "exit 3"])
