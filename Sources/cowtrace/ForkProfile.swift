@@ -21,7 +21,7 @@ struct ForkProfile: ParsableCommand, OptionChecks {
 
             Examples:
               cowtrace fork-profile -p 4242          profile pid 4242's next fork
-              cowtrace fork-profile -p 4242 --count 3 --interval 250
+              cowtrace fork-profile -p 4242 --count 3 --interval 250ms
               cowtrace fork-profile -p 4242 --format json --timeout 60
             """
     )
@@ -29,8 +29,8 @@ struct ForkProfile: ParsableCommand, OptionChecks {
     @Option(name: .shortAndLong, help: "The process whose forks to profile.")
     var pid: Int32
 
-    @Option(help: ArgumentHelp("Time between timeline rows: 250 (a bare number is milliseconds), 250ms, 2s.", valueName: "time"))
-    var interval: Milliseconds = "1000"
+    @Option(help: ArgumentHelp("Time between timeline rows: 250ms, 2s (a bare number is seconds).", valueName: "time"))
+    var interval: Seconds = "1s"
 
     @Option(help: "Profile this many forks, one after the other, then stop.")
     var count: Int = 1

@@ -33,8 +33,8 @@ struct Hist: ParsableCommand, OptionChecks {
     @Option(help: "Output format: text (bcc layout), json (one object per interval) or csv.")
     var format: OutputFormat = .text
 
-    @Option(help: ArgumentHelp("Interval of the copies-per-interval histogram: 100 (a bare number is milliseconds), 100ms, 1s.", valueName: "time"))
-    var burstInterval: Milliseconds = "100"
+    @Option(help: ArgumentHelp("Interval of the copies-per-interval histogram: 100ms, 1s (a bare number is seconds).", valueName: "time"))
+    var burstInterval: Seconds = "100ms"
 
     @Flag(help: "Leave out the offset-in-MAPPING histograms: on the tracepoint tier they cost a VMA lookup (about 1 µs) per write-protect fault.")
     var noMapping = false

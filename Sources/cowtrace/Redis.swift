@@ -24,7 +24,7 @@ struct Redis: ParsableCommand, OptionChecks {
             Examples:
               cowtrace redis --trigger           BGSAVE on port 6379 and profile it
               cowtrace redis --pid 4242          wait for pid 4242's next fork
-              cowtrace redis --port 6380 --trigger --interval 250 --format json
+              cowtrace redis --port 6380 --trigger --interval 250ms --format json
             """
     )
 
@@ -37,8 +37,8 @@ struct Redis: ParsableCommand, OptionChecks {
     @Flag(help: "Start a BGSAVE now instead of waiting for Redis's next fork.")
     var trigger = false
 
-    @Option(help: ArgumentHelp("Time between timeline rows: 250 (a bare number is milliseconds), 250ms, 2s.", valueName: "time"))
-    var interval: Milliseconds = "1000"
+    @Option(help: ArgumentHelp("Time between timeline rows: 250ms, 2s (a bare number is seconds).", valueName: "time"))
+    var interval: Seconds = "1s"
 
     @Option(help: ArgumentHelp("Without --trigger, give up when Redis has not forked after this long: 60 (seconds), 90s, 2m (0: wait forever).", valueName: "time"))
     var timeout: Seconds = "0"

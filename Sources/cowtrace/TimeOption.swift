@@ -45,10 +45,9 @@ enum TimeOption {
     }
 }
 
-/// What a bare number means for one option: seconds, or milliseconds.
+/// What a bare number means for an option: seconds, everywhere (issue 13).
 protocol BareTimeUnit { static var unit: TimeOption.Unit { get } }
 enum BareSeconds: BareTimeUnit { static let unit = TimeOption.Unit.seconds }
-enum BareMilliseconds: BareTimeUnit { static let unit = TimeOption.Unit.milliseconds }
 
 /// A time as typed on the command line. Any text parses, so that an unknown
 /// option still wins (see OptionChecks); TimeOption.check refuses bad ones.
@@ -67,5 +66,3 @@ struct TimeValue<Bare: BareTimeUnit>: ExpressibleByArgument, ExpressibleByString
 
 /// A time whose bare number is seconds: the usual kind.
 typealias Seconds = TimeValue<BareSeconds>
-/// A time whose bare number is milliseconds (options that always took ms).
-typealias Milliseconds = TimeValue<BareMilliseconds>

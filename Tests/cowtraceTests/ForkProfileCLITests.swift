@@ -76,7 +76,7 @@ final class ForkProfileCLITests: XCTestCase {
 
     func testJSONProfileOfAChildThatExitsAgreesWithTheFrames() throws {
         try requireBPF()
-        let run = try profileWorkload(["--interval", "50", "--format", "json"])
+        let run = try profileWorkload(["--interval", "50ms", "--format", "json"])
         XCTAssertEqual(run.profile.status, 0, run.profile.stderr)
         let frames = try XCTUnwrap(try run.report.frames, "root reads frame numbers")
         let childTruth = try XCTUnwrap(frames.child).copied, parentTruth = frames.parent.copied
@@ -97,7 +97,7 @@ final class ForkProfileCLITests: XCTestCase {
 
     func testTextSummaryOfAChildThatExitsAgreesWithTheFrames() throws {
         try requireBPF()
-        let run = try profileWorkload(["--interval", "50"])
+        let run = try profileWorkload(["--interval", "50ms"])
         XCTAssertEqual(run.profile.status, 0, run.profile.stderr)
         let frames = try XCTUnwrap(try run.report.frames, "root reads frame numbers")
         // "copied:        24.0 MiB (6144 pages: parent 2048, child 4096)"
@@ -128,7 +128,7 @@ final class ForkProfileCLITests: XCTestCase {
         let script = FileManager.default.temporaryDirectory.appendingPathComponent("cowtrace-refcount-\(getpid()).py")
         try Self.refcountScript.write(to: script, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: script) }
-        let run = try profile(command: [python, script.path], ["--interval", "50", "--format", "json"])
+        let run = try profile(command: [python, script.path], ["--interval", "50ms", "--format", "json"])
         XCTAssertEqual(run.profile.status, 0, run.profile.stderr)
         let truth = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(run.lastLine.utf8)) as? [String: Int], run.lastLine)
         let childCopied = try XCTUnwrap(truth["child_copied"])

@@ -98,7 +98,7 @@ final class RedisCLITests: XCTestCase {
     func testTriggeredBGSaveMatchesRedisOwnFigures() throws {
         try requireBPF()
         let server = try prepare()
-        let run = try start(["redis", "--port", "\(server.port)", "--trigger", "--interval", "250", "--format", "json"])
+        let run = try start(["redis", "--port", "\(server.port)", "--trigger", "--interval", "250ms", "--format", "json"])
         XCTAssertTrue(try server.waitFor("rdb_bgsave_in_progress", 1), "cowtrace did not start a BGSAVE")
         try rewriteKeys(server)
         let stillSaving = try server.client().info("persistence").integer("rdb_bgsave_in_progress") == 1
@@ -176,7 +176,7 @@ final class RedisCLITests: XCTestCase {
             throw XCTSkip("redis-benchmark is not installed: run scripts/setup (apt-get install redis-tools)")
         }
         let server = try prepare()
-        let run = try start(["redis", "--port", "\(server.port)", "--trigger", "--interval", "100"])
+        let run = try start(["redis", "--port", "\(server.port)", "--trigger", "--interval", "100ms"])
         XCTAssertTrue(try server.waitFor("rdb_bgsave_in_progress", 1), "cowtrace did not start a BGSAVE")
         let load = Process()
         load.executableURL = URL(fileURLWithPath: benchmark)
@@ -209,7 +209,7 @@ final class RedisCLITests: XCTestCase {
     func testWaitsForTheNextBGSaveAndPrintsTheComparison() throws {
         try requireBPF()
         let server = try prepare()
-        let run = try start(["redis", "--pid", "\(server.pid)", "--interval", "500", "--timeout", "60"])
+        let run = try start(["redis", "--pid", "\(server.pid)", "--interval", "500ms", "--timeout", "60"])
         let banner = run.readUntil("waiting for redis-server")
         XCTAssertTrue(banner.contains("pid \(server.pid) (port \(server.port))"), banner)
         try server.client().bgsave()
@@ -227,7 +227,7 @@ final class RedisCLITests: XCTestCase {
     func testForkProfileFollowsAnySnapshotChild() throws {
         try requireBPF()
         let server = try prepare()
-        let run = try start(["fork-profile", "-p", "\(server.pid)", "--interval", "500", "--timeout", "60"])
+        let run = try start(["fork-profile", "-p", "\(server.pid)", "--interval", "500ms", "--timeout", "60"])
         _ = run.readUntil("waiting for pid")
         try server.client().bgsave()
         XCTAssertTrue(try server.waitFor("rdb_bgsave_in_progress", 1))
