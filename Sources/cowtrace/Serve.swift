@@ -55,6 +55,12 @@ struct Serve: ParsableCommand, OptionChecks {
     @Option(help: ArgumentHelp("Processes with series of their own, most pages copied first; the rest are summed into pid=\"other\".", valueName: "n"))
     var top: Int = MetricsExposition.defaultTop
 
+    @Option(help: ArgumentHelp("Key the series by cgroup (the default; with container_id and pod_uid where the path names them), comm, or pid (the --top processes: one-host debugging).", valueName: "cgroup|comm|pid"))
+    var groupBy: MetricsGrouping = .cgroup
+
+    @Option(help: ArgumentHelp("With --group-by cgroup or comm: groups with series of their own; later groups are summed into cgroup=\"other\" (or comm=\"other\").", valueName: "n"))
+    var maxGroups: Int = MetricsAggregator.defaultMaxGroups
+
     @Option(name: .shortAndLong, help: "Trace this process and the children it forks from now on (repeatable).")
     var pid: [Int32] = []
 
@@ -80,6 +86,7 @@ struct Serve: ParsableCommand, OptionChecks {
         let modes = [!pid.isEmpty || cgroup != nil, all, !command.isEmpty].filter { $0 }.count
         if all && modes > 1 { throw ValidationError("--all traces everything already: drop -p, -c and --cgroup") }
         if top < 1 { throw ValidationError("--top must be at least 1") }
+        if maxGroups < 1 { throw ValidationError("--max-groups must be at least 1") }
         if pid.contains(where: { $0 <= 0 }) { throw ValidationError("a pid must be a positive number") }
         if exitWithCommand && command.isEmpty { throw ValidationError("--exit-with-command needs -c COMMAND...") }
     }
@@ -110,14 +117,15 @@ struct Serve: ParsableCommand, OptionChecks {
         // Bound before the programs load: a port in use fails fast. Scrapes
         // wait in the backlog until the collector exists and start() runs.
         let box = CollectorBox()
-        let server = try MetricsServer(listen: address) {
+        let server = try MetricsServer(listen: address, render: { format in
             guard let collector = box.collector else { throw CLIError(description: "starting") }
-            return try collector.render()
-        }
+            return (try collector.render(format: format), format)
+        })
         if let warning = server.address.networkWarning { printError(warning) }
         let tracer = try CowTracer(options: options)
         defer { tracer.close() }
-        let collector = MetricsCollector(source: TracerMetricsSource(tracer), top: top)
+        let collector = MetricsCollector(source: TracerMetricsSource(tracer, keepsExited: groupBy == .pid), top: top, grouping: groupBy,
+                                         maxGroups: maxGroups, burstIntervalNanoseconds: max(options.burstIntervalNanoseconds, 1_000_000))
         box.collector = collector
         defer { server.stop() } // before the tracer closes: no scrape reads a closed map
         for p in members?.pids() ?? [] { try? tracer.trace(pid: p) }
@@ -190,7 +198,14 @@ final class TracerMetricsSource: MetricsSource {
     /// Names from the last snapshot, so histograms() need not read them again.
     private var lastIdentities: [Int32: ProcessIdentity] = [:]
 
-    init(_ tracer: CowTracer) { self.tracer = tracer }
+    /// false (--group-by cgroup|comm): an exited process is in one snapshot,
+    /// the aggregator folds it into its group.
+    private let keepsExited: Bool
+
+    init(_ tracer: CowTracer, keepsExited: Bool = true) {
+        self.tracer = tracer
+        self.keepsExited = keepsExited
+    }
 
     var tier: AttachTier { tracer.tier }
     var pageSize: UInt64 { tracer.pageSize }
@@ -202,10 +217,11 @@ final class TracerMetricsSource: MetricsSource {
         lastIdentities = s.info
         exitedNow = []
         for (pid, info) in s.info where info.exited {
-            retiredInfo[pid] = info
-            if let c = s.counters[pid] { retiredCounters[pid] = c }
             exitedNow.insert(pid)
             toForget.append(pid)
+            guard keepsExited else { continue }
+            retiredInfo[pid] = info
+            if let c = s.counters[pid] { retiredCounters[pid] = c }
         }
         for (pid, c) in retiredCounters where s.counters[pid] == nil {
             s.counters[pid] = c
@@ -218,8 +234,11 @@ final class TracerMetricsSource: MetricsSource {
     func histograms() throws -> [ProcessHistograms] {
         var current: [Int32: ProcessHistograms] = [:]
         for h in try tracer.histograms(identities: lastIdentities) { current[h.pid] = h }
+        guard keepsExited else { return current.keys.sorted().map { current[$0]! } }
         for pid in exitedNow { if let h = current[pid] { retiredHistograms[pid] = h } }
         for (pid, h) in retiredHistograms where current[pid] == nil { current[pid] = h }
         return current.keys.sorted().map { current[$0]! }
     }
 }
+
+extension MetricsGrouping: ExpressibleByArgument {}
