@@ -119,23 +119,32 @@ public final class MetricsAggregator {
         return groups.count - 1
     }
 
-    private func group(of pid: Int32, _ info: ProcessIdentity?, now: Double) -> Int {
+    /// Groups resolved during this update, also of processes not live (siblings share their parent's).
+    private var resolvedThisUpdate: [Int32: Int] = [:]
+
+    private func group(of pid: Int32, _ info: ProcessIdentity?, _ infos: [Int32: ProcessIdentity], now: Double, depth: Int = 0) -> Int {
         switch grouping {
         case .comm:
             let comm = info?.comm ?? ""
             return groupIndex(key: comm, labels: [("comm", comm)], now: now)
         default:
-            // Gone already (exited between scrapes): its parent's group, where it was forked.
-            var cgroup = resolve(pid, info)
-            if cgroup == nil, let ppid = info?.ppid, ppid > 0 {
-                if let l = live[ppid] { return l.group }
-                cgroup = resolve(ppid, nil)
+            if let l = live[pid] { return l.group }
+            if let g = resolvedThisUpdate[pid] { return g }
+            let g: Int
+            if let c = resolve(pid, info) {
+                var labels = [("cgroup", c.path)]
+                if let id = c.containerID { labels.append(("container_id", id)) }
+                if let uid = c.podUID { labels.append(("pod_uid", uid)) }
+                g = groupIndex(key: c.path, labels: labels, now: now)
+            } else if let ppid = info?.ppid, ppid > 0, ppid != pid, depth < 16 {
+                // Gone already (exited between scrapes): the group of the
+                // nearest ancestor still known, where it was forked.
+                g = group(of: ppid, infos[ppid], infos, now: now, depth: depth + 1)
+            } else {
+                g = groupIndex(key: "unknown", labels: [("cgroup", "unknown")], now: now)
             }
-            let c = cgroup ?? ProcessCgroup(path: "unknown")
-            var labels = [("cgroup", c.path)]
-            if let id = c.containerID { labels.append(("container_id", id)) }
-            if let uid = c.podUID { labels.append(("pod_uid", uid)) }
-            return groupIndex(key: c.path, labels: labels, now: now)
+            resolvedThisUpdate[pid] = g
+            return g
         }
     }
 
@@ -160,6 +169,10 @@ public final class MetricsAggregator {
             for (kind, v) in h ?? [:] { groups[l.group].retiredHistograms[kind, default: Log2Histogram()] += v }
         }
 
+        // The live processes' groups as they were before this update: a
+        // process gone already finds its parent's even if the parent exits in it.
+        resolvedThisUpdate = live.mapValues(\.group)
+        defer { resolvedThisUpdate = [:] }
         var seen = Set<Int32>()
         seen.reserveCapacity(s.counters.count)
         var liveGroupOf: [Int32: Int] = [:]
@@ -174,7 +187,7 @@ public final class MetricsAggregator {
                 live[pid] = nil
                 previous = nil
             }
-            let g = previous?.group ?? group(of: pid, info, now: now)
+            let g = previous?.group ?? group(of: pid, info, s.info, now: now)
             note(g, pid: pid, comm: info?.comm ?? "", before: previous?.counters ?? ProcessCounters(), after: c)
             let l = Live(group: g, start: start, counters: c)
             if info?.exited == true {

@@ -93,6 +93,25 @@ final class MetricsAggregatorTests: XCTestCase {
     func testAGoneProcessFallsBackToItsParentsGroup() {
         let a = MetricsAggregator(grouping: .cgroup, resolveCgroup: { $0 == 1 ? ProcessCgroup(path: "/parent") : nil })
         XCTAssertEqual(copiesByGroup(a.update(snapshot([7: (5, true)]))), ["/parent": 5], "ppid is 1 in these identities")
+        // Parent and child both gone: the grandparent's group.
+        var m = snapshot([7: (1, true), 8: (4, true)])
+        m.snapshot.info[8]!.ppid = 7
+        XCTAssertEqual(copiesByGroup(a.update(m)), ["/parent": 9], "pid 7 was folded already (same start): only pid 8 adds")
+        // The parent exits in the same snapshot as its child, both gone from /proc:
+        // the child still gets the group the parent had (whatever the order they are folded in).
+        for _ in 0..<20 {
+            var alive = true
+            let b = MetricsAggregator(grouping: .cgroup, resolveCgroup: { pid in
+                pid == 5 && alive ? ProcessCgroup(path: "/sub") : pid == 1 ? ProcessCgroup(path: "/top") : nil
+            })
+            _ = b.update(snapshot([5: (1, false)]))
+            alive = false
+            var both = snapshot([5: (2, true), 9: (30, true), 10: (40, true), 11: (50, true)])
+            for child in [9, 10, 11] as [Int32] { both.snapshot.info[child]!.ppid = 5 }
+            XCTAssertEqual(copiesByGroup(b.update(both)), ["/sub": 122])
+        }
+        let lost = MetricsAggregator(grouping: .cgroup, resolveCgroup: { _ in nil })
+        XCTAssertEqual(copiesByGroup(lost.update(snapshot([7: (5, true)]))), ["unknown": 5])
     }
 
     func testPidOtherNeverDecreasesWhenAProcessRisesIntoTheTop() {
