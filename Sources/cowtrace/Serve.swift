@@ -19,20 +19,27 @@ struct Serve: ParsableCommand, OptionChecks {
             process is traced (--all).
 
             Metrics (docs/exports.md has them all): \
-            cowtrace_write_protect_faults_total{pid,comm,class} with class copy, reuse, \
+            cowtrace_write_protect_faults_total{cgroup,class} with class copy, reuse, \
             zero_fill, file_copy or shared_write; cowtrace_copied_bytes_total; \
             cowtrace_forks_total; cowtrace_execs_total; the histograms \
             cowtrace_copy_latency_seconds, cowtrace_copies_per_interval and \
             cowtrace_fault_offset_bytes{mapping}; cowtrace_dropped_events_total{reason}; \
-            cowtrace_info{tier,kernel,version}; cowtrace_traced_processes. Only the --top \
-            processes with the most pages copied get series of their own; the others \
-            are summed into pid="other", so a busy host cannot flood Prometheus.
+            cowtrace_dropped_processes_total{reason}; cowtrace_copies_per_interval_seconds; \
+            cowtrace_info{tier,kernel,version}; cowtrace_traced_processes. Series are \
+            keyed by cgroup (--group-by cgroup, the default; with container_id and \
+            pod_uid labels where the path names them), by comm, or by pid: at most \
+            --max-groups groups get series of their own, the rest are summed into \
+            cgroup="other"; with --group-by pid only the --top processes with the most \
+            pages copied do, the rest are summed into pid="other". Every counter only \
+            grows. A scrape that accepts application/openmetrics-text gets OpenMetrics \
+            with exemplars (a recent copying pid and comm) on cowtrace_copied_bytes_total.
 
             Examples:
               cowtrace serve                         every process, on 127.0.0.1:9464
               cowtrace serve -p 1234 --listen 127.0.0.1:9500
                                                      pid 1234 and its future children
-              cowtrace serve --top 200 -c make -j2   a command; served after it ends
+              cowtrace serve --group-by pid --top 200 -c make -j2
+                                                     a command, per process; served after it ends
               curl -s 127.0.0.1:9464/metrics | grep 'class="copy"'
 
             Prometheus (prometheus.yml):
@@ -41,8 +48,8 @@ struct Serve: ParsableCommand, OptionChecks {
                   scrape_interval: 5s
                   static_configs:
                     - targets: ['127.0.0.1:9464']
-            Then, e.g., the pages copied per second by each process:
-              rate(cowtrace_write_protect_faults_total{class="copy"}[1m])
+            Then, e.g., the bytes copied per second by each cgroup:
+              rate(cowtrace_copied_bytes_total[1m])
 
             Listening on another address than loopback makes the pids and command \
             names of the traced processes readable from the network: cowtrace warns.

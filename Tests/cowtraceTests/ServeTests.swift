@@ -255,6 +255,11 @@ final class ServeTests: XCTestCase {
         assertOneLineError(try cowtrace(["serve", "--top", "0"]), contains: "--top must be at least 1")
     }
 
+    func testMaxGroupsMustBePositiveAndGroupByKnown() throws {
+        assertOneLineError(try cowtrace(["serve", "--max-groups", "0"]), contains: "--max-groups must be at least 1")
+        assertOneLineError(try cowtrace(["serve", "--group-by", "host"]), contains: "--group-by")
+    }
+
     func testHelpTeachesAScrapeConfig() throws {
         let r = try cowtrace(["serve", "--help"])
         XCTAssertEqual(r.status, 0)
