@@ -26,15 +26,46 @@ public struct MetricsSnapshot: Sendable {
     public var kernelRelease: String
     /// cowtrace's version.
     public var version: String
+    /// The interval cowtrace_copies_per_interval counts copies in, if known.
+    public var burstIntervalNanoseconds: UInt64?
 
     public init(snapshot: TraceSnapshot, histograms: [ProcessHistograms], tier: AttachTier, pageSize: UInt64,
-                kernelRelease: String = MetricsExposition.kernelRelease, version: String = CowTraceVersion.current) {
+                kernelRelease: String = MetricsExposition.kernelRelease, version: String = CowTraceVersion.current,
+                burstIntervalNanoseconds: UInt64? = nil) {
+        self.burstIntervalNanoseconds = burstIntervalNanoseconds
         self.snapshot = snapshot
         self.histograms = histograms
         self.tier = tier
         self.pageSize = pageSize
         self.kernelRelease = kernelRelease
         self.version = version
+    }
+}
+
+/// The two exposition formats `serve` answers in.
+public enum ExpositionFormat: Sendable {
+    /// Prometheus text format 0.0.4, the default.
+    case text
+    /// OpenMetrics 1.0 text: `# UNIT`, `_created`, exemplars, `# EOF`.
+    case openMetrics
+
+    public var contentType: String {
+        switch self {
+        case .text: return "text/plain; version=0.0.4; charset=utf-8"
+        case .openMetrics: return "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        }
+    }
+
+    /// OpenMetrics when the Accept header lists it (with q > 0), else text.
+    public init(accept: String?) {
+        self = .text
+        for item in (accept ?? "").split(separator: ",") {
+            let parts = item.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+            guard parts.first == "application/openmetrics-text" else { continue }
+            if parts.contains(where: { $0.hasPrefix("q=") && Double($0.dropFirst(2)) == 0 }) { continue }
+            self = .openMetrics
+            return
+        }
     }
 }
 
@@ -50,7 +81,7 @@ public struct MetricsSnapshot: Sendable {
 /// never has more than top + 1 series per label combination of its own
 /// (class, mapping, le).
 public struct MetricsExposition {
-    public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+    public static let contentType = ExpositionFormat.text.contentType
     public static let defaultTop = 50
     /// uname -r, read once.
     public static let kernelRelease: String = {
@@ -70,44 +101,18 @@ public struct MetricsExposition {
     /// The fault classes, as the `class` label spells them.
     public static let classes = ["copy", "reuse", "zero_fill", "file_copy", "shared_write"]
 
-    /// One process's series or the "other" aggregate.
-    private struct Subject {
-        var pid: String
-        var comm: String?
-        var counters: ProcessCounters
-        var histograms: [HistogramKind: Log2Histogram]
-        /// `pid="1234",comm="x"`, escaped once for all its samples.
-        var labelText: String {
-            "pid=\"\(pid)\"" + (comm.map { ",comm=\"\(MetricsExposition.escapeLabelValue($0))\"" } ?? "")
-        }
+    /// The 0.0.4 text of a single snapshot, per process (--group-by pid).
+    public func render(_ m: MetricsSnapshot) -> String {
+        render(MetricsAggregator(grouping: .pid, top: top).update(m), m, format: .text, created: 0)
     }
 
-    public func render(_ m: MetricsSnapshot) -> String {
-        let table = ProcessTable(snapshot: m.snapshot, tier: m.tier, pageSize: m.pageSize)
-        var subjects: [Subject] = []
-        var index: [Int32: Int] = [:]
-        for row in table.rows.prefix(top) {
-            index[row.pid] = subjects.count
-            subjects.append(Subject(pid: "\(row.pid)", comm: row.comm, counters: row.counters, histograms: [:]))
-        }
-        var other = Subject(pid: "other", comm: nil, counters: ProcessCounters(), histograms: [:])
-        var aggregated = Set<Int32>()
-        for row in table.rows.dropFirst(top) {
-            other.counters = other.counters + row.counters
-            aggregated.insert(row.pid)
-        }
-        for p in m.histograms {
-            let hasValues = p.histograms.values.contains { h in h.buckets.contains { $0 > 0 } }
-            if !hasValues { continue }
-            if let i = index[p.pid] {
-                subjects[i].histograms.merge(p.histograms) { a, b in var s = a; s += b; return s }
-            } else {
-                for (kind, h) in p.histograms { other.histograms[kind, default: Log2Histogram()] += h }
-                aggregated.insert(p.pid)
-            }
-        }
-        if !aggregated.isEmpty { subjects.append(other) }
-        let labels = subjects.map(\.labelText)
+    /// The exposition of `series` (from a MetricsAggregator fed `m`).
+    /// `created`: when the unlabelled counters started (OpenMetrics `_created`).
+    public func render(_ series: MetricsSeries, _ m: MetricsSnapshot, format: ExpositionFormat, created: Double) -> String {
+        let subjects = series.subjects
+        let om = format == .openMetrics
+        let labels = subjects.map { s in s.labels.map { "\($0.0)=\"\(Self.escapeLabelValue($0.1))\"" }.joined(separator: ",") }
+        let createdText = subjects.map { Self.float($0.created) }
 
         // Appended piece by piece: a scrape of a thousand processes has about
         // a hundred thousand samples, and this is where a scrape's time goes.
@@ -115,8 +120,15 @@ public struct MetricsExposition {
         out.reserveCapacity(4096 + subjects.count * 1024)
         func put(_ s: String) { out.append(contentsOf: s.utf8) }
         func header(_ name: String, _ type: String, _ help: String) {
-            put("# HELP "); put(name); put(" "); put(Self.escapeHelp(help)); put("\n")
-            put("# TYPE "); put(name); put(" "); put(type); put("\n")
+            var family = name
+            if om && type == "counter" && family.hasSuffix("_total") { family.removeLast("_total".count) }
+            if om && type == "gauge" && family.hasSuffix("_info") { family.removeLast("_info".count) }
+            let omType = om && name.hasSuffix("_info") && type == "gauge" ? "info" : type
+            put("# HELP "); put(family); put(" "); put(Self.escapeHelp(help, openMetrics: om)); put("\n")
+            put("# TYPE "); put(family); put(" "); put(omType); put("\n")
+            if om, let unit = ["bytes", "seconds"].first(where: { family.hasSuffix("_" + $0) }) {
+                put("# UNIT "); put(family); put(" "); put(unit); put("\n")
+            }
         }
         func start(_ name: String, _ labels: String, _ extra: String) {
             put(name)
@@ -131,34 +143,52 @@ public struct MetricsExposition {
             start(name, labels, extra); put(value); out.append(UInt8(ascii: "\n"))
         }
         var digits = [UInt8](repeating: 0, count: 20)
-        func line(_ name: String, _ labels: String, _ extra: String, _ value: UInt64) {
-            start(name, labels, extra)
+        func number(_ value: UInt64) {
             var v = value, n = 0
             repeat { digits[n] = UInt8(ascii: "0") + UInt8(v % 10); v /= 10; n += 1 } while v > 0
             for i in stride(from: n - 1, through: 0, by: -1) { out.append(digits[i]) }
+        }
+        func line(_ name: String, _ labels: String, _ extra: String, _ value: UInt64) {
+            start(name, labels, extra)
+            number(value)
             out.append(UInt8(ascii: "\n"))
         }
-        func perSubject(_ name: String, _ type: String, _ help: String, _ value: (ProcessCounters) -> UInt64) {
+        /// A counter sample; in OpenMetrics with its exemplar and `_created`.
+        func counter(_ name: String, _ i: Int?, _ extra: String, _ value: UInt64, exemplar: MetricsExemplar? = nil) {
+            let labelText = i.map { labels[$0] } ?? ""
+            start(name, labelText, extra)
+            number(value)
+            if om, let e = exemplar {
+                put(" # {pid=\"\(e.pid)\",comm=\"\(Self.escapeLabelValue(e.comm))\"} ")
+                number(e.copiedBytes)
+                put(" "); put(Self.timestamp(e.timestamp))
+            }
+            out.append(UInt8(ascii: "\n"))
+            if om {
+                line(String(name.dropLast("_total".count)) + "_created", labelText, extra, i.map { createdText[$0] } ?? Self.float(created))
+            }
+        }
+        func perSubject(_ name: String, _ help: String, exemplars: Bool = false, _ value: (ProcessCounters) -> UInt64) {
             guard !subjects.isEmpty else { return }
-            header(name, type, help)
-            for (i, s) in subjects.enumerated() { line(name, labels[i], "", value(s.counters)) }
+            header(name, "counter", help)
+            for (i, s) in subjects.enumerated() { counter(name, i, "", value(s.counters), exemplar: exemplars ? s.exemplar : nil) }
         }
 
         let wp = "cowtrace_write_protect_faults_total"
         if !subjects.isEmpty {
-            header(wp, "counter", "Write-protect faults by process and class: copy (page copied after fork), reuse (page was exclusive), zero_fill, file_copy (MAP_PRIVATE file page copied), shared_write.")
+            header(wp, "counter", "Write-protect faults by \(series.grouping == .pid ? "process" : series.grouping.rawValue) and class: copy (page copied after fork), reuse (page was exclusive), zero_fill, file_copy (MAP_PRIVATE file page copied), shared_write.")
             let classLabels = Self.classes.map { "class=\"\($0)\"" }
             for (i, s) in subjects.enumerated() {
                 let c = s.counters
                 for (j, v) in [c.copies, c.reuses, c.zeroFills, c.fileCopies, c.sharedWrites].enumerated() {
-                    line(wp, labels[i], classLabels[j], v)
+                    counter(wp, i, classLabels[j], v)
                 }
             }
         }
-        perSubject("cowtrace_copied_bytes_total", "counter",
-                   "Bytes copied by copy-on-write faults (anonymous and MAP_PRIVATE file copies).") { $0.bytesCopied(pageSize: m.pageSize) }
-        perSubject("cowtrace_forks_total", "counter", "Processes forked by this process since tracing started.") { $0.forks }
-        perSubject("cowtrace_execs_total", "counter", "Successful execve calls by this process since tracing started.") { $0.execs }
+        perSubject("cowtrace_copied_bytes_total",
+                   "Bytes copied by copy-on-write faults (anonymous and MAP_PRIVATE file copies), in bytes.", exemplars: true) { $0.bytesCopied(pageSize: m.pageSize) }
+        perSubject("cowtrace_forks_total", "Processes forked since tracing started.") { $0.forks }
+        perSubject("cowtrace_execs_total", "Successful execve calls since tracing started.") { $0.execs }
 
         /// A histogram family: for every subject and kind with values, cumulative
         /// `_bucket` series from the family's lowest to its highest non-empty
@@ -206,20 +236,36 @@ public struct MetricsExposition {
 
         let d = m.snapshot.drops
         header("cowtrace_dropped_events_total", "counter",
-               "What the kernel side could not deliver or store: ring_buffer_full (events), process_map_full (processes not counted), info_map_full (identities or fork records not stored), histogram_map_full (histogram or stack updates not stored), vma_lookup_busy (faults left out of the mapping histograms).")
-        for (reason, v) in [("ring_buffer_full", d.ringBufferFull), ("process_map_full", d.processMapFull),
-                            ("info_map_full", d.infoMapFull), ("histogram_map_full", d.histogramMapFull),
+               "Events the kernel side could not deliver or store, by reason: ring_buffer_full (events to user space), histogram_map_full (histogram or stack updates), vma_lookup_busy (faults left out of the mapping histograms).")
+        for (reason, v) in [("ring_buffer_full", d.ringBufferFull), ("histogram_map_full", d.histogramMapFull),
                             ("vma_lookup_busy", d.vmaLookupBusy)] {
-            line("cowtrace_dropped_events_total", "", "reason=\"\(reason)\"", v)
+            counter("cowtrace_dropped_events_total", nil, "reason=\"\(reason)\"", v)
+        }
+        header("cowtrace_dropped_processes_total", "counter",
+               "Processes the kernel side could not store, by reason: process_map_full (processes not counted), info_map_full (identities or fork records not stored).")
+        for (reason, v) in [("process_map_full", d.processMapFull), ("info_map_full", d.infoMapFull)] {
+            counter("cowtrace_dropped_processes_total", nil, "reason=\"\(reason)\"", v)
+        }
+        if let ns = m.burstIntervalNanoseconds {
+            header("cowtrace_copies_per_interval_seconds", "gauge",
+                   "The length of the intervals cowtrace_copies_per_interval counts a process's copies in, in seconds.")
+            line("cowtrace_copies_per_interval_seconds", "", "", Self.float(Double(ns) / 1e9))
         }
         header("cowtrace_info", "gauge", "Always 1: the attach tier in use, the kernel release and cowtrace's version.")
         put(Self.sample("cowtrace_info", [("tier", m.tier.rawValue), ("kernel", m.kernelRelease), ("version", m.version)], "1") + "\n")
         let live = m.snapshot.counters.keys.filter { m.snapshot.info[$0]?.exited != true }.count
         header("cowtrace_traced_processes", "gauge", "Processes being traced that have not exited.")
         line("cowtrace_traced_processes", "", "", UInt64(live))
-        header("cowtrace_aggregated_processes", "gauge",
-               "Processes beyond --top whose counts are summed into the series with pid=\"other\".")
-        line("cowtrace_aggregated_processes", "", "", UInt64(aggregated.count))
+        if series.grouping == .pid {
+            header("cowtrace_aggregated_processes", "gauge",
+                   "Processes beyond --top whose counts are summed into the series with pid=\"other\".")
+            line("cowtrace_aggregated_processes", "", "", UInt64(series.aggregatedProcesses))
+        } else {
+            header("cowtrace_groups", "gauge",
+                   "Groups (by --group-by) with series of their own, at most --max-groups; later ones are summed into \(series.grouping.rawValue)=\"other\".")
+            line("cowtrace_groups", "", "", UInt64(series.groups))
+        }
+        if om { put("# EOF\n") }
         return String(decoding: out, as: UTF8.self)
     }
 
@@ -256,8 +302,16 @@ public struct MetricsExposition {
         return out
     }
 
-    /// HELP text: backslash and line feed are escaped.
-    public static func escapeHelp(_ s: String) -> String {
-        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\n", with: "\\n")
+    /// HELP text: backslash and line feed are escaped (and, in OpenMetrics, double quotes).
+    public static func escapeHelp(_ s: String, openMetrics: Bool = false) -> String {
+        let t = s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\n", with: "\\n")
+        return openMetrics ? t.replacingOccurrences(of: "\"", with: "\\\"") : t
+    }
+
+    /// Unix seconds with millisecond precision ("1700000000.123").
+    static func timestamp(_ t: Double) -> String {
+        let ms = Int64((t * 1000).rounded())
+        let frac = ms % 1000
+        return "\(ms / 1000)." + String(repeating: "0", count: frac < 10 ? 2 : frac < 100 ? 1 : 0) + "\(frac)"
     }
 }

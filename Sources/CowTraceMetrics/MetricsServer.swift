@@ -129,9 +129,15 @@ public final class MetricsCollector: @unchecked Sendable {
     private let lock = NSLock()
     public let exposition: MetricsExposition
 
-    public init(source: MetricsSource, top: Int = MetricsExposition.defaultTop) {
+    public let aggregator: MetricsAggregator
+    public let burstIntervalNanoseconds: UInt64?
+
+    public init(source: MetricsSource, top: Int = MetricsExposition.defaultTop, grouping: MetricsGrouping = .pid,
+                maxGroups: Int = MetricsAggregator.defaultMaxGroups, burstIntervalNanoseconds: UInt64? = nil) {
         self.source = source
         exposition = MetricsExposition(top: top)
+        aggregator = MetricsAggregator(grouping: grouping, top: top, maxGroups: maxGroups)
+        self.burstIntervalNanoseconds = burstIntervalNanoseconds
     }
 
     /// Runs `body` with the source locked (e.g. to trace more pids).
@@ -144,13 +150,18 @@ public final class MetricsCollector: @unchecked Sendable {
     public func read() throws -> MetricsSnapshot {
         try withLock {
             MetricsSnapshot(snapshot: try source.snapshot(), histograms: try source.histograms(),
-                            tier: source.tier, pageSize: source.pageSize)
+                            tier: source.tier, pageSize: source.pageSize, burstIntervalNanoseconds: burstIntervalNanoseconds)
         }
     }
 
-    /// The exposition text of the current counts.
-    public func render() throws -> String {
-        exposition.render(try read())
+    /// The exposition text of the current counts, in `format`. Successive
+    /// calls go through one aggregator, so counters never decrease.
+    public func render(format: ExpositionFormat = .text) throws -> String {
+        try withLock {
+            let m = MetricsSnapshot(snapshot: try source.snapshot(), histograms: try source.histograms(),
+                                    tier: source.tier, pageSize: source.pageSize, burstIntervalNanoseconds: burstIntervalNanoseconds)
+            return exposition.render(aggregator.update(m), m, format: format, created: aggregator.created)
+        }
     }
 }
 
@@ -165,7 +176,7 @@ public final class MetricsServer: @unchecked Sendable {
     public static let maxConnections = 32
     public static let ioTimeoutSeconds = 5
 
-    private let metrics: () throws -> String
+    private let metrics: (ExpositionFormat) throws -> (body: String, format: ExpositionFormat)
     private let listenFD: Int32
     private var wakePipe: [Int32] = [-1, -1]
     private let state = NSCondition()
@@ -176,8 +187,14 @@ public final class MetricsServer: @unchecked Sendable {
 
     /// Binds and listens (connections wait in the backlog until `start()`).
     /// `metrics` is called for every scrape, on the connection's thread.
-    public init(listen: ListenAddress, metrics: @escaping () throws -> String) throws {
-        self.metrics = metrics
+    public convenience init(listen: ListenAddress, metrics: @escaping () throws -> String) throws {
+        try self.init(listen: listen, render: { _ in (try metrics(), .text) })
+    }
+
+    /// `render` gets the format the request's Accept header asks for and
+    /// returns the body and the format it is in.
+    public init(listen: ListenAddress, render: @escaping (ExpositionFormat) throws -> (body: String, format: ExpositionFormat)) throws {
+        self.metrics = render
         let storage = try listen.sockaddrStorage()
         let domain = listen.family == .ipv6 ? AF_INET6 : AF_INET
         let fd = socket(domain, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -300,16 +317,16 @@ public final class MetricsServer: @unchecked Sendable {
         var timeout = timeval(tv_sec: Self.ioTimeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        guard let request = Self.readHead(fd) else {
+        guard let (request, headers) = Self.readRequest(fd) else {
             Self.send(fd, Self.response(status: "400 Bad Request", type: "text/plain; charset=utf-8", body: Data("bad request\n".utf8), head: false))
             return
         }
-        Self.send(fd, respond(to: request))
+        Self.send(fd, respond(to: request, accept: headers["accept"]))
         shutdown(fd, Int32(SHUT_WR))
     }
 
     /// The response to a request line such as "GET /metrics HTTP/1.1".
-    func respond(to requestLine: String) -> Data {
+    func respond(to requestLine: String, accept: String? = nil) -> Data {
         let parts = requestLine.split(separator: " ", omittingEmptySubsequences: true)
         guard parts.count == 3, parts[2].hasPrefix("HTTP/") else {
             return Self.response(status: "400 Bad Request", type: "text/plain; charset=utf-8", body: Data("bad request\n".utf8), head: false)
@@ -332,7 +349,8 @@ public final class MetricsServer: @unchecked Sendable {
                                  head: head)
         }
         do {
-            return Self.response(status: "200 OK", type: MetricsExposition.contentType, body: Data(try metrics().utf8), head: head)
+            let (body, format) = try metrics(ExpositionFormat(accept: accept))
+            return Self.response(status: "200 OK", type: format.contentType, body: Data(body.utf8), head: head)
         } catch {
             return Self.response(status: "500 Internal Server Error", type: "text/plain; charset=utf-8",
                                  body: Data("cowtrace: \(error)\n".utf8), head: head)
@@ -345,9 +363,37 @@ public final class MetricsServer: @unchecked Sendable {
         return out
     }
 
+    /// The request line and the headers (lower-cased names) of the request's head.
+    static func readRequest(_ fd: Int32) -> (String, [String: String])? {
+        guard let head = readHeadText(fd) else { return nil }
+        return parseHead(head)
+    }
+
+    static func parseHead(_ head: String) -> (String, [String: String])? {
+        // Split on UTF-8 line feeds: "\r\n" is one Character to String.
+        let lines = head.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).map { bytes in
+            String(decoding: bytes.last == UInt8(ascii: "\r") ? bytes.dropLast() : bytes[...], as: UTF8.self)
+        }
+        guard let first = lines.first, !first.isEmpty else { return nil }
+        var headers: [String: String] = [:]
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            let name = line[..<colon].trimmingCharacters(in: .whitespaces).lowercased()
+            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            headers[name] = headers[name].map { $0 + "," + value } ?? value
+        }
+        return (String(first), headers)
+    }
+
     /// Reads up to the end of the request's head; returns its first line.
     /// nil on a timeout, a closed connection, or a head over 16 KiB.
     static func readHead(_ fd: Int32) -> String? {
+        guard let head = readHeadText(fd) else { return nil }
+        return parseHead(head)?.0
+    }
+
+    /// The request's head as read (up to 16 KiB).
+    static func readHeadText(_ fd: Int32) -> String? {
         var data = [UInt8]()
         var buffer = [UInt8](repeating: 0, count: 4096)
         let end: [UInt8] = Array("\r\n\r\n".utf8)
@@ -363,7 +409,7 @@ public final class MetricsServer: @unchecked Sendable {
         }
         guard let lineEnd = data.firstIndex(of: UInt8(ascii: "\r")) ?? data.firstIndex(of: UInt8(ascii: "\n")),
               lineEnd > 0 else { return nil }
-        return String(decoding: data[0..<lineEnd], as: UTF8.self)
+        return String(decoding: data, as: UTF8.self)
     }
 
     static func send(_ fd: Int32, _ data: Data) {

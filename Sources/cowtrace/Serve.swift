@@ -19,20 +19,27 @@ struct Serve: ParsableCommand, OptionChecks {
             process is traced (--all).
 
             Metrics (docs/exports.md has them all): \
-            cowtrace_write_protect_faults_total{pid,comm,class} with class copy, reuse, \
+            cowtrace_write_protect_faults_total{cgroup,class} with class copy, reuse, \
             zero_fill, file_copy or shared_write; cowtrace_copied_bytes_total; \
             cowtrace_forks_total; cowtrace_execs_total; the histograms \
             cowtrace_copy_latency_seconds, cowtrace_copies_per_interval and \
             cowtrace_fault_offset_bytes{mapping}; cowtrace_dropped_events_total{reason}; \
-            cowtrace_info{tier,kernel,version}; cowtrace_traced_processes. Only the --top \
-            processes with the most pages copied get series of their own; the others \
-            are summed into pid="other", so a busy host cannot flood Prometheus.
+            cowtrace_dropped_processes_total{reason}; cowtrace_copies_per_interval_seconds; \
+            cowtrace_info{tier,kernel,version}; cowtrace_traced_processes. Series are \
+            keyed by cgroup (--group-by cgroup, the default; with container_id and \
+            pod_uid labels where the path names them), by comm, or by pid: at most \
+            --max-groups groups get series of their own, the rest are summed into \
+            cgroup="other"; with --group-by pid only the --top processes with the most \
+            pages copied do, the rest are summed into pid="other". Every counter only \
+            grows. A scrape that accepts application/openmetrics-text gets OpenMetrics \
+            with exemplars (a recent copying pid and comm) on cowtrace_copied_bytes_total.
 
             Examples:
               cowtrace serve                         every process, on 127.0.0.1:9464
               cowtrace serve -p 1234 --listen 127.0.0.1:9500
                                                      pid 1234 and its future children
-              cowtrace serve --top 200 -c make -j2   a command; served after it ends
+              cowtrace serve --group-by pid --top 200 -c make -j2
+                                                     a command, per process; served after it ends
               curl -s 127.0.0.1:9464/metrics | grep 'class="copy"'
 
             Prometheus (prometheus.yml):
@@ -41,8 +48,8 @@ struct Serve: ParsableCommand, OptionChecks {
                   scrape_interval: 5s
                   static_configs:
                     - targets: ['127.0.0.1:9464']
-            Then, e.g., the pages copied per second by each process:
-              rate(cowtrace_write_protect_faults_total{class="copy"}[1m])
+            Then, e.g., the bytes copied per second by each cgroup:
+              rate(cowtrace_copied_bytes_total[1m])
 
             Listening on another address than loopback makes the pids and command \
             names of the traced processes readable from the network: cowtrace warns.
@@ -54,6 +61,12 @@ struct Serve: ParsableCommand, OptionChecks {
 
     @Option(help: ArgumentHelp("Processes with series of their own, most pages copied first; the rest are summed into pid=\"other\".", valueName: "n"))
     var top: Int = MetricsExposition.defaultTop
+
+    @Option(help: ArgumentHelp("Key the series by cgroup (the default; with container_id and pod_uid where the path names them), comm, or pid (the --top processes: one-host debugging).", valueName: "cgroup|comm|pid"))
+    var groupBy: MetricsGrouping = .cgroup
+
+    @Option(help: ArgumentHelp("With --group-by cgroup or comm: groups with series of their own; later groups are summed into cgroup=\"other\" (or comm=\"other\").", valueName: "n"))
+    var maxGroups: Int = MetricsAggregator.defaultMaxGroups
 
     @Flag(help: "With -c: stop serving when the command exits (its exit status becomes cowtrace's).")
     var exitWithCommand = false
@@ -70,6 +83,7 @@ struct Serve: ParsableCommand, OptionChecks {
 
     func checkOptions() throws {
         if top < 1 { throw ValidationError("--top must be at least 1") }
+        if maxGroups < 1 { throw ValidationError("--max-groups must be at least 1") }
         if exitWithCommand && command.isEmpty { throw ValidationError("--exit-with-command needs -c COMMAND...") }
         // A malformed address is a usage mistake (64); a port in use is found at bind (1).
         do { _ = try ListenAddress(parsing: listen) } catch let e as MetricsServerError { throw ValidationError(e.description) }
@@ -100,14 +114,15 @@ struct Serve: ParsableCommand, OptionChecks {
         // Bound before the programs load: a port in use fails fast. Scrapes
         // wait in the backlog until the collector exists and start() runs.
         let box = CollectorBox()
-        let server = try MetricsServer(listen: address) {
+        let server = try MetricsServer(listen: address, render: { format in
             guard let collector = box.collector else { throw CLIError(description: "starting") }
-            return try collector.render()
-        }
+            return (try collector.render(format: format), format)
+        })
         if let warning = server.address.networkWarning { printError(warning) }
         let tracer = try CowTracer(options: options)
         defer { tracer.close() }
-        let collector = MetricsCollector(source: TracerMetricsSource(tracer), top: top)
+        let collector = MetricsCollector(source: TracerMetricsSource(tracer, keepsExited: groupBy == .pid), top: top, grouping: groupBy,
+                                         maxGroups: maxGroups, burstIntervalNanoseconds: max(options.burstIntervalNanoseconds, 1_000_000))
         box.collector = collector
         defer { server.stop() } // before the tracer closes: no scrape reads a closed map
         for p in members?.pids() ?? [] { try? tracer.trace(pid: p) }
@@ -180,7 +195,14 @@ final class TracerMetricsSource: MetricsSource {
     /// Names from the last snapshot, so histograms() need not read them again.
     private var lastIdentities: [Int32: ProcessIdentity] = [:]
 
-    init(_ tracer: CowTracer) { self.tracer = tracer }
+    /// false (--group-by cgroup|comm): an exited process is in one snapshot,
+    /// the aggregator folds it into its group.
+    private let keepsExited: Bool
+
+    init(_ tracer: CowTracer, keepsExited: Bool = true) {
+        self.tracer = tracer
+        self.keepsExited = keepsExited
+    }
 
     var tier: AttachTier { tracer.tier }
     var pageSize: UInt64 { tracer.pageSize }
@@ -192,10 +214,11 @@ final class TracerMetricsSource: MetricsSource {
         lastIdentities = s.info
         exitedNow = []
         for (pid, info) in s.info where info.exited {
-            retiredInfo[pid] = info
-            if let c = s.counters[pid] { retiredCounters[pid] = c }
             exitedNow.insert(pid)
             toForget.append(pid)
+            guard keepsExited else { continue }
+            retiredInfo[pid] = info
+            if let c = s.counters[pid] { retiredCounters[pid] = c }
         }
         for (pid, c) in retiredCounters where s.counters[pid] == nil {
             s.counters[pid] = c
@@ -208,8 +231,11 @@ final class TracerMetricsSource: MetricsSource {
     func histograms() throws -> [ProcessHistograms] {
         var current: [Int32: ProcessHistograms] = [:]
         for h in try tracer.histograms(identities: lastIdentities) { current[h.pid] = h }
+        guard keepsExited else { return current.keys.sorted().map { current[$0]! } }
         for pid in exitedNow { if let h = current[pid] { retiredHistograms[pid] = h } }
         for (pid, h) in retiredHistograms where current[pid] == nil { current[pid] = h }
         return current.keys.sorted().map { current[$0]! }
     }
 }
+
+extension MetricsGrouping: ExpressibleByArgument {}

@@ -60,15 +60,15 @@ final class MetricsExpositionTests: XCTestCase {
             cowtrace_write_protect_faults_total{pid="10",comm="parent",class="zero_fill"} 10
             cowtrace_write_protect_faults_total{pid="10",comm="parent",class="file_copy"} 0
             cowtrace_write_protect_faults_total{pid="10",comm="parent",class="shared_write"} 0
-            # HELP cowtrace_copied_bytes_total Bytes copied by copy-on-write faults (anonymous and MAP_PRIVATE file copies).
+            # HELP cowtrace_copied_bytes_total Bytes copied by copy-on-write faults (anonymous and MAP_PRIVATE file copies), in bytes.
             # TYPE cowtrace_copied_bytes_total counter
             cowtrace_copied_bytes_total{pid="11",comm="child"} 1236992
             cowtrace_copied_bytes_total{pid="10",comm="parent"} 163840
-            # HELP cowtrace_forks_total Processes forked by this process since tracing started.
+            # HELP cowtrace_forks_total Processes forked since tracing started.
             # TYPE cowtrace_forks_total counter
             cowtrace_forks_total{pid="11",comm="child"} 0
             cowtrace_forks_total{pid="10",comm="parent"} 1
-            # HELP cowtrace_execs_total Successful execve calls by this process since tracing started.
+            # HELP cowtrace_execs_total Successful execve calls since tracing started.
             # TYPE cowtrace_execs_total counter
             cowtrace_execs_total{pid="11",comm="child"} 1
             cowtrace_execs_total{pid="10",comm="parent"} 0
@@ -87,13 +87,15 @@ final class MetricsExpositionTests: XCTestCase {
             cowtrace_copies_per_interval_bucket{pid="11",comm="child",le="+Inf"} 4
             cowtrace_copies_per_interval_sum{pid="11",comm="child"} 70
             cowtrace_copies_per_interval_count{pid="11",comm="child"} 4
-            # HELP cowtrace_dropped_events_total What the kernel side could not deliver or store: ring_buffer_full (events), process_map_full (processes not counted), info_map_full (identities or fork records not stored), histogram_map_full (histogram or stack updates not stored), vma_lookup_busy (faults left out of the mapping histograms).
+            # HELP cowtrace_dropped_events_total Events the kernel side could not deliver or store, by reason: ring_buffer_full (events to user space), histogram_map_full (histogram or stack updates), vma_lookup_busy (faults left out of the mapping histograms).
             # TYPE cowtrace_dropped_events_total counter
             cowtrace_dropped_events_total{reason="ring_buffer_full"} 2
-            cowtrace_dropped_events_total{reason="process_map_full"} 0
-            cowtrace_dropped_events_total{reason="info_map_full"} 0
             cowtrace_dropped_events_total{reason="histogram_map_full"} 0
             cowtrace_dropped_events_total{reason="vma_lookup_busy"} 0
+            # HELP cowtrace_dropped_processes_total Processes the kernel side could not store, by reason: process_map_full (processes not counted), info_map_full (identities or fork records not stored).
+            # TYPE cowtrace_dropped_processes_total counter
+            cowtrace_dropped_processes_total{reason="process_map_full"} 0
+            cowtrace_dropped_processes_total{reason="info_map_full"} 0
             # HELP cowtrace_info Always 1: the attach tier in use, the kernel release and cowtrace's version.
             # TYPE cowtrace_info gauge
             cowtrace_info{tier="tracepoint",kernel="6.18.0-test",version="0.1.0"} 1

@@ -70,6 +70,23 @@ final class MetricsServerTests: XCTestCase {
         XCTAssertEqual(try Self.request(port: server.address.port, "GET /metrics?x=1 HTTP/1.0\r\n\r\n").status, 200)
     }
 
+    func testAcceptOpenMetricsGetsOpenMetrics() throws {
+        let collector = MetricsCollector(source: FixedSource(), top: 10, grouping: .comm)
+        let om = try MetricsServer(listen: try ListenAddress(parsing: "127.0.0.1:0"), render: { f in (try collector.render(format: f), f) })
+        om.start()
+        defer { om.stop() }
+        let prometheusAccept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        let r = try Self.request(port: om.address.port, "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: \(prometheusAccept)\r\n\r\n")
+        XCTAssertEqual(r.status, 200)
+        XCTAssertEqual(r.headers["content-type"], "application/openmetrics-text; version=1.0.0; charset=utf-8")
+        XCTAssertTrue(r.body.hasSuffix("# EOF\n"), r.body)
+        XCTAssertTrue(r.body.contains("cowtrace_write_protect_faults_total{comm=\"fixed\",class=\"copy\"} 7\n"), r.body)
+        XCTAssertTrue(r.body.contains("cowtrace_copied_bytes_total{comm=\"fixed\"} 28672 # {pid=\"42\",comm=\"fixed\"} 28672 "), r.body)
+        let plain = try Self.request(port: om.address.port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        XCTAssertEqual(plain.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8")
+        XCTAssertFalse(plain.body.contains("# EOF"))
+    }
+
     func testHeadHasTheHeadersButNoBody() throws {
         let get = try Self.request(port: server.address.port, "GET /metrics HTTP/1.1\r\n\r\n")
         let head = try Self.request(port: server.address.port, "HEAD /metrics HTTP/1.1\r\n\r\n")

@@ -14,6 +14,8 @@ final class ServeTests: XCTestCase {
     /// Everything started by a test; tearDown stops what still runs, even after a failure.
     private var started: [Process] = []
     private var temporaryDirectories: [URL] = []
+    /// Cgroups made by a test, removed (once empty) by tearDown.
+    private var cgroupDirectories: [String] = []
 
     override func tearDown() {
         for p in started.reversed() where p.isRunning {
@@ -23,6 +25,10 @@ final class ServeTests: XCTestCase {
             if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
         }
         started.removeAll()
+        for d in cgroupDirectories {
+            for _ in 0..<50 where rmdir(d) != 0 && errno == EBUSY { usleep(100_000) }
+        }
+        cgroupDirectories.removeAll()
         for d in temporaryDirectories { try? FileManager.default.removeItem(at: d) }
         temporaryDirectories.removeAll()
         super.tearDown()
@@ -34,7 +40,7 @@ final class ServeTests: XCTestCase {
         try requireBPF()
         let prometheus = try requirePrometheus()
         let pages = 4096
-        let (serve, port, tier) = try startServe(["-c", workloadPath, "--pages", "\(pages)", "child:write:0:\(pages)", "child:exit"])
+        let (serve, port, tier) = try startServe(["--group-by", "pid", "-c", workloadPath, "--pages", "\(pages)", "child:write:0:\(pages)", "child:exit"])
         let report = try waitForWorkloadReport(serve)
         let child = try XCTUnwrap(report.child)
 
@@ -47,31 +53,7 @@ final class ServeTests: XCTestCase {
         }
         let hasHistograms = exposition.body.split(separator: "\n").contains { $0.hasPrefix("cowtrace_") && $0.contains("_count{") }
 
-        let directory = try temporaryDirectory()
-        let webPort = try Self.freePort()
-        let config = directory.appendingPathComponent("prometheus.yml")
-        try """
-            global:
-              scrape_interval: 1s
-              evaluation_interval: 1s
-            scrape_configs:
-              - job_name: cowtrace
-                static_configs:
-                  - targets: ['127.0.0.1:\(port)']
-
-            """.write(to: config, atomically: true, encoding: .utf8)
-        let log = directory.appendingPathComponent("prometheus.log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: prometheus)
-        server.arguments = ["--config.file=\(config.path)", "--storage.tsdb.path=\(directory.appendingPathComponent("data").path)",
-                            "--web.listen-address=127.0.0.1:\(webPort)"]
-        let logHandle = try FileHandle(forWritingTo: log)
-        server.standardOutput = logHandle
-        server.standardError = logHandle
-        try server.run()
-        started.append(server)
-        let prometheusLog = { String(decoding: (try? Data(contentsOf: log)) ?? Data(), as: UTF8.self).suffix(2000) }
+        let (webPort, prometheusLog) = try startPrometheus(prometheus, scraping: port)
 
         // The child's copies, as Prometheus stored them.
         let copies = try waitForQuery(port: webPort, #"cowtrace_write_protect_faults_total{class="copy"}"#, log: prometheusLog) { results in
@@ -106,12 +88,107 @@ final class ServeTests: XCTestCase {
         XCTAssertFalse(serve.stderr.contains("Error"), serve.stderr)
     }
 
+    /// Two temporary memory cgroups: a runs three workloads one after the
+    /// other (each forks a child that copies and exits), b one. Prometheus
+    /// must see one series per cgroup whose copied bytes are the workloads'
+    /// frame truth (pagemap), that never decreases while the processes exit,
+    /// and an exemplar carrying a workload's pid.
+    func testPrometheusSeesPerCgroupSeriesThatNeverDecreaseAndAnExemplar() throws {
+        try requireBPF()
+        let prometheus = try requirePrometheus()
+        let hierarchy = try XCTUnwrap(MemoryCgroupHierarchy.live(), "no memory cgroup hierarchy on this host")
+        let plan: [(name: String, runs: Int, pages: Int)] = [("a", 3, 1024), ("b", 1, 2048)]
+        var paths: [String: String] = [:]
+        let gate = try temporaryDirectory().appendingPathComponent("go").path
+        var script = "while [ ! -e \(gate) ]; do sleep 0.1; done; "
+        for p in plan {
+            let dir = hierarchy.mountPoint + "/cowtrace-serve-test-\(getpid())-\(p.name)"
+            XCTAssertTrue(mkdir(dir, 0o755) == 0 || errno == EEXIST, "mkdir \(dir): \(String(cString: strerror(errno)))")
+            cgroupDirectories.append(dir)
+            paths[p.name] = try XCTUnwrap(hierarchy.cgroupPath(ofDirectory: dir))
+            let run = "\(workloadPath) --pages \(p.pages) child:write:0:\(p.pages) child:exit"
+            let runs = (1...p.runs).map(String.init).joined(separator: " ")
+            script += "sh -c 'echo $$ > \(dir)/cgroup.procs; for i in \(runs); do sleep 1.5; \(run); done' & "
+        }
+        script += "wait"
+        let (serve, port, tier) = try startServe(["-c", "sh", "-c", script])
+        let (webPort, prometheusLog) = try startPrometheus(prometheus, scraping: port)
+        let startTime = Date().timeIntervalSince1970
+        // Prometheus scrapes before the workloads start (it finds its target some 5 s after starting).
+        let up = try waitForQuery(port: webPort, #"up{job="cowtrace"}"#, log: prometheusLog) { $0.first { $0.value == 1 } }
+        XCTAssertEqual(up.value, 1)
+        FileManager.default.createFile(atPath: gate, contents: nil)
+
+        // Every workload's report; which cgroup it ran in is told by its page count.
+        var reports: [Workload.Report] = []
+        let deadline = Date().addingTimeInterval(90)
+        while reports.count < plan.map(\.runs).reduce(0, +) && Date() < deadline {
+            reports = serve.stdout.split(separator: "\n").filter { $0.contains("\"workload\"") }
+                .compactMap { try? JSONDecoder().decode(Workload.Report.self, from: Data($0.utf8)) }
+            usleep(200_000)
+        }
+        XCTAssertEqual(reports.count, 4, "stdout \(serve.stdout) stderr \(serve.stderr)")
+
+        // The exposition in both formats, and promtool's lint of the text one.
+        let text = try Self.get(port: port, "/metrics")
+        XCTAssertEqual(text.headers["content-type"], MetricsExposition.contentType)
+        XCTAssertFalse(text.body.contains("{pid="), "no pid labels with --group-by cgroup")
+        print("serve: " + text.body.split(separator: "\n").filter { $0.hasPrefix("cowtrace_copied_bytes_total") }.joined(separator: "\nserve: "))
+        if let promtool = Self.which("promtool") {
+            let check = try Self.run(promtool, ["check", "metrics"], input: text.body)
+            XCTAssertEqual(check.status, 0, "promtool check metrics: \(check.stdout)\(check.stderr)")
+        }
+        let om = try httpExchange(port: port, "GET /metrics HTTP/1.0\r\nAccept: application/openmetrics-text;version=1.0.0\r\n\r\n")
+        XCTAssertEqual(om.headers["content-type"], ExpositionFormat.openMetrics.contentType)
+        XCTAssertTrue(om.body.hasSuffix("# EOF\n"), String(om.body.suffix(200)))
+
+        let pageSize = Double(sysconf(Int32(_SC_PAGESIZE)))
+        for p in plan {
+            let mine = reports.filter { $0.pages == p.pages }
+            XCTAssertEqual(mine.count, p.runs)
+            let truthPages = mine.reduce(0) { sum, r in
+                sum + [r.frames?.parent, r.frames?.child].compactMap { $0 }.reduce(0) { $0 + $1.copied + $1.file_copied }
+            }
+            XCTAssertGreaterThanOrEqual(truthPages, p.runs * p.pages, "the children copied what they wrote")
+            // Slack: the frame-truth tolerance per run below and above; above also
+            // 160 pages per run for the shell in the cgroup, which forks twice a run
+            // (sleep, the workload): what it and its child write before exec is
+            // copied in the cgroup too, and no frame truth covers it.
+            let below = p.runs * Scenario.tolerance(for: p.pages), above = below + p.runs * 160
+            let path = paths[p.name]!
+            let selector = "cowtrace_copied_bytes_total{cgroup=\"\(path)\"}"
+            let got = try waitForQuery(port: webPort, selector, log: prometheusLog) { results in
+                results.first { $0.value / pageSize >= Double(truthPages - below) && $0.value / pageSize <= Double(truthPages + above) }
+            }
+            print("serve: cgroup \(path): Prometheus has \(Int(got.value)) bytes copied (\(Int(got.value / pageSize)) pages), frame truth \(truthPages) pages = \(Int(Double(truthPages) * pageSize)) bytes (slack -\(below)/+\(above) pages, tier \(tier))")
+            XCTAssertNil(got.labels["pid"])
+
+            // Never decreased across the scrapes, while its processes exited one by one.
+            let resets = try waitForQuery(port: webPort, "resets(\(selector)[10m])", log: prometheusLog) { $0.first }
+            XCTAssertEqual(resets.value, 0, "\(selector) decreased")
+            let samples = try rangeQuery(port: webPort, selector, start: startTime, end: Date().timeIntervalSince1970)
+            XCTAssertEqual(samples, samples.sorted(), "successive samples of \(selector)")
+            if p.runs > 1 { XCTAssertGreaterThanOrEqual(Set(samples).count, 2, "the series grew across the runs: \(samples)") }
+
+            // An exemplar with the pid of one of this cgroup's workloads.
+            let pids = Set(mine.flatMap { [$0.parent] + ($0.child.map { [$0] } ?? []) }.map { "\($0)" })
+            let exemplars = try queryExemplars(port: webPort, selector, start: startTime - 60, end: Date().timeIntervalSince1970 + 60)
+            XCTAssertTrue(exemplars.contains { pids.contains($0["pid"] ?? "") && $0["comm"] == "cowtrace-worklo" },
+                          "no exemplar with a workload pid \(pids.sorted()) in \(exemplars)")
+        }
+        let series = try waitForQuery(port: webPort, "count(cowtrace_copied_bytes_total)", log: prometheusLog) { $0.first }
+        print("serve: \(Int(series.value)) series of cowtrace_copied_bytes_total (\(plan.count) test cgroups + the shell's)")
+        XCTAssertLessThanOrEqual(Int(series.value), plan.count + 1, "one series per cgroup the traced processes ran in")
+        serve.interrupt()
+        XCTAssertEqual(try waitForExit(serve, seconds: 20), 0, serve.stderr)
+    }
+
     // MARK: the endpoint without Prometheus
 
     func testEndpointServesTheChildsCopiesAndStopsOnSIGTERM() throws {
         try requireBPF()
         let pages = 2000
-        let (serve, port, _) = try startServe(["--top", "5", "-c", workloadPath, "--pages", "4096", "child:write:0:\(pages)", "child:exit"])
+        let (serve, port, _) = try startServe(["--group-by", "pid", "--top", "5", "-c", workloadPath, "--pages", "4096", "child:write:0:\(pages)", "child:exit"])
         let report = try waitForWorkloadReport(serve)
         let child = try XCTUnwrap(report.child)
         let r = try Self.get(port: port, "/metrics")
@@ -197,6 +274,11 @@ final class ServeTests: XCTestCase {
         assertOneLineError(try cowtrace(["serve", "--top", "0"]), contains: "--top must be at least 1")
     }
 
+    func testMaxGroupsMustBePositiveAndGroupByKnown() throws {
+        assertOneLineError(try cowtrace(["serve", "--max-groups", "0"]), contains: "--max-groups must be at least 1")
+        assertOneLineError(try cowtrace(["serve", "--group-by", "host"]), contains: "--group-by")
+    }
+
     func testHelpTeachesAScrapeConfig() throws {
         let r = try cowtrace(["serve", "--help"])
         XCTAssertEqual(r.status, 0)
@@ -209,6 +291,71 @@ final class ServeTests: XCTestCase {
 
     private var workloadPath: String { builtProductsDirectory().appendingPathComponent("cowtrace-workload").path }
     private var cowtracePath: String { builtProductsDirectory().appendingPathComponent("cowtrace").path }
+
+    /// A real Prometheus (exemplar storage on) scraping 127.0.0.1:PORT every second:
+    /// its web port, and the tail of its log.
+    private func startPrometheus(_ prometheus: String, scraping port: UInt16) throws -> (UInt16, () -> Substring) {
+        let directory = try temporaryDirectory()
+        let webPort = try Self.freePort()
+        let config = directory.appendingPathComponent("prometheus.yml")
+        try """
+            global:
+              scrape_interval: 1s
+              evaluation_interval: 1s
+            scrape_configs:
+              - job_name: cowtrace
+                static_configs:
+                  - targets: ['127.0.0.1:\(port)']
+
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let log = directory.appendingPathComponent("prometheus.log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: prometheus)
+        server.arguments = ["--config.file=\(config.path)", "--storage.tsdb.path=\(directory.appendingPathComponent("data").path)",
+                            "--web.listen-address=127.0.0.1:\(webPort)", "--enable-feature=exemplar-storage"]
+        let logHandle = try FileHandle(forWritingTo: log)
+        server.standardOutput = logHandle
+        server.standardError = logHandle
+        try server.run()
+        started.append(server)
+        let prometheusLog = { String(decoding: (try? Data(contentsOf: log)) ?? Data(), as: UTF8.self).suffix(2000) }
+
+        return (webPort, prometheusLog)
+    }
+
+    /// The values of a range query's first series, one a second.
+    private func rangeQuery(port: UInt16, _ query: String, start: Double, end: Double) throws -> [Double] {
+        let r = try Self.get(port: port, "/api/v1/query_range?query=\(Self.encode(query))&start=\(start)&end=\(end)&step=1")
+        let object = try JSONSerialization.jsonObject(with: Data(r.body.utf8)) as? [String: Any]
+        let data = object?["data"] as? [String: Any]
+        let result = (data?["result"] as? [[String: Any]])?.first
+        return ((result?["values"] as? [[Any]]) ?? []).compactMap { ($0.last as? String).flatMap(Double.init) }
+    }
+
+    /// The label sets of the exemplars Prometheus stored for `query`.
+    private func queryExemplars(port: UInt16, _ query: String, start: Double, end: Double) throws -> [[String: String]] {
+        var found: [[String: String]] = []
+        let deadline = Date().addingTimeInterval(30)
+        repeat {
+            let r = try Self.get(port: port, "/api/v1/query_exemplars?query=\(Self.encode(query))&start=\(start)&end=\(end)")
+            let object = try JSONSerialization.jsonObject(with: Data(r.body.utf8)) as? [String: Any]
+            for series in (object?["data"] as? [[String: Any]]) ?? [] {
+                for e in (series["exemplars"] as? [[String: Any]]) ?? [] {
+                    if let labels = e["labels"] as? [String: String] { found.append(labels) }
+                }
+            }
+            if !found.isEmpty { return found }
+            usleep(500_000)
+        } while Date() < deadline
+        return found
+    }
+
+    static func encode(_ query: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return query.addingPercentEncoding(withAllowedCharacters: allowed)!
+    }
 
     private func requirePrometheus() throws -> String {
         if let path = Self.which("prometheus") { return path }
