@@ -50,7 +50,7 @@ let package = Package(
         // User-stack symbols from ELF files and /proc/PID/maps (no libbpf).
         .target(name: "CowTraceSymbols", dependencies: ["CELF", "CowTraceFormat"]),
         // The Prometheus/OpenMetrics exposition of the live counters, and its HTTP endpoint.
-        .target(name: "CowTraceMetrics", dependencies: ["CowTraceKit"]),
+        .target(name: "CowTraceMetrics", dependencies: ["CowTraceKit", "CowTraceForecast"]),
         // A Redis client, a Redis server to test against, and BGSAVE profiles from the tracer.
         .target(name: "CowTraceRedis", dependencies: ["CowTraceKit"]),
         // The recording's report: per-process totals, HTML and SVG, from the file format alone (no libbpf).

@@ -1,3 +1,4 @@
+import CowTraceForecast
 import CowTraceFormat
 import CowTraceKit
 import Foundation
@@ -108,7 +109,8 @@ public struct MetricsExposition {
 
     /// The exposition of `series` (from a MetricsAggregator fed `m`).
     /// `created`: when the unlabelled counters started (OpenMetrics `_created`).
-    public func render(_ series: MetricsSeries, _ m: MetricsSnapshot, format: ExpositionFormat, created: Double) -> String {
+    public func render(_ series: MetricsSeries, _ m: MetricsSnapshot, format: ExpositionFormat, created: Double,
+                       forks: [ForkRisk] = []) -> String {
         let subjects = series.subjects
         let om = format == .openMetrics
         let labels = subjects.map { s in s.labels.map { "\($0.0)=\"\(Self.escapeLabelValue($0.1))\"" }.joined(separator: ",") }
@@ -264,6 +266,25 @@ public struct MetricsExposition {
             header("cowtrace_groups", "gauge",
                    "Groups (by --group-by) with series of their own, at most --max-groups; later ones are summed into \(series.grouping.rawValue)=\"other\".")
             line("cowtrace_groups", "", "", UInt64(series.groups))
+        }
+        // The fork-risk forecast (docs/forecast.md): one series per live fork
+        // whose child has not exec'd, at most --max-forks (the most shared first);
+        // a series ends with its fork.
+        if !forks.isEmpty {
+            let forkLabels = forks.map { f in
+                "parent_pid=\"\(f.parentPID)\",child_pid=\"\(f.childPID)\",domain=\"\(Self.escapeLabelValue(f.domain))\""
+            }
+            header("cowtrace_fork_shared_bytes", "gauge",
+                   "An upper bound on what a live fork's pair can still copy: the child's resident anonymous pages less those either side copied since the fork.")
+            for (i, f) in forks.enumerated() { line("cowtrace_fork_shared_bytes", forkLabels[i], "", f.sharedBytes) }
+            header("cowtrace_fork_headroom_bytes", "gauge",
+                   "What the fork's memory domain (its memory cgroup with the least left, or the host) has left before the OOM killer.")
+            for (i, f) in forks.enumerated() { line("cowtrace_fork_headroom_bytes", forkLabels[i], "", f.headroomBytes) }
+            header("cowtrace_fork_copy_rate_bytes", "gauge", "Bytes per second the fork's pair copied over the recent window.")
+            for (i, f) in forks.enumerated() { line("cowtrace_fork_copy_rate_bytes", forkLabels[i], "", UInt64(f.copyBytesPerSecond)) }
+            header("cowtrace_fork_at_risk", "gauge",
+                   "1 when the fork's shared bytes exceed its domain's headroom: the OOM killer acts if the pair goes on writing.")
+            for (i, f) in forks.enumerated() { line("cowtrace_fork_at_risk", forkLabels[i], "", f.atRisk ? 1 : 0) }
         }
         if om { put("# EOF\n") }
         return String(decoding: out, as: UTF8.self)

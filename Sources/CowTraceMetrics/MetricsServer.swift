@@ -1,3 +1,4 @@
+import CowTraceForecast
 import CowTraceKit
 import CBPF
 import Foundation
@@ -131,10 +132,16 @@ public final class MetricsCollector: @unchecked Sendable {
 
     public let aggregator: MetricsAggregator
     public let burstIntervalNanoseconds: UInt64?
+    /// The live fork forecast, and how many forks get series (nil: no fork series).
+    private let forecaster: LiveForkForecaster?
+    public let maxForks: Int
 
     public init(source: MetricsSource, top: Int = MetricsExposition.defaultTop, grouping: MetricsGrouping = .pid,
-                maxGroups: Int = MetricsAggregator.defaultMaxGroups, burstIntervalNanoseconds: UInt64? = nil) {
+                maxGroups: Int = MetricsAggregator.defaultMaxGroups, burstIntervalNanoseconds: UInt64? = nil,
+                maxForks: Int = 0) {
         self.source = source
+        self.maxForks = maxForks
+        forecaster = maxForks > 0 ? LiveForkForecaster(window: 60, pageSize: source.pageSize) : nil
         exposition = MetricsExposition(top: top)
         aggregator = MetricsAggregator(grouping: grouping, top: top, maxGroups: maxGroups)
         self.burstIntervalNanoseconds = burstIntervalNanoseconds
@@ -160,7 +167,10 @@ public final class MetricsCollector: @unchecked Sendable {
         try withLock {
             let m = MetricsSnapshot(snapshot: try source.snapshot(), histograms: try source.histograms(),
                                     tier: source.tier, pageSize: source.pageSize, burstIntervalNanoseconds: burstIntervalNanoseconds)
-            return exposition.render(aggregator.update(m), m, format: format, created: aggregator.created)
+            let forks = forecaster.map { f in
+                Array(f.update(m.snapshot).sorted { ($0.sharedBytes, $1.childPID) > ($1.sharedBytes, $0.childPID) }.prefix(maxForks))
+            } ?? []
+            return exposition.render(aggregator.update(m), m, format: format, created: aggregator.created, forks: forks)
         }
     }
 }

@@ -39,7 +39,8 @@ struct Serve: ParsableCommand, OptionChecks {
               cowtrace serve -p 1234 --listen 127.0.0.1:9500
                                                      pid 1234 and its future children
               cowtrace serve --group-by pid --top 200 -c make -j2
-                                                     a command, per process; served after it ends
+                                                     a command, per process; served
+                                                     after it ends
               curl -s 127.0.0.1:9464/metrics | grep 'class="copy"'
 
             Prometheus (prometheus.yml):
@@ -68,6 +69,9 @@ struct Serve: ParsableCommand, OptionChecks {
     @Option(help: ArgumentHelp("With --group-by cgroup or comm: groups with series of their own; later groups are summed into cgroup=\"other\" (or comm=\"other\").", valueName: "n"))
     var maxGroups: Int = MetricsAggregator.defaultMaxGroups
 
+    @Option(help: ArgumentHelp("Live forks (child not exec'd) with fork-risk series of their own (cowtrace_fork_shared_bytes, _headroom_bytes, _copy_rate_bytes, _at_risk), the most shared first; 0: none. See docs/forecast.md.", valueName: "n"))
+    var maxForks: Int = 20
+
     @Flag(help: "With -c: stop serving when the command exits (its exit status becomes cowtrace's).")
     var exitWithCommand = false
 
@@ -84,6 +88,7 @@ struct Serve: ParsableCommand, OptionChecks {
     func checkOptions() throws {
         if top < 1 { throw ValidationError("--top must be at least 1") }
         if maxGroups < 1 { throw ValidationError("--max-groups must be at least 1") }
+        if maxForks < 0 { throw ValidationError("--max-forks must be 0 (no fork series) or more") }
         if exitWithCommand && command.isEmpty { throw ValidationError("--exit-with-command needs -c COMMAND...") }
         // A malformed address is a usage mistake (64); a port in use is found at bind (1).
         do { _ = try ListenAddress(parsing: listen) } catch let e as MetricsServerError { throw ValidationError(e.description) }
@@ -122,7 +127,8 @@ struct Serve: ParsableCommand, OptionChecks {
         let tracer = try CowTracer(options: options)
         defer { tracer.close() }
         let collector = MetricsCollector(source: TracerMetricsSource(tracer, keepsExited: groupBy == .pid), top: top, grouping: groupBy,
-                                         maxGroups: maxGroups, burstIntervalNanoseconds: max(options.burstIntervalNanoseconds, 1_000_000))
+                                         maxGroups: maxGroups, burstIntervalNanoseconds: max(options.burstIntervalNanoseconds, 1_000_000),
+                                         maxForks: maxForks)
         box.collector = collector
         defer { server.stop() } // before the tracer closes: no scrape reads a closed map
         for p in members?.pids() ?? [] { try? tracer.trace(pid: p) }

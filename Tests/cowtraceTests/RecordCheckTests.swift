@@ -101,7 +101,7 @@ final class RecordCheckTests: XCTestCase {
         let checkDoc = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(check.stdout.utf8)) as? [String: Any], check.stdout)
 
         let reportKeys = ["copies", "reuses", "zero_fills", "file_copies", "shared_writes", "other"]
-        let checkKeys = ["copy", "reuse", "zeroFill", "fileCopy", "sharedWrite", "other"]
+        let checkKeys = ["copy", "reuse", "zero_fill", "file_copy", "shared_write", "other"]
         var reportRows: [Int: [Int]] = [:]
         for p in try XCTUnwrap(reportDoc["processes"] as? [[String: Any]]) {
             let counts = reportKeys.map { p[$0] as? Int ?? -1 }

@@ -217,12 +217,49 @@ final class ServeTests: XCTestCase {
         XCTAssertEqual(try waitForExit(serve, seconds: 20), 0, serve.stderr)
     }
 
+    /// A snapshot child copying 64 MiB at 16 MiB/s has fork-risk series while
+    /// it lives: shared bytes at most the region (the workload's own size) and
+    /// falling as it copies, this host's headroom (MemAvailable + SwapFree,
+    /// 10 % slack), at_risk 0; the series end with the fork.
+    func testServeExportsTheForkRiskOfALiveSnapshotChild() throws {
+        try requireBPF()
+        let pages = 16384
+        let (serve, port, _) = try startServe(["-c", workloadPath, "--rate", "16", "--pages", "\(pages)", "child:write:0:\(pages)", "child:exit"])
+        func forkSamples() throws -> [String: Double] {
+            var out: [String: Double] = [:]
+            for line in try Self.get(port: port, "/metrics").body.split(separator: "\n") where line.hasPrefix("cowtrace_fork_") {
+                let name = String(line.prefix { $0 != "{" })
+                out[name] = Double(line.split(separator: " ").last!)
+            }
+            return out
+        }
+        var samples: [[String: Double]] = []
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            let s = try forkSamples()
+            if !s.isEmpty { samples.append(s) } else if !samples.isEmpty { break }
+            usleep(500_000)
+        }
+        XCTAssertGreaterThanOrEqual(samples.count, 3, "fork series seen in \(samples.count) scrapes: \(serve.stderr)")
+        let region = Double(pages * 4096)
+        let meminfo = try String(contentsOfFile: "/proc/meminfo", encoding: .utf8)
+        func kB(_ key: String) -> Double { Double(meminfo.split(separator: "\n").first { $0.hasPrefix(key + ":") }?.split(separator: " ")[1] ?? "0").map { $0 * 1024 } ?? 0 }
+        for s in samples {
+            XCTAssertEqual(s["cowtrace_fork_at_risk"], 0)
+            XCTAssertLessThanOrEqual(try XCTUnwrap(s["cowtrace_fork_shared_bytes"]), region + Double(2 << 20))
+            XCTAssertEqual(try XCTUnwrap(s["cowtrace_fork_headroom_bytes"]), kB("MemAvailable") + kB("SwapFree"), accuracy: (kB("MemAvailable") + kB("SwapFree")) * 0.1)
+        }
+        let shared = samples.compactMap { $0["cowtrace_fork_shared_bytes"] }
+        XCTAssertLessThan(shared.last!, shared.first!, "shared bytes fall as the child copies: \(shared)")
+        XCTAssertGreaterThan(samples.compactMap { $0["cowtrace_fork_copy_rate_bytes"] }.max() ?? 0, 8 * 1_048_576, "a 16 MiB/s copier")
+    }
+
     /// Without -p, -c or --cgroup serve traces every process (--all): a
     /// workload it did not start shows up with the copies its child made.
     func testWithoutASelectionEveryProcessIsServed() throws {
         try requireBPF()
         let pages = 2000
-        let (serve, port, _) = try startServe(["--top", "100000"])
+        let (serve, port, _) = try startServe(["--group-by", "pid", "--top", "100000"])
         let run = try runProduct("cowtrace-workload", ["--pages", "4096", "child:write:0:\(pages)", "child:exit"])
         XCTAssertEqual(run.status, 0, run.stderr)
         let line = try XCTUnwrap(run.stdout.split(separator: "\n").last { $0.contains("\"workload\"") }, run.stdout)
