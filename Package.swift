@@ -99,6 +99,7 @@ let package = Package(
         .testTarget(name: "CowTraceReportTests", dependencies: ["CowTraceReport", "CowTraceFormat"]),
         .testTarget(name: "CowTraceMetricsTests", dependencies: ["CowTraceMetrics", "CowTraceKit", "CowTraceTestSupport"]),
         .testTarget(name: "CowTraceRedisTests", dependencies: ["CowTraceRedis"]),
+        .testTarget(name: "CowTraceForecastTests", dependencies: ["CowTraceForecast", "CowTraceKit", "MMUSim"]),
         .testTarget(name: "CowTraceFormatTests", dependencies: ["CowTraceFormat"]),
         .testTarget(name: "CowTraceReplayTests", dependencies: ["CowTraceReplay", "CowTraceFormat", "MMUSim"]),
         .testTarget(name: "cowtraceTests", dependencies: ["CowTraceKit", "CowTraceRedis", "CowTraceMetrics", "CowTraceSelfTest", "CowTraceFormat", "CowTraceTestSupport"]),

@@ -130,10 +130,82 @@ final class ForecastCLITests: XCTestCase {
         XCTAssertEqual(risk["parent_pid"] as? Int, Int(pid))
         let child = try XCTUnwrap(risk["child_pid"] as? Int)
         XCTAssertEqual(risk["likely_victim_pid"] as? Int, child, "oom_score_adj 800 makes the child the victim")
+        XCTAssertEqual(Self.lastKilledPID(), child, "the pid dmesg says the kernel killed")
         // Shared: the 180 MiB region less what was copied by then (at most 30 MiB/s × the 0.2 s interval + slack).
         let shared = try XCTUnwrap(risk["shared_bytes"] as? UInt64)
         XCTAssertLessThanOrEqual(shared, UInt64(pages) * 4096 + (2 << 20))
         XCTAssertGreaterThan(shared, UInt64(limit) / 2)
+    }
+
+    /// A fork that fits: the same 180 MiB process in a 600 MiB cgroup. `forecast -p`
+    /// says it fits, with a peak within 5 % of the cgroup's measured peak once the
+    /// child has written every page; `stat --forecast` never flags it.
+    func testForkThatFitsIsNeverFlaggedAndTheWhatIfPeakMatchesTheMeasuredPeak() throws {
+        try requireBPF()
+        let limit: UInt64 = 600 << 20, pages = 180 * 256
+        let cgroup = try TemporaryMemoryCgroup(limitBytes: limit)
+        defer { cgroup.remove() }
+        let script = "echo $$ > \"$1\" && shift && exec \"$@\""
+        let (pid, output, input) = try Subprocess.spawn(
+            ["/bin/sh", "-c", script, "sh", cgroup.procsFile, productPath("cowtrace-workload"), "--handshake", "--rate", "60",
+             "--pages", "\(pages)", "child:write:0:\(pages)", "child:exit"], captureOutput: true, pipeInput: true)
+        defer { kill(pid, SIGKILL); _ = Subprocess.wait(pid) }
+        var line = Data()
+        while let output {
+            let byte = output.readData(ofLength: 1)
+            if byte.isEmpty || byte == Data("\n".utf8) { break }
+            line.append(byte)
+        }
+        XCTAssertTrue(String(decoding: line, as: UTF8.self).hasPrefix("ready"))
+        let whatIf = try runProduct("cowtrace", ["forecast", "-p", "\(pid)", "--format", "json"])
+        let f = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(whatIf.stdout.utf8)) as? [String: Any], whatIf.stdout + whatIf.stderr)
+        XCTAssertEqual(f["at_risk"] as? Bool, false, whatIf.stdout)
+        XCTAssertEqual(f["domain"] as? String, cgroup.cgroupPath)
+        let peak = Double(try XCTUnwrap(f["peak_bytes"] as? UInt64))
+
+        final class Box: @unchecked Sendable { var text = "" }
+        let box = Box()
+        let done = DispatchSemaphore(value: 0)
+        let inputHandle = input, outputHandle = output
+        DispatchQueue.global().async {
+            Thread.sleep(forTimeInterval: 2)
+            inputHandle?.write(Data("g".utf8))
+            try? inputHandle?.close()
+            box.text = String(decoding: outputHandle?.readDataToEndOfFile() ?? Data(), as: UTF8.self)
+            done.signal()
+        }
+        let result = try runProduct("cowtrace", ["stat", "-p", "\(pid)", "--forecast", "--format", "json", "0.2"], interruptAfter: 7)
+        done.wait()
+        _ = Subprocess.waitForExit(pid)
+        XCTAssertTrue(box.text.contains("\"child_status\":0,"), "the child wrote every page and exited: \(box.text.suffix(200))")
+        var readings = 0
+        for l in result.stdout.split(separator: "\n") {
+            guard let o = try? JSONSerialization.jsonObject(with: Data(l.utf8)) as? [String: Any],
+                  let forecast = o["forecast"] as? [[String: Any]] else { continue }
+            readings += forecast.count
+            XCTAssertFalse(forecast.contains { $0["at_risk"] as? Bool == true }, "flagged a fork that fits: \(l)")
+        }
+        XCTAssertGreaterThan(readings, 5, "the fork was read while it lived: \(result.stdout.suffix(400))")
+
+        let peakFile = cgroup.hierarchy.version == .v2 ? "memory.peak" : "memory.max_usage_in_bytes"
+        let measured = Double((try? String(contentsOfFile: cgroup.path + "/" + peakFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
+        XCTAssertGreaterThan(measured, 0, "no \(peakFile)")
+        print(String(format: "forecast -p peak %.1f MiB vs measured %@ %.1f MiB (%+.2f %%)", peak / 1_048_576, peakFile, measured / 1_048_576, (peak - measured) / measured * 100))
+        XCTAssertEqual(peak, measured, accuracy: measured * 0.05, "forecast peak vs \(peakFile)")
+    }
+
+    /// The pid of the last "Killed process N" line in the kernel log.
+    static func lastKilledPID() -> Int? {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/dmesg")
+        let out = Pipe()
+        p.standardOutput = out
+        try? p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        guard let line = text.split(separator: "\n").last(where: { $0.contains("Killed process ") }),
+              let range = line.range(of: "Killed process ") else { return nil }
+        return Int(line[range.upperBound...].prefix { $0.isNumber })
     }
 
     static func oomKills(_ cgroup: TemporaryMemoryCgroup) -> Int {
