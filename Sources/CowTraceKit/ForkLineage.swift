@@ -98,6 +98,6 @@ public struct ForkLineage: Sendable {
                 "copies_before_exec":\(r.copiesBeforeExec.map(String.init) ?? "null")}
                 """
         }
-        return "{\"page_size\":\(pageSize),\"forks\":[\(nodes.joined(separator: ","))]}\n"
+        return "{\"schema_version\":1,\"page_size\":\(pageSize),\"forks\":[\(nodes.joined(separator: ","))]}\n"
     }
 }

@@ -134,7 +134,7 @@ public struct HistogramRenderer {
             if hists.isEmpty { continue }
             processes.append("{\"pid\":\(p.pid),\"comm\":\(OutputFormat.jsonString(p.comm)),\"histograms\":[\(hists.joined(separator: ","))]}")
         }
-        return "{\"time\":\"\(TableRenderer.iso8601(date))\",\"processes\":[\(processes.joined(separator: ","))]}\n"
+        return "{\"schema_version\":1,\"time\":\"\(TableRenderer.iso8601(date))\",\"processes\":[\(processes.joined(separator: ","))]}\n"
     }
 
     private static func leftAligned(_ s: String, _ width: Int) -> String {

@@ -12,14 +12,6 @@ public struct OOMReport: Sendable, Codable {
         lineage = ancestry?.line(killedAtNanoseconds: kill.timestampNanoseconds)
     }
 
-    /// One JSON object on one line.
-    public func json() -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        guard let data = try? encoder.encode(self) else { return "{}" }
-        return String(decoding: data, as: UTF8.self)
-    }
-
     /// A few indented lines.
     public func text() -> String {
         let k = kill

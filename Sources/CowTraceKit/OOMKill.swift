@@ -55,6 +55,21 @@ public struct OOMKill: Sendable, Codable, Equatable {
     /// Kernel return addresses of the killing task (for the constraint).
     public var kernelStack: [UInt64]
 
+    /// Keys that JSONEncoder's `.convertToSnakeCase` turns into the documented
+    /// snake_case (`total_vm_kib`, `cgroup_id`, `trigger_pid`; docs/exports.md)
+    /// and `.convertFromSnakeCase` back.
+    enum CodingKeys: String, CodingKey {
+        case pid, tid, comm, victimRead
+        case totalVMKiB = "totalVmKib", anonRSSKiB = "anonRssKib", fileRSSKiB = "fileRssKib"
+        case shmemRSSKiB = "shmemRssKib", swapKiB = "swapKib", pageTablesKiB = "pageTablesKib"
+        case rssExact, anonRSSApproximateKiB = "anonRssApproximateKib"
+        case fileRSSApproximateKiB = "fileRssApproximateKib", shmemRSSApproximateKiB = "shmemRssApproximateKib"
+        case oomScoreAdj, uid, cgroup, cgroupID = "cgroupId", cgroupLimitBytes
+        case triggerPID = "triggerPid", triggerTID = "triggerTid", triggerComm
+        case constraint, oomCgroup, limitPages, limitSource, chosenPID = "chosenPid"
+        case timestampNanoseconds, source, kernelStack
+    }
+
     public enum Constraint: String, Sendable, Codable {
         /// A memory cgroup reached its limit.
         case memcg

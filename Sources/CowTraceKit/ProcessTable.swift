@@ -144,7 +144,7 @@ public struct TableRenderer {
         }
         let d = table.drops
         return """
-            {"time":"\(Self.iso8601(date))","final":\(final),"tier":"\(table.tier)","page_size":\(table.pageSize),\
+            {"schema_version":1,"time":"\(Self.iso8601(date))","final":\(final),"tier":"\(table.tier)","page_size":\(table.pageSize),\
             "processes":[\(processes.joined(separator: ","))],\
             "lost":{"ring_buffer_full":\(d.ringBufferFull),"process_map_full":\(d.processMapFull),"info_map_full":\(d.infoMapFull),"histogram_map_full":\(d.histogramMapFull),"vma_lookup_busy":\(d.vmaLookupBusy)}}
 

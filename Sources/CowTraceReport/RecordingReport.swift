@@ -163,6 +163,7 @@ public enum RecordingReport {
     public static func json(_ r: RecordingReportInput) -> String {
         let h = r.header
         var o = JSONObject()
+        o.raw("schema_version", "1")
         o.add("file", r.path)
         var header = JSONObject()
         header.add("kernel", h.kernelRelease)

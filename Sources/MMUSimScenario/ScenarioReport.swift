@@ -59,6 +59,11 @@ public struct ScenarioReport: Codable, Sendable {
         public var committedASKB: Int
         public var commitLimitKB: Int
         public var oomKills: Int
+
+        /// `committed_as_kb` (Committed_AS) under `.convertToSnakeCase`, not `committed_askb`.
+        enum CodingKeys: String, CodingKey {
+            case ramKB, usedKB, swapUsedKB, pageCacheKB, committedASKB = "committedAsKB", commitLimitKB, oomKills
+        }
     }
 
     public struct ExpectationResult: Codable, Sendable, Equatable {

@@ -55,7 +55,7 @@ struct OOM: ParsableCommand, OptionChecks {
         defer { watcher.close() }
         let format = self.format
         watcher.onReport { report in
-            print(format == .json ? report.json() : report.text() + "\n")
+            print(format == .json ? ((try? SnakeCaseJSON.line(report)) ?? "{}") : report.text() + "\n")
             fflush(stdout)
         }
         if format == .text {

@@ -74,9 +74,7 @@ struct Simulate: ParsableCommand, OptionChecks {
         let loaded = try load(name)
         if format == .json {
             let report = try ScenarioRunner.run(loaded)
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            print(try SnakeCaseJSON.prettyPrinted(report))
             try finish(report, of: loaded)
             return
         }

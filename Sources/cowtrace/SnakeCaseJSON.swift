@@ -1,14 +1,24 @@
 import Foundation
 
 /// `--format json` of the commands that encode a Codable report (redis,
-/// fork-profile): snake_case keys, sorted, one object per line, and a
+/// fork-profile, oom, stat --oom, simulate): snake_case keys, sorted, one
+/// object per line (simulate: one pretty-printed object), and a
 /// `schema_version` (docs/exports.md has the schemas).
 enum SnakeCaseJSON {
     static let schemaVersion = 1
 
     static func line<T: Encodable>(_ value: T) throws -> String {
+        try encode(value, [.sortedKeys])
+    }
+
+    /// The same as `line`, indented over several lines.
+    static func prettyPrinted<T: Encodable>(_ value: T) throws -> String {
+        try encode(value, [.sortedKeys, .prettyPrinted])
+    }
+
+    private static func encode<T: Encodable>(_ value: T, _ formatting: JSONEncoder.OutputFormatting) throws -> String {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = formatting
         encoder.keyEncodingStrategy = .convertToSnakeCase
         return String(decoding: try encoder.encode(Versioned(value: value)), as: UTF8.self)
     }

@@ -130,7 +130,7 @@ struct Stat: ParsableCommand, OptionChecks {
                 fflush(stdout)
                 printed += 1
                 for report in (oomWatcher?.reports ?? []).dropFirst(oomPrinted) {
-                    print(format == .text ? report.text() + "\n" : report.json())
+                    print(format == .text ? report.text() + "\n" : ((try? SnakeCaseJSON.line(report)) ?? "{}"))
                     oomPrinted += 1
                 }
                 fflush(stdout)

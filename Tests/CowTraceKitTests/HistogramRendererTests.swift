@@ -101,7 +101,7 @@ final class HistogramRendererTests: XCTestCase {
         var renderer = HistogramRenderer(format: .json)
         let line = renderer.render(processes(), at: Date(timeIntervalSince1970: 0))
         XCTAssertEqual(line, """
-            {"time":"1970-01-01T00:00:00.000Z","processes":[\
+            {"schema_version":1,"time":"1970-01-01T00:00:00.000Z","processes":[\
             {"pid":1234,"comm":"redis-server","histograms":[\
             {"kind":"copies-per-interval","mapping":null,"unit":"copies","count":3,"sum":60,"buckets":[\
             {"bucket":3,"low":8,"high":15,"count":2},{"bucket":5,"low":32,"high":63,"count":1}]},\

@@ -29,6 +29,7 @@ final class TableRendererTests: XCTestCase {
     func testJSONIsValidAndCarriesEveryClassAndTheDrops() throws {
         var renderer = TableRenderer(format: .json)
         let line = renderer.render(table(), at: Date(timeIntervalSince1970: 0), final: true)
+        XCTAssertTrue(line.hasPrefix("{\"schema_version\":1,\"time\":"), line)
         let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
         XCTAssertEqual(object["tier"] as? String, "tracepoint")
         XCTAssertEqual((object["lost"] as? [String: Any])?["ring_buffer_full"] as? Int, 7)

@@ -70,6 +70,7 @@ final class CLITests: XCTestCase {
         let report = try JSONDecoder().decode(Workload.Report.self, from: Data(try XCTUnwrap(lines.first { $0.contains("\"workload\"") }).utf8))
         let table = try XCTUnwrap(lines.last { $0.contains("\"processes\"") })
         let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(table.utf8)) as? [String: Any])
+        XCTAssertTrue(table.hasPrefix("{\"schema_version\":1,\"time\":"), String(table))
         XCTAssertEqual(object["final"] as? Bool, true)
         let processes = try XCTUnwrap(object["processes"] as? [[String: Any]])
         let child = try XCTUnwrap(processes.first { $0["pid"] as? Int == Int(report.child ?? 0) })

@@ -19,6 +19,8 @@ final class ForksCLITests: XCTestCase {
         let lines = r.stdout.split(separator: "\n")
         let report = try JSONDecoder().decode(Workload.Report.self, from: Data(try XCTUnwrap(lines.first { $0.contains("\"workload\"") }).utf8))
         let tree = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(try XCTUnwrap(lines.last { $0.contains("\"forks\"") }).utf8)) as? [String: Any])
+        XCTAssertEqual(try XCTUnwrap(lines.last { $0.contains("\"forks\"") }).hasPrefix("{\"schema_version\":1,"), true)
+        XCTAssertEqual(tree["schema_version"] as? Int, 1)
         let forks = try XCTUnwrap(tree["forks"] as? [[String: Any]])
         let fork = try XCTUnwrap(forks.first { $0["child"] as? Int == Int(report.child ?? 0) })
         XCTAssertEqual(fork["parent"] as? Int, Int(report.parent))

@@ -13,7 +13,7 @@ final class HistCLITests: XCTestCase {
                                             "--pages", "8192", "child:write:0:\(pages)", "child:exit"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let child = try XCTUnwrap(workloadLine(r.stdout)?["child"] as? Int, r.stdout)
-        let json = String(try XCTUnwrap(r.stdout.split(separator: "\n").last { $0.hasPrefix("{\"time\"") }))
+        let json = String(try XCTUnwrap(r.stdout.split(separator: "\n").last { $0.hasPrefix("{\"schema_version\":1,\"time\"") }))
         let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
         let processes = try XCTUnwrap(object["processes"] as? [[String: Any]])
         let mine = try XCTUnwrap(processes.first { $0["pid"] as? Int == child }, "child \(child) missing: \(json)")

@@ -57,6 +57,7 @@ final class ReportTests: XCTestCase {
         let json = try runProduct("cowtrace", ["report", file, "--format", "json"])
         XCTAssertEqual(json.status, 0, json.stderr)
         let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        XCTAssertTrue(json.stdout.hasPrefix("{\"schema_version\":1,\"file\":"), json.stdout)
         let processes = try XCTUnwrap(object["processes"] as? [[String: Any]])
         let c = try XCTUnwrap(processes.first { $0["pid"] as? Int == child }, json.stdout)
         let copies = try XCTUnwrap(c["copies"] as? Int)

@@ -49,4 +49,36 @@ final class SimulateCLITests: XCTestCase {
             XCTAssertEqual(r.status, 0, "\(name): \(r.stderr)")
         }
     }
+
+    private struct Report: Decodable {
+        struct Step: Decodable { var index: Int; var faults: [String: Int]; var error: String? }
+        struct Host: Decodable { var ramKb: Int; var committedAsKb: Int; var oomKills: Int }
+        struct Process: Decodable { var name: String; var state: String; var privateDirtyKb: Int; var oomScoreAdj: Int }
+        var name: String
+        var steps: [Step]
+        var oomEvents: [String]
+        var processes: [Process]
+        var host: Host
+    }
+
+    /// `--format json`: snake_case keys and `schema_version` (docs/exports.md),
+    /// with the figures the 8 GiB machine's arithmetic gives (Scenario+BuiltinTests).
+    func testJSONIsSnakeCaseWithTheModelsFigures() throws {
+        let killed = try runProduct("cowtrace", ["simulate", "oom-8g", "--format", "json"])
+        XCTAssertEqual(killed.status, 0, killed.stderr)
+        let r = try decodeSnakeCaseJSON(Report.self, killed.stdout)
+        XCTAssertEqual(r.name, "oom-8g")
+        XCTAssertEqual(r.host.ramKb, 8 * 1024 * 1024)
+        // 8 GiB = 2097152 pages, minus the 6 GiB parent's 1572864 and 2 x 3079 table pages.
+        XCTAssertEqual(r.steps[4].faults, ["copy": 518_130, "oom": 1])
+        XCTAssertEqual(r.host.oomKills, 1)
+        XCTAssertEqual(r.oomEvents.first?.hasPrefix("Out of memory: Killed process 1001 (app)"), true, "\(r.oomEvents)")
+        XCTAssertEqual(r.processes.first { $0.name == "child" }?.state, "killed (OOM)")
+
+        let refused = try runProduct("cowtrace", ["simulate", "oom-8g-never", "--format", "json"])
+        XCTAssertEqual(refused.status, 0, refused.stderr)
+        let never = try decodeSnakeCaseJSON(Report.self, refused.stdout)
+        XCTAssertEqual(never.steps[3].error?.hasPrefix("ENOMEM: fork"), true)
+        XCTAssertEqual(never.host.committedAsKb, 6 * 1024 * 1024, "Committed_AS: the 6 GiB parent")
+    }
 }
