@@ -8,12 +8,12 @@ enum SnakeCaseJSON {
     static let schemaVersion = 1
 
     static func line<T: Encodable>(_ value: T) throws -> String {
-        try encode(value, [.sortedKeys])
+        try encode(value, [.sortedKeys, .withoutEscapingSlashes])
     }
 
     /// The same as `line`, indented over several lines.
     static func prettyPrinted<T: Encodable>(_ value: T) throws -> String {
-        try encode(value, [.sortedKeys, .prettyPrinted])
+        try encode(value, [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
     }
 
     private static func encode<T: Encodable>(_ value: T, _ formatting: JSONEncoder.OutputFormatting) throws -> String {
