@@ -19,18 +19,8 @@ final class ForecastCLITests: XCTestCase {
         let limit: UInt64 = 256 << 20, pages = 180 * 256
         let cgroup = try TemporaryMemoryCgroup(limitBytes: limit)
         defer { cgroup.remove() }
-        let script = "echo $$ > \"$1\" && shift && exec \"$@\""
-        let (pid, output, input) = try Subprocess.spawn(
-            ["/bin/sh", "-c", script, "sh", cgroup.procsFile, productPath("cowtrace-workload"), "--handshake",
-             "--pages", "\(pages)", "child:write:0:\(pages)", "child:exit"], captureOutput: true, pipeInput: true)
+        let (pid, output, input) = try Self.startWorkload(in: cgroup, ["--pages", "\(pages)", "child:write:0:\(pages)", "child:exit"])
         defer { kill(pid, SIGKILL); _ = Subprocess.wait(pid) }
-        var line = Data()
-        while let output {
-            let byte = output.readData(ofLength: 1)
-            if byte.isEmpty || byte == Data("\n".utf8) { break }
-            line.append(byte)
-        }
-        XCTAssertTrue(String(decoding: line, as: UTF8.self).hasPrefix("ready"), "workload did not get ready: \(String(decoding: line, as: UTF8.self))")
 
         // The truth for the headroom, from the cgroup's own files, read around the forecast.
         func current() -> UInt64 { UInt64((try? String(contentsOfFile: cgroup.path + "/" + cgroup.hierarchy.usageFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0 }
@@ -75,19 +65,8 @@ final class ForecastCLITests: XCTestCase {
         let limit: UInt64 = 256 << 20, pages = 180 * 256
         let cgroup = try TemporaryMemoryCgroup(limitBytes: limit)
         defer { cgroup.remove() }
-        let script = "echo $$ > \"$1\" && shift && exec \"$@\""
-        let (pid, output, input) = try Subprocess.spawn(
-            ["/bin/sh", "-c", script, "sh", cgroup.procsFile, productPath("cowtrace-workload"), "--handshake", "--rate", "30",
-             "--child-oom-score-adj", "800", "--pages", "\(pages)", "child:write:0:\(pages)", "child:exit"],
-            captureOutput: true, pipeInput: true)
+        let (pid, output, input) = try Self.startWorkload(in: cgroup, ["--rate", "30", "--child-oom-score-adj", "800", "--pages", "\(pages)", "child:write:0:\(pages)", "child:exit"])
         defer { kill(pid, SIGKILL); _ = Subprocess.wait(pid) }
-        var line = Data()
-        while let output {
-            let byte = output.readData(ofLength: 1)
-            if byte.isEmpty || byte == Data("\n".utf8) { break }
-            line.append(byte)
-        }
-        XCTAssertTrue(String(decoding: line, as: UTF8.self).hasPrefix("ready"))
 
         // The fork and its kill are watched from a second thread; stat runs from
         // this one (a process spawned from a Dispatch thread inherits its
@@ -145,18 +124,8 @@ final class ForecastCLITests: XCTestCase {
         let limit: UInt64 = 600 << 20, pages = 180 * 256
         let cgroup = try TemporaryMemoryCgroup(limitBytes: limit)
         defer { cgroup.remove() }
-        let script = "echo $$ > \"$1\" && shift && exec \"$@\""
-        let (pid, output, input) = try Subprocess.spawn(
-            ["/bin/sh", "-c", script, "sh", cgroup.procsFile, productPath("cowtrace-workload"), "--handshake", "--rate", "60",
-             "--pages", "\(pages)", "child:write:0:\(pages)", "child:exit"], captureOutput: true, pipeInput: true)
+        let (pid, output, input) = try Self.startWorkload(in: cgroup, ["--rate", "60", "--pages", "\(pages)", "child:write:0:\(pages)", "child:exit"])
         defer { kill(pid, SIGKILL); _ = Subprocess.wait(pid) }
-        var line = Data()
-        while let output {
-            let byte = output.readData(ofLength: 1)
-            if byte.isEmpty || byte == Data("\n".utf8) { break }
-            line.append(byte)
-        }
-        XCTAssertTrue(String(decoding: line, as: UTF8.self).hasPrefix("ready"))
         let whatIf = try runProduct("cowtrace", ["forecast", "-p", "\(pid)", "--format", "json"])
         let f = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(whatIf.stdout.utf8)) as? [String: Any], whatIf.stdout + whatIf.stderr)
         XCTAssertEqual(f["at_risk"] as? Bool, false, whatIf.stdout)
@@ -192,6 +161,27 @@ final class ForecastCLITests: XCTestCase {
         XCTAssertGreaterThan(measured, 0, "no \(peakFile)")
         print(String(format: "forecast -p peak %.1f MiB vs measured %@ %.1f MiB (%+.2f %%)", peak / 1_048_576, peakFile, measured / 1_048_576, (peak - measured) / measured * 100))
         XCTAssertEqual(peak, measured, accuracy: measured * 0.05, "forecast peak vs \(peakFile)")
+    }
+
+    /// cowtrace-workload --handshake ARGS, started in `cgroup`, once it says
+    /// "ready": its region is filled, and it forks when a byte comes on `input`.
+    static func startWorkload(in cgroup: TemporaryMemoryCgroup, _ arguments: [String]) throws -> (pid: Int32, output: FileHandle?, input: FileHandle?) {
+        let script = "echo $$ > \"$1\" && shift && exec \"$@\""
+        let (pid, output, input) = try Subprocess.spawn(["/bin/sh", "-c", script, "sh", cgroup.procsFile, productPath("cowtrace-workload"), "--handshake"] + arguments,
+                                                        captureOutput: true, pipeInput: true)
+        var line = Data()
+        while let output {
+            let byte = output.readData(ofLength: 1)
+            if byte.isEmpty || byte == Data("\n".utf8) { break }
+            line.append(byte)
+        }
+        guard String(decoding: line, as: UTF8.self).hasPrefix("ready") else {
+            kill(pid, SIGKILL)
+            _ = Subprocess.wait(pid)
+            XCTFail("the workload did not get ready: \(String(decoding: line, as: UTF8.self))")
+            throw CocoaError(.fileReadUnknown)
+        }
+        return (pid, output, input)
     }
 
     /// The pid of the last "Killed process N" line in the kernel log.
