@@ -1,4 +1,5 @@
 import CowTraceFormat
+import CowTraceKit
 import Foundation
 
 /// What a real process holds, read from /proc: the figures the OOM killer's
@@ -116,13 +117,6 @@ public struct ProcessMemory: Sendable, Equatable {
     /// The memory controller's path in a /proc/PID/cgroup text: the v1
     /// "N:...memory...:/path" line, else the v2 "0::/path" line.
     public static func memoryCgroupPath(_ text: String) -> String? {
-        var v2: String?
-        for line in text.split(separator: "\n") {
-            let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-            guard parts.count == 3 else { continue }
-            if parts[1].split(separator: ",").contains("memory") { return String(parts[2]) }
-            if parts[0] == "0" && parts[1].isEmpty { v2 = String(parts[2]) }
-        }
-        return v2
+        MemoryCgroupHierarchy.path(inProcCgroup: text, version: .v1) ?? MemoryCgroupHierarchy.path(inProcCgroup: text, version: .v2)
     }
 }

@@ -63,6 +63,21 @@ public struct MemoryCgroupHierarchy: Sendable, Equatable {
         return mountRoot + rest
     }
 
+    /// A process's path in a hierarchy of `version`, from its /proc/PID/cgroup
+    /// text: v2's "0::/path" line, or v1's memory-controller line; nil when
+    /// there is no such line.
+    public static func path(inProcCgroup text: String, version: Version) -> String? {
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3 else { continue }
+            switch version {
+            case .v2: if fields[0] == "0" && fields[1].isEmpty { return String(fields[2]) }
+            case .v1: if fields[1].split(separator: ",").contains("memory") { return String(fields[2]) }
+            }
+        }
+        return nil
+    }
+
     /// A limit file's bytes; nil for "max" or v1's "no limit" (a page-rounded LONG_MAX).
     public static func parseLimit(_ text: String) -> UInt64? {
         guard let bytes = UInt64(text.trimmingCharacters(in: .whitespacesAndNewlines)), bytes < (1 << 62) else { return nil }

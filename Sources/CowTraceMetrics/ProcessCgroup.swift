@@ -21,15 +21,7 @@ public struct ProcessCgroup: Hashable, Sendable {
     /// The path /proc/PID/cgroup gives for the hierarchy `version`, or nil
     /// (no such line: e.g. no memory controller on v1).
     public static func parse(procCgroup text: String, version: MemoryCgroupHierarchy.Version) -> String? {
-        for line in text.split(separator: "\n") {
-            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-            guard fields.count == 3 else { continue }
-            switch version {
-            case .v2: if fields[0] == "0" && fields[1].isEmpty { return String(fields[2]) }
-            case .v1: if fields[1].split(separator: ",").contains("memory") { return String(fields[2]) }
-            }
-        }
-        return nil
+        MemoryCgroupHierarchy.path(inProcCgroup: text, version: version)
     }
 
     /// Reads /proc/PID/cgroup: nil once the process is gone.
