@@ -23,6 +23,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // Layers, arrows pointing one way: the cowtrace CLI -> the libraries -> the C shims.
@@ -49,8 +50,13 @@ let package = Package(
         .target(name: "CowTraceForecast", dependencies: ["CowTraceKit", "MMUSim", "CowTraceFormat"]),
         // User-stack symbols from ELF files and /proc/PID/maps (no libbpf).
         .target(name: "CowTraceSymbols", dependencies: ["CELF", "CowTraceFormat"]),
-        // The Prometheus/OpenMetrics exposition of the live counters, and its HTTP endpoint.
-        .target(name: "CowTraceMetrics", dependencies: ["CowTraceKit", "CowTraceForecast"]),
+        // The Prometheus/OpenMetrics exposition of the live counters, and its HTTP endpoint (SwiftNIO's HTTP/1 server).
+        .target(name: "CowTraceMetrics", dependencies: [
+            "CowTraceKit", "CowTraceForecast",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         // A Redis client, a Redis server to test against, and BGSAVE profiles from the tracer.
         .target(name: "CowTraceRedis", dependencies: ["CowTraceKit"]),
         // The recording's report: per-process totals, HTML and SVG, from the file format alone (no libbpf).

@@ -1,6 +1,8 @@
 import CowTraceForecast
 import CowTraceKit
-import CBPF
+import NIOCore
+import NIOHTTP1
+import NIOPosix
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -175,36 +177,49 @@ public final class MetricsCollector: @unchecked Sendable {
     }
 }
 
-/// A minimal HTTP/1.1 server for the metrics endpoint: `GET`/`HEAD /metrics`
-/// (the exposition), `GET /` (a link to it), 404 elsewhere; one request per
-/// connection (`Connection: close`). The accept loop runs on its own thread
-/// and every connection on another, so slow or many scrapers do not hold up
-/// the caller; reads and writes time out after a few seconds.
+/// The metrics endpoint, on SwiftNIO's HTTP/1 server: `GET`/`HEAD /metrics`
+/// (the exposition), `GET /` (a link to it), 404 elsewhere, 405 for other
+/// methods. HTTP/1.1 keep-alive (and pipelining) is supported. One event-loop
+/// thread serves every connection; the exposition is rendered on a thread of
+/// its own and written back on the connection's event loop, so a slow render
+/// holds up no other connection. Idle and half-sent connections cost a file
+/// descriptor and a few KiB each, and are closed after the timeouts below.
 public final class MetricsServer: @unchecked Sendable {
     /// The address bound: with port 0, the port the kernel chose.
     public let address: ListenAddress
-    public static let maxConnections = 32
-    public static let ioTimeoutSeconds = 5
+    /// A connection that neither sends nor receives for this long is closed
+    /// (a keep-alive connection between scrapes, a client that stopped reading).
+    public static let idleTimeoutSeconds: Int64 = 30
+    /// A request head begun must be complete within this long, or the client
+    /// gets 408 and the connection is closed (slowloris).
+    public static let headTimeoutSeconds: Int64 = 5
+    /// A request head (request line and headers) over this many bytes gets
+    /// 400 from NIO's decoder and the connection is closed.
+    public static let maxHeadBytes = 16 * 1024
+    /// Connections the kernel queues before they are accepted.
+    public static let listenBacklog: Int32 = 1024
 
-    private let metrics: (ExpositionFormat) throws -> (body: String, format: ExpositionFormat)
+    private let render: @Sendable (ExpositionFormat) throws -> (body: String, format: ExpositionFormat)
     private let listenFD: Int32
-    private var wakePipe: [Int32] = [-1, -1]
-    private let state = NSCondition()
-    private var active = 0
-    private var running = false
-    private var acceptDone = false
+    private let lock = NSLock()
+    private var group: MultiThreadedEventLoopGroup?
+    private var renderPool: NIOThreadPool?
+    private var channel: Channel?
+    private var started = false
     private var closed = false
 
     /// Binds and listens (connections wait in the backlog until `start()`).
-    /// `metrics` is called for every scrape, on the connection's thread.
+    /// `metrics` is called for every scrape, on the render thread.
     public convenience init(listen: ListenAddress, metrics: @escaping () throws -> String) throws {
         try self.init(listen: listen, render: { _ in (try metrics(), .text) })
     }
 
     /// `render` gets the format the request's Accept header asks for and
-    /// returns the body and the format it is in.
+    /// returns the body and the format it is in. It is called on the render
+    /// thread, one scrape at a time.
     public init(listen: ListenAddress, render: @escaping (ExpositionFormat) throws -> (body: String, format: ExpositionFormat)) throws {
-        self.metrics = render
+        let unchecked = UncheckedRender(render)
+        self.render = { try unchecked.body($0) }
         let storage = try listen.sockaddrStorage()
         let domain = listen.family == .ipv6 ? AF_INET6 : AF_INET
         let fd = socket(domain, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -223,7 +238,7 @@ public final class MetricsServer: @unchecked Sendable {
             if e.rawValue == EADDRINUSE { throw MetricsServerError.addressInUse(listen) }
             throw MetricsServerError.cannotListen(listen, operation: "bind", errno: e)
         }
-        guard Glibc.listen(fd, 128) == 0 else {
+        guard Glibc.listen(fd, Self.listenBacklog) == 0 else {
             let e = Errno.current
             Glibc.close(fd)
             if e.rawValue == EADDRINUSE { throw MetricsServerError.addressInUse(listen) }
@@ -240,197 +255,291 @@ public final class MetricsServer: @unchecked Sendable {
         }
         listenFD = fd
         address = ListenAddress(family: listen.family, host: listen.host, port: port)
-        guard cbpf_pipe_cloexec(&wakePipe) == 0 else {
-            Glibc.close(fd)
-            throw MetricsServerError.cannotListen(listen, operation: "pipe", errno: .current)
-        }
     }
 
     deinit { stop() }
 
-    /// Starts accepting, on a thread of its own.
+    /// Starts accepting, on an event-loop thread of its own. The accept loop
+    /// survives EMFILE and ENFILE: NIO's AcceptBackoffHandler stops accepting
+    /// for a second, the connections wait in the backlog.
     public func start() {
-        state.lock()
-        defer { state.unlock() }
-        guard !running, !closed else { return }
-        running = true
-        let thread = Thread { [self] in acceptLoop() }
-        thread.name = "cowtrace-metrics-accept"
-        thread.start()
+        lock.lock()
+        defer { lock.unlock() }
+        guard !started, !closed else { return }
+        started = true
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        let render = self.render
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: Self.listenBacklog)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let http = MetricsHTTPHandler(render: render, pool: pool)
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(IdleStateHandler(allTimeout: .seconds(Self.idleTimeoutSeconds)))
+                    try sync.addHandler(RequestHeadGuard(http))
+                    var limits = NIOHTTPDecoderLimitConfiguration()
+                    limits.maxHeaderFieldSize = Self.maxHeadBytes
+                    limits.maxHeaderListSize = Self.maxHeadBytes
+                    try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true,
+                                                         withOutboundHeaderValidation: true, withEncoderConfiguration: .init(),
+                                                         withDecoderLimitConfiguration: limits)
+                    try sync.addHandler(http)
+                }
+            }
+        do {
+            channel = try bootstrap.withBoundSocket(listenFD).wait()
+        } catch {
+            FileHandle.standardError.write(Data("cowtrace: cannot serve \(address): \(error)\n".utf8))
+            Glibc.close(listenFD)
+        }
+        self.group = group
+        renderPool = pool
     }
 
-    /// Stops accepting, waits (a few seconds at most) for the requests in
-    /// flight, and closes the socket. Idempotent.
+    /// Stops accepting, closes every connection and the socket. Idempotent.
     public func stop() {
-        state.lock()
-        if closed { state.unlock(); return }
+        lock.lock()
+        defer { lock.unlock() }
+        if closed { return }
         closed = true
-        let wasRunning = running
-        state.unlock()
-        var byte: UInt8 = 1
-        _ = write(wakePipe[1], &byte, 1)
-        state.lock()
-        let deadline = Date().addingTimeInterval(Double(Self.ioTimeoutSeconds) * 2 + 1)
-        while (wasRunning && !acceptDone) || active > 0 {
-            if !state.wait(until: deadline) { break }
-        }
-        state.unlock()
-        Glibc.close(listenFD)
-        Glibc.close(wakePipe[0])
-        Glibc.close(wakePipe[1])
-    }
-
-    private func acceptLoop() {
-        defer {
-            state.lock()
-            acceptDone = true
-            state.broadcast()
-            state.unlock()
-        }
-        while true {
-            var fds = [pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: wakePipe[0], events: Int16(POLLIN), revents: 0)]
-            let n = poll(&fds, 2, -1)
-            if n < 0 {
-                if errno == EINTR { continue }
-                return
-            }
-            if fds[1].revents != 0 { return }
-            if fds[0].revents == 0 { continue }
-            let client = accept(listenFD, nil, nil)
-            if client < 0 { continue } // EINTR, ECONNABORTED, EMFILE: try again
-            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
-            state.lock()
-            if active >= Self.maxConnections {
-                state.unlock()
-                Self.send(client, Self.response(status: "503 Service Unavailable", type: "text/plain; charset=utf-8",
-                                                body: Data("too many scrapes at once\n".utf8), head: false))
-                Glibc.close(client)
-                continue
-            }
-            active += 1
-            state.unlock()
-            let worker = Thread { [self] in
-                handle(client)
-                Glibc.close(client)
-                state.lock()
-                active -= 1
-                state.broadcast()
-                state.unlock()
-            }
-            worker.name = "cowtrace-metrics-conn"
-            worker.start()
-        }
-    }
-
-    private func handle(_ fd: Int32) {
-        var timeout = timeval(tv_sec: Self.ioTimeoutSeconds, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        guard let (request, headers) = Self.readRequest(fd) else {
-            Self.send(fd, Self.response(status: "400 Bad Request", type: "text/plain; charset=utf-8", body: Data("bad request\n".utf8), head: false))
+        guard started else {
+            Glibc.close(listenFD)
             return
         }
-        Self.send(fd, respond(to: request, accept: headers["accept"]))
-        shutdown(fd, Int32(SHUT_WR))
+        try? channel?.close().wait()
+        try? group?.syncShutdownGracefully()
+        try? renderPool?.syncShutdownGracefully()
+        channel = nil
+        group = nil
+        renderPool = nil
+    }
+}
+
+/// The caller's render closure, which is not declared Sendable: it is only
+/// ever called on the one render thread.
+private struct UncheckedRender: @unchecked Sendable {
+    let body: (ExpositionFormat) throws -> (body: String, format: ExpositionFormat)
+    init(_ body: @escaping (ExpositionFormat) throws -> (body: String, format: ExpositionFormat)) { self.body = body }
+}
+
+/// A connection's requests, one at a time (NIO's pipelining handler holds
+/// back the next): routes, renders off the event loop, writes the response.
+/// The next request is answered once the previous response is written out,
+/// so a client that does not read cannot make responses pile up.
+final class MetricsHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let render: @Sendable (ExpositionFormat) throws -> (body: String, format: ExpositionFormat)
+    private let pool: NIOThreadPool
+    /// Head received, end not yet.
+    private var receiving: HTTPRequestHead?
+    /// Being answered (rendered or written).
+    private var answering: HTTPRequestHead?
+    /// Complete, waiting for `answering`.
+    private var waiting: HTTPRequestHead?
+    private var inputClosed = false
+    private var refused = false
+
+    /// Called when a request's head arrives, and when the last response is
+    /// written out and no request is in progress (RequestHeadGuard's timers).
+    var onHead: () -> Void = {}
+    var onIdle: () -> Void = {}
+
+    /// A request is in progress: its head has arrived, its response is not yet written out.
+    var inRequest: Bool { receiving != nil || answering != nil || waiting != nil }
+
+    init(render: @escaping @Sendable (ExpositionFormat) throws -> (body: String, format: ExpositionFormat), pool: NIOThreadPool) {
+        self.render = render
+        self.pool = pool
     }
 
-    /// The response to a request line such as "GET /metrics HTTP/1.1".
-    func respond(to requestLine: String, accept: String? = nil) -> Data {
-        let parts = requestLine.split(separator: " ", omittingEmptySubsequences: true)
-        guard parts.count == 3, parts[2].hasPrefix("HTTP/") else {
-            return Self.response(status: "400 Bad Request", type: "text/plain; charset=utf-8", body: Data("bad request\n".utf8), head: false)
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !refused else { return }
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            receiving = head
+            onHead()
+            if Self.hasBody(head) {
+                // Nothing here takes a body: refuse it rather than read it.
+                refused = true
+                receiving = nil
+                answering = head
+                send(context, head, status: .payloadTooLarge, body: "a request body is not accepted here\n", keepAlive: false)
+            }
+        case .body:
+            break
+        case .end:
+            guard let head = receiving else { return }
+            receiving = nil
+            if answering == nil { answer(context, head) } else { waiting = head }
         }
-        let method = String(parts[0])
-        let path = parts[1].split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
-        let head = method == "HEAD"
-        let known = path == "/metrics" || path == "/"
-        guard known else {
-            return Self.response(status: "404 Not Found", type: "text/plain; charset=utf-8",
-                                 body: Data("not found: the metrics are at /metrics\n".utf8), head: head)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event {
+            inputClosed = true
+            if !inRequest { context.close(promise: nil) }
+            return
         }
-        guard method == "GET" || head else {
-            return Self.response(status: "405 Method Not Allowed", type: "text/plain; charset=utf-8",
-                                 body: Data("only GET and HEAD\n".utf8), head: false, extra: "Allow: GET, HEAD\r\n")
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    static func hasBody(_ head: HTTPRequestHead) -> Bool {
+        if head.headers.contains(name: "transfer-encoding") { return true }
+        return head.headers["content-length"].contains { Int($0.trimmingCharacters(in: .whitespaces)) != 0 }
+    }
+
+    private func answer(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
+        answering = head
+        let keepAlive = head.isKeepAlive && !inputClosed
+        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        let isHead = head.method == .HEAD
+        guard path == "/metrics" || path == "/" else {
+            return send(context, head, status: .notFound, body: "not found: the metrics are at /metrics\n", keepAlive: keepAlive)
+        }
+        guard head.method == .GET || isHead else {
+            return send(context, head, status: .methodNotAllowed, body: "only GET and HEAD\n", keepAlive: keepAlive,
+                        extra: [("Allow", "GET, HEAD")])
         }
         if path == "/" {
-            return Self.response(status: "200 OK", type: "text/html; charset=utf-8",
-                                 body: Data("<html><head><title>cowtrace</title></head><body><a href=\"/metrics\">cowtrace metrics</a></body></html>\n".utf8),
-                                 head: head)
+            return send(context, head, status: .ok, type: "text/html; charset=utf-8",
+                        body: "<html><head><title>cowtrace</title></head><body><a href=\"/metrics\">cowtrace metrics</a></body></html>\n",
+                        keepAlive: keepAlive)
         }
-        do {
-            let (body, format) = try metrics(ExpositionFormat(accept: accept))
-            return Self.response(status: "200 OK", type: format.contentType, body: Data(body.utf8), head: head)
-        } catch {
-            return Self.response(status: "500 Internal Server Error", type: "text/plain; charset=utf-8",
-                                 body: Data("cowtrace: \(error)\n".utf8), head: head)
-        }
-    }
-
-    static func response(status: String, type: String, body: Data, head: Bool, extra: String = "") -> Data {
-        var out = Data("HTTP/1.1 \(status)\r\nContent-Type: \(type)\r\nContent-Length: \(body.count)\r\n\(extra)Connection: close\r\n\r\n".utf8)
-        if !head { out.append(body) }
-        return out
-    }
-
-    /// The request line and the headers (lower-cased names) of the request's head.
-    static func readRequest(_ fd: Int32) -> (String, [String: String])? {
-        guard let head = readHeadText(fd) else { return nil }
-        return parseHead(head)
-    }
-
-    static func parseHead(_ head: String) -> (String, [String: String])? {
-        // Split on UTF-8 line feeds: "\r\n" is one Character to String.
-        let lines = head.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).map { bytes in
-            String(decoding: bytes.last == UInt8(ascii: "\r") ? bytes.dropLast() : bytes[...], as: UTF8.self)
-        }
-        guard let first = lines.first, !first.isEmpty else { return nil }
-        var headers: [String: String] = [:]
-        for line in lines.dropFirst() {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            let name = line[..<colon].trimmingCharacters(in: .whitespaces).lowercased()
-            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-            headers[name] = headers[name].map { $0 + "," + value } ?? value
-        }
-        return (String(first), headers)
-    }
-
-    /// Reads up to the end of the request's head; returns its first line.
-    /// nil on a timeout, a closed connection, or a head over 16 KiB.
-    static func readHead(_ fd: Int32) -> String? {
-        guard let head = readHeadText(fd) else { return nil }
-        return parseHead(head)?.0
-    }
-
-    /// The request's head as read (up to 16 KiB).
-    static func readHeadText(_ fd: Int32) -> String? {
-        var data = [UInt8]()
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let end: [UInt8] = Array("\r\n\r\n".utf8)
-        while data.count < 16384 {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            data.append(contentsOf: buffer[0..<n])
-            let from = max(0, data.count - n - 3)
-            if data.count >= 4, (from...(data.count - 4)).contains(where: { Array(data[$0..<$0 + 4]) == end }) {
-                break
+        let accept = head.headers["accept"]
+        let format = ExpositionFormat(accept: accept.isEmpty ? nil : accept.joined(separator: ","))
+        let render = self.render
+        pool.runIfActive(eventLoop: context.eventLoop) { () -> Result<(body: String, format: ExpositionFormat), RenderError> in
+            do { return .success(try render(format)) } catch { return .failure(RenderError(text: "\(error)")) }
+        }.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(.success(let (body, format))):
+                self.send(context, head, status: .ok, type: format.contentType, body: body, keepAlive: keepAlive)
+            case .success(.failure(let error)):
+                self.send(context, head, status: .internalServerError, body: "cowtrace: \(error.text)\n", keepAlive: keepAlive)
+            case .failure:
+                // The render pool is shutting down: so is the server.
+                context.close(promise: nil)
             }
         }
-        guard let lineEnd = data.firstIndex(of: UInt8(ascii: "\r")) ?? data.firstIndex(of: UInt8(ascii: "\n")),
-              lineEnd > 0 else { return nil }
-        return String(decoding: data, as: UTF8.self)
     }
 
-    static func send(_ fd: Int32, _ data: Data) {
-        data.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return }
-                offset += n
+    struct RenderError: Error { let text: String }
+
+    private func send(_ context: ChannelHandlerContext, _ request: HTTPRequestHead, status: HTTPResponseStatus,
+                      type: String = "text/plain; charset=utf-8", body: String, keepAlive: Bool,
+                      extra: [(String, String)] = []) {
+        var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
+        buffer.writeString(body)
+        var headers = HTTPHeaders([("Content-Type", type), ("Content-Length", "\(buffer.readableBytes)")])
+        headers.add(contentsOf: extra)
+        headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
+        let version: HTTPVersion = request.version.major == 1 && request.version.minor == 0 ? .http1_0 : .http1_1
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
+        if request.method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        }
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { result in
+            self.answering = nil
+            guard case .success = result, keepAlive else {
+                context.close(promise: nil)
+                return
             }
+            if let next = self.waiting {
+                self.waiting = nil
+                self.answer(context, next)
+            } else if !self.inRequest {
+                if self.inputClosed { context.close(promise: nil) } else { self.onIdle() }
+            }
+        }
+    }
+}
+
+/// First in a connection's pipeline (after the idle timer), on the raw
+/// bytes: closes a connection whose request head is not complete within
+/// `headTimeoutSeconds` of its first byte (408, however slowly the bytes
+/// trickle in), and closes idle connections when IdleStateHandler says so.
+/// (NIO's decoder bounds the head's size; its pipelining handler stops
+/// reading while a request waits, which bounds what a connection buffers.)
+final class RequestHeadGuard: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let http: MetricsHTTPHandler
+    /// Bytes received since the last request head arrived.
+    private var sinceHead = 0
+    private var deadline: Scheduled<Void>?
+    private var closing = false
+
+    init(_ http: MetricsHTTPHandler) { self.http = http }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        http.onHead = { [unowned self] in
+            sinceHead = 0
+            deadline?.cancel()
+            deadline = nil
+        }
+        http.onIdle = { [unowned self] in
+            if sinceHead > 0 { arm(loopBound.value) }
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+        http.onHead = {}
+        http.onIdle = {}
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
+        sinceHead += unwrapInboundIn(data).readableBytes
+        context.fireChannelRead(data)
+        // Bytes of a head that the decoder has not finished (a head that
+        // came in this read reset the count): the deadline runs.
+        if sinceHead > 0, !closing, !http.inRequest { arm(context) }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    private func arm(_ context: ChannelHandlerContext) {
+        guard deadline == nil, !closing else { return }
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(MetricsServer.headTimeoutSeconds)) { [self] in
+            deadline = nil
+            guard !http.inRequest else { return }
+            reject(loopBound.value, "408 Request Timeout", "request head not complete within \(MetricsServer.headTimeoutSeconds) s\n")
+        }
+    }
+
+    /// A response of our own (no HTTP exchange is in progress), then close.
+    private func reject(_ context: ChannelHandlerContext, _ status: String, _ body: String) {
+        closing = true
+        deadline?.cancel()
+        deadline = nil
+        var buffer = context.channel.allocator.buffer(capacity: 256)
+        buffer.writeString("HTTP/1.1 \(status)\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
+            loopBound.value.close(promise: nil)
         }
     }
 }

@@ -115,6 +115,9 @@ struct Serve: ParsableCommand, OptionChecks {
         options.mappingHistograms = mappingHistograms
         let members = try selection.cgroup.map { try CgroupMembers(path: $0) }
         StopSignal.install()
+        // Every scrape connection holds a descriptor: the usual soft limit
+        // (1024) is below a thousand idle scrapers.
+        FileDescriptorLimit.raiseSoftToHard()
 
         // Bound before the programs load: a port in use fails fast. Scrapes
         // wait in the backlog until the collector exists and start() runs.

@@ -61,7 +61,7 @@ final class MetricsServerTests: XCTestCase {
         let r = try Self.request(port: server.address.port, "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
         XCTAssertEqual(r.status, 200)
         XCTAssertEqual(r.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8")
-        XCTAssertEqual(r.headers["connection"], "close")
+        XCTAssertEqual(r.headers["connection"], "keep-alive")
         XCTAssertEqual(r.headers["content-length"], "\(r.body.utf8.count)")
         XCTAssertTrue(r.body.contains("cowtrace_write_protect_faults_total{pid=\"42\",comm=\"fixed\",class=\"copy\"} 7\n"), r.body)
         XCTAssertTrue(r.body.contains("cowtrace_copies_per_interval_count{pid=\"42\",comm=\"fixed\"} 1\n"), r.body)
@@ -135,7 +135,136 @@ final class MetricsServerTests: XCTestCase {
             statuses.append(status)
         }
         XCTAssertEqual(statuses.all, Array(repeating: 200, count: 16))
-        XCTAssertLessThan(Date().timeIntervalSince(start), Double(MetricsServer.ioTimeoutSeconds))
+        XCTAssertLessThan(Date().timeIntervalSince(start), Double(MetricsServer.headTimeoutSeconds))
+    }
+
+    static let copyLine = "cowtrace_write_protect_faults_total{pid=\"42\",comm=\"fixed\",class=\"copy\"} 7\n"
+
+    func testThousandIdleConnectionsDoNotStarveAScrape() throws {
+        // Both ends of every connection are in this process: 2 descriptors each.
+        let idle = 1000
+        guard let limit = FileDescriptorLimit.raiseSoftToHard(), limit.soft >= UInt64(2 * idle + 100) else {
+            let text = FileDescriptorLimit.current.map { "\($0.hard)" } ?? "unknown"
+            print("skipped: RLIMIT_NOFILE hard limit \(text) is below \(2 * idle + 100) (\(idle) connections, both ends in this process)")
+            throw XCTSkip("RLIMIT_NOFILE hard limit \(text) is below \(2 * idle + 100)")
+        }
+        let port = server.address.port
+        var fds: [Int32] = []
+        defer { fds.forEach { close($0) } }
+        for _ in 0..<idle { fds.append(try tcpConnect(port: port)) }
+        // The old server (32 threads) answered 503 here; a fresh scrape is
+        // now answered as if the idle connections were not there.
+        var latencies: [Double] = []
+        for _ in 0..<3 {
+            let start = Date()
+            let r = try Self.request(port: port, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            latencies.append(Date().timeIntervalSince(start))
+            XCTAssertEqual(r.status, 200)
+            XCTAssertTrue(r.body.contains(Self.copyLine), r.body)
+        }
+        print("scrape latency with \(idle) idle connections: \(latencies.map { String(format: "%.1f ms", $0 * 1000) })")
+        XCTAssertLessThan(latencies.max()!, 1.0)
+        // The idle connections were accepted and are still open: the first
+        // and the last one are served too.
+        for fd in [fds.first!, fds.last!] {
+            sendAll(fd, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            let r = try readHTTPResponse(fd)
+            XCTAssertEqual(r.status, 200)
+            XCTAssertTrue(r.body.contains(Self.copyLine), r.body)
+        }
+    }
+
+    func testSlowlorisHalfHeadIsClosedWithinTheHeadTimeout() throws {
+        let port = server.address.port
+        let slow = try tcpConnect(port: port, timeout: Int(MetricsServer.headTimeoutSeconds) * 3)
+        defer { close(slow) }
+        let start = Date()
+        sendAll(slow, "GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        // Trickling a byte at a time does not extend the deadline; a scrape
+        // meanwhile is served.
+        var scraped = false
+        var closedAfter: Double?
+        var received = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while Date().timeIntervalSince(start) < Double(MetricsServer.headTimeoutSeconds) + 3 {
+            if !scraped {
+                let r = try Self.request(port: port, "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+                XCTAssertEqual(r.status, 200)
+                XCTAssertTrue(r.body.contains(Self.copyLine), r.body)
+                scraped = true
+            }
+            sendAll(slow, "X")
+            var p = pollfd(fd: slow, events: Int16(POLLIN), revents: 0)
+            if poll(&p, 1, 500) == 1 {
+                let n = buffer.withUnsafeMutableBytes { recv(slow, $0.baseAddress, $0.count, 0) }
+                if n > 0 { received.append(contentsOf: buffer[0..<n]); continue }
+                closedAfter = Date().timeIntervalSince(start)
+                break
+            }
+        }
+        let seconds = try XCTUnwrap(closedAfter, "the half-sent head was not closed within \(MetricsServer.headTimeoutSeconds) s + 3 s")
+        XCTAssertGreaterThan(seconds, Double(MetricsServer.headTimeoutSeconds) - 0.5)
+        XCTAssertLessThan(seconds, Double(MetricsServer.headTimeoutSeconds) + 2)
+        XCTAssertTrue(String(decoding: received, as: UTF8.self).hasPrefix("HTTP/1.1 408 "), String(decoding: received, as: UTF8.self))
+        XCTAssertTrue(scraped)
+    }
+
+    func testOversizedHeadIs400AndClosed() throws {
+        let port = server.address.port
+        let big = String(repeating: "a", count: MetricsServer.maxHeadBytes + 4096)
+        // A long request line: NIO's decoder does not bound it, the guard does.
+        // A long request line, a long header line: NIO's decoder counts both.
+        for raw in ["GET /metrics?\(big) HTTP/1.1\r\nHost: x\r\n\r\n", "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: \(big)\r\n\r\n"] {
+            let r = try Self.request(port: port, raw)
+            XCTAssertEqual(r.status, 400)
+            XCTAssertEqual(r.headers["connection"], "close")
+        }
+        // Many header lines, each short.
+        let many = (0..<(MetricsServer.maxHeadBytes / 16 + 10)).map { "X-H\($0): 0123456789\r\n" }.joined()
+        XCTAssertEqual(try Self.request(port: port, "GET /metrics HTTP/1.1\r\n\(many)\r\n").status, 400)
+        // Just under the bound is served.
+        let fits = String(repeating: "a", count: MetricsServer.maxHeadBytes - 200)
+        XCTAssertEqual(try Self.request(port: port, "GET /metrics HTTP/1.1\r\nX-Fits: \(fits)\r\n\r\n").status, 200)
+    }
+
+    func testRequestBodyIs413AndClosed() throws {
+        let r = try Self.request(port: server.address.port, "POST /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
+        XCTAssertEqual(r.status, 413)
+        XCTAssertEqual(r.headers["connection"], "close")
+        let chunked = try Self.request(port: server.address.port, "GET /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        XCTAssertEqual(chunked.status, 413)
+    }
+
+    func testKeepAliveServesRequestsInOrderOnOneConnection() throws {
+        let fd = try tcpConnect(port: server.address.port)
+        defer { close(fd) }
+        let readsBefore = source.reads
+        for _ in 0..<2 {
+            sendAll(fd, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            let r = try readHTTPResponse(fd)
+            XCTAssertEqual(r.status, 200)
+            XCTAssertEqual(r.headers["connection"], "keep-alive")
+            XCTAssertTrue(r.body.contains(Self.copyLine), r.body)
+        }
+        XCTAssertEqual(source.reads - readsBefore, 2)
+        // Pipelined: answered in the order asked, the last one closes.
+        sendAll(fd, "GET /nope HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\nGET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+        var data = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            data.append(contentsOf: buffer[0..<n])
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        // Bodies end in a line feed, so every status line starts a line.
+        let statuses = data.split(separator: UInt8(ascii: "\n")).map { String(decoding: $0.dropLast(), as: UTF8.self) }
+            .filter { $0.hasPrefix("HTTP/1.1 ") }
+        XCTAssertEqual(statuses, ["HTTP/1.1 404 Not Found", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK"], text)
+        XCTAssertTrue(text.hasSuffix("\n") && text.contains(Self.copyLine), text)
+        // An HTTP/1.0 request without keep-alive is closed after its answer.
+        let old = try Self.request(port: server.address.port, "GET /metrics HTTP/1.0\r\n\r\n")
+        XCTAssertEqual(old.headers["connection"], "close")
     }
 
     func testPortInUseIsOneLineWithTheFix() throws {
