@@ -198,6 +198,9 @@ public final class MetricsServer: @unchecked Sendable {
     public static let maxHeadBytes = 16 * 1024
     /// Connections the kernel queues before they are accepted.
     public static let listenBacklog: Int32 = 1024
+    /// After an accept fails for want of descriptors (EMFILE, ENFILE) or
+    /// memory, accepting pauses this long.
+    public static let acceptPauseSeconds: Int64 = 1
 
     private let render: @Sendable (ExpositionFormat) throws -> (body: String, format: ExpositionFormat)
     private let listenFD: Int32
@@ -260,8 +263,9 @@ public final class MetricsServer: @unchecked Sendable {
     deinit { stop() }
 
     /// Starts accepting, on an event-loop thread of its own. The accept loop
-    /// survives EMFILE and ENFILE: NIO's AcceptBackoffHandler stops accepting
-    /// for a second, the connections wait in the backlog.
+    /// survives EMFILE and ENFILE: it stops accepting for
+    /// `acceptPauseSeconds` (the connections wait in the backlog) rather than
+    /// retrying at once and spinning (AcceptPauseHandler).
     public func start() {
         lock.lock()
         defer { lock.unlock() }
@@ -273,6 +277,11 @@ public final class MetricsServer: @unchecked Sendable {
         let render = self.render
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: Self.listenBacklog)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptPauseHandler())
+                }
+            }
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -315,6 +324,34 @@ public final class MetricsServer: @unchecked Sendable {
         channel = nil
         group = nil
         renderPool = nil
+    }
+}
+
+/// On the listening channel: after an accept fails with EMFILE, ENFILE,
+/// ENOBUFS or ENOMEM, stops reading (accepting) for `acceptPauseSeconds`.
+/// NIO's AcceptBackoffHandler does not do it here: a failed accept leaves the
+/// channel's read pending, so no new read() reaches it, and the level-triggered
+/// listening socket is polled and fails again at once (seen: thousands of
+/// accept4 = EMFILE a second, 40% of a core). Turning autoRead off
+/// unregisters the socket from epoll; turning it on again re-registers it.
+final class AcceptPauseHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = Channel
+    typealias InboundOut = Channel
+    private var paused = false
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard let e = error as? IOError, [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(e.errnoCode) else {
+            context.fireErrorCaught(error)
+            return
+        }
+        guard !paused, let options = context.channel.syncOptions else { return }
+        paused = true
+        try? options.setOption(.autoRead, value: false)
+        let channel = NIOLoopBound(context.channel, eventLoop: context.eventLoop)
+        context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(MetricsServer.acceptPauseSeconds)) { [self] in
+            paused = false
+            try? channel.value.syncOptions?.setOption(.autoRead, value: true)
+        }
     }
 }
 
