@@ -151,7 +151,9 @@ final class MetricsServerTests: XCTestCase {
         let port = server.address.port
         var fds: [Int32] = []
         defer { fds.forEach { close($0) } }
+        let opening = Date()
         for _ in 0..<idle { fds.append(try tcpConnect(port: port)) }
+        print("opened \(idle) idle connections in \(String(format: "%.2f", Date().timeIntervalSince(opening))) s")
         // The old server (32 threads) answered 503 here; a fresh scrape is
         // now answered as if the idle connections were not there.
         var latencies: [Double] = []
@@ -172,6 +174,61 @@ final class MetricsServerTests: XCTestCase {
             XCTAssertEqual(r.status, 200)
             XCTAssertTrue(r.body.contains(Self.copyLine), r.body)
         }
+    }
+
+    func testOutOfDescriptorsPausesAcceptingWithoutSpinningAndRecovers() throws {
+        // Sockets made first, then this process's soft limit lowered to its
+        // lowest free descriptor, then connected: the server's accepts fail
+        // with EMFILE while they wait in the backlog.
+        let port = server.address.port
+        var clients: [Int32] = []
+        defer { clients.forEach { close($0) } }
+        for _ in 0..<5 { clients.append(socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)) }
+        let resource = __rlimit_resource_t(UInt32(RLIMIT_NOFILE.rawValue))
+        var saved = rlimit()
+        XCTAssertEqual(getrlimit(resource, &saved), 0)
+        let open = Set(try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").compactMap { Int($0) })
+        let lowestFree = (0...).first { !open.contains($0) }!
+        var low = saved
+        low.rlim_cur = rlim_t(lowestFree)
+        let cpuBefore = Self.eventLoopCPUSeconds()
+        XCTAssertEqual(setrlimit(resource, &low), 0)
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_port = port.bigEndian
+        inet_pton(AF_INET, "127.0.0.1", &a.sin_addr)
+        let connected = clients.map { fd in
+            withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        }
+        Thread.sleep(forTimeInterval: 2)
+        XCTAssertEqual(setrlimit(resource, &saved), 0)
+        let spent = Self.eventLoopCPUSeconds() - cpuBefore
+        XCTAssertEqual(connected, Array(repeating: 0, count: clients.count))
+        // A spinning accept loop burnt 0.8 s of CPU in 2 s here; paused, it is idle.
+        XCTAssertLessThan(spent, 0.3, "the event loop spun on EMFILE: \(spent) s of CPU in 2 s")
+        // With descriptors free again, the waiting connections are accepted and served.
+        for fd in clients {
+            var tv = timeval(tv_sec: 10, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            sendAll(fd, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            let r = try readHTTPResponse(fd)
+            XCTAssertEqual(r.status, 200)
+            XCTAssertTrue(r.body.contains(Self.copyLine), r.body)
+        }
+    }
+
+    /// CPU time (user + system) of this process's NIO event-loop threads.
+    static func eventLoopCPUSeconds() -> Double {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        var ticks = 0
+        for t in tasks {
+            guard let raw = try? String(contentsOfFile: "/proc/self/task/\(t)/stat", encoding: .utf8),
+                  let open = raw.firstIndex(of: "("), let close = raw.lastIndex(of: ")"),
+                  raw[raw.index(after: open)..<close].hasPrefix("NIO-ELT") else { continue }
+            let fields = raw[raw.index(after: close)...].split(separator: " ")
+            ticks += (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)
+        }
+        return Double(ticks) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
     func testSlowlorisHalfHeadIsClosedWithinTheHeadTimeout() throws {
