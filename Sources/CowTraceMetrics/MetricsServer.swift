@@ -318,9 +318,12 @@ public final class MetricsServer: @unchecked Sendable {
             Glibc.close(listenFD)
             return
         }
+        // The render thread first: a scrape being rendered finishes (and no
+        // queued one starts) while its event loop can still take the answer;
+        // after this returns, no render runs.
         try? channel?.close().wait()
-        try? group?.syncShutdownGracefully()
         try? renderPool?.syncShutdownGracefully()
+        try? group?.syncShutdownGracefully()
         channel = nil
         group = nil
         renderPool = nil
