@@ -12,11 +12,11 @@ public enum FileDescriptorLimit {
     @discardableResult
     public static func raiseSoftToHard() -> (soft: UInt64, hard: UInt64)? {
         var limit = rlimit()
-        guard getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0 else { return nil }
+        guard getrlimit(noFile, &limit) == 0 else { return nil }
         if limit.rlim_cur < limit.rlim_max {
             var raised = limit
             raised.rlim_cur = limit.rlim_max
-            if setrlimit(RLIMIT_NOFILE_VALUE, &raised) == 0 { limit = raised }
+            if setrlimit(noFile, &raised) == 0 { limit = raised }
         }
         return (UInt64(limit.rlim_cur), UInt64(limit.rlim_max))
     }
@@ -24,9 +24,9 @@ public enum FileDescriptorLimit {
     /// The limits now in force; nil if getrlimit fails.
     public static var current: (soft: UInt64, hard: UInt64)? {
         var limit = rlimit()
-        guard getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0 else { return nil }
+        guard getrlimit(noFile, &limit) == 0 else { return nil }
         return (UInt64(limit.rlim_cur), UInt64(limit.rlim_max))
     }
 
-    private static var RLIMIT_NOFILE_VALUE: __rlimit_resource_t { __rlimit_resource_t(UInt32(RLIMIT_NOFILE.rawValue)) }
+    private static var noFile: __rlimit_resource_t { __rlimit_resource_t(UInt32(RLIMIT_NOFILE.rawValue)) }
 }
