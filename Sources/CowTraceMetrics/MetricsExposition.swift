@@ -281,7 +281,7 @@ public struct MetricsExposition {
         let programs = m.snapshot.programs
         if !programs.isEmpty {
             let off = m.bpfStatsEnabled == false
-                ? " kernel.bpf_stats_enabled is 0 now: the kernel is not counting and the value stays where it was (0 if never on); turn on with \(KernelFacts.bpfStatsHowToEnable)."
+                ? " kernel.bpf_stats_enabled is 0 now: unless a process holds a BPF_ENABLE_STATS fd the kernel is not counting, and the value stays where it was (0 if never on); turn on with \(KernelFacts.bpfStatsHowToEnable)."
                 : ""
             let programLabels = programs.map { "program=\"\(Self.escapeLabelValue($0.name))\"" }
             header("cowtrace_bpf_program_runs_total", "counter",
