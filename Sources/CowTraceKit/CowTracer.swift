@@ -62,13 +62,16 @@ public struct TraceSnapshot: Sendable {
     public var drops: DropCounts
     /// Per-thread counters (TracerOptions.perThread), by tid.
     public var threads: [Int32: ThreadCounters]
+    /// The kernel's run count and run time of every attached program.
+    public var programs: [BPFProgramStatistics]
 
     public init(counters: [Int32: ProcessCounters], info: [Int32: ProcessIdentity], drops: DropCounts,
-                threads: [Int32: ThreadCounters] = [:]) {
+                threads: [Int32: ThreadCounters] = [:], programs: [BPFProgramStatistics] = []) {
         self.counters = counters
         self.info = info
         self.drops = drops
         self.threads = threads
+        self.programs = programs
     }
 }
 
@@ -222,7 +225,14 @@ public final class CowTracer {
             }
         }
         let threads = perThreadEnabled ? try threadCounters(liveProcesses: info.filter { !$0.value.exited }.map(\.key)) : [:]
-        return TraceSnapshot(counters: counters, info: info, drops: try drops(), threads: threads)
+        return TraceSnapshot(counters: counters, info: info, drops: try drops(), threads: threads,
+                             programs: programStatistics())
+    }
+
+    /// The kernel's run count and run time of every attached program, in
+    /// attach order (non-zero only while kernel.bpf_stats_enabled is 1).
+    public func programStatistics() -> [BPFProgramStatistics] {
+        object?.statistics(of: links.map(\.program)) ?? []
     }
 
     /// Every counted thread: live ones of live processes (listed in

@@ -29,11 +29,15 @@ public struct MetricsSnapshot: Sendable {
     public var version: String
     /// The interval cowtrace_copies_per_interval counts copies in, if known.
     public var burstIntervalNanoseconds: UInt64?
+    /// kernel.bpf_stats_enabled when the snapshot was taken (by default read
+    /// then, so at every scrape); nil: unknown, no cowtrace_bpf_stats_enabled.
+    public var bpfStatsEnabled: Bool?
 
     public init(snapshot: TraceSnapshot, histograms: [ProcessHistograms], tier: AttachTier, pageSize: UInt64,
                 kernelRelease: String = MetricsExposition.kernelRelease, version: String = CowTraceVersion.current,
-                burstIntervalNanoseconds: UInt64? = nil) {
+                burstIntervalNanoseconds: UInt64? = nil, bpfStatsEnabled: Bool? = KernelFacts.bpfStatsEnabled()) {
         self.burstIntervalNanoseconds = burstIntervalNanoseconds
+        self.bpfStatsEnabled = bpfStatsEnabled
         self.snapshot = snapshot
         self.histograms = histograms
         self.tier = tier
@@ -178,7 +182,7 @@ public struct MetricsExposition {
 
         let wp = "cowtrace_write_protect_faults_total"
         if !subjects.isEmpty {
-            header(wp, "counter", "Write-protect faults by \(series.grouping == .pid ? "process" : series.grouping.rawValue) and class: copy (page copied after fork), reuse (page was exclusive), zero_fill, file_copy (MAP_PRIVATE file page copied), shared_write.")
+            header(wp, "counter", "Write-protect faults by \(series.grouping == .pid ? "process" : series.grouping.rawValue) and class: copy (page copied after fork), reuse (page was exclusive), zero_fill, file_copy (MAP_PRIVATE file page copied), shared_write. Unit: faults.")
             let classLabels = Self.classes.map { "class=\"\($0)\"" }
             for (i, s) in subjects.enumerated() {
                 let c = s.counters
@@ -189,8 +193,8 @@ public struct MetricsExposition {
         }
         perSubject("cowtrace_copied_bytes_total",
                    "Bytes copied by copy-on-write faults (anonymous and MAP_PRIVATE file copies), in bytes.", exemplars: true) { $0.bytesCopied(pageSize: m.pageSize) }
-        perSubject("cowtrace_forks_total", "Processes forked since tracing started.") { $0.forks }
-        perSubject("cowtrace_execs_total", "Successful execve calls since tracing started.") { $0.execs }
+        perSubject("cowtrace_forks_total", "Processes forked since tracing started. Unit: forks.") { $0.forks }
+        perSubject("cowtrace_execs_total", "Successful execve calls since tracing started. Unit: execs.") { $0.execs }
 
         /// A histogram family: for every subject and kind with values, cumulative
         /// `_bucket` series from the family's lowest to its highest non-empty
@@ -198,12 +202,12 @@ public struct MetricsExposition {
         /// `_sum` and `_count`. Values are divided by `divisor` (ns to s: 1e9;
         /// a division of exact integers is correctly rounded, so 3 ns prints as 3e-09).
         func histogramFamily(_ name: String, _ help: String, _ kinds: [(HistogramKind, String)], divisor: Double?) {
-            var series: [(labels: String, extra: String, h: Log2Histogram, first: Int, last: Int)] = []
+            var series: [(labels: String, extra: String, h: Log2Histogram, first: Int, last: Int, subject: Int)] = []
             for (i, s) in subjects.enumerated() {
                 for (kind, extra) in kinds {
                     guard let h = s.histograms[kind], let first = h.buckets.firstIndex(where: { $0 > 0 }),
                           let last = h.buckets.lastIndex(where: { $0 > 0 }) else { continue }
-                    series.append((labels[i], extra, h, first, last))
+                    series.append((labels[i], extra, h, first, last, i))
                 }
             }
             guard !series.isEmpty else { return }
@@ -224,27 +228,28 @@ public struct MetricsExposition {
                 line(bucket, labels, "le=\"+Inf\"", cumulative)
                 line(sumName, labels, "", divisor.map { Self.float(Double(s.h.sum) / $0) } ?? String(s.h.sum))
                 line(countName, labels, "", cumulative)
+                if om { line(name + "_created", labels, "", createdText[s.subject]) }
             }
         }
         histogramFamily("cowtrace_copy_latency_seconds",
-                        "Time in the write-protect fault handler of faults that copied (fentry and kprobe tiers only).",
+                        "Time in the write-protect fault handler of faults that copied (fentry and kprobe tiers only), in seconds.",
                         [(.copyLatency, "")], divisor: 1e9)
         histogramFamily("cowtrace_copies_per_interval",
-                        "Copies a process made in each interval in which it made any (burst size).",
+                        "Copies a process made in each interval in which it made any (burst size). Unit: copies per interval of cowtrace_copies_per_interval_seconds.",
                         [(.copiesPerInterval, "")], divisor: nil)
         histogramFamily("cowtrace_fault_offset_bytes",
-                        "Write-protect faults by the kind of mapping they hit, valued by their offset into the mapping.",
+                        "Write-protect faults by the kind of mapping they hit, valued by their offset into the mapping, in bytes.",
                         MappingKind.allCases.map { (.offsetInMapping($0), "mapping=\"\($0.description)\"") }, divisor: nil)
 
         let d = m.snapshot.drops
         header("cowtrace_dropped_events_total", "counter",
-               "Events the kernel side could not deliver or store, by reason: ring_buffer_full (events to user space), histogram_map_full (histogram or stack updates), vma_lookup_busy (faults left out of the mapping histograms).")
+               "Events the kernel side could not deliver or store, by reason: ring_buffer_full (events to user space), histogram_map_full (histogram or stack updates), vma_lookup_busy (faults left out of the mapping histograms). Unit: events.")
         for (reason, v) in [("ring_buffer_full", d.ringBufferFull), ("histogram_map_full", d.histogramMapFull),
                             ("vma_lookup_busy", d.vmaLookupBusy)] {
             counter("cowtrace_dropped_events_total", nil, "reason=\"\(reason)\"", v)
         }
         header("cowtrace_dropped_processes_total", "counter",
-               "Processes the kernel side could not store, by reason: process_map_full (processes not counted), info_map_full (identities or fork records not stored).")
+               "Processes the kernel side could not store, by reason: process_map_full (processes not counted), info_map_full (identities or fork records not stored). Unit: processes.")
         for (reason, v) in [("process_map_full", d.processMapFull), ("info_map_full", d.infoMapFull)] {
             counter("cowtrace_dropped_processes_total", nil, "reason=\"\(reason)\"", v)
         }
@@ -253,19 +258,42 @@ public struct MetricsExposition {
                    "The length of the intervals cowtrace_copies_per_interval counts a process's copies in, in seconds.")
             line("cowtrace_copies_per_interval_seconds", "", "", Self.float(Double(ns) / 1e9))
         }
-        header("cowtrace_info", "gauge", "Always 1: the attach tier in use, the kernel release and cowtrace's version.")
+        header("cowtrace_info", "gauge", "Always 1 (build and runtime information): the attach tier in use, the kernel release (uname -r) and cowtrace's version.")
         put(Self.sample("cowtrace_info", [("tier", m.tier.rawValue), ("kernel", m.kernelRelease), ("version", m.version)], "1") + "\n")
         let live = m.snapshot.counters.keys.filter { m.snapshot.info[$0]?.exited != true }.count
-        header("cowtrace_traced_processes", "gauge", "Processes being traced that have not exited.")
+        header("cowtrace_traced_processes", "gauge", "Processes being traced that have not exited. Unit: processes.")
         line("cowtrace_traced_processes", "", "", UInt64(live))
         if series.grouping == .pid {
             header("cowtrace_aggregated_processes", "gauge",
-                   "Processes beyond --top whose counts are summed into the series with pid=\"other\".")
+                   "Processes beyond --top whose counts are summed into the series with pid=\"other\". Unit: processes.")
             line("cowtrace_aggregated_processes", "", "", UInt64(series.aggregatedProcesses))
         } else {
             header("cowtrace_groups", "gauge",
-                   "Groups (by --group-by) with series of their own, at most --max-groups; later ones are summed into \(series.grouping.rawValue)=\"other\".")
+                   "Groups (by --group-by) with series of their own, at most --max-groups; later ones are summed into \(series.grouping.rawValue)=\"other\". Unit: groups.")
             line("cowtrace_groups", "", "", UInt64(series.groups))
+        }
+        // cowtrace's own cost: the kernel's statistics of every attached program.
+        if let enabled = m.bpfStatsEnabled {
+            header("cowtrace_bpf_stats_enabled", "gauge",
+                   "1 when kernel.bpf_stats_enabled is on and the kernel counts cowtrace_bpf_program_runs_total and cowtrace_bpf_program_run_seconds_total; 0 when off (turn on: \(KernelFacts.bpfStatsHowToEnable)). Read at every scrape. Unit: boolean.")
+            line("cowtrace_bpf_stats_enabled", "", "", enabled ? 1 : 0)
+        }
+        let programs = m.snapshot.programs
+        if !programs.isEmpty {
+            let off = m.bpfStatsEnabled == false
+                ? " kernel.bpf_stats_enabled is 0 now: unless a process holds a BPF_ENABLE_STATS fd the kernel is not counting, and the value stays where it was (0 if never on); turn on with \(KernelFacts.bpfStatsHowToEnable)."
+                : ""
+            let programLabels = programs.map { "program=\"\(Self.escapeLabelValue($0.name))\"" }
+            header("cowtrace_bpf_program_runs_total", "counter",
+                   "Runs of each attached cowtrace BPF program since it was loaded (the kernel's run_cnt; counted only while kernel.bpf_stats_enabled is 1). Unit: runs." + off)
+            for (i, p) in programs.enumerated() { counter("cowtrace_bpf_program_runs_total", nil, programLabels[i], p.runs) }
+            header("cowtrace_bpf_program_run_seconds_total", "counter",
+                   "Time each attached cowtrace BPF program ran since it was loaded (the kernel's run_time_ns; counted only while kernel.bpf_stats_enabled is 1), in seconds." + off)
+            for (i, p) in programs.enumerated() {
+                start("cowtrace_bpf_program_run_seconds_total", "", programLabels[i])
+                put(Self.float(Double(p.runNanoseconds) / 1e9)); out.append(UInt8(ascii: "\n"))
+                if om { line("cowtrace_bpf_program_run_seconds_created", "", programLabels[i], Self.float(created)) }
+            }
         }
         // The fork-risk forecast (docs/forecast.md): one series per live fork
         // whose child has not exec'd, at most --max-forks (the most shared first);
@@ -275,10 +303,10 @@ public struct MetricsExposition {
                 "parent_pid=\"\(f.parentPID)\",child_pid=\"\(f.childPID)\",domain=\"\(Self.escapeLabelValue(f.domain))\""
             }
             header("cowtrace_fork_shared_bytes", "gauge",
-                   "An upper bound on what a live fork's pair can still copy: the child's resident anonymous pages less those either side copied since the fork.")
+                   "An upper bound on what a live fork's pair can still copy: the child's resident anonymous pages less those either side copied since the fork, in bytes.")
             for (i, f) in forks.enumerated() { line("cowtrace_fork_shared_bytes", forkLabels[i], "", f.sharedBytes) }
             header("cowtrace_fork_headroom_bytes", "gauge",
-                   "What the fork's memory domain (its memory cgroup with the least left, or the host) has left before the OOM killer.")
+                   "What the fork's memory domain (its memory cgroup with the least left, or the host) has left before the OOM killer, in bytes.")
             for (i, f) in forks.enumerated() { line("cowtrace_fork_headroom_bytes", forkLabels[i], "", f.headroomBytes) }
             header("cowtrace_fork_copy_rate_bytes", "gauge", "Bytes per second the fork's pair copied over the recent window.")
             for (i, f) in forks.enumerated() { line("cowtrace_fork_copy_rate_bytes", forkLabels[i], "", UInt64(f.copyBytesPerSecond)) }

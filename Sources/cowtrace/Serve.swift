@@ -25,7 +25,11 @@ struct Serve: ParsableCommand, OptionChecks {
             cowtrace_copy_latency_seconds, cowtrace_copies_per_interval and \
             cowtrace_fault_offset_bytes{mapping}; cowtrace_dropped_events_total{reason}; \
             cowtrace_dropped_processes_total{reason}; cowtrace_copies_per_interval_seconds; \
-            cowtrace_info{tier,kernel,version}; cowtrace_traced_processes. Series are \
+            cowtrace_info{tier,kernel,version}; cowtrace_traced_processes; \
+            cowtrace_bpf_stats_enabled and, per attached BPF program, \
+            cowtrace_bpf_program_runs_total{program} and \
+            cowtrace_bpf_program_run_seconds_total{program} (counted by the kernel \
+            only while kernel.bpf_stats_enabled is 1). Series are \
             keyed by cgroup (--group-by cgroup, the default; with container_id and \
             pod_uid labels where the path names them), by comm, or by pid: at most \
             --max-groups groups get series of their own, the rest are summed into \
@@ -137,6 +141,9 @@ struct Serve: ParsableCommand, OptionChecks {
         for p in members?.pids() ?? [] { try? tracer.trace(pid: p) }
         server.start()
         printError("serving \(server.address.metricsURL) (tier: \(tracer.tier))")
+        if KernelFacts.bpfStatsEnabled() == false {
+            printError("cowtrace: kernel.bpf_stats_enabled is 0: cowtrace_bpf_program_runs_total and cowtrace_bpf_program_run_seconds_total do not grow; turn on with \(KernelFacts.bpfStatsHowToEnable)")
+        }
 
         var child: Int32?
         var childStatus: ExitStatus?

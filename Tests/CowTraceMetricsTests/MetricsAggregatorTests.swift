@@ -142,6 +142,11 @@ final class MetricsAggregatorTests: XCTestCase {
         let a = MetricsAggregator(grouping: .cgroup, clock: { 1_700_000_000.5 }, resolveCgroup: { _ in ProcessCgroup(path: "/a") })
         var m = snapshot([42: (3, false)])
         m.burstIntervalNanoseconds = 100_000_000
+        var burst = Log2Histogram()
+        burst.buckets[2] = 1
+        burst.count = 1
+        burst.sum = 3
+        m.histograms = [ProcessHistograms(pid: 42, comm: "p42", histograms: [.copiesPerInterval: burst])]
         let text = MetricsExposition().render(a.update(m), m, format: .openMetrics, created: 1_700_000_000)
         let lines = text.split(separator: "\n").map(String.init)
         XCTAssertEqual(lines.last, "# EOF")
@@ -159,6 +164,9 @@ final class MetricsAggregatorTests: XCTestCase {
             "# TYPE cowtrace_copies_per_interval_seconds gauge",
             "# UNIT cowtrace_copies_per_interval_seconds seconds",
             "cowtrace_copies_per_interval_seconds 0.1",
+            "# TYPE cowtrace_copies_per_interval histogram",
+            "cowtrace_copies_per_interval_count{cgroup=\"/a\"} 1",
+            "cowtrace_copies_per_interval_created{cgroup=\"/a\"} 1700000000.5",
             "# TYPE cowtrace info",
             "cowtrace_groups 1",
         ] {

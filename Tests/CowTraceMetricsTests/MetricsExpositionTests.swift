@@ -27,9 +27,10 @@ final class MetricsExpositionTests: XCTestCase {
         return h
     }
 
-    private func metrics(_ snapshot: TraceSnapshot, _ histograms: [ProcessHistograms] = [], tier: AttachTier = .tracepoint) -> MetricsSnapshot {
+    private func metrics(_ snapshot: TraceSnapshot, _ histograms: [ProcessHistograms] = [], tier: AttachTier = .tracepoint,
+                         bpfStatsEnabled: Bool? = nil) -> MetricsSnapshot {
         MetricsSnapshot(snapshot: snapshot, histograms: histograms, tier: tier, pageSize: 4096,
-                        kernelRelease: "6.18.0-test", version: "0.1.0")
+                        kernelRelease: "6.18.0-test", version: "0.1.0", bpfStatsEnabled: bpfStatsEnabled)
     }
 
     func testExactTextForASmallSnapshot() {
@@ -41,14 +42,15 @@ final class MetricsExpositionTests: XCTestCase {
             counters: [10: counters(copies: 40, reuses: 50, zeroFills: 10, forks: 1),
                        11: counters(copies: 300, fileCopies: 2, execs: 1)],
             info: [10: ProcessIdentity(ppid: 1, comm: "parent"), 11: child],
-            drops: drops)
+            drops: drops,
+            programs: [BPFProgramStatistics(name: "tp_page_fault_user", id: 31, runs: 1000, runNanoseconds: 75_000)])
         let histograms = [ProcessHistograms(pid: 11, comm: "child", histograms: [
             .copiesPerInterval: histogram([2: 1, 4: 3], sum: 70),
             .copyLatency: histogram([9: 2, 10: 1], sum: 2000),
         ])]
-        let text = MetricsExposition(top: 50).render(metrics(snapshot, histograms))
+        let text = MetricsExposition(top: 50).render(metrics(snapshot, histograms, bpfStatsEnabled: true))
         XCTAssertEqual(text, """
-            # HELP cowtrace_write_protect_faults_total Write-protect faults by process and class: copy (page copied after fork), reuse (page was exclusive), zero_fill, file_copy (MAP_PRIVATE file page copied), shared_write.
+            # HELP cowtrace_write_protect_faults_total Write-protect faults by process and class: copy (page copied after fork), reuse (page was exclusive), zero_fill, file_copy (MAP_PRIVATE file page copied), shared_write. Unit: faults.
             # TYPE cowtrace_write_protect_faults_total counter
             cowtrace_write_protect_faults_total{pid="11",comm="child",class="copy"} 300
             cowtrace_write_protect_faults_total{pid="11",comm="child",class="reuse"} 0
@@ -64,22 +66,22 @@ final class MetricsExpositionTests: XCTestCase {
             # TYPE cowtrace_copied_bytes_total counter
             cowtrace_copied_bytes_total{pid="11",comm="child"} 1236992
             cowtrace_copied_bytes_total{pid="10",comm="parent"} 163840
-            # HELP cowtrace_forks_total Processes forked since tracing started.
+            # HELP cowtrace_forks_total Processes forked since tracing started. Unit: forks.
             # TYPE cowtrace_forks_total counter
             cowtrace_forks_total{pid="11",comm="child"} 0
             cowtrace_forks_total{pid="10",comm="parent"} 1
-            # HELP cowtrace_execs_total Successful execve calls since tracing started.
+            # HELP cowtrace_execs_total Successful execve calls since tracing started. Unit: execs.
             # TYPE cowtrace_execs_total counter
             cowtrace_execs_total{pid="11",comm="child"} 1
             cowtrace_execs_total{pid="10",comm="parent"} 0
-            # HELP cowtrace_copy_latency_seconds Time in the write-protect fault handler of faults that copied (fentry and kprobe tiers only).
+            # HELP cowtrace_copy_latency_seconds Time in the write-protect fault handler of faults that copied (fentry and kprobe tiers only), in seconds.
             # TYPE cowtrace_copy_latency_seconds histogram
             cowtrace_copy_latency_seconds_bucket{pid="11",comm="child",le="1.023e-06"} 2
             cowtrace_copy_latency_seconds_bucket{pid="11",comm="child",le="2.047e-06"} 3
             cowtrace_copy_latency_seconds_bucket{pid="11",comm="child",le="+Inf"} 3
             cowtrace_copy_latency_seconds_sum{pid="11",comm="child"} 2e-06
             cowtrace_copy_latency_seconds_count{pid="11",comm="child"} 3
-            # HELP cowtrace_copies_per_interval Copies a process made in each interval in which it made any (burst size).
+            # HELP cowtrace_copies_per_interval Copies a process made in each interval in which it made any (burst size). Unit: copies per interval of cowtrace_copies_per_interval_seconds.
             # TYPE cowtrace_copies_per_interval histogram
             cowtrace_copies_per_interval_bucket{pid="11",comm="child",le="7"} 1
             cowtrace_copies_per_interval_bucket{pid="11",comm="child",le="15"} 1
@@ -87,24 +89,33 @@ final class MetricsExpositionTests: XCTestCase {
             cowtrace_copies_per_interval_bucket{pid="11",comm="child",le="+Inf"} 4
             cowtrace_copies_per_interval_sum{pid="11",comm="child"} 70
             cowtrace_copies_per_interval_count{pid="11",comm="child"} 4
-            # HELP cowtrace_dropped_events_total Events the kernel side could not deliver or store, by reason: ring_buffer_full (events to user space), histogram_map_full (histogram or stack updates), vma_lookup_busy (faults left out of the mapping histograms).
+            # HELP cowtrace_dropped_events_total Events the kernel side could not deliver or store, by reason: ring_buffer_full (events to user space), histogram_map_full (histogram or stack updates), vma_lookup_busy (faults left out of the mapping histograms). Unit: events.
             # TYPE cowtrace_dropped_events_total counter
             cowtrace_dropped_events_total{reason="ring_buffer_full"} 2
             cowtrace_dropped_events_total{reason="histogram_map_full"} 0
             cowtrace_dropped_events_total{reason="vma_lookup_busy"} 0
-            # HELP cowtrace_dropped_processes_total Processes the kernel side could not store, by reason: process_map_full (processes not counted), info_map_full (identities or fork records not stored).
+            # HELP cowtrace_dropped_processes_total Processes the kernel side could not store, by reason: process_map_full (processes not counted), info_map_full (identities or fork records not stored). Unit: processes.
             # TYPE cowtrace_dropped_processes_total counter
             cowtrace_dropped_processes_total{reason="process_map_full"} 0
             cowtrace_dropped_processes_total{reason="info_map_full"} 0
-            # HELP cowtrace_info Always 1: the attach tier in use, the kernel release and cowtrace's version.
+            # HELP cowtrace_info Always 1 (build and runtime information): the attach tier in use, the kernel release (uname -r) and cowtrace's version.
             # TYPE cowtrace_info gauge
             cowtrace_info{tier="tracepoint",kernel="6.18.0-test",version="0.1.0"} 1
-            # HELP cowtrace_traced_processes Processes being traced that have not exited.
+            # HELP cowtrace_traced_processes Processes being traced that have not exited. Unit: processes.
             # TYPE cowtrace_traced_processes gauge
             cowtrace_traced_processes 1
-            # HELP cowtrace_aggregated_processes Processes beyond --top whose counts are summed into the series with pid="other".
+            # HELP cowtrace_aggregated_processes Processes beyond --top whose counts are summed into the series with pid="other". Unit: processes.
             # TYPE cowtrace_aggregated_processes gauge
             cowtrace_aggregated_processes 0
+            # HELP cowtrace_bpf_stats_enabled 1 when kernel.bpf_stats_enabled is on and the kernel counts cowtrace_bpf_program_runs_total and cowtrace_bpf_program_run_seconds_total; 0 when off (turn on: sysctl kernel.bpf_stats_enabled=1 (costs about 20 ns per program run)). Read at every scrape. Unit: boolean.
+            # TYPE cowtrace_bpf_stats_enabled gauge
+            cowtrace_bpf_stats_enabled 1
+            # HELP cowtrace_bpf_program_runs_total Runs of each attached cowtrace BPF program since it was loaded (the kernel's run_cnt; counted only while kernel.bpf_stats_enabled is 1). Unit: runs.
+            # TYPE cowtrace_bpf_program_runs_total counter
+            cowtrace_bpf_program_runs_total{program="tp_page_fault_user"} 1000
+            # HELP cowtrace_bpf_program_run_seconds_total Time each attached cowtrace BPF program ran since it was loaded (the kernel's run_time_ns; counted only while kernel.bpf_stats_enabled is 1), in seconds.
+            # TYPE cowtrace_bpf_program_run_seconds_total counter
+            cowtrace_bpf_program_run_seconds_total{program="tp_page_fault_user"} 7.5e-05
 
             """)
         XCTAssertEqual(MetricsExposition.contentType, "text/plain; version=0.0.4; charset=utf-8")
@@ -238,6 +249,23 @@ final class MetricsExpositionTests: XCTestCase {
         }
         XCTAssertEqual(typed["cowtrace_fault_offset_bytes"], "histogram")
         XCTAssertTrue(text.contains("cowtrace_fault_offset_bytes_bucket{pid=\"other\",mapping=\"stack\",le=\"15\"} 1\n"), text)
+    }
+
+    /// Every HELP names its unit (or says the value is 1, or 0 or 1).
+    func testEveryHelpNamesItsUnit() {
+        let snapshot = TraceSnapshot(counters: [1: counters(copies: 3), 2: counters(copies: 1)], info: [:], drops: DropCounts(),
+                                     programs: [BPFProgramStatistics(name: "p", id: 1, runs: 1, runNanoseconds: 1)])
+        let hists = [ProcessHistograms(pid: 2, comm: "x", histograms: [
+            .offsetInMapping(.stack): histogram([3: 1], sum: 9), .copyLatency: histogram([3: 1], sum: 9),
+            .copiesPerInterval: histogram([3: 1], sum: 9)])]
+        var m = metrics(snapshot, hists, bpfStatsEnabled: false)
+        m.burstIntervalNanoseconds = 1_000_000
+        let text = MetricsExposition(top: 1).render(m)
+        let helps = text.split(separator: "\n").filter { $0.hasPrefix("# HELP ") }
+        XCTAssertGreaterThanOrEqual(helps.count, 16, text)
+        for h in helps {
+            XCTAssertTrue(["Unit: ", ", in bytes.", ", in seconds.", "in seconds.", "Always 1", "Bytes per second"].contains { h.contains($0) }, String(h))
+        }
     }
 
     // MARK: parsing

@@ -66,6 +66,11 @@ final class ServeTests: XCTestCase {
         XCTAssertEqual(up.value, 1)
         let info = try waitForQuery(port: webPort, "cowtrace_info", log: prometheusLog) { $0.first }
         XCTAssertEqual(info.labels["tier"], tier)
+        // cowtrace's own cost, through Prometheus's OpenMetrics parser (# UNIT, _created).
+        let programRuns = try waitForQuery(port: webPort, "cowtrace_bpf_program_run_seconds_total", log: prometheusLog) { $0.first }
+        XCTAssertNotNil(programRuns.labels["program"])
+        let statsGauge = try waitForQuery(port: webPort, "cowtrace_bpf_stats_enabled", log: prometheusLog) { $0.first }
+        XCTAssertEqual(statsGauge.value, KernelFacts.bpfStatsEnabled() == true ? 1 : 0)
 
         // The child's burst histogram, bucketed in the kernel: every copy lands
         // in one interval, so its _sum is the child's copies.
@@ -209,6 +214,16 @@ final class ServeTests: XCTestCase {
         if r.body.contains("cowtrace_copies_per_interval_count{") {
             XCTAssertTrue(first.contains { $0.hasPrefix("cowtrace_copies_per_interval_count{") }, r.body)
         }
+        // cowtrace's own cost: one series per attached program, and the kernel's
+        // bpf_stats_enabled, with a one-time hint on stderr when it is off.
+        let statsOn = KernelFacts.bpfStatsEnabled()!
+        XCTAssertTrue(r.body.contains("\ncowtrace_bpf_stats_enabled \(statsOn ? 1 : 0)\n"), r.body)
+        let programs = r.body.split(separator: "\n").filter { $0.hasPrefix("cowtrace_bpf_program_runs_total{program=\"") }
+        XCTAssertGreaterThanOrEqual(programs.count, 3, r.body)
+        XCTAssertEqual(r.body.split(separator: "\n").filter { $0.hasPrefix("cowtrace_bpf_program_run_seconds_total{program=\"") }.count,
+                       programs.count)
+        let hint = "kernel.bpf_stats_enabled is 0: cowtrace_bpf_program_runs_total and cowtrace_bpf_program_run_seconds_total do not grow; turn on with sysctl kernel.bpf_stats_enabled=1"
+        XCTAssertEqual(serve.stderr.components(separatedBy: hint).count - 1, statsOn ? 0 : 1, serve.stderr)
         XCTAssertEqual(try Self.get(port: port, "/metrics", method: "HEAD").body, "")
         XCTAssertEqual(try Self.get(port: port, "/nope").status, 404)
         XCTAssertTrue(try Self.get(port: port, "/").body.contains("href=\"/metrics\""))
