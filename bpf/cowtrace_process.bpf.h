@@ -99,7 +99,7 @@ int BPF_PROG(tp_sched_process_exit, struct task_struct *p)
 	struct cowtrace_pid_counters final = *c;
 	if (bpf_map_update_elem(&exited_counters, &tgid, &final, BPF_ANY))
 		count_drop(COWTRACE_DROP_PID_MAP_FULL);
-	release_slot(&process_slots, &pid_slots, tgid, slot);
+	release_slot(&process_slots, &pid_slots, &pid_index, tgid, slot);
 	note_identity(tgid, BPF_CORE_READ(p, real_parent, tgid), p, false);
 	struct cowtrace_pid_info *info = bpf_map_lookup_elem(&pid_info, &tgid);
 	if (info) {

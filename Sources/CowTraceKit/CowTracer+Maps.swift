@@ -8,6 +8,9 @@ struct CowTraceMaps {
     let pidSlots: BPFMap<UInt32, cowtrace_pid_slot_pair>
     let threadSlots: BPFMap<UInt32, cowtrace_process_slot>
     let tidSlots: BPFMap<UInt32, cowtrace_pid_slot_pair>
+    /// The hashed index (large kernel.pid_max): tgid (tid) -> slot.
+    let pidIndex: BPFMap<UInt32, UInt32>
+    let tidIndex: BPFMap<UInt32, UInt32>
     let exitedThreads: BPFMap<UInt32, cowtrace_process_slot>
     let exitedCounters: BPFMap<UInt32, cowtrace_pid_counters>
     let forkRecords: BPFMap<UInt32, cowtrace_fork_record>
@@ -29,6 +32,8 @@ struct CowTraceMaps {
         pidSlots = try object.map("pid_slots", key: UInt32.self, value: cowtrace_pid_slot_pair.self)
         threadSlots = try object.map("thread_slots", key: UInt32.self, value: cowtrace_process_slot.self)
         tidSlots = try object.map("tid_slots", key: UInt32.self, value: cowtrace_pid_slot_pair.self)
+        pidIndex = try object.map("pid_index", key: UInt32.self, value: UInt32.self)
+        tidIndex = try object.map("tid_index", key: UInt32.self, value: UInt32.self)
         exitedThreads = try object.map("exited_threads", key: UInt32.self, value: cowtrace_process_slot.self)
         exitedCounters = try object.map("exited_counters", key: UInt32.self, value: cowtrace_pid_counters.self)
         forkRecords = try object.map("fork_records", key: UInt32.self, value: cowtrace_fork_record.self)
