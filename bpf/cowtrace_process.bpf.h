@@ -8,6 +8,7 @@
 /* Processes whose last thread exited: their final counters, by tgid. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* memory follows the processes counted, not max_entries */
 	__uint(max_entries, 16384);
 	__type(key, __u32);
 	__type(value, struct cowtrace_pid_counters);
@@ -16,6 +17,7 @@ struct {
 /* Every traced process, by tgid: the registry user space walks. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* memory follows the processes counted, not max_entries */
 	__uint(max_entries, 16384);
 	__type(key, __u32);
 	__type(value, struct cowtrace_pid_info);

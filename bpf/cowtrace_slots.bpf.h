@@ -29,6 +29,7 @@ struct {
  * of every counted tgid, where pid_slots is only a cache. Sized 1 otherwise. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* memory follows the processes counted, not max_entries */
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u32);
@@ -52,6 +53,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* memory follows the processes counted, not max_entries */
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u32);
@@ -60,6 +62,7 @@ struct {
 /* Threads that exited, by tid: their final counters and name. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* memory follows the processes counted, not max_entries */
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct cowtrace_process_slot);

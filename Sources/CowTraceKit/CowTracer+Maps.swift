@@ -14,6 +14,8 @@ struct CowTraceMaps {
     let exitedThreads: BPFMap<UInt32, cowtrace_process_slot>
     let exitedCounters: BPFMap<UInt32, cowtrace_pid_counters>
     let forkRecords: BPFMap<UInt32, cowtrace_fork_record>
+    /// Threads inside a fork-family syscall (lineage only): sized, never read.
+    let forkStart: BPFMap<UInt32, ForkInProgress>
     let pidInfo: BPFMap<UInt32, cowtrace_pid_info>
     /// Per CPU, by enum cowtrace_drop_reason.
     let drops: BPFMap<UInt32, UInt64>
@@ -37,6 +39,7 @@ struct CowTraceMaps {
         exitedThreads = try object.map("exited_threads", key: UInt32.self, value: cowtrace_process_slot.self)
         exitedCounters = try object.map("exited_counters", key: UInt32.self, value: cowtrace_pid_counters.self)
         forkRecords = try object.map("fork_records", key: UInt32.self, value: cowtrace_fork_record.self)
+        forkStart = try object.map("fork_start", key: UInt32.self, value: ForkInProgress.self)
         pidInfo = try object.map("pid_info", key: UInt32.self, value: cowtrace_pid_info.self)
         drops = try object.map("drops", key: UInt32.self, value: UInt64.self)
         histograms = try object.map("histograms", key: cowtrace_hist_key.self, value: cowtrace_hist.self)
@@ -46,4 +49,12 @@ struct CowTraceMaps {
         registerProcess = try object.program(CowTracer.registerProgram)
         unregisterProcess = try object.program(CowTracer.unregisterProgram)
     }
+}
+
+/// bpf/cowtrace_lineage.bpf.h's struct fork_in_progress (private to the BPF
+/// side): only its size is checked, when fork_start is opened.
+struct ForkInProgress {
+    var startNanoseconds: UInt64
+    var child: UInt32
+    var pad: UInt32
 }

@@ -147,7 +147,10 @@ public final class CowTracer {
         try object.enableOnly(Set(programs + [CowTracer.registerProgram, CowTracer.unregisterProgram]))
         try maps.exitedCounters.setMaxEntries(options.maxProcesses)
         try maps.pidInfo.setMaxEntries(options.maxProcesses)
-        try maps.forkRecords.setMaxEntries(options.maxProcesses)
+        // Maps a configuration does not use are sized 1 (the kernel allocates
+        // an array, a ring buffer or a preallocated hash in full at load).
+        try maps.forkRecords.setMaxEntries(options.forkLineage ? options.maxProcesses : 1)
+        try maps.forkStart.setMaxEntries(options.forkLineage ? 4096 : 1)
         // Slot 0 means "not traced"; pid_slots holds two pids per element.
         let slots = options.maxProcesses &+ 1
         let index = options.pidIndex.resolved(pidMax: KernelFacts.pidMax())
@@ -161,7 +164,7 @@ public final class CowTracer {
         try maps.tidSlots.setMaxEntries(options.perThread ? pidPairs : 1)
         try maps.tidIndex.setMaxEntries(options.perThread && index == .hashed ? options.maxProcesses : 1)
         try maps.exitedThreads.setMaxEntries(options.perThread ? options.maxProcesses : 1)
-        try maps.events.setMaxEntries(options.ringBufferBytes)
+        try maps.events.setMaxEntries(options.emitEvents || options.processEvents ? options.ringBufferBytes : UInt32(getpagesize()))
         guard let config = object.rodataVariable("cowtrace_cfg", as: cowtrace_config.self) else {
             throw TracerError.openObject(.noEntry)
         }
