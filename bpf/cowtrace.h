@@ -48,7 +48,12 @@ struct cowtrace_process_slot {
 
 /* pid_slots (tid_slots): element i holds the slots of pids 2i and 2i+1
  * (array elements are 8 bytes at least: two pids share one). Sized from
- * kernel.pid_max. */
+ * kernel.pid_max when that is small (the direct index). Where pid_max is
+ * large (4194304, systemd's default) that would lock 4 bytes per possible
+ * pid, 16 MiB: then pid_slots is a cache of index_mask + 1 pairs at
+ * (id >> 1) & index_mask, and the hash pid_index (tid_index) holds the slot
+ * of every counted id (the hashed index). Every slot found either way is
+ * checked against its owner. */
 struct cowtrace_pid_slot_pair {
 	__u32 slot[2];
 };
@@ -207,6 +212,8 @@ struct cowtrace_config {
 	__u64 burst_interval_ns; /* copies-per-interval histogram: interval length */
 	__u32 process_slots;  /* entries of process_slots (slot 0 unused) */
 	__u32 thread_slots;   /* entries of thread_slots (per_thread) */
+	__u32 index_mask;     /* 0: direct index; else the hashed index, pid_slots
+			       * (tid_slots) holding index_mask + 1 pairs */
 };
 
 /* One fork of a traced process (key: child tgid), for `cowtrace forks`. The

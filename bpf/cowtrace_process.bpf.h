@@ -8,6 +8,7 @@
 /* Processes whose last thread exited: their final counters, by tgid. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* memory follows the processes counted, not max_entries */
 	__uint(max_entries, 16384);
 	__type(key, __u32);
 	__type(value, struct cowtrace_pid_counters);
@@ -16,6 +17,7 @@ struct {
 /* Every traced process, by tgid: the registry user space walks. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* memory follows the processes counted, not max_entries */
 	__uint(max_entries, 16384);
 	__type(key, __u32);
 	__type(value, struct cowtrace_pid_info);
@@ -99,7 +101,7 @@ int BPF_PROG(tp_sched_process_exit, struct task_struct *p)
 	struct cowtrace_pid_counters final = *c;
 	if (bpf_map_update_elem(&exited_counters, &tgid, &final, BPF_ANY))
 		count_drop(COWTRACE_DROP_PID_MAP_FULL);
-	release_slot(&process_slots, &pid_slots, tgid, slot);
+	release_slot(&process_slots, &pid_slots, &pid_index, tgid, slot);
 	note_identity(tgid, BPF_CORE_READ(p, real_parent, tgid), p, false);
 	struct cowtrace_pid_info *info = bpf_map_lookup_elem(&pid_info, &tgid);
 	if (info) {

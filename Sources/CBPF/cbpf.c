@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -180,6 +181,11 @@ int cbpf_vmlinux_tracepoint_arity(const char *name)
 int cbpf_pidfd_open(pid_t pid)
 {
 	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int cbpf_malloc_trim(void)
+{
+	return malloc_trim(0);
 }
 
 int cbpf_pipe_cloexec(int fds[2])

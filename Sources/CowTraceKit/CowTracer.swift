@@ -52,6 +52,8 @@ public struct TracerOptions: Sendable {
     /// Also count write-protect faults per thread (`TraceSnapshot.threads`),
     /// from each thread's first one on; room for `maxProcesses` threads.
     public var perThread = false
+    /// How the kernel finds a process's slot from its pid (see PIDIndex).
+    public var pidIndex = PIDIndex.automatic
     public init() {}
 }
 
@@ -95,6 +97,10 @@ public final class CowTracer {
     let maps: CowTraceMaps
     /// Threads are counted (TracerOptions.perThread).
     public let perThreadEnabled: Bool
+    /// The pid index in use: direct or hashed (TracerOptions.pidIndex).
+    public let pidIndex: PIDIndex
+    /// cowtrace_cfg.index_mask: 0 for the direct index.
+    let indexMask: UInt32
     private var ringBuffer: RingBuffer?
 
     public init(options: TracerOptions) throws {
@@ -117,8 +123,13 @@ public final class CowTracer {
         tier = chosen.plan.tier
         copyByAlloc = chosen.plan.copyByAlloc
         perThreadEnabled = options.perThread
+        pidIndex = options.pidIndex.resolved(pidMax: KernelFacts.pidMax())
+        indexMask = pidIndex == .hashed ? PIDIndex.cachePairs(maxProcesses: options.maxProcesses) - 1 : 0
 
         for pid in options.selection.pids { try trace(pid: pid) }
+        // Loading parsed the kernel's BTF (several MiB, freed since): give
+        // that heap back, or a long-running tracer keeps it resident.
+        _ = cbpf_malloc_trim()
     }
 
     deinit { close() }
@@ -142,17 +153,24 @@ public final class CowTracer {
         try object.enableOnly(Set(programs + [CowTracer.registerProgram, CowTracer.unregisterProgram]))
         try maps.exitedCounters.setMaxEntries(options.maxProcesses)
         try maps.pidInfo.setMaxEntries(options.maxProcesses)
-        try maps.forkRecords.setMaxEntries(options.maxProcesses)
+        // Maps a configuration does not use are sized 1 (the kernel allocates
+        // an array, a ring buffer or a preallocated hash in full at load).
+        try maps.forkRecords.setMaxEntries(options.forkLineage ? options.maxProcesses : 1)
+        try maps.forkStart.setMaxEntries(options.forkLineage ? 4096 : 1)
         // Slot 0 means "not traced"; pid_slots holds two pids per element.
         let slots = options.maxProcesses &+ 1
-        let pidPairs = UInt32((KernelFacts.pidMax() + 2) / 2)
+        let index = options.pidIndex.resolved(pidMax: KernelFacts.pidMax())
+        let cachePairs = PIDIndex.cachePairs(maxProcesses: options.maxProcesses)
+        let pidPairs = index == .hashed ? cachePairs : UInt32((KernelFacts.pidMax() + 2) / 2)
         try maps.processSlots.setMaxEntries(slots)
         try maps.pidSlots.setMaxEntries(pidPairs)
+        try maps.pidIndex.setMaxEntries(index == .hashed ? options.maxProcesses : 1)
         let threadSlots: UInt32 = options.perThread ? slots : 1
         try maps.threadSlots.setMaxEntries(threadSlots)
         try maps.tidSlots.setMaxEntries(options.perThread ? pidPairs : 1)
+        try maps.tidIndex.setMaxEntries(options.perThread && index == .hashed ? options.maxProcesses : 1)
         try maps.exitedThreads.setMaxEntries(options.perThread ? options.maxProcesses : 1)
-        try maps.events.setMaxEntries(options.ringBufferBytes)
+        try maps.events.setMaxEntries(options.emitEvents || options.processEvents ? options.ringBufferBytes : UInt32(getpagesize()))
         guard let config = object.rodataVariable("cowtrace_cfg", as: cowtrace_config.self) else {
             throw TracerError.openObject(.noEntry)
         }
@@ -172,6 +190,7 @@ public final class CowTracer {
         config.pointee.process_slots = slots
         config.pointee.per_thread = options.perThread ? 1 : 0
         config.pointee.thread_slots = threadSlots
+        config.pointee.index_mask = index == .hashed ? cachePairs - 1 : 0
         try maps.histograms.setMaxEntries(options.histograms || options.mappingHistograms
                                           ? options.maxProcesses &* UInt32(COWTRACE_HIST_NR.rawValue) : 1)
         // The stack maps are preallocated: keep them tiny unless asked for.
@@ -246,7 +265,7 @@ public final class CowTracer {
         }
         for pid in liveProcesses {
             for tid in ProcFS.threads(of: pid) where threads[tid] == nil {
-                if let raw = slot(of: UInt32(bitPattern: tid), index: maps.tidSlots, slots: maps.threadSlots) {
+                if let raw = slot(of: UInt32(bitPattern: tid), index: maps.tidSlots, hash: maps.tidIndex, slots: maps.threadSlots) {
                     var live = ThreadCounters(raw, exited: false)
                     if let name = ProcFS.threadComm(pid: pid, tid: tid) { live.comm = name }
                     threads[tid] = live
@@ -256,19 +275,25 @@ public final class CowTracer {
         return threads
     }
 
-    /// The slot `id` owns through an index map (pid_slots, tid_slots).
-    private func slot(of id: UInt32, index: BPFMap<UInt32, cowtrace_pid_slot_pair>,
+    /// The slot `id` owns through an index map (pid_slots, tid_slots), and,
+    /// with the hashed index, its hash (pid_index, tid_index) when the cache
+    /// entry belongs to another id.
+    private func slot(of id: UInt32, index: BPFMap<UInt32, cowtrace_pid_slot_pair>, hash: BPFMap<UInt32, UInt32>,
                       slots: BPFMap<UInt32, cowtrace_process_slot>) -> cowtrace_process_slot? {
-        guard let pair = index.lookup(id >> 1) else { return nil }
-        let slot = id & 1 == 0 ? pair.slot.0 : pair.slot.1
-        guard slot != 0, let raw = slots.lookup(slot), raw.id == id else { return nil }
+        let mask = indexMask
+        if let pair = index.lookup(mask == 0 ? id >> 1 : (id >> 1) & mask) {
+            let slot = id & 1 == 0 ? pair.slot.0 : pair.slot.1
+            if slot != 0, let raw = slots.lookup(slot), raw.id == id { return raw }
+        }
+        guard mask != 0, let slot = hash.lookup(id), slot != 0,
+              let raw = slots.lookup(slot), raw.id == id else { return nil }
         return raw
     }
 
     /// A live process's counters: its slot from pid_slots, then the slot,
     /// if the process still owns it.
     private func liveCounters(_ pid: Int32) -> ProcessCounters? {
-        guard let raw = slot(of: UInt32(bitPattern: pid), index: maps.pidSlots, slots: maps.processSlots) else { return nil }
+        guard let raw = slot(of: UInt32(bitPattern: pid), index: maps.pidSlots, hash: maps.pidIndex, slots: maps.processSlots) else { return nil }
         var c = ProcessCounters()
         c.accumulate(raw.counters)
         return c
@@ -304,6 +329,17 @@ public final class CowTracer {
             }
         }
         return result
+    }
+
+    /// How many process slots are claimed (owned by a live process), and, with
+    /// the hashed index, how many pids pid_index holds. Reads every slot:
+    /// for tests and the soak, not for every scrape.
+    public func slotUsage() throws -> (claimed: Int, indexed: Int?) {
+        var claimed = 0
+        for slot in 1..<UInt32(maps.processSlots.maxEntries) where (maps.processSlots.lookup(slot)?.id ?? 0) != 0 {
+            claimed += 1
+        }
+        return (claimed, indexMask == 0 ? nil : try maps.pidIndex.keys().count)
     }
 
     /// Removes processes from the kernel's maps (after their exit was reported),

@@ -37,6 +37,10 @@ int cbpf_vmlinux_has_type(const char *name, int kind);
 /* pipe2(fds, O_CLOEXEC): glibc declares pipe2 only under _GNU_SOURCE. */
 int cbpf_pipe_cloexec(int fds[2]);
 
+/* malloc_trim(0) (malloc.h, which Glibc's Swift module leaves out): gives
+ * the heap freed after load (the kernel's BTF, parsed) back to the kernel. */
+int cbpf_malloc_trim(void);
+
 /* pidfd_open(2), which Swift cannot reach through variadic syscall(). */
 int cbpf_pidfd_open(pid_t pid);
 /* The number of arguments a BTF tracepoint passes to its programs (the
