@@ -484,7 +484,10 @@ public struct KernelFaultFold {
 
     private static func settle(_ p: Pending, at next: UInt64?) -> ClassifiedFault? {
         let f = p.fault
-        let overBy = [next, p.over].compactMap { $0 }.min()
+        let overBy: UInt64? = switch (next, p.over) {
+        case let (a?, b?): min(a, b)
+        case let (a, b): a ?? b
+        }
         if f.kind == .firstTouchWrite {
             guard p.resolved == .fileCopy else { return nil }
             return ClassifiedFault(time: f.time, pid: f.pid, tid: f.tid, address: f.address, ip: f.ip,

@@ -148,6 +148,8 @@ extension TraceReplayer {
                 continue
             }
             let pfn = r.frame == 0 ? 0 : r.frame &+ k
+            // Only frame numbers mapped at least twice ever get a remembered frame.
+            let shared = pfn != 0 ? sharedFrameNumbers.slot(pfn) : nil
             var remember = false
             let kind: InstalledPage
             if r.flags.contains(.zeroPage) {
@@ -156,10 +158,10 @@ extension TraceReplayer {
                 kind = vma.file != nil ? .file : .anonymous(exclusive: true)
             } else if r.flags.contains(.exclusive) {
                 kind = .anonymous(exclusive: true)
-            } else if pfn != 0, let f = pfnFrames[pfn], machine.frameInfo(frame: f).isAnon,
+            } else if let shared, let f = sharedFrameNumbers.frame(at: shared), machine.frameInfo(frame: f).isAnon,
                       machine.frameInfo(frame: f).refcount > 0 {
                 kind = .frame(f)
-            } else if pfn != 0, pfnMappers[pfn, default: 0] >= 2 {
+            } else if shared != nil {
                 kind = .anonymous(exclusive: true)
                 remember = true
             } else if freshAddressSpace {
@@ -174,9 +176,9 @@ extension TraceReplayer {
             }
             do {
                 let f = try machine.installPage(r.pid, at: address, kind)
-                if remember { pfnFrames[pfn] = f }
+                if remember, let shared { sharedFrameNumbers.setFrame(f, at: shared) }
                 stats.installedPages += 1
-                snapshotPages.insert(PageKey(pid: r.pid, page: address))
+                snapshotPages.insert(pid: r.pid, page: address)
             } catch {
                 modelError("page could not be installed", "pid \(r.pid) at \(hex(address)): \(error)")
             }

@@ -45,10 +45,9 @@ public final class TraceReplayer {
     var pidState: [Int32: PidState] = [:]
     /// Simulated files by key: "path#inode" for /proc maps lines, "fd:pid:fd" for mmap records.
     var files: [String: FileID] = [:]
-    /// Kernel frame number → simulated frame, for anonymous pages shared at start.
-    var pfnFrames: [UInt64: Int] = [:]
-    /// Kernel frame number → how many pages of traced processes map it (non-exclusive anonymous pages only).
-    var pfnMappers: [UInt64: Int] = [:]
+    /// Kernel frame numbers that two or more pages of traced processes map
+    /// (non-exclusive anonymous pages only), and the simulated frame of each once installed.
+    var sharedFrameNumbers = SharedFrameNumbers(runs: [])
 
     // Gaps, and when the model last saw each page (kept only when there are gaps).
     /// How long before a gap record its lost events may lie: the recorder notices
@@ -63,7 +62,7 @@ public final class TraceReplayer {
     struct PageKey: Hashable { var pid: Int32; var page: UInt64 }
     var lastSeen: [PageKey: UInt64] = [:]
     /// Pages installed from a snapshot and not faulted since in the model.
-    var snapshotPages: Set<PageKey> = []
+    var snapshotPages = PageBitmapSet()
     /// Processes that forked since their last exec (their snapshot pages may be shared since).
     var forkedSinceExec: Set<Int32> = []
     /// When each forked process was forked, and the children each process forked.
@@ -76,7 +75,7 @@ public final class TraceReplayer {
     var frameFaultsKept = 0
     var frameFaultsSweepAt = 1 << 16
     /// Shared frames of processes that exited lately, by frame (see TraceReplayer+Races.swift).
-    var exitedSharers: [Int: ExitedSharer] = [:]
+    var exitedSharers = ExitedSharers()
     /// Exited processes whose pages the kernel was seen to have released (a reuse of one).
     var releasedExits: Set<Int32> = []
     /// How long after its exit event a process may still hold its pages: the
@@ -135,16 +134,25 @@ public final class TraceReplayer {
     struct KernelVerdict {
         var cls: ReplayClass
         var inferred: Bool
+        // One per record: 24 bytes, so no optionals stored (UInt64.max: none, never a ktime).
+        private var resolvedTime: UInt64
+        private var overTime: UInt64
+        init(cls: ReplayClass, inferred: Bool, resolvedAt: UInt64? = nil, overBy: UInt64? = nil) {
+            self.cls = cls
+            self.inferred = inferred
+            resolvedTime = resolvedAt ?? .max
+            overTime = overBy ?? .max
+        }
         /// When the fault was last resolved (the copy's allocation), nil with no resolve.
-        var resolvedAt: UInt64? = nil
+        var resolvedAt: UInt64? { resolvedTime == .max ? nil : resolvedTime }
         /// When its thread was next seen doing something else (a fault, an
         /// address-space syscall, exec, exit): this fault was over by then.
-        var overBy: UInt64? = nil
+        var overBy: UInt64? { overTime == .max ? nil : overTime }
     }
 
     /// Replays the records (in any order: they are sorted by time) and returns the comparison.
     public func replay(_ records: [TraceRecord]) -> ReplayResult {
-        let sorted = TraceRecord.sortedByTime(records)
+        let sorted = TimeOrderedRecords(records)
         stats.records = sorted.count
         let verdicts = kernelVerdicts(sorted)
         prepare(sorted)
@@ -179,7 +187,7 @@ public final class TraceReplayer {
     /// The kernel's class of every write-protect fault (indexed like `sorted`),
     /// by `KernelFaultFold`, the fold `cowtrace report` uses too (its doc
     /// comment has the rules).
-    func kernelVerdicts(_ sorted: [TraceRecord]) -> [KernelVerdict?] {
+    func kernelVerdicts(_ sorted: TimeOrderedRecords) -> [KernelVerdict?] {
         var verdicts = [KernelVerdict?](repeating: nil, count: sorted.count)
         var fold = KernelFaultFold()
         let settle = { (f: ClassifiedFault) in
@@ -201,13 +209,21 @@ public final class TraceReplayer {
     }
 
     /// Frame-sharing counts of the pageRun records, and the gap times.
-    func prepare(_ sorted: [TraceRecord]) {
+    func prepare(_ sorted: TimeOrderedRecords) {
+        var frameRuns: [(start: UInt64, end: UInt64)] = []
+        defer { sharedFrameNumbers = SharedFrameNumbers(runs: frameRuns) }
         for record in sorted {
             switch record {
             case .pageRun(let r):
                 guard r.flags.contains(.present), r.frame != 0,
                       r.flags.isDisjoint(with: [.zeroPage, .fileOrShared, .exclusive]) else { continue }
-                for k in 0..<UInt64(r.count) { pfnMappers[r.frame &+ k, default: 0] += 1 }
+                let (end, wrapped) = r.frame.addingReportingOverflow(UInt64(r.count))
+                if wrapped {
+                    frameRuns.append((r.frame, .max))
+                    if end > 0 { frameRuns.append((0, end)) }
+                } else {
+                    frameRuns.append((r.frame, end))
+                }
             case .gap(let g):
                 gapTimes.append(g.time)
             case .addressSpace(let a) where a.op == .mprotect && a.result == 0 && a.args.count >= 2:
@@ -245,7 +261,7 @@ public final class TraceReplayer {
             // A snapshot read after this fault already shows its result (an
             // exec'd process's maps are read while it runs): undo the page so
             // the fault replays from the state before it.
-            if snapshotPages.remove(PageKey(pid: pid, page: page)) != nil,
+            if snapshotPages.remove(pid: pid, page: page),
                machine.pageTableEntry(pid, page)?.isPresent == true {
                 try? machine.madvise(pid, page, length: 4096, .dontNeed)
                 stats.snapshotPagesRefaulted += 1
@@ -262,7 +278,7 @@ public final class TraceReplayer {
         }
 
         stats.writeProtectFaults += 1
-        let fromSnapshot = snapshotPages.remove(PageKey(pid: pid, page: page)) != nil
+        let fromSnapshot = snapshotPages.remove(pid: pid, page: page)
         let kernel = verdict ?? KernelVerdict(cls: .reuse, inferred: true)
         let since = gapTimes.isEmpty ? 0
             : max(lastSeen[PageKey(pid: pid, page: page)] ?? 0, pidState[pid]?.memorySince ?? 0)
@@ -312,19 +328,17 @@ public final class TraceReplayer {
         touch(pid, page, f.time)
 
         let model = ReplayClass(model: outcome)
-        let copyOrReuse = Set([kernel.cls, model]) == [.copy, .reuse]
+        let copyOrReuse = TraceReplayer.copyAndReuse(kernel.cls, model)
         var disagreement: Int? = nil
-        var p = processes[pid] ?? ReplayProcess(pid: pid, comm: "?", origin: .adopted)
-        p.kernel[kernel.cls] += 1
-        p.model[model] += 1
+        var agreed = false, tierLimited = false
         if model == kernel.cls {
-            p.agreements += 1
+            agreed = true
         } else if kernel.inferred, kernel.cls == .reuse, !tierSeesSharedWrites,
                   model == .sharedWrite || outcome == .segv {
             // The tracepoint tier reads no VMA: a shared write (and a write that
             // ends in SIGSEGV) is a write-protect fault with no copy, i.e. a reuse.
-            p.agreements += 1
-            p.tierLimitedAgreements += 1
+            agreed = true
+            tierLimited = true
         } else {
             if copyOrReuse, !racing.isEmpty { hints.insert(.concurrentFault) }
             if kernel.cls == .copy, model == .reuse, let frame,
@@ -342,7 +356,9 @@ public final class TraceReplayer {
                                               modelOutcome: outcome?.description ?? "none", reason: reason,
                                               wastedCopy: wasted))
         }
-        processes[pid] = p
+        // In place: a copy of the process's row in and out per fault costs more than the fault.
+        processes[pid, default: ReplayProcess(pid: pid, comm: "?", origin: .adopted)]
+            .tally(kernel: kernel.cls, model: model, agreed: agreed, tierLimited: tierLimited)
         if let frame, kernel.cls == .reuse, !exitedSharers.isEmpty { noteReuseAfterExit(frame: frame) }
         if let frame {
             // The earlier sharer's disagreement (it reused, or copied, where the
@@ -608,5 +624,54 @@ public final class TraceReplayer {
     func modelError(_ kind: String, _ example: @autoclosure () -> String) {
         stats.modelErrors += 1
         note(kind, example())
+    }
+}
+
+extension ReplayProcess {
+    /// Counts one compared fault.
+    @inline(__always)
+    mutating func tally(kernel: ReplayClass, model: ReplayClass, agreed: Bool, tierLimited: Bool) {
+        self.kernel[kernel] += 1
+        self.model[model] += 1
+        if agreed { agreements += 1 }
+        if tierLimited { tierLimitedAgreements += 1 }
+    }
+}
+
+/// The records in time order, as `TraceRecord.sortedByTime` orders them
+/// (stably; a mapping or pageRun record keeps the time of the record before
+/// it), without copying them: a permutation of indices, or none when they are
+/// in order already.
+struct TimeOrderedRecords: RandomAccessCollection {
+    let records: [TraceRecord]
+    let order: [Int]?
+
+    init(_ records: [TraceRecord]) {
+        self.records = records
+        var keys = [UInt64]()
+        keys.reserveCapacity(records.count)
+        var lastKey: UInt64 = 0
+        var inOrder = true
+        for r in records {
+            if let t = r.time { lastKey = t }
+            if let previous = keys.last, previous > lastKey { inOrder = false }
+            keys.append(lastKey)
+        }
+        guard !inOrder else {
+            order = nil
+            return
+        }
+        var order = Array(records.indices)
+        keys.withUnsafeBufferPointer { k in
+            order.sort { k[$0] != k[$1] ? k[$0] < k[$1] : $0 < $1 }
+        }
+        self.order = order
+    }
+
+    var startIndex: Int { 0 }
+    var endIndex: Int { records.count }
+    subscript(i: Int) -> TraceRecord {
+        if let order { return records[order[i]] }
+        return records[i]
     }
 }

@@ -4,7 +4,9 @@
 
 /// Fault counts by class.
 public struct FaultCounts: Equatable, Sendable {
-    public private(set) var counts = [Int](repeating: 0, count: FaultClass.count)
+    /// Starts as one shared array of zeros: an empty count (every fault's AccessResult) allocates nothing.
+    public private(set) var counts = FaultCounts.zeros
+    private static let zeros = [Int](repeating: 0, count: FaultClass.count)
     public init() {}
     public subscript(_ c: FaultClass) -> Int {
         get { counts[c.index] }

@@ -68,13 +68,15 @@ extension Machine {
     public func fault(_ pid: Int32, at address: UInt64, write: Bool) throws -> FaultRecord? {
         let task = try task(pid)
         var result = AccessResult()
-        let saved = faultLog
-        faultLog = []
-        accessRange(task, address, address &+ 1, write: write, &result)
-        task.faults += result.faults
-        let records = faultLog ?? []
-        faultLog = saved.map { $0 + records }
-        return records.last
+        // The last fault is caught by `log` (no array per fault); `faultLog`, when set, still gets every one.
+        lastFault.pointee = nil
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: FaultClass.count) { buffer in
+            let counts = buffer.baseAddress!
+            counts.initialize(repeating: 0, count: FaultClass.count)
+            accessRange(task, address, address &+ 1, write: write, logging: true, counts, &result)
+            task.faults.add(counts)
+        }
+        return lastFault.pointee
     }
 
     /// Reads the page's content word (one 64-bit word per page in this model).
@@ -226,7 +228,9 @@ extension Machine {
 
     func log(_ task: Task, _ address: UInt64, write: Bool, present: Bool, _ cls: FaultClass, huge: Bool = false) {
         let code = FaultErrorCode.user | (write ? FaultErrorCode.write : 0) | (present ? FaultErrorCode.protection : 0)
-        faultLog!.append(FaultRecord(pid: task.pid, address: address, errorCode: code, faultClass: cls, onHugePMD: huge))
+        let record = FaultRecord(pid: task.pid, address: address, errorCode: code, faultClass: cls, onHugePMD: huge)
+        lastFault.pointee = record
+        if faultLog != nil { faultLog!.append(record) }
     }
 }
 

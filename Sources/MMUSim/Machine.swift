@@ -9,7 +9,7 @@ public final class Machine {
     let tablePool = TablePool()
     var hostTablePages: UnsafeMutablePointer<Int> { tablePool.pages }
     var tasks: [Task] = []
-    var taskIndex: [Int32: Int] = [:]
+    var taskIndex = PidIndex()
     var nextPid: Int32 = 1000
     var files: [FileObject] = []
     var memcgs: [MemoryCgroup] = [MemoryCgroup(name: "/", limitPages: Int.max)]
@@ -44,6 +44,8 @@ public final class Machine {
     public internal(set) var oomEvents: [OOMEvent] = []
     /// When set, every handled fault is appended here (for replay and tests).
     public var faultLog: [FaultRecord]? = nil
+    /// The last fault `log` saw (what `fault(_:at:write:)` returns), behind a pointer: no exclusivity check per fault.
+    let lastFault: UnsafeMutablePointer<FaultRecord?>
 
     public let ramPages: Int
     public let swapPages: Int
@@ -62,10 +64,47 @@ public final class Machine {
         frames = FrameTable(frames: ramPages + swapPages)
         counters = .allocate(capacity: 1)
         counters.initialize(to: Counters())
+        lastFault = .allocate(capacity: 1)
+        lastFault.initialize(to: nil)
     }
 
     deinit {
         for task in tasks { task.mm = nil }
         counters.deallocate()
+        lastFault.deallocate()
+    }
+}
+
+/// pid → index in `Machine.tasks`: a flat array for pids below 2^22 (the
+/// ceiling of pid_max), a dictionary above. Every fault looks its pid up, so
+/// no hashing on that path.
+struct PidIndex {
+    static let flatLimit = 1 << 22
+    /// index + 1 by pid; 0: none.
+    private var flat: [Int32] = []
+    private var other: [Int32: Int] = [:]
+
+    subscript(pid: Int32) -> Int? {
+        @inline(__always) get {
+            let p = Int(pid)
+            if p >= 0 && p < flat.count {
+                let v = flat[p]
+                return v == 0 ? nil : Int(v) &- 1
+            }
+            return p >= 0 && p < PidIndex.flatLimit ? nil : other[pid]
+        }
+        set {
+            let p = Int(pid)
+            guard p >= 0 && p < PidIndex.flatLimit else {
+                other[pid] = newValue
+                return
+            }
+            let index = newValue.map { Int32(truncatingIfNeeded: $0 + 1) } ?? 0
+            if p >= flat.count {
+                guard index != 0 else { return }
+                flat.append(contentsOf: repeatElement(0, count: min(PidIndex.flatLimit, max(p + 1, 2 * flat.count, 1024)) - flat.count))
+            }
+            flat[p] = index
+        }
     }
 }

@@ -1,0 +1,113 @@
+import CowTraceFormat
+
+/// The replay's bookkeeping per snapshot page (a present page of a pageRun
+/// record), kept small: a large process's snapshot has millions of pages,
+/// and the model itself needs 32 bytes for each (an 8-byte PTE and a 24-byte
+/// frame record). Here a page costs one bit (`PageBitmapSet`), and a frame
+/// number seen in several traced processes 4 bytes (`SharedFrameNumbers`).
+extension TraceReplayer {
+    /// A set of (pid, page) pairs as one 512-bit bitmap per pid and 2 MiB of
+    /// address space: about 1/8 byte per page of a dense snapshot, against
+    /// 21 to 43 bytes in a `Set`.
+    struct PageBitmapSet {
+        struct ChunkKey: Hashable {
+            var pid: Int32
+            var chunk: UInt64
+        }
+        /// Chunk → index of its first word in `words` (8 words per chunk).
+        private var chunks: [ChunkKey: Int] = [:]
+        private var words: [UInt64] = []
+
+        var isEmpty: Bool { chunks.isEmpty }
+
+        mutating func insert(pid: Int32, page: UInt64) {
+            let key = ChunkKey(pid: pid, chunk: page >> 21)
+            let base: Int
+            if let b = chunks[key] {
+                base = b
+            } else {
+                base = words.count
+                words.append(contentsOf: repeatElement(0, count: 8))
+                chunks[key] = base
+            }
+            let bit = Int((page >> 12) & 511)
+            words[base + bit >> 6] |= 1 << UInt64(bit & 63)
+        }
+
+        /// Removes the pair; returns whether it was in the set.
+        @inline(__always)
+        mutating func remove(pid: Int32, page: UInt64) -> Bool {
+            guard !chunks.isEmpty, let base = chunks[ChunkKey(pid: pid, chunk: page >> 21)] else { return false }
+            let bit = Int((page >> 12) & 511)
+            let mask: UInt64 = 1 << UInt64(bit & 63)
+            guard words[base + bit >> 6] & mask != 0 else { return false }
+            words[base + bit >> 6] &= ~mask
+            return true
+        }
+    }
+
+    /// The kernel frame numbers that several traced processes' snapshots map
+    /// (non-exclusive anonymous pages), and for each the simulated frame it
+    /// became. Built from the pageRun records' frame runs, not per page: the
+    /// frame numbers covered by at least two runs, as sorted disjoint
+    /// intervals, with one 4-byte slot per frame number in them.
+    struct SharedFrameNumbers {
+        /// Sorted, disjoint [start, end) intervals of frame numbers mapped at least twice.
+        private var starts: [UInt64] = []
+        private var ends: [UInt64] = []
+        /// Index in `frames` of each interval's first frame number.
+        private var offsets: [Int] = []
+        /// The simulated frame for each frame number in the intervals (-1: none yet).
+        private var frames: [Int32] = []
+
+        /// From the frame runs [start, end) of every qualifying page (a frame number covered twice is shared).
+        init(runs: [(start: UInt64, end: UInt64)]) {
+            guard runs.count >= 2 else { return }
+            var events: [(at: UInt64, delta: Int)] = []
+            events.reserveCapacity(runs.count * 2)
+            for r in runs where r.start < r.end {
+                events.append((r.start, 1))
+                events.append((r.end, -1))
+            }
+            events.sort { $0.at != $1.at ? $0.at < $1.at : $0.delta < $1.delta }
+            var depth = 0
+            var openedAt: UInt64? = nil
+            for e in events {
+                depth += e.delta
+                if depth >= 2, openedAt == nil {
+                    openedAt = e.at
+                } else if depth < 2, let start = openedAt {
+                    openedAt = nil
+                    guard start < e.at else { continue }
+                    if let last = ends.last, last == start {
+                        ends[ends.count - 1] = e.at
+                    } else {
+                        starts.append(start)
+                        ends.append(e.at)
+                    }
+                }
+            }
+            var total = 0
+            for i in starts.indices {
+                offsets.append(total)
+                total += Int(ends[i] - starts[i])
+            }
+            frames = [Int32](repeating: -1, count: total)
+        }
+
+        /// The slot of a frame number mapped at least twice; nil for one mapped once or never.
+        func slot(_ pfn: UInt64) -> Int? {
+            guard !starts.isEmpty else { return nil }
+            var lo = 0, hi = starts.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if ends[mid] <= pfn { lo = mid + 1 } else { hi = mid }
+            }
+            guard lo < starts.count, starts[lo] <= pfn else { return nil }
+            return offsets[lo] + Int(pfn - starts[lo])
+        }
+
+        func frame(at slot: Int) -> Int? { frames[slot] < 0 ? nil : Int(frames[slot]) }
+        mutating func setFrame(_ frame: Int, at slot: Int) { frames[slot] = Int32(truncatingIfNeeded: frame) }
+    }
+}
