@@ -40,6 +40,10 @@ public struct ProcessTable: Sendable {
             rows.append(Row(pid: pid, ppid: info?.ppid ?? 0, comm: comm, counters: counters, exited: exited,
                             exit: exited ? info.map { ExitStatus(raw: $0.exitCode) } : nil, threads: threads))
         }
+        for e in snapshot.earlier where includeIdle || e.counters != ProcessCounters() {
+            rows.append(Row(pid: e.pid, ppid: e.info?.ppid ?? 0, comm: e.info?.comm.nonEmpty ?? "?", counters: e.counters,
+                            exited: true, exit: e.info.map { ExitStatus(raw: $0.exitCode) }, threads: []))
+        }
         self.showsThreads = showsThreads
         rows.sort { a, b in
             let ca = a.counters.pagesCopied, cb = b.counters.pagesCopied
