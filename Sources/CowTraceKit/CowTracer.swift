@@ -62,8 +62,6 @@ public struct TraceSnapshot: Sendable {
     public var drops: DropCounts
     /// Per-thread counters (TracerOptions.perThread), by tid.
     public var threads: [Int32: ThreadCounters]
-    /// Exited processes whose pid a later process took (TraceHistory), oldest first.
-    public var earlier: [EarlierProcess] = []
 
     public init(counters: [Int32: ProcessCounters], info: [Int32: ProcessIdentity], drops: DropCounts,
                 threads: [Int32: ThreadCounters] = [:]) {
@@ -71,19 +69,6 @@ public struct TraceSnapshot: Sendable {
         self.info = info
         self.drops = drops
         self.threads = threads
-    }
-}
-
-/// An exited process whose pid was reused by a later one (pid_max wrapped).
-public struct EarlierProcess: Sendable {
-    public var pid: Int32
-    public var info: ProcessIdentity?
-    public var counters: ProcessCounters
-
-    public init(pid: Int32, info: ProcessIdentity?, counters: ProcessCounters) {
-        self.pid = pid
-        self.info = info
-        self.counters = counters
     }
 }
 

@@ -2,12 +2,14 @@
 /// its final counters move from the kernel's maps (which are bounded) to here,
 /// and later snapshots still include it. A pid is reused once pid_max wraps:
 /// a retired process whose pid a later process took is kept apart (the
-/// snapshot's `earlier`), not overwritten or hidden by the later one.
+/// `earlier`, which ProcessTable lists too), not overwritten or hidden by the
+/// later one.
 public struct TraceHistory {
     private var retiredCounters: [Int32: ProcessCounters] = [:]
     private var retiredInfo: [Int32: ProcessIdentity] = [:]
     private var retiredThreads: [Int32: ThreadCounters] = [:]
-    private var earlier: [EarlierProcess] = []
+    /// Exited processes whose pid a later process took, oldest first.
+    public private(set) var earlier: [EarlierProcess] = []
 
     public init() {}
 
@@ -40,7 +42,6 @@ public struct TraceHistory {
             retiredCounters[pid] = nil
             retiredInfo[pid] = nil
         }
-        merged.earlier = earlier
         let exited = snapshot.info.filter { $0.value.exited }.map(\.key)
         for pid in exited {
             retiredCounters[pid] = snapshot.counters[pid]
@@ -51,5 +52,18 @@ public struct TraceHistory {
             retiredThreads[tid] = thread
         }
         return (merged, exited)
+    }
+}
+
+/// An exited process whose pid was reused by a later one (pid_max wrapped).
+public struct EarlierProcess: Sendable {
+    public var pid: Int32
+    public var info: ProcessIdentity?
+    public var counters: ProcessCounters
+
+    public init(pid: Int32, info: ProcessIdentity?, counters: ProcessCounters) {
+        self.pid = pid
+        self.info = info
+        self.counters = counters
     }
 }
