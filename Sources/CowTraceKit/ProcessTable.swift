@@ -24,8 +24,9 @@ public struct ProcessTable: Sendable {
 
     /// Rows sorted by bytes copied, then pid. Processes that never faulted,
     /// forked or exec'd are left out unless `includeIdle`.
+    /// `earlier`: exited processes whose pid a later one took (TraceHistory), a row each.
     public init(snapshot: TraceSnapshot, tier: AttachTier, pageSize: UInt64, includeIdle: Bool = false,
-                showsThreads: Bool = false) {
+                showsThreads: Bool = false, earlier: [EarlierProcess] = []) {
         let threadsByProcess = Dictionary(grouping: snapshot.threads.values, by: \.pid)
         var rows: [Row] = []
         for (pid, counters) in snapshot.counters {
@@ -39,6 +40,10 @@ public struct ProcessTable: Sendable {
             let exited = info?.exited ?? false
             rows.append(Row(pid: pid, ppid: info?.ppid ?? 0, comm: comm, counters: counters, exited: exited,
                             exit: exited ? info.map { ExitStatus(raw: $0.exitCode) } : nil, threads: threads))
+        }
+        for e in earlier where includeIdle || e.counters != ProcessCounters() {
+            rows.append(Row(pid: e.pid, ppid: e.info?.ppid ?? 0, comm: e.info?.comm.nonEmpty ?? "?", counters: e.counters,
+                            exited: true, exit: e.info.map { ExitStatus(raw: $0.exitCode) }, threads: []))
         }
         self.showsThreads = showsThreads
         rows.sort { a, b in

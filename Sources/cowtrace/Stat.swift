@@ -110,7 +110,8 @@ struct Stat: ParsableCommand, OptionChecks {
             if isLast { run.end() }
             run.refresh()
             let snapshot = history.merge(try tracer.snapshot(), retiringFrom: tracer)
-            let table = ProcessTable(snapshot: snapshot, tier: tracer.tier, pageSize: tracer.pageSize, showsThreads: threads)
+            let table = ProcessTable(snapshot: snapshot, tier: tracer.tier, pageSize: tracer.pageSize, showsThreads: threads,
+                                     earlier: history.earlier)
             if period.isFinite || isLast {
                 var rendered = renderer.render(table, at: Date(), final: isLast)
                 if let risks = forecaster?.update(snapshot) {
