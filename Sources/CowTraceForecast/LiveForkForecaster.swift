@@ -39,10 +39,15 @@ public final class LiveForkForecaster {
     private var pairs: [Int32: Pair] = [:]
     public let window: Double
     let pageSize: UInt64
+    /// Name each fork's likely OOM victim: reads the status of every process
+    /// in the domain (for the host, all of /proc) at each update. Off where
+    /// the victim is not shown (serve's gauges), so a scrape stays cheap.
+    public let likelyVictims: Bool
 
-    public init(window: Double = 2, pageSize: UInt64 = 4096) {
+    public init(window: Double = 2, pageSize: UInt64 = 4096, likelyVictims: Bool = true) {
         self.window = window
         self.pageSize = pageSize
+        self.likelyVictims = likelyVictims
     }
 
     public func update(_ snapshot: TraceSnapshot, now: Double = Double(DispatchTime.now().uptimeNanoseconds) / 1e9) -> [ForkRisk] {
@@ -68,7 +73,7 @@ public final class LiveForkForecaster {
             let key = child.memoryCgroup ?? "host"
             if domains[key] == nil {
                 let d = MemoryDomain.of(cgroup: child.memoryCgroup)
-                domains[key] = (d, d.memberPIDs().compactMap { ProcessMemory.read(pid: $0, smaps: false) })
+                domains[key] = (d, likelyVictims ? d.memberPIDs().compactMap { ProcessMemory.read(pid: $0, smaps: false) } : [])
             }
             let (domain, members) = domains[key]!
             let shared = child.anonBytes > pairCopied * pageSize ? child.anonBytes - pairCopied * pageSize : 0
@@ -77,7 +82,7 @@ public final class LiveForkForecaster {
                 rate = Double(last.copied &- first.copied) * Double(pageSize) / (last.time - first.time)
             }
             let headroom = domain.headroomBytes
-            let victim = Self.likelyVictim(members, totalPages: Int((domain.limitBytes + domain.swapFreeBytes) / pageSize), pageSize: pageSize)
+            let victim = members.isEmpty ? nil : Self.likelyVictim(members, totalPages: Int((domain.limitBytes + domain.swapFreeBytes) / pageSize), pageSize: pageSize)
             risks.append(ForkRisk(parentPID: info.ppid, childPID: pid, domain: domain.name, sharedBytes: shared,
                                   headroomBytes: headroom, copyBytesPerSecond: rate,
                                   secondsToExhaustion: rate > 0 ? Double(headroom) / rate : nil,

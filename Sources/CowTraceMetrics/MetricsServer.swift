@@ -143,7 +143,7 @@ public final class MetricsCollector: @unchecked Sendable {
                 maxForks: Int = 0) {
         self.source = source
         self.maxForks = maxForks
-        forecaster = maxForks > 0 ? LiveForkForecaster(window: 60, pageSize: source.pageSize) : nil
+        forecaster = maxForks > 0 ? LiveForkForecaster(window: 60, pageSize: source.pageSize, likelyVictims: false) : nil
         exposition = MetricsExposition(top: top)
         aggregator = MetricsAggregator(grouping: grouping, top: top, maxGroups: maxGroups)
         self.burstIntervalNanoseconds = burstIntervalNanoseconds
