@@ -55,7 +55,7 @@ struct SelfTest: ParsableCommand, OptionChecks {
         defer { tracer.close() }
         let runner = ScenarioRunner(tracer: tracer, workload: workload)
         let chosen = scenario.isEmpty ? Scenario.matrix : scenario.compactMap(Scenario.named)
-        print("cowtrace selftest: kernel \(KernelFacts.read().release), tier \(tracer.tier)\(histograms ? ", with histograms" : "")\(tracer.copyByAlloc && tracer.tier != .tracepoint ? " (copies found by allocation)" : "")")
+        print("cowtrace selftest: kernel \(KernelFacts.read().release), tier \(tracer.tier), \(tracer.pidIndex) pid index\(histograms ? ", with histograms" : "")\(tracer.copyByAlloc && tracer.tier != .tracepoint ? " (copies found by allocation)" : "")")
         var failed = 0
         for s in chosen {
             let result = try runner.run(s)
