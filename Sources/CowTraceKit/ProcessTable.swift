@@ -21,12 +21,15 @@ public struct ProcessTable: Sendable {
     public let drops: DropCounts
     public let tier: AttachTier
     public let pageSize: UInt64
+    /// Exited processes folded into one sum (TraceHistory.maxExited): not rows,
+    /// but printed as one summed row and part of `totals`.
+    public let folded: FoldedProcesses
 
     /// Rows sorted by bytes copied, then pid. Processes that never faulted,
     /// forked or exec'd are left out unless `includeIdle`.
     /// `earlier`: exited processes whose pid a later one took (TraceHistory), a row each.
     public init(snapshot: TraceSnapshot, tier: AttachTier, pageSize: UInt64, includeIdle: Bool = false,
-                showsThreads: Bool = false, earlier: [EarlierProcess] = []) {
+                showsThreads: Bool = false, earlier: [EarlierProcess] = [], folded: FoldedProcesses = FoldedProcesses()) {
         let threadsByProcess = Dictionary(grouping: snapshot.threads.values, by: \.pid)
         var rows: [Row] = []
         for (pid, counters) in snapshot.counters {
@@ -54,9 +57,11 @@ public struct ProcessTable: Sendable {
         self.drops = snapshot.drops
         self.tier = tier
         self.pageSize = pageSize
+        self.folded = folded
     }
 
-    public var totals: ProcessCounters { rows.reduce(ProcessCounters()) { $0 + $1.counters } }
+    /// Every row's counts plus the folded ones'.
+    public var totals: ProcessCounters { rows.reduce(folded.counters) { $0 + $1.counters } }
 }
 
 /// Renders tables as bcc-style text, JSON lines or CSV.
@@ -96,6 +101,15 @@ public struct TableRenderer {
                                   exited: t.exited, tid: "\(t.tid)", pageSize: table.pageSize)
                 }
             }
+            if table.folded.processes > 0 {
+                // pid and ppid empty: the row is many processes (docs/exports.md).
+                let c = table.folded.counters
+                var fields = [time, "", "", Self.foldedName(table.folded), "\(c.writeProtectFaults)", "\(c.copies)",
+                              "\(c.reuses)", "\(c.zeroFills)", "\(c.fileCopies)", "\(c.sharedWrites)", "\(c.hugePMDFaults)",
+                              "\(c.bytesCopied(pageSize: table.pageSize))", "\(c.forks)", "\(c.execs)", "1"]
+                if table.showsThreads { fields.append("") }
+                out += fields.joined(separator: ",") + "\n"
+            }
             return out
         }
     }
@@ -113,13 +127,19 @@ public struct TableRenderer {
             let c = r.counters
             let mib = Double(c.bytesCopied(pageSize: table.pageSize)) / 1_048_576
             let comm = String(r.comm.prefix(15)) + (r.exited ? "*" : "")
-            out += textRow(id: r.pid, name: comm, c, mib: mib, forks: "\(c.forks)", execs: "\(c.execs)")
+            out += textRow(id: "\(r.pid)", name: comm, c, mib: mib, forks: "\(c.forks)", execs: "\(c.execs)")
             guard table.showsThreads else { continue }
             for t in r.threads {
                 let mib = Double(t.counters.bytesCopied(pageSize: table.pageSize)) / 1_048_576
                 let name = "└ " + String(t.comm.prefix(13)) + (t.exited ? "*" : "")
-                out += textRow(id: t.tid, name: name, t.counters, mib: mib, forks: "-", execs: "-")
+                out += textRow(id: "\(t.tid)", name: name, t.counters, mib: mib, forks: "-", execs: "-")
             }
+        }
+        if table.folded.processes > 0 {
+            let c = table.folded.counters
+            let mib = Double(c.bytesCopied(pageSize: table.pageSize)) / 1_048_576
+            out += textRow(id: "-", name: "(\(table.folded.processes) folded)*", c, mib: mib, forks: "\(c.forks)", execs: "\(c.execs)")
+            out += "(\(Self.foldedName(table.folded)): the oldest exits beyond --max-exited, summed in the row marked -)\n"
         }
         if table.showsThreads { out += "(└ TID: a thread of the process above, counted from its first write fault)\n" }
         if shown.count < table.rows.count {
@@ -148,17 +168,21 @@ public struct TableRenderer {
                 """)
         }
         let d = table.drops
+        let f = table.folded.counters
         return """
             {"schema_version":1,"time":"\(Self.iso8601(date))","final":\(final),"tier":"\(table.tier)","page_size":\(table.pageSize),\
             "processes":[\(processes.joined(separator: ","))],\
+            "folded_exited":{"processes":\(table.folded.processes),"wp_faults":\(f.writeProtectFaults),"copies":\(f.copies),\
+            "reuses":\(f.reuses),"zero_fills":\(f.zeroFills),"file_copies":\(f.fileCopies),"shared_writes":\(f.sharedWrites),\
+            "thp_wp_faults":\(f.hugePMDFaults),"bytes_copied":\(f.bytesCopied(pageSize: table.pageSize)),"forks":\(f.forks),"execs":\(f.execs)},\
             "lost":{"ring_buffer_full":\(d.ringBufferFull),"process_map_full":\(d.processMapFull),"info_map_full":\(d.infoMapFull),"histogram_map_full":\(d.histogramMapFull),"vma_lookup_busy":\(d.vmaLookupBusy)}}
 
             """
     }
 
     /// One text row: a process, or (forks and execs "-") one of its threads.
-    private func textRow(id: Int32, name: String, _ c: ProcessCounters, mib: Double, forks: String, execs: String) -> String {
-        pad("\(id)", 8) + " " + pad(name, 17, left: true) + pad("\(c.copies)", 10)
+    private func textRow(id: String, name: String, _ c: ProcessCounters, mib: Double, forks: String, execs: String) -> String {
+        pad(id, 8) + " " + pad(name, 17, left: true) + pad("\(c.copies)", 10)
             + pad("\(c.reuses)", 10) + pad("\(c.zeroFills)", 10) + pad("\(c.fileCopies)", 10)
             + pad("\(c.sharedWrites)", 9) + pad(String(format: "%.1f", mib), 12)
             + pad(forks, 7) + pad(execs, 7) + "\n"
@@ -193,6 +217,11 @@ public struct TableRenderer {
         if s.count >= width { return s + (left ? " " : "") }
         let spaces = String(repeating: " ", count: width - s.count)
         return left ? s + spaces : spaces + s
+    }
+
+    /// The folded row's name: text COMMs and the CSV `comm`.
+    static func foldedName(_ f: FoldedProcesses) -> String {
+        "\(f.processes) exited process\(f.processes == 1 ? "" : "es") folded"
     }
 
     static func iso8601(_ date: Date) -> String {

@@ -60,6 +60,9 @@ struct Stat: ParsableCommand, OptionChecks {
     @Flag(help: "Also forecast each live fork whose child has not exec'd: shared bytes, copy rate, the headroom of its memory cgroup or the host, time to exhaustion and the likely OOM victim (text: a line under the table for each fork at risk; json: a \"forecast\" array). See docs/forecast.md.")
     var forecast = false
 
+    @Option(help: ArgumentHelp("Keep at most this many exited processes as rows (0: all). Beyond that, the oldest exits are folded into one summed row (json: \"folded_exited\"), so totals stay exact while a long --all run's memory and output stop growing with every process that ever ran.", valueName: "n"))
+    var maxExited: Int = 10_000
+
     @Flag(help: "Overwrite the --stacks file if it exists.")
     var force = false
 
@@ -70,6 +73,7 @@ struct Stat: ParsableCommand, OptionChecks {
         try OutputPath.checkOverwrite(stacks, "--stacks", force: force)
         try TimeOption.check(interval, "interval")
         if let count, count <= 0 { throw ValidationError("count must be at least 1") }
+        if maxExited < 0 { throw ValidationError("--max-exited must be 0 (keep all) or more, not \(maxExited)") }
         if forecast && format == .csv { throw ValidationError("--forecast prints under text tables or into json lines, not csv (--format text|json)") }
     }
 
@@ -93,7 +97,7 @@ struct Stat: ParsableCommand, OptionChecks {
         // Whatever ends the loop, even an error, the command does not outlive us (TracedRun's deinit).
         let run = try TracedRun(selection: selection) { try? tracer.trace(pid: $0) }
         try run.start()
-        var history = TraceHistory()
+        var history = TraceHistory(maxExited: maxExited)
         let period = interval?.value ?? (selection.command.isEmpty ? 1 : .infinity)
         var renderer = TableRenderer(format: format, maxRows: format == .text ? top : 0)
         let forecaster = forecast ? LiveForkForecaster(window: max(2, 2.5 * (period.isFinite ? period : 1)), pageSize: tracer.pageSize) : nil
@@ -111,7 +115,7 @@ struct Stat: ParsableCommand, OptionChecks {
             run.refresh()
             let snapshot = history.merge(try tracer.snapshot(), retiringFrom: tracer)
             let table = ProcessTable(snapshot: snapshot, tier: tracer.tier, pageSize: tracer.pageSize, showsThreads: threads,
-                                     earlier: history.earlier)
+                                     earlier: history.earlier, folded: history.folded)
             if period.isFinite || isLast {
                 var rendered = renderer.render(table, at: Date(), final: isLast)
                 if let risks = forecaster?.update(snapshot) {

@@ -21,6 +21,47 @@ final class TableRendererTests: XCTestCase {
         return ProcessTable(snapshot: snapshot, tier: .tracepoint, pageSize: 4096)
     }
 
+    /// Folded exited processes (stat --max-exited): one summed row in every
+    /// format, part of the totals.
+    func testFoldedProcessesAreOneSummedRowInEveryFormat() throws {
+        var sum = ProcessCounters()
+        sum.writeProtectFaults = 500
+        sum.copies = 450
+        sum.forks = 3
+        let base = table()
+        let snapshot = TraceSnapshot(counters: Dictionary(uniqueKeysWithValues: base.rows.map { ($0.pid, $0.counters) }),
+                                     info: [:], drops: DropCounts())
+        let folded = ProcessTable(snapshot: snapshot, tier: .tracepoint, pageSize: 4096,
+                                  folded: FoldedProcesses(processes: 7, counters: sum))
+        XCTAssertEqual(folded.totals.copies, 340 + 450)
+
+        var json = TableRenderer(format: .json)
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.render(folded, at: Date(), final: true).utf8)) as? [String: Any])
+        let f = try XCTUnwrap(object["folded_exited"] as? [String: Any])
+        XCTAssertEqual(f["processes"] as? Int, 7)
+        XCTAssertEqual(f["copies"] as? Int, 450)
+        XCTAssertEqual(f["reuses"] as? Int, 50)
+        XCTAssertEqual(f["bytes_copied"] as? Int, 450 * 4096)
+        XCTAssertEqual(f["forks"] as? Int, 3)
+        var plain = TableRenderer(format: .json)
+        let none = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(plain.render(base, at: Date(), final: true).utf8)) as? [String: Any])
+        XCTAssertEqual((none["folded_exited"] as? [String: Any])?["processes"] as? Int, 0)
+
+        var csv = TableRenderer(format: .csv)
+        let rows = csv.render(folded, at: Date(), final: true).split(separator: "\n")
+        XCTAssertEqual(rows.count, 1 + 2 + 1)
+        let last = rows.last!.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        XCTAssertEqual(last.count, TableRenderer.csvHeader.split(separator: ",").count)
+        XCTAssertEqual(Array(last[1...5]), ["", "", "7 exited processes folded", "500", "450"])
+        XCTAssertEqual(last.last, "1")
+
+        var text = TableRenderer(format: .text, maxRows: 1)
+        let out = text.render(folded, at: Date(), final: true)
+        XCTAssertTrue(out.contains("(7 folded)*"), out)
+        XCTAssertTrue(out.contains("7 exited processes folded: the oldest exits beyond --max-exited"), out)
+        XCTAssertTrue(out.contains("... 1 more processes"), out)
+    }
+
     func testRowsAreSortedByCopies() {
         XCTAssertEqual(table().rows.map(\.pid), [11, 10])
         XCTAssertEqual(table().totals.copies, 340)

@@ -141,6 +141,38 @@ final class CLITests: XCTestCase {
 
     /// Ctrl-C: the tracer detaches, stops the command and prints the final
     /// table; the command did not finish, so cowtrace exits 130.
+    /// --max-exited: 200 short children, at most 50 listed, the rest folded
+    /// into "folded_exited" with nothing lost. Truth: the workload's storm
+    /// children each write every one of its 64 pages after the fork, so each
+    /// copies at least 64; slack: up to 16 more pages per child (its stack,
+    /// libc's data, the parent's own copies after each fork) and 1% below
+    /// for counts the kernel could not attribute.
+    func testStatMaxExitedFoldsTheOldestAndKeepsTheSums() throws {
+        try requireBPF()
+        let workload = builtProductsDirectory().appendingPathComponent("cowtrace-workload").path
+        let children = 200, pages = 64
+        let r = try cowtrace(["stat", "--max-exited", "50", "--format", "json", "-c", workload, "--pages", "\(pages)",
+                              "--storm", "\(children)", "--parallel", "4"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.stdout.split(separator: "\n")
+        let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(try XCTUnwrap(lines.first { $0.contains("\"workload\"") }).utf8)) as? [String: Any])
+        XCTAssertEqual(report["forks"] as? Int, children)
+        let table = try XCTUnwrap(lines.last { $0.contains("\"processes\"") })
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(table.utf8)) as? [String: Any])
+        let processes = try XCTUnwrap(object["processes"] as? [[String: Any]])
+        let folded = try XCTUnwrap(object["folded_exited"] as? [String: Any])
+        let live = processes.filter { $0["exited"] as? Bool != true }.count
+        let listedExited = processes.count - live
+        XCTAssertLessThanOrEqual(processes.count, 50 + live, "the bound")
+        XCTAssertEqual(listedExited + (folded["processes"] as? Int ?? -1), children + 1, "every child and the parent: listed or folded")
+        XCTAssertEqual(folded["processes"] as? Int, children + 1 - 50, "each of them copied, so exactly 50 are listed")
+        let copies = processes.reduce(0) { $0 + ($1["copies"] as? Int ?? 0) } + (folded["copies"] as? Int ?? 0)
+        XCTAssertGreaterThanOrEqual(Double(copies), Double(children * pages) * 0.99, "listed \(copies - (folded["copies"] as? Int ?? 0)) + folded")
+        XCTAssertLessThanOrEqual(copies, children * (pages + 16))
+        let forks = processes.reduce(0) { $0 + ($1["forks"] as? Int ?? 0) } + (folded["forks"] as? Int ?? 0)
+        XCTAssertEqual(forks, children, "the parent's forks, listed or folded")
+    }
+
     func testInterruptPrintsFinalTableAndExitsCleanly() throws {
         try requireBPF()
         let start = Date()

@@ -27,6 +27,7 @@ final class UsageErrorTests: XCTestCase {
     func testTheCommandsOwnChecksStillRun() throws {
         try assertUsageError(["stat"], says: "say what to trace: -p PID, -c COMMAND..., --cgroup PATH or --all")
         try assertUsageError(["stat", "--all", "--max-processes", "0"], says: "--max-processes must be at least 1")
+        try assertUsageError(["stat", "--all", "--max-exited=-1"], says: "--max-exited must be 0 (keep all) or more, not -1")
         try assertUsageError(["stat", "-p", "0"], says: "a pid must be a positive number")
         try assertUsageError(["simulate"], says: "say which scenario to run")
     }
