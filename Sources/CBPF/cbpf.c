@@ -140,12 +140,13 @@ void *cbpf_rodata_variable(struct bpf_object *obj, const char *name, size_t *siz
 	return NULL;
 }
 
+static struct btf *vmlinux_cache;
+
 static struct btf *vmlinux_btf(void)
 {
-	static struct btf *vmlinux;
-	if (!vmlinux)
-		vmlinux = btf__load_vmlinux_btf();
-	return vmlinux;
+	if (!vmlinux_cache)
+		vmlinux_cache = btf__load_vmlinux_btf();
+	return vmlinux_cache;
 }
 
 int cbpf_vmlinux_has_type(const char *name, int kind)
@@ -183,8 +184,10 @@ int cbpf_pidfd_open(pid_t pid)
 	return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
-int cbpf_malloc_trim(void)
+int cbpf_release_load_memory(void)
 {
+	btf__free(vmlinux_cache);
+	vmlinux_cache = NULL;
 	return malloc_trim(0);
 }
 

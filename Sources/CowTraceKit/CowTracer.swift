@@ -127,9 +127,9 @@ public final class CowTracer {
         indexMask = pidIndex == .hashed ? PIDIndex.cachePairs(maxProcesses: options.maxProcesses) - 1 : 0
 
         for pid in options.selection.pids { try trace(pid: pid) }
-        // Loading parsed the kernel's BTF (several MiB, freed since): give
-        // that heap back, or a long-running tracer keeps it resident.
-        _ = cbpf_malloc_trim()
+        // The tier checks and the load parsed the kernel's BTF and symbols
+        // (several MiB): a long-running tracer must not keep them resident.
+        KernelFacts.releaseLoadMemory()
     }
 
     deinit { close() }

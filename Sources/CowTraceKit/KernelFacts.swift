@@ -73,6 +73,14 @@ public struct KernelFacts: Sendable {
         kallsyms.contains(symbol)
     }
 
+    /// Called once a tracer is loaded: drops what the tier checks cached (the
+    /// kernel's symbols and BTF, several MiB; read again if asked again) and
+    /// gives the freed heap back, so a long-running tracer does not keep it.
+    static func releaseLoadMemory() {
+        kallsymsCache = nil
+        _ = cbpf_release_load_memory()
+    }
+
     nonisolated(unsafe) private static var kallsymsCache: Set<String>?
     private static var kallsyms: Set<String> {
         if let cached = kallsymsCache { return cached }

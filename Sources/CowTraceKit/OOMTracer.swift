@@ -104,7 +104,7 @@ public final class OOMTracer {
         ringBuffer = try RingBuffer(map: maps.events, as: oom_kill_event.self) { [sink] in
             sink.deliver($0)
         }
-        _ = cbpf_malloc_trim() // the kernel's BTF, parsed at load (see CowTracer.init)
+        KernelFacts.releaseLoadMemory() // see CowTracer.init
     }
 
     deinit { close() }

@@ -37,9 +37,11 @@ int cbpf_vmlinux_has_type(const char *name, int kind);
 /* pipe2(fds, O_CLOEXEC): glibc declares pipe2 only under _GNU_SOURCE. */
 int cbpf_pipe_cloexec(int fds[2]);
 
-/* malloc_trim(0) (malloc.h, which Glibc's Swift module leaves out): gives
- * the heap freed after load (the kernel's BTF, parsed) back to the kernel. */
-int cbpf_malloc_trim(void);
+/* After the tracers are loaded: frees the kernel's BTF that the tier checks
+ * keep (5 MiB or more; loaded again if asked again), then malloc_trim(0)
+ * (malloc.h, which Glibc's Swift module leaves out) gives the heap freed
+ * since load back to the kernel. */
+int cbpf_release_load_memory(void);
 
 /* pidfd_open(2), which Swift cannot reach through variadic syscall(). */
 int cbpf_pidfd_open(pid_t pid);
