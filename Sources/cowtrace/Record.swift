@@ -84,6 +84,9 @@ struct Record: ParsableCommand, OptionChecks {
         let deadline = duration.map { DispatchTimeShim.now() + $0.value }
         var reason = "interrupted"
         FileHandle.standardError.write(Data("cowtrace: recording to \(output) (tier: \(recorder.tracer.tier)); Ctrl-C to stop\n".utf8))
+        if recorder.initialSnapshot.processes > 0 {
+            FileHandle.standardError.write(Data("cowtrace: initial snapshot: \(recorder.initialSnapshot.text)\n".utf8))
+        }
         while true {
             if StopSignal.isRequested { reason = "signal"; break }
             if run.commandExited() { reason = "command exited"; break }
