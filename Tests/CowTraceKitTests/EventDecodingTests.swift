@@ -44,7 +44,7 @@ final class EventDecodingTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<cowtrace_pid_counters>.size, 10 * 8)
         XCTAssertEqual(MemoryLayout<cowtrace_event>.size, 8 * 3 + 4 * 3 + 4 + 16)
         XCTAssertEqual(MemoryLayout<cowtrace_pid_info>.size, 4 + 4 + 8 + 8 + 8 + 16)
-        XCTAssertEqual(MemoryLayout<cowtrace_config>.size, 4 + 12 + 8 + 4 + 4)
+        XCTAssertEqual(MemoryLayout<cowtrace_config>.size, 4 + 12 + 8 + 4 + 4 + 4 + 4) // ... index_mask, padding to 8
         // One slot per cache-line pair: two processes never share a line.
         XCTAssertEqual(MemoryLayout<cowtrace_process_slot>.size, Int(COWTRACE_SLOT_SIZE))
         XCTAssertEqual(MemoryLayout<cowtrace_pid_slot_pair>.size, 8)
