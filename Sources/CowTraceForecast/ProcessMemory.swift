@@ -44,6 +44,10 @@ public struct ProcessMemory: Sendable, Equatable {
     /// `smaps` (per-mapping, root for other users' processes) gives the
     /// copyable pages; without it they are taken as RssAnon.
     public static func read(pid: Int32, smaps: Bool = true) -> ProcessMemory? {
+        // The cgroup before the status: an exiting task drops its mm (the
+        // status loses its Rss lines) before it leaves its cgroup, so a
+        // status with an mm vouches for the cgroup read before it.
+        let cgroup = readPseudoFile("/proc/\(pid)/cgroup").flatMap(memoryCgroupPath)
         guard let status = readPseudoFile("/proc/\(pid)/status"), !status.isEmpty else { return nil }
         let fields = parseStatus(status)
         guard let anon = fields["RssAnon"] else { return nil } // kernel threads have no Rss lines
@@ -53,7 +57,7 @@ public struct ProcessMemory: Sendable, Equatable {
                                    fileBytes: fields["RssFile"] ?? 0, shmemBytes: fields["RssShmem"] ?? 0,
                                    swapBytes: fields["VmSwap"] ?? 0, pageTableBytes: fields["VmPTE"] ?? 0,
                                    oomScoreAdj: adj, copyableBytes: anon,
-                                   memoryCgroup: readPseudoFile("/proc/\(pid)/cgroup").flatMap(memoryCgroupPath))
+                                   memoryCgroup: cgroup)
         if smaps, let text = readPseudoFile("/proc/\(pid)/smaps"), !text.isEmpty {
             let s = privateWritable(smaps: text)
             memory.copyableBytes = s.anon
