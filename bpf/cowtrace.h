@@ -106,6 +106,7 @@ enum cowtrace_event_type {
 	COWTRACE_EVENT_EXIT = 5,
 	COWTRACE_EVENT_FIRST_TOUCH = 6, /* recording: a not-present user fault; other_pid = x86 error code */
 	COWTRACE_EVENT_ADDRESS_SPACE = 7, /* recording: struct cowtrace_vm_event */
+	COWTRACE_EVENT_BATCH = 8, /* recording: struct cowtrace_event_batch */
 };
 
 /* Recording: the kind of VMA a fault hit, in bits 8..15 of a fault event's
@@ -135,6 +136,28 @@ struct cowtrace_event {
 	__u8  class_;    /* enum cowtrace_fault_class */
 	__u8  pad[2];
 	char  comm[COWTRACE_COMM_LEN];
+};
+
+/* Recording: fault events in their short form, gathered per CPU and sent to
+ * the ring COWTRACE_BATCH_EVENTS at a time as one record (or sooner, once
+ * the oldest is COWTRACE_BATCH_MAX_AGE_NS old). Each ring record costs its
+ * writer a cache miss on the ring's cold memory, under an atomic that waits
+ * for it; the batch is written in per-CPU memory that stays hot, and copied
+ * to the ring in one go. User space reads the last partial batch of each CPU
+ * from the map once the programs are detached. The header mirrors
+ * cowtrace_event's: ts_ns first, type at the same offset. */
+#define COWTRACE_BATCH_EVENTS 64
+#define COWTRACE_BATCH_MAX_AGE_NS 50000000ULL
+
+struct cowtrace_event_batch {
+	__u64 ts_ns;     /* the first event's time */
+	__u32 count;     /* events held, the first `count` of events[] */
+	__u32 pad0;
+	__u64 pad1[2];
+	__u32 pad2;
+	__u8  type;      /* COWTRACE_EVENT_BATCH */
+	__u8  pad3[3];
+	__u8  events[COWTRACE_BATCH_EVENTS][COWTRACE_SHORT_EVENT_SIZE];
 };
 
 /* Recording: an address-space syscall of a traced process, at its exit.
@@ -195,6 +218,17 @@ enum cowtrace_fault_mode {
 };
 
 /* Settings fixed before load: the verifier prunes what they switch off. */
+/* cowtrace_config.record_faults: what a recording adds to the fault path. */
+enum cowtrace_record_faults {
+	/* first-touch (not-present) faults and address-space syscalls as events */
+	COWTRACE_RECORD_FAULTS = 1 << 0,
+	/* tp_page_fault_user, attached anyway, emits the first touches: one
+	 * program per fault instead of two (tp_first_touch is not loaded) */
+	COWTRACE_RECORD_IN_FAULT_HOOK = 1 << 1,
+	/* fault events go through the per-CPU batch (struct cowtrace_event_batch) */
+	COWTRACE_RECORD_BATCHED = 1 << 2,
+};
+
 struct cowtrace_config {
 	__u32 spawner_tgid;   /* children forked by this process are traced (cowtrace -c) */
 	__u8  trace_all;      /* trace every process */
@@ -202,7 +236,7 @@ struct cowtrace_config {
 	__u8  fault_mode;     /* enum cowtrace_fault_mode */
 	__u8  copy_by_alloc;  /* fentry/kprobe tiers without wp_page_copy: detect the copy by its allocation */
 	__u8  fork_lineage;   /* keep a record per fork: latency, size, copies attributed to it */
-	__u8  record_faults;  /* recording: first-touch faults and address-space syscalls as events */
+	__u8  record_faults;  /* recording: enum cowtrace_record_faults bits */
 	__u8  no_wakeup;      /* submit events without waking the reader (it polls on a timer) */
 	__u8  histograms;     /* bucket latency, burst size and fault offsets per process */
 	__u8  user_stacks;    /* count copies per user stack */

@@ -116,6 +116,11 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 				split_rss_resolve(p, bpf_get_current_task_btf());
 			p->tid = 0;
 		}
+		if ((cowtrace_cfg.record_faults & COWTRACE_RECORD_IN_FAULT_HOOK) && !(error_code & X86_PF_PROT)) {
+			struct task_struct *task = bpf_get_current_task_btf();
+			if (counters_of(task))
+				emit_first_touch(task, address, regs, error_code);
+		}
 		return 0;
 	}
 	struct cowtrace_pending_fault *p = pending();
@@ -137,6 +142,8 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 		/* A first write (anonymous first touches are the most common
 		 * fault): nothing more here, no VMA lookup. */
 		pend(p, task, slot, regs, address, true);
+		if (cowtrace_cfg.record_faults & COWTRACE_RECORD_IN_FAULT_HOOK)
+			emit_first_touch(task, address, regs, error_code);
 		return 0;
 	}
 	if (cowtrace_cfg.fault_mode != COWTRACE_MODE_TRACEPOINT) {
@@ -163,7 +170,7 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	 * be read), so for recordings the lookup stops after 256 faults. It costs
 	 * about 1 µs: its mmap_lock unlock goes through irq_work, IRQs being off. */
 	struct find_vma_ctx f = { .tgid = tgid, .address = address, .histogram = cowtrace_cfg.mapping_histograms };
-	bool lookup = cowtrace_cfg.mapping_histograms || (cowtrace_cfg.record_faults && c->wp_faults <= 256);
+	bool lookup = cowtrace_cfg.mapping_histograms || ((cowtrace_cfg.record_faults & COWTRACE_RECORD_FAULTS) && c->wp_faults <= 256);
 	if (lookup && bpf_find_vma(task, address, vma_found, &f, 0))
 		count_drop(COWTRACE_DROP_VMA_BUSY);
 	emit(COWTRACE_EVENT_WP_FAULT, COWTRACE_CLASS_UNRESOLVED, tgid, tid, address, ip,

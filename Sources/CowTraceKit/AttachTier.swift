@@ -43,8 +43,22 @@ public struct TierPlan: Sendable, Equatable {
     /// Only with fork lineage: the fork-family syscalls' entry and exit, for latency.
     public static let lineagePrograms = ["tp_sys_enter_fork", "tp_sys_exit_fork"]
 
-    /// Only when recording: first-touch faults and the address-space syscalls.
-    public static let recordPrograms = ["tp_first_touch", "tp_sys_exit_vm"]
+    /// Only when recording: the address-space syscalls, and the first-touch
+    /// faults where the plan does not attach tp_page_fault_user anyway (which
+    /// then emits them itself: one program per fault instead of two).
+    public var recordPrograms: [String] {
+        firstTouchesInFaultHook ? ["tp_sys_exit_vm"] : ["tp_first_touch", "tp_sys_exit_vm"]
+    }
+
+    /// tp_page_fault_user is attached: a recording's first touches come from it.
+    var firstTouchesInFaultHook: Bool { faultPrograms.contains("tp_page_fault_user") }
+
+    /// cowtrace_config.record_faults for a recording (enum cowtrace_record_faults):
+    /// fault events always go through the per-CPU batches.
+    var recordFaults: UInt8 {
+        UInt8(COWTRACE_RECORD_FAULTS.rawValue | COWTRACE_RECORD_BATCHED.rawValue
+              | (firstTouchesInFaultHook ? COWTRACE_RECORD_IN_FAULT_HOOK.rawValue : 0))
+    }
 
     public var allPrograms: [String] { faultPrograms + TierPlan.processPrograms }
 

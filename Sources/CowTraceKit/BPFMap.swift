@@ -28,6 +28,10 @@ struct BPFMap<Key, Value> {
         if type == BPF_MAP_TYPE_RINGBUF {
             throw TracerError.mapTypeMismatch(map: name, object: object.name, expected: "a keyed map", found: "a ring buffer")
         }
+        if type == BPF_MAP_TYPE_ARRAY_OF_MAPS || type == BPF_MAP_TYPE_HASH_OF_MAPS {
+            throw TracerError.mapTypeMismatch(map: name, object: object.name, expected: "a keyed map of values",
+                                              found: "a map of maps (its values are map descriptors)")
+        }
         let keySize = Int(bpf_map__key_size(map))
         guard keySize == MemoryLayout<Key>.size else {
             throw TracerError.mapSizeMismatch(map: name, object: object.name, part: "key", bpfSize: keySize,
@@ -174,6 +178,80 @@ struct BPFRingBufferMap {
         }
         return fd
     }
+}
+
+/// An array of ring buffers, one per possible CPU (BPF_MAP_TYPE_ARRAY_OF_MAPS
+/// whose values are ring buffers), found and type-checked once. The BPF side
+/// reserves in its own CPU's ring, so CPUs never contend for one ring's lock.
+/// Sized before load; the rings are created and put in place after load,
+/// before any program is attached (`createRings`).
+struct BPFPerCPURingBuffers {
+    let name: String
+    let object: BPFObject
+    private let map: OpaquePointer
+
+    init(_ object: BPFObject, _ name: String) throws {
+        guard let map = bpf_object__find_map_by_name(object.handle, name) else {
+            throw TracerError.unknownMap(map: name, object: object.name)
+        }
+        guard bpf_map__type(map) == BPF_MAP_TYPE_ARRAY_OF_MAPS, bpf_map__inner_map(map).map(bpf_map__type) == BPF_MAP_TYPE_RINGBUF else {
+            throw TracerError.mapTypeMismatch(map: name, object: object.name, expected: "an array of ring buffers",
+                                              found: "map type \(bpf_map__type(map).rawValue)")
+        }
+        self.name = name
+        self.object = object
+        self.map = map
+    }
+
+    /// The array's slots (one per possible CPU once sized).
+    var slots: Int { Int(bpf_map__max_entries(map)) }
+
+    /// The CPUs the kernel may ever run on: one ring each.
+    static var possibleCPUs: Int { Int(max(1, libbpf_num_possible_cpus())) }
+
+    /// The bytes of each CPU's ring for a budget of `totalBytes` over every
+    /// CPU: a power of two, at least a page, and at least 1 MiB unless the
+    /// budget is smaller (a CPU that faults alone must not fill a tiny ring).
+    static func bytesPerRing(totalBytes: UInt32, cpus: Int = possibleCPUs) -> UInt32 {
+        let page = UInt32(getpagesize())
+        let share = max(totalBytes / UInt32(max(cpus, 1)), min(totalBytes, 1 << 20), page)
+        return 1 << (31 - share.leadingZeroBitCount)
+    }
+
+    /// Before load only: one slot per possible CPU.
+    func setSlots(_ count: Int) throws {
+        let rc = object.isClosed ? -EBADF : bpf_map__set_max_entries(map, UInt32(count))
+        if rc != 0 { throw TracerError.mapAccess(map: name, operation: "set the CPU count \(count) of", errno: Errno(rc)) }
+    }
+
+    /// After load, before attach: a ring of `bytes` in each slot. The
+    /// returned descriptors belong to the caller (`RingBuffer` reads them);
+    /// the array keeps the rings alive as well.
+    func createRings(bytes: UInt32) throws -> PerCPURings {
+        guard !object.isClosed, case let outer = bpf_map__fd(map), outer >= 0 else {
+            throw TracerError.mapAccess(map: name, operation: "use (the object \(object.name) is not loaded, or closed)", errno: Errno(EBADF))
+        }
+        let rings = PerCPURings()
+        for cpu in 0..<bpf_map__max_entries(map) {
+            errno = 0
+            let fd = bpf_map_create(BPF_MAP_TYPE_RINGBUF, "\(name)_cpu\(cpu)", 0, 0, bytes, nil)
+            guard fd >= 0 else {
+                throw TracerError.mapAccess(map: name, operation: "create the \(bytes)-byte ring of CPU \(cpu) for", errno: Errno(fd))
+            }
+            rings.descriptors.append(fd)
+            var key = cpu, value = fd
+            let rc = bpf_map_update_elem(outer, &key, &value, UInt64(BPF_ANY))
+            if rc != 0 { throw TracerError.mapAccess(map: name, operation: "insert the ring of CPU \(cpu) in", errno: Errno(rc)) }
+        }
+        return rings
+    }
+}
+
+/// The per-CPU rings' descriptors, closed when released (the kernel frees a
+/// ring once neither this nor the array holds it).
+final class PerCPURings {
+    fileprivate(set) var descriptors: [Int32] = []
+    deinit { for fd in descriptors { Glibc.close(fd) } }
 }
 
 /// A program of an opened `BPFObject`, found once by name: attached, or run

@@ -23,7 +23,10 @@ struct CowTraceMaps {
     /// Stack id -> up to `stackDepth` return addresses.
     let stacks: BPFMap<UInt32, UInt64>
     let stackCopies: BPFMap<cowtrace_stack_key, UInt64>
-    let events: BPFRingBufferMap
+    /// One ring buffer per CPU.
+    let events: BPFPerCPURingBuffers
+    /// Recording: each CPU's batch of fault events not sent yet.
+    let eventBatches: BPFMap<UInt32, cowtrace_event_batch>
     let registerProcess: BPFProgram
     let unregisterProcess: BPFProgram
 
@@ -45,7 +48,8 @@ struct CowTraceMaps {
         histograms = try object.map("histograms", key: cowtrace_hist_key.self, value: cowtrace_hist.self)
         stacks = try object.map("stacks", key: UInt32.self, value: UInt64.self, valueElements: CowTraceMaps.stackDepth)
         stackCopies = try object.map("stack_copies", key: cowtrace_stack_key.self, value: UInt64.self)
-        events = try object.ringBuffer("events")
+        events = try BPFPerCPURingBuffers(object, "events")
+        eventBatches = try object.map("event_batches", key: UInt32.self, value: cowtrace_event_batch.self)
         registerProcess = try object.program(CowTracer.registerProgram)
         unregisterProcess = try object.program(CowTracer.unregisterProgram)
     }

@@ -102,6 +102,10 @@ public final class CowTracer {
     /// cowtrace_cfg.index_mask: 0 for the direct index.
     let indexMask: UInt32
     private var ringBuffer: RingBuffer?
+    /// The events' rings, one per CPU (only when events are sent).
+    private var rings: PerCPURings?
+    /// The last partial batches were handed over (`flushEventBatches`).
+    private var batchesFlushed = false
 
     public init(options: TracerOptions) throws {
         let missing = KernelFacts.missingBPFCapabilities()
@@ -120,6 +124,7 @@ public final class CowTracer {
         object = chosen.loaded.object
         links = chosen.loaded.links
         maps = chosen.loaded.maps
+        rings = chosen.loaded.rings
         tier = chosen.plan.tier
         copyByAlloc = chosen.plan.copyByAlloc
         perThreadEnabled = options.perThread
@@ -137,16 +142,17 @@ public final class CowTracer {
     /// Detaches every program and frees the maps.
     public func close() {
         ringBuffer = nil
+        rings = nil
         links.removeAll()
         object?.close()
         object = nil
     }
 
-    private static func loadAndAttach(plan: TierPlan, options: TracerOptions) throws -> (object: BPFObject, links: [BPFLink], maps: CowTraceMaps) {
+    private static func loadAndAttach(plan: TierPlan, options: TracerOptions) throws -> (object: BPFObject, links: [BPFLink], maps: CowTraceMaps, rings: PerCPURings?) {
         let object = try BPFObject(bytes: EmbeddedBPF.cowtrace, name: "cowtrace")
         let maps = try CowTraceMaps(object)
         var programs = plan.allPrograms + (options.forkLineage ? TierPlan.lineagePrograms : [])
-        if options.recordAddressSpace { programs += TierPlan.recordPrograms }
+        if options.recordAddressSpace { programs += plan.recordPrograms }
         if options.histograms, let ret = plan.faultReturnProgram, !programs.contains(ret) { programs.append(ret) }
         // register_process and unregister_process are run by user space
         // (trace(pid:)), never attached.
@@ -170,7 +176,9 @@ public final class CowTracer {
         try maps.tidSlots.setMaxEntries(options.perThread ? pidPairs : 1)
         try maps.tidIndex.setMaxEntries(options.perThread && index == .hashed ? options.maxProcesses : 1)
         try maps.exitedThreads.setMaxEntries(options.perThread ? options.maxProcesses : 1)
-        try maps.events.setMaxEntries(options.emitEvents || options.processEvents ? options.ringBufferBytes : UInt32(getpagesize()))
+        // The rings themselves are made after load, and only when events are sent.
+        let sendsEvents = options.emitEvents || options.processEvents
+        try maps.events.setSlots(sendsEvents ? BPFPerCPURingBuffers.possibleCPUs : 1)
         guard let config = object.rodataVariable("cowtrace_cfg", as: cowtrace_config.self) else {
             throw TracerError.openObject(.noEntry)
         }
@@ -180,7 +188,7 @@ public final class CowTracer {
         config.pointee.fault_mode = plan.mode
         config.pointee.copy_by_alloc = plan.copyByAlloc ? 1 : 0
         config.pointee.fork_lineage = options.forkLineage ? 1 : 0
-        config.pointee.record_faults = options.recordAddressSpace ? 1 : 0
+        config.pointee.record_faults = options.recordAddressSpace ? plan.recordFaults : 0
         config.pointee.no_wakeup = options.eventsWithoutWakeup ? 1 : 0
         config.pointee.histograms = options.histograms ? 1 : 0
         config.pointee.mapping_histograms = options.mappingHistograms ? 1 : 0
@@ -197,8 +205,13 @@ public final class CowTracer {
         try maps.stacks.setMaxEntries(options.userStacks ? 16384 : 1)
         try maps.stackCopies.setMaxEntries(options.userStacks ? 65536 : 1)
         try object.load(tier: plan.tier)
+        // Every ring in place before the first program runs: an event with no
+        // ring would be counted lost.
+        let rings = sendsEvents
+            ? try maps.events.createRings(bytes: BPFPerCPURingBuffers.bytesPerRing(totalBytes: options.ringBufferBytes))
+            : nil
         let links = try object.attach(programs, tier: plan.tier)
-        return (object, links, maps)
+        return (object, links, maps, rings)
     }
 
     static let registerProgram = "register_process"
@@ -370,7 +383,7 @@ public final class CowTracer {
 
     /// Delivers ring-buffer events to `handler` from `pollEvents`.
     public func onEvent(_ handler: @escaping (FaultEvent) -> Void) throws {
-        ringBuffer = try RingBuffer(map: maps.events) { bytes in
+        ringBuffer = try eventReader { bytes in
             guard bytes.count >= Int(COWTRACE_SHORT_EVENT_SIZE) else { return }
             // Fault events stop before comm: copy what there is into a zeroed event.
             var raw = cowtrace_event()
@@ -383,7 +396,52 @@ public final class CowTracer {
     /// cowtrace_vm_event when its type says so) from `pollEvents`: the
     /// recorder's fast path.
     public func onRawEvent(_ handler: @escaping (UnsafeRawBufferPointer) -> Void) throws {
-        ringBuffer = try RingBuffer(map: maps.events, raw: handler)
+        ringBuffer = try eventReader(handler)
+    }
+
+    private func eventReader(_ handler: @escaping (UnsafeRawBufferPointer) -> Void) throws -> RingBuffer {
+        guard let rings else {
+            throw TracerError.mapAccess(map: maps.events.name, operation: "read events (the tracer was started without them) from",
+                                        errno: Errno(EINVAL))
+        }
+        return try RingBuffer(name: maps.events.name, descriptors: rings.descriptors, unpack: CowTracer.unpackBatch,
+                              raw: handler)
+    }
+
+    /// A batch of fault events (recording) as its events; any other record as itself.
+    static func unpackBatch(_ record: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> Void) {
+        let size = Int(COWTRACE_SHORT_EVENT_SIZE), header = MemoryLayout<cowtrace_event_batch>.offset(of: \.events)!
+        guard record.count >= MemoryLayout<cowtrace_event_batch>.size, let base = record.baseAddress,
+              base.load(fromByteOffset: MemoryLayout<cowtrace_event_batch>.offset(of: \.type)!, as: UInt8.self)
+                == UInt8(COWTRACE_EVENT_BATCH.rawValue) else {
+            body(record)
+            return
+        }
+        let count = min(Int(base.loadUnaligned(fromByteOffset: MemoryLayout<cowtrace_event_batch>.offset(of: \.count)!,
+                                                as: UInt32.self)), Int(COWTRACE_BATCH_EVENTS))
+        for i in 0..<count {
+            body(UnsafeRawBufferPointer(rebasing: record[(header + i * size)..<(header + (i + 1) * size)]))
+        }
+    }
+
+    /// Detaches every program, keeping the maps: what they counted and sent
+    /// can still be read, and nothing changes it any more.
+    public func detach() {
+        links.removeAll()
+    }
+
+    /// Recording, once detached: hands each CPU's last, partial batch of
+    /// fault events to the event handler. Returns how many events.
+    @discardableResult
+    public func flushEventBatches() throws -> Int {
+        guard let ringBuffer, links.isEmpty, !batchesFlushed else { return 0 }
+        batchesFlushed = true
+        var n = 0
+        for batch in try maps.eventBatches.values(0) where batch.count > 0 {
+            n += Int(batch.count)
+            withUnsafeBytes(of: batch) { ringBuffer.inject($0) }
+        }
+        return n
     }
 
     /// Reads what the ring buffer holds without waiting (for readers that

@@ -3,12 +3,17 @@ import CBPF
 import Glibc
 #endif
 
-/// A BPF ring buffer read through libbpf: each record is decoded as `Record`
-/// (shorter ones are skipped) and handed to `deliver` from `poll`. Freed when
-/// released.
+/// BPF ring buffers read through libbpf: each record is decoded as `Record`
+/// (shorter ones are skipped), or handed over raw, from `poll` and
+/// `consume`. Freed when released.
 final class RingBuffer {
     private let receive: (UnsafeMutableRawPointer, Int) -> Void
     private var handle: OpaquePointer?
+    /// With several rings: the records of one poll or consume, handed over
+    /// in time order at its end.
+    private var merger: TimeMerger?
+    private let deliver: (UnsafeRawBufferPointer) -> Void
+    private let unpack: (UnsafeRawBufferPointer, (UnsafeRawBufferPointer) -> Void) -> Void
 
     convenience init<Record>(map: BPFRingBufferMap, as _: Record.Type, deliver: @escaping (Record) -> Void) throws {
         try self.init(map: map, raw: { bytes in
@@ -18,36 +23,113 @@ final class RingBuffer {
     }
 
     /// Hands each record over as raw bytes, valid only during the call.
-    init(map: BPFRingBufferMap, raw deliver: @escaping (UnsafeRawBufferPointer) -> Void) throws {
-        let mapFD = try map.descriptor()
-        receive = { data, size in deliver(UnsafeRawBufferPointer(start: data, count: size)) }
+    convenience init(map: BPFRingBufferMap, raw deliver: @escaping (UnsafeRawBufferPointer) -> Void) throws {
+        try self.init(name: map.name, descriptors: [map.descriptor()], raw: deliver)
+    }
+
+    /// One reader over several rings (one per CPU). libbpf reads them one
+    /// after the other; the records of one `poll` or `consume` are handed
+    /// over merged by their time (every record starts with its
+    /// bpf_ktime_get_ns as a u64), so readers see one stream, as from a
+    /// single ring.
+    /// `unpack` turns one ring record into the records handed over (a batch
+    /// of events into its events); by default each record is its own.
+    init(name: String, descriptors: [Int32],
+         unpack: @escaping (UnsafeRawBufferPointer, (UnsafeRawBufferPointer) -> Void) -> Void = { $1($0) },
+         raw deliver: @escaping (UnsafeRawBufferPointer) -> Void) throws {
+        self.deliver = deliver
+        self.unpack = unpack
+        if descriptors.count > 1 {
+            let merger = TimeMerger()
+            self.merger = merger
+            receive = { data, size in unpack(UnsafeRawBufferPointer(start: data, count: size), merger.add) }
+        } else {
+            receive = { data, size in unpack(UnsafeRawBufferPointer(start: data, count: size), deliver) }
+        }
         let callback: ring_buffer_sample_fn = { ctx, data, size in
             guard let ctx, let data else { return 0 }
             Unmanaged<RingBuffer>.fromOpaque(ctx).takeUnretainedValue().receive(data, size)
             return 0
         }
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        guard let first = descriptors.first else {
+            throw TracerError.mapAccess(map: name, operation: "open the ring buffers (none were created) of", errno: Errno(EINVAL))
+        }
         errno = 0
-        guard let rb = ring_buffer__new(mapFD, callback, Unmanaged.passUnretained(self).toOpaque(), nil) else {
-            throw TracerError.mapAccess(map: map.name, operation: "open ring buffer", errno: Errno.current)
+        guard let rb = ring_buffer__new(first, callback, context, nil) else {
+            throw TracerError.mapAccess(map: name, operation: "open ring buffer", errno: Errno.current)
         }
         handle = rb
+        for fd in descriptors.dropFirst() {
+            let rc = ring_buffer__add(rb, fd, callback, context)
+            if rc != 0 { throw TracerError.mapAccess(map: name, operation: "open ring buffer", errno: Errno(rc)) }
+        }
     }
 
     /// Waits up to `timeoutMilliseconds`; returns how many records were handled.
     func poll(timeoutMilliseconds: Int32) -> Int {
         guard let rb = handle else { return 0 }
         let n = ring_buffer__poll(rb, timeoutMilliseconds)
+        merger?.drain(deliver)
         return n < 0 ? 0 : Int(n)
+    }
+
+    /// Hands over `record` as if it had come from a ring (unpacked, and in
+    /// time order with the others when several rings are merged).
+    func inject(_ record: UnsafeRawBufferPointer) {
+        if let merger {
+            unpack(record, merger.add)
+            merger.drain(deliver)
+        } else {
+            unpack(record, deliver)
+        }
     }
 
     /// Reads what is there without waiting.
     func consume() -> Int {
         guard let rb = handle else { return 0 }
         let n = ring_buffer__consume(rb)
+        merger?.drain(deliver)
         return n < 0 ? 0 : Int(n)
     }
 
     deinit {
         if let rb = handle { ring_buffer__free(rb) }
+    }
+}
+
+/// Records from several rings, kept until `drain` hands them over ordered by
+/// the u64 time they start with (ties in arrival order). Records that
+/// already arrive in order (one CPU busy) are not sorted.
+final class TimeMerger {
+    private struct Entry {
+        var time: UInt64
+        var offset: Int
+        var count: Int
+    }
+    private var bytes: [UInt8] = []
+    private var entries: [Entry] = []
+    private var inOrder = true
+
+    func add(_ record: UnsafeRawBufferPointer) {
+        guard record.count >= 8, let base = record.baseAddress else { return }
+        let time = base.loadUnaligned(as: UInt64.self)
+        if let last = entries.last, last.time > time { inOrder = false }
+        entries.append(Entry(time: time, offset: bytes.count, count: record.count))
+        bytes.append(contentsOf: record)
+    }
+
+    func drain(_ deliver: (UnsafeRawBufferPointer) -> Void) {
+        guard !entries.isEmpty else { return }
+        if !inOrder {
+            // Stable (Swift's sort is): equal times keep their arrival order.
+            entries.sort { $0.time < $1.time }
+        }
+        bytes.withUnsafeBytes { all in
+            for e in entries { deliver(UnsafeRawBufferPointer(rebasing: all[e.offset..<e.offset + e.count])) }
+        }
+        entries.removeAll(keepingCapacity: true)
+        bytes.removeAll(keepingCapacity: true)
+        inOrder = true
     }
 }

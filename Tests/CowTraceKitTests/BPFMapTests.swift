@@ -48,7 +48,10 @@ final class BPFMapTests: XCTestCase {
         XCTAssertEqual(maps.drops.valuesPerKey, try possibleCPUs())
         XCTAssertFalse(maps.processSlots.perCPU)
         XCTAssertEqual(maps.processSlots.valuesPerKey, 1)
-        XCTAssertEqual(maps.events.maxEntries, 4 << 20, "bpf/cowtrace_record.bpf.h's ring size")
+        XCTAssertEqual(maps.events.slots, 1, "bpf/cowtrace_record.bpf.h's array of rings: one slot until sized to the CPUs")
+        XCTAssertTrue(maps.eventBatches.perCPU)
+        XCTAssertEqual(maps.eventBatches.valueSize, MemoryLayout<cowtrace_event_batch>.size)
+        XCTAssertEqual(maps.eventBatches.valueSize, 40 + 64 * 40, "a 40-byte header and 64 short events")
         XCTAssertEqual(maps.registerProcess.name, "register_process")
     }
 
@@ -76,6 +79,17 @@ final class BPFMapTests: XCTestCase {
         XCTAssertThrowsError(try object.ringBuffer("event")) { error in
             guard case TracerError.unknownMap("event", "cowtrace")? = error as? TracerError else {
                 return XCTFail("expected unknownMap, got \(error)")
+            }
+        }
+        // The per-CPU rings are an array of maps, not one ring, and the other way round.
+        XCTAssertThrowsError(try object.ringBuffer("events")) { error in
+            guard case TracerError.mapTypeMismatch("events", "cowtrace", "a ring buffer", _)? = error as? TracerError else {
+                return XCTFail("expected mapTypeMismatch, got \(error)")
+            }
+        }
+        XCTAssertThrowsError(try BPFPerCPURingBuffers(object, "drops")) { error in
+            guard case TracerError.mapTypeMismatch("drops", "cowtrace", "an array of ring buffers", _)? = error as? TracerError else {
+                return XCTFail("expected mapTypeMismatch, got \(error)")
             }
         }
     }
@@ -137,7 +151,14 @@ final class BPFMapTests: XCTestCase {
 
     func testRingBufferReadAsKeyedMapIsRefused() throws {
         try requireBPF()
-        XCTAssertThrowsError(try cowtraceObject().map("events", key: UInt32.self, value: UInt64.self)) { error in
+        let oom = try BPFObject(bytes: EmbeddedBPF.oom, name: "oom")
+        XCTAssertThrowsError(try oom.map("events", key: UInt32.self, value: UInt64.self)) { error in
+            guard case TracerError.mapTypeMismatch("events", "oom", _, "a ring buffer")? = error as? TracerError else {
+                return XCTFail("expected mapTypeMismatch, got \(error)")
+            }
+        }
+        // cowtrace's per-CPU rings: an array of maps, whose 4-byte values are descriptors.
+        XCTAssertThrowsError(try cowtraceObject().map("events", key: UInt32.self, value: UInt32.self)) { error in
             guard case TracerError.mapTypeMismatch("events", "cowtrace", _, _)? = error as? TracerError else {
                 return XCTFail("expected mapTypeMismatch, got \(error)")
             }

@@ -185,7 +185,11 @@ public final class TraceRecorder {
 
     /// Drains the kernel, writes the final counters and the end record, closes the file.
     public func finish(reason: String) throws -> RecordingSummary {
+        // Nothing is sent once detached: drain the rings, then each CPU's
+        // last batch of fault events (the kernel holds up to 63 per CPU).
+        tracer.detach()
         while try pump() > 0 {}
+        try tracer.flushEventBatches()
         let now = MonotonicClock.nanoseconds()
         try checkpoint(time: now)
         writer.append(.end(EndRecord(time: now, reason: reason)))
