@@ -283,7 +283,8 @@ struct cowtrace_pending_fault {
 			    * rss cache tells only after the fault (file_rss, shmem_rss) */
 	__u8  not_present; /* a not-present write fault (x86 0x6), not a write-protect one:
 			    * counted only if it turns out to copy a private file page */
-	__u8  pad;
+	__u8  kernel_mode; /* fentry/kprobe do_cow_fault (do_fault): the kernel wrote, in a
+			    * syscall or exec (no page_fault_user, so no first-touch event) */
 	__u32 slot;    /* the process's slot in process_slots */
 	__u64 start_ns;    /* fentry/kprobe tiers with histograms: when do_wp_page began */
 	__u64 user_regs;   /* tracepoint tier: the thread's user pt_regs (kernel address) */

@@ -146,6 +146,7 @@ static __always_inline int on_cow_fault(struct vm_fault *vmf)
 	p->vma = (__u64)vma;
 	p->resolved = COWTRACE_CLASS_OTHER; /* counted at the return, not by the allocation hooks */
 	p->not_present = 1;
+	p->kernel_mode = !(BPF_CORE_READ(vmf, flags) & FAULT_FLAG_USER);
 	p->start_ns = cowtrace_cfg.histograms ? bpf_ktime_get_ns() : 0;
 	return 0;
 }
@@ -179,7 +180,15 @@ static __always_inline int on_cow_fault_return(void *ctx, unsigned int ret)
 	if (cowtrace_cfg.histograms && p->start_ns)
 		hist_add(p->tgid, COWTRACE_HIST_COPY_LATENCY, bpf_ktime_get_ns() - p->start_ns);
 	note_copy(ctx, p->tgid, c);
-	emit(COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_FILE_COPY, p->tgid, (__u32)bpf_get_current_pid_tgid(), p->address, 0, 0);
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	/* A copy the kernel made writing into user memory (a read() into the
+	 * page, the ELF loader zeroing the end of .data at exec) has no user
+	 * fault, so no first-touch event to resolve: one is recorded here, as a
+	 * kernel-mode write (x86 error code 0x2), so that the recording's file
+	 * copies add up to the counters. */
+	if (p->kernel_mode && (cowtrace_cfg.record_faults & COWTRACE_RECORD_FAULTS))
+		emit(COWTRACE_EVENT_FIRST_TOUCH, 0, p->tgid, tid, p->address, 0, X86_PF_WRITE);
+	emit(COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_FILE_COPY, p->tgid, tid, p->address, 0, 0);
 	return 0;
 }
 

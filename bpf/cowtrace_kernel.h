@@ -68,9 +68,10 @@ struct vm_area_struct {
 	struct mm_struct *vm_mm;
 };
 
-/* include/linux/mm_types.h: bit 0 in 6.1 .. 6.18 */
+/* include/linux/mm_types.h: bits 0 and 6 in 6.1 .. 6.18 */
 enum fault_flag {
 	FAULT_FLAG_WRITE = 1,
+	FAULT_FLAG_USER = 1 << 6,   /* the fault came from user mode */
 };
 
 struct vm_fault {

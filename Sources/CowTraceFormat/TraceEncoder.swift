@@ -6,8 +6,10 @@ internal final class TraceBlockEncoder {
     private(set) var buffer: UnsafeMutableRawPointer
     private(set) var capacity: Int
     /// End of the encoded bytes (the payload starts at blockHeaderSize).
-    var position: Int
-    var recordCount = 0
+    /// Unchecked: every field written moves it, and the encoder is never
+    /// shared between threads (the writer's lock or its one owner).
+    @exclusivity(unchecked) var position: Int
+    @exclusivity(unchecked) var recordCount = 0
 
     var payloadLength: Int { position - TraceFormat.blockHeaderSize }
 

@@ -29,7 +29,9 @@ public final class TraceFileWriter {
     /// Records appended after a write failed (or after close), not written.
     public private(set) var recordsDropped = 0
     /// The first write error; thrown by the next flush() / close().
-    public private(set) var error: TraceFileError?
+    public private(set) var error: TraceFileError? { didSet { failed = error != nil } }
+    /// `error != nil`, read per record without copying the error.
+    private var failed = false
 
     private var fd: Int32
     private let encoder: TraceBlockEncoder
@@ -79,8 +81,8 @@ public final class TraceFileWriter {
 
     /// Adds a record to the current block; writes the block when it is full.
     public func append(_ record: TraceRecord) {
-        if closed || error != nil {
-            if error == nil { error = TraceFileError(path: path, problem: .closed) }
+        if closed || failed {
+            if !failed { error = TraceFileError(path: path, problem: .closed) }
             recordsDropped += 1
             return
         }

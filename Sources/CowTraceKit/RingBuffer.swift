@@ -42,7 +42,7 @@ final class RingBuffer {
         if descriptors.count > 1 {
             let merger = TimeMerger()
             self.merger = merger
-            receive = { data, size in unpack(UnsafeRawBufferPointer(start: data, count: size), merger.add) }
+            receive = { data, size in merger.add(UnsafeRawBufferPointer(start: data, count: size), unpack: unpack) }
         } else {
             receive = { data, size in unpack(UnsafeRawBufferPointer(start: data, count: size), deliver) }
         }
@@ -78,7 +78,7 @@ final class RingBuffer {
     /// time order with the others when several rings are merged).
     func inject(_ record: UnsafeRawBufferPointer) {
         if let merger {
-            unpack(record, merger.add)
+            merger.add(record, unpack: unpack)
             merger.drain(deliver)
         } else {
             unpack(record, deliver)
@@ -107,16 +107,29 @@ final class TimeMerger {
         var offset: Int
         var count: Int
     }
-    private var bytes: [UInt8] = []
-    private var entries: [Entry] = []
-    private var inOrder = true
+    // Unchecked exclusivity: one reader thread adds and drains, per record.
+    @exclusivity(unchecked) private var bytes: [UInt8] = []
+    @exclusivity(unchecked) private var entries: [Entry] = []
+    @exclusivity(unchecked) private var inOrder = true
 
+    /// Keeps `record` (copied) as one record.
     func add(_ record: UnsafeRawBufferPointer) {
-        guard record.count >= 8, let base = record.baseAddress else { return }
-        let time = base.loadUnaligned(as: UInt64.self)
-        if let last = entries.last, last.time > time { inOrder = false }
-        entries.append(Entry(time: time, offset: bytes.count, count: record.count))
+        add(record) { $1($0) }
+    }
+
+    /// Keeps the records `unpack` finds in one ring record, copying the ring
+    /// record once.
+    func add(_ record: UnsafeRawBufferPointer,
+             unpack: (UnsafeRawBufferPointer, (UnsafeRawBufferPointer) -> Void) -> Void) {
+        guard let start = record.baseAddress else { return }
+        let base = bytes.count
         bytes.append(contentsOf: record)
+        unpack(record) { part in
+            guard part.count >= 8, let p = part.baseAddress else { return }
+            let time = p.loadUnaligned(as: UInt64.self)
+            if let last = entries.last, last.time > time { inOrder = false }
+            entries.append(Entry(time: time, offset: base + (p - start), count: part.count))
+        }
     }
 
     func drain(_ deliver: (UnsafeRawBufferPointer) -> Void) {

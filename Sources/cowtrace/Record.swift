@@ -35,7 +35,7 @@ struct Record: ParsableCommand, OptionChecks {
     @Option(help: ArgumentHelp("Stop after this long: 30 (seconds), 500ms, 2m, 1h. Default: until the command exits, or Ctrl-C.", valueName: "time"))
     var duration: Seconds?
 
-    @Option(help: ArgumentHelp("Kernel ring buffer size in MiB (a power of two).", valueName: "MiB"))
+    @Option(help: ArgumentHelp("Kernel ring buffers in MiB (a power of two), split over the CPUs: one ring each, at least 1 MiB.", valueName: "MiB"))
     var ringBufferMib: UInt32 = 64
 
     @Option(help: ArgumentHelp("Time between complete blocks on disk (what a crash can lose): 0.25 (seconds), 250ms, 1s.", valueName: "time"))
