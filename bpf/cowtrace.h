@@ -293,6 +293,9 @@ struct cowtrace_pending_fault {
 	__u64 vma;         /* fentry/kprobe do_cow_fault (do_fault) hooks: the VMA, for the offset histogram */
 	__s32 file_rss;    /* split_rss: the thread's cached MM_FILEPAGES at the copy's allocation */
 	__s32 shmem_rss;   /* split_rss: its cached MM_SHMEMPAGES then */
+	__u64 event_ns;    /* tracepoint tier, events on: the time of the fault's event. Its
+			    * resolves carry it + 1 ns instead of a clock read of their own
+			    * (bpf_ktime_get_ns costs 40-70 ns a call in a VM: BENCHMARKS.md) */
 };
 
 #endif

@@ -46,6 +46,7 @@ static __always_inline int on_do_wp_page(struct vm_fault *vmf)
 			p->resolved = COWTRACE_CLASS_UNRESOLVED;
 			p->not_present = 0;
 			p->start_ns = cowtrace_cfg.histograms ? bpf_ktime_get_ns() : 0;
+			p->event_ns = 0; /* the allocation's resolve reads the clock */
 		}
 	}
 	if (cowtrace_cfg.emit_events)
@@ -148,6 +149,7 @@ static __always_inline int on_cow_fault(struct vm_fault *vmf)
 	p->not_present = 1;
 	p->kernel_mode = !(BPF_CORE_READ(vmf, flags) & FAULT_FLAG_USER);
 	p->start_ns = cowtrace_cfg.histograms ? bpf_ktime_get_ns() : 0;
+	p->event_ns = 0;
 	return 0;
 }
 

@@ -63,7 +63,20 @@ static __always_inline void pend(struct cowtrace_pending_fault *p, struct task_s
 	p->resolved = COWTRACE_CLASS_UNRESOLVED;
 	p->not_present = not_present;
 	p->split_rss = 0;
+	p->event_ns = 0;
 }
+
+/* The fault's event: now, remembered for its resolves (RESOLVE_TS). */
+static __always_inline __u64 fault_event_time(struct cowtrace_pending_fault *p)
+{
+	p->event_ns = bpf_ktime_get_ns();
+	return p->event_ns;
+}
+
+/* A resolve's time: 1 ns after its fault's event (so it sorts after it even
+ * when the thread moved to another CPU in between), read from the clock only
+ * when the fault sent no event of its own (tp_first_touch did). */
+#define RESOLVE_TS(p) ((p)->event_ns ? (p)->event_ns + 1 : 0)
 
 /* 6.1 counts a thread's own faults' rss in task->rss_stat (SPLIT_RSS_COUNTING)
  * and fires rss_stat only when it folds that cache into the mm, so a copy's
@@ -119,7 +132,7 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 		if ((cowtrace_cfg.record_faults & COWTRACE_RECORD_IN_FAULT_HOOK) && !(error_code & X86_PF_PROT)) {
 			struct task_struct *task = bpf_get_current_task_btf();
 			if (counters_of(task))
-				emit_first_touch(task, address, regs, error_code);
+				emit_first_touch(0, task, address, regs, error_code);
 		}
 		return 0;
 	}
@@ -143,7 +156,7 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 		 * fault): nothing more here, no VMA lookup. */
 		pend(p, task, slot, regs, address, true);
 		if (cowtrace_cfg.record_faults & COWTRACE_RECORD_IN_FAULT_HOOK)
-			emit_first_touch(task, address, regs, error_code);
+			emit_first_touch(fault_event_time(p), task, address, regs, error_code);
 		return 0;
 	}
 	if (cowtrace_cfg.fault_mode != COWTRACE_MODE_TRACEPOINT) {
@@ -167,13 +180,17 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	/* The VMA, for the mapping histograms and for recordings: the model
 	 * needs the kind of a mapping it never saw made, which only happens in a
 	 * process's start-up (its first faults after exec, before its maps could
-	 * be read), so for recordings the lookup stops after 256 faults. It costs
-	 * about 1 µs: its mmap_lock unlock goes through irq_work, IRQs being off. */
+	 * be read), so for recordings the lookup stops after 256 faults. It
+	 * costs 1-6 µs: its mmap_lock unlock goes through irq_work, IRQs being
+	 * off (on the storm, 8 children x 256 lookups are 20 ns of every fault).
+	 * Forked children look up too, although the model has their parent's
+	 * mappings: skipping it let the child of fork-exec reach a page both
+	 * write before the parent, unlike their fault records' order. */
 	struct find_vma_ctx f = { .tgid = tgid, .address = address, .histogram = cowtrace_cfg.mapping_histograms };
 	bool lookup = cowtrace_cfg.mapping_histograms || ((cowtrace_cfg.record_faults & COWTRACE_RECORD_FAULTS) && c->wp_faults <= 256);
 	if (lookup && bpf_find_vma(task, address, vma_found, &f, 0))
 		count_drop(COWTRACE_DROP_VMA_BUSY);
-	emit(COWTRACE_EVENT_WP_FAULT, COWTRACE_CLASS_UNRESOLVED, tgid, tid, address, ip,
+	emit_at(cowtrace_cfg.emit_events ? fault_event_time(p) : 0, COWTRACE_EVENT_WP_FAULT, COWTRACE_CLASS_UNRESOLVED, tgid, tid, address, ip,
 	     (__u32)(error_code & 0xff) | f.kind << 8);
 	return 0;
 }
@@ -240,7 +257,7 @@ static __always_inline int not_present_alloc(void *ctx, struct cowtrace_pending_
 	}
 	note_copy(ctx, p->tgid, c);
 	p->resolved = COWTRACE_CLASS_FILE_COPY;
-	emit(COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_FILE_COPY, p->tgid, p->tid, p->address, p->ip, 0);
+	emit_at(RESOLVE_TS(p), COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_FILE_COPY, p->tgid, p->tid, p->address, p->ip, 0);
 	return 0;
 }
 
@@ -284,7 +301,7 @@ int BPF_PROG(tp_mm_page_alloc, struct page *page, unsigned int order, gfp_t gfp_
 			add_class(&t->counters, class_);
 	}
 	p->resolved = class_;
-	emit(COWTRACE_EVENT_RESOLVE, class_, p->tgid, p->tid, p->address, p->ip, 0);
+	emit_at(RESOLVE_TS(p), COWTRACE_EVENT_RESOLVE, class_, p->tgid, p->tid, p->address, p->ip, 0);
 	return 0;
 }
 
@@ -306,7 +323,7 @@ static __always_inline int swap_in_not_file_copy(struct cowtrace_pending_fault *
 	}
 	p->resolved = COWTRACE_CLASS_OTHER;
 	/* Recordings: a first touch whose last resolve is not a file copy is no copy-on-write fault. */
-	emit(COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_UNRESOLVED, p->tgid, p->tid, p->address, p->ip, 0);
+	emit_at(RESOLVE_TS(p), COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_UNRESOLVED, p->tgid, p->tid, p->address, p->ip, 0);
 	return 0;
 }
 
@@ -326,7 +343,7 @@ static __always_inline int copy_was_file_copy(struct cowtrace_pending_fault *p)
 		}
 	}
 	p->resolved = COWTRACE_CLASS_FILE_COPY;
-	emit(COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_FILE_COPY, p->tgid, p->tid, p->address, p->ip, 0);
+	emit_at(RESOLVE_TS(p), COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_FILE_COPY, p->tgid, p->tid, p->address, p->ip, 0);
 	return 0;
 }
 

@@ -59,14 +59,13 @@ static __always_inline void fill_event(struct cowtrace_event *e, __u64 now, __u8
  * Only this CPU writes its batch, and the programs that emit fault events
  * never nest on one CPU (no fault or movable allocation in IRQ context):
  * no lock. A ring that has no room loses the whole batch, counted. */
-static __always_inline void emit_batched(__u8 type, __u8 class_, __u32 tgid, __u32 tid, __u64 address, __u64 ip,
-					 __u32 other_pid)
+static __always_inline void emit_batched(__u64 now, __u8 type, __u8 class_, __u32 tgid, __u32 tid, __u64 address,
+					 __u64 ip, __u32 other_pid)
 {
 	__u32 zero = 0;
 	struct cowtrace_event_batch *b = bpf_map_lookup_elem(&event_batches, &zero);
 	if (!b)
 		return;
-	__u64 now = bpf_ktime_get_ns();
 	__u32 n = b->count;
 	if (n >= COWTRACE_BATCH_EVENTS)
 		n = 0; /* never: a full batch is sent at once */
@@ -89,20 +88,23 @@ static __always_inline void emit_batched(__u8 type, __u8 class_, __u32 tgid, __u
 	b->count = 0;
 }
 
-static __always_inline void emit(__u8 type, __u8 class_, __u32 tgid, __u32 tid,
-				 __u64 address, __u64 ip, __u32 other_pid)
+/* An event at time `ts` (0: now). */
+static __always_inline void emit_at(__u64 ts, __u8 type, __u8 class_, __u32 tgid, __u32 tid,
+				    __u64 address, __u64 ip, __u32 other_pid)
 {
 	bool with_comm = type == COWTRACE_EVENT_FORK || type == COWTRACE_EVENT_EXEC || type == COWTRACE_EVENT_EXIT;
 	if (!cowtrace_cfg.emit_events && !(cowtrace_cfg.process_events && with_comm))
 		return;
+	if (!ts)
+		ts = bpf_ktime_get_ns();
 	if ((cowtrace_cfg.record_faults & COWTRACE_RECORD_BATCHED) && !with_comm) {
-		emit_batched(type, class_, tgid, tid, address, ip, other_pid);
+		emit_batched(ts, type, class_, tgid, tid, address, ip, other_pid);
 		return;
 	}
 	struct cowtrace_event *e = events_reserve(with_comm ? sizeof(*e) : COWTRACE_SHORT_EVENT_SIZE);
 	if (!e)
 		return;
-	fill_event(e, bpf_ktime_get_ns(), type, class_, tgid, tid, address, ip, other_pid);
+	fill_event(e, ts, type, class_, tgid, tid, address, ip, other_pid);
 	if (with_comm)
 		bpf_get_current_comm(e->comm, sizeof(e->comm));
 	/* Without wakeups the reader polls on a timer, except for an exec: the
@@ -115,15 +117,21 @@ static __always_inline void emit(__u8 type, __u8 class_, __u32 tgid, __u32 tid,
 	bpf_ringbuf_submit(e, flags);
 }
 
+static __always_inline void emit(__u8 type, __u8 class_, __u32 tgid, __u32 tid,
+				 __u64 address, __u64 ip, __u32 other_pid)
+{
+	emit_at(0, type, class_, tgid, tid, address, ip, other_pid);
+}
+
 /* Recording: a not-present user fault of a traced task (the model needs to
  * know which pages were populated, and how). No VMA lookup here:
  * bpf_find_vma costs microseconds on this path (its mmap_lock unlock is
  * deferred through irq_work with IRQs off). The write-protect fault that
  * matters carries the VMA kind. */
-static __always_inline void emit_first_touch(struct task_struct *task, unsigned long address,
+static __always_inline void emit_first_touch(__u64 ts, struct task_struct *task, unsigned long address,
 					     struct pt_regs *regs, unsigned long error_code)
 {
-	emit(COWTRACE_EVENT_FIRST_TOUCH, 0, task->tgid, task->pid, address, regs->ip, (__u32)(error_code & 0xff));
+	emit_at(ts, COWTRACE_EVENT_FIRST_TOUCH, 0, task->tgid, task->pid, address, regs->ip, (__u32)(error_code & 0xff));
 }
 
 /* The first touches, where tp_page_fault_user is not attached (the fentry and
@@ -138,7 +146,7 @@ int BPF_PROG(tp_first_touch, unsigned long address, struct pt_regs *regs, unsign
 	struct task_struct *task = bpf_get_current_task_btf();
 	if (!counters_of(task))
 		return 0;
-	emit_first_touch(task, address, regs, error_code);
+	emit_first_touch(0, task, address, regs, error_code);
 	return 0;
 }
 
