@@ -23,6 +23,77 @@ extension TraceReplayer {
         var disagreement: Int?
     }
 
+    /// The recent write-protect faults by the frame they found mapped: per
+    /// frame a chain, latest first, through one array of faults (no list per
+    /// frame). Faults are logged in start order, so a fault that ended before
+    /// one starts overlaps no later one either: it is unlinked when met, and
+    /// the array is compacted now and then.
+    struct FrameFaultLog {
+        private struct Entry {
+            var fault: FrameFault
+            /// The frame's previous fault (index in `entries`), -1 for none.
+            var older: Int32
+        }
+        /// Frame → index in `entries` of its latest fault.
+        private var latest: [Int: Int32] = [:]
+        private var entries: [Entry] = []
+        private var compactAt = 1 << 16
+
+        /// Logs `fault` on `frame`; returns its handle (for `setDisagreement`)
+        /// and the earlier faults of other processes on the frame that overlap it.
+        mutating func add(_ fault: FrameFault, on frame: Int) -> (handle: Int, overlapping: [FrameFault]) {
+            if entries.count >= compactAt { compact(now: fault.start) }
+            let handle = entries.count
+            var overlapping: [FrameFault] = []
+            // One lookup for the frame: its chain is walked and relinked through `head`.
+            FrameFaultLog.add(fault, handle: handle, &entries, head: &latest[frame, default: -1], &overlapping)
+            return (handle, overlapping)
+        }
+
+        private static func add(_ fault: FrameFault, handle: Int, _ entries: inout [Entry], head: inout Int32,
+                                _ overlapping: inout [FrameFault]) {
+            var first: Int32 = -1, last: Int32 = -1
+            var i = head
+            while i >= 0 {
+                let e = entries[Int(i)]
+                if e.fault.end >= fault.start {
+                    if last < 0 { first = i } else { entries[Int(last)].older = i }
+                    last = i
+                    if e.fault.pid != fault.pid { overlapping.append(e.fault) }
+                }
+                i = e.older
+            }
+            if last >= 0 { entries[Int(last)].older = -1 }
+            entries.append(Entry(fault: fault, older: first))
+            head = Int32(handle)
+        }
+
+        mutating func setDisagreement(_ disagreement: Int, handle: Int) {
+            entries[handle].fault.disagreement = disagreement
+        }
+
+        /// Keeps only the faults not over before `now` (and the frames with one).
+        private mutating func compact(now: UInt64) {
+            var kept: [Entry] = []
+            var heads: [Int: Int32] = [:]
+            for (frame, head) in latest {
+                var i = head, last = -1
+                while i >= 0 {
+                    let e = entries[Int(i)]
+                    if e.fault.end >= now {
+                        if last < 0 { heads[frame] = Int32(kept.count) } else { kept[last].older = Int32(kept.count) }
+                        last = kept.count
+                        kept.append(Entry(fault: e.fault, older: -1))
+                    }
+                    i = e.older
+                }
+            }
+            entries = kept
+            latest = heads
+            compactAt = max(1 << 16, 2 * kept.count)
+        }
+    }
+
     /// When a fault was certainly over: when its thread did something else
     /// next (a thread handles one fault at a time), else its last resolve, else
     /// its start. An upper bound: a thread preempted between two faults
@@ -38,46 +109,10 @@ extension TraceReplayer {
         return info.frame
     }
 
-    /// The earlier faults of other processes on `frame` whose interval overlaps
-    /// one starting at `start` (faults are replayed in start order, so an earlier
-    /// one overlaps when it ended at or after `start`).
-    func overlappingFaults(on frame: Int, pid: Int32, start: UInt64) -> [FrameFault] {
-        // In place (no copy of the list), and no new array unless another process's fault overlaps.
-        // An emptied list stays (this fault is remembered on the same frame
-        // next, into its storage); the sweep in `rememberFault` drops the rest.
-        guard let i = faultsOnFrame.index(forKey: frame) else { return [] }
-        faultsOnFrame.values[i].removeAll { $0.end < start }
-        let list = faultsOnFrame.values[i]
-        guard list.contains(where: { $0.pid != pid }) else { return [] }
-        return list.filter { $0.pid != pid }
-    }
-
     /// Whether one class is a copy and the other a reuse.
     @inline(__always)
     static func copyAndReuse(_ a: ReplayClass, _ b: ReplayClass) -> Bool {
         (a == .copy && b == .reuse) || (a == .reuse && b == .copy)
-    }
-
-    func rememberFault(on frame: Int, _ fault: FrameFault) {
-        faultsOnFrame[frame, default: []].append(fault)
-        frameFaultsKept += 1
-        // Faults on frames never faulted again would stay forever: drop the finished ones now and then.
-        if frameFaultsKept >= frameFaultsSweepAt {
-            // In place: no new dictionary or list unless frames have to go.
-            let now = fault.start
-            var kept = 0, emptied = 0
-            var i = faultsOnFrame.values.startIndex
-            while i != faultsOnFrame.values.endIndex {
-                faultsOnFrame.values[i].removeAll { $0.end < now }
-                let n = faultsOnFrame.values[i].count
-                kept += n
-                if n == 0 { emptied += 1 }
-                faultsOnFrame.values.formIndex(after: &i)
-            }
-            if emptied > 0 { faultsOnFrame = faultsOnFrame.filter { !$0.value.isEmpty } }
-            frameFaultsKept = kept
-            frameFaultsSweepAt = max(1 << 16, 2 * frameFaultsKept)
-        }
     }
 
     /// Relabels an earlier copy-or-reuse disagreement a later overlapping fault

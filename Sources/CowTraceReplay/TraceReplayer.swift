@@ -71,9 +71,7 @@ public final class TraceReplayer {
 
     var disagreements: [Disagreement] = []
     /// Recent write-protect faults by the frame they found mapped (see TraceReplayer+Races.swift).
-    var faultsOnFrame: [Int: [FrameFault]] = [:]
-    var frameFaultsKept = 0
-    var frameFaultsSweepAt = 1 << 16
+    var frameFaults = FrameFaultLog()
     /// Shared frames of processes that exited lately, by frame (see TraceReplayer+Races.swift).
     var exitedSharers = ExitedSharers()
     /// Exited processes whose pages the kernel was seen to have released (a reuse of one).
@@ -267,7 +265,11 @@ public final class TraceReplayer {
         }
 
         let frame = frameBeforeFault(pid, page)
-        let racing = frame.map { overlappingFaults(on: $0, pid: pid, start: f.time) } ?? []
+        let logged = frame.map {
+            frameFaults.add(FrameFault(pid: pid, start: f.time, end: TraceReplayer.faultEnd(start: f.time, kernel),
+                                       kernel: kernel.cls, disagreement: nil), on: $0)
+        }
+        let racing = logged?.overlapping ?? []
 
         var outcome: FaultClass? = nil
         var onHugePMD = false
@@ -315,15 +317,12 @@ public final class TraceReplayer {
         processes[pid, default: ReplayProcess(pid: pid, comm: "?", origin: .adopted)]
             .tally(kernel: kernel.cls, model: model, agreed: agreed, tierLimited: tierLimited)
         if let frame, kernel.cls == .reuse, !exitedSharers.isEmpty { noteReuseAfterExit(frame: frame) }
-        if let frame {
-            // The earlier sharer's disagreement (it reused, or copied, where the
-            // model says otherwise) is legal too once this fault overlaps it.
-            if kernel.cls == .copy || kernel.cls == .reuse {
-                for earlier in racing { if let i = earlier.disagreement { excuseRace(i) } }
-            }
-            rememberFault(on: frame, FrameFault(pid: pid, start: f.time, end: TraceReplayer.faultEnd(start: f.time, kernel),
-                                                kernel: kernel.cls, disagreement: disagreement))
+        // The earlier sharer's disagreement (it reused, or copied, where the
+        // model says otherwise) is legal too once this fault overlaps it.
+        if kernel.cls == .copy || kernel.cls == .reuse {
+            for earlier in racing { if let i = earlier.disagreement { excuseRace(i) } }
         }
+        if let disagreement, let logged { frameFaults.setDisagreement(disagreement, handle: logged.handle) }
     }
 
     /// A not-present write the kernel counted as a file copy (do_cow_fault):
