@@ -163,16 +163,15 @@ extension TraceReplayer {
 
 /// The shared frames of processes that exited lately, as a dictionary from
 /// frame to the latest exit that shared it would hold them, but by exit: each
-/// exit's frames sorted (4 bytes each) with their addresses, instead of a
-/// dictionary entry per page (a large process shares every page with the
-/// child it forked).
+/// exit's (address, frame) pairs sorted by frame, in the one array the model
+/// returned them in (16 bytes a page), instead of a dictionary entry per page
+/// (a large process shares every page with the child it forked).
 struct ExitedSharers {
     private struct Exit {
         var pid: Int32
         var time: UInt64
-        /// Sorted, each once.
-        var frames: [Int32]
-        var addresses: [UInt64]
+        /// Sorted by frame, each frame once (the array handed to `add`, compacted in place).
+        var pages: [(address: UInt64, frame: Int)]
         /// Frames no later exit shared (the ones a dictionary would still hold for this exit).
         var visible: Int
     }
@@ -190,22 +189,21 @@ struct ExitedSharers {
 
     subscript(frame: Int) -> TraceReplayer.ExitedSharer? {
         guard visibleTotal > 0, let (i, k) = find(frame, before: exits.count) else { return nil }
-        return TraceReplayer.ExitedSharer(pid: exits[i].pid, time: exits[i].time, address: exits[i].addresses[k])
+        return TraceReplayer.ExitedSharer(pid: exits[i].pid, time: exits[i].time, address: exits[i].pages[k].address)
     }
 
     /// The latest exit before `end` that shared `frame`, and the frame's position in it.
     private func find(_ frame: Int, before end: Int) -> (Int, Int)? {
-        guard let f = Int32(exactly: frame) else { return nil }
         var i = end
         while i > 0 {
             i -= 1
-            let frames = exits[i].frames
-            var lo = 0, hi = frames.count
+            let pages = exits[i].pages
+            var lo = 0, hi = pages.count
             while lo < hi {
                 let mid = (lo + hi) / 2
-                if frames[mid] < f { lo = mid + 1 } else { hi = mid }
+                if pages[mid].frame < frame { lo = mid + 1 } else { hi = mid }
             }
-            if lo < frames.count, frames[lo] == f { return (i, lo) }
+            if lo < pages.count, pages[lo].frame == frame { return (i, lo) }
         }
         return nil
     }
@@ -224,30 +222,28 @@ struct ExitedSharers {
     mutating func add(pid: Int32, time: UInt64, pages: consuming [(address: UInt64, frame: Int)]) {
         guard !pages.isEmpty else { return }
         pages.sort { $0.frame != $1.frame ? $0.frame < $1.frame : $0.address < $1.address }
-        var frames: [Int32] = [], addresses: [UInt64] = []
-        frames.reserveCapacity(pages.count)
-        addresses.reserveCapacity(pages.count)
-        for (address, frame) in pages {
-            let f = Int32(truncatingIfNeeded: frame)
-            if frames.last == f {
-                addresses[addresses.count - 1] = address
+        // In place: a frame's last (highest) address stays.
+        var kept = 0
+        for i in pages.indices {
+            if kept > 0, pages[kept - 1].frame == pages[i].frame {
+                pages[kept - 1].address = pages[i].address
             } else {
-                frames.append(f)
-                addresses.append(address)
+                pages[kept] = pages[i]
+                kept += 1
             }
         }
-        pages = []
+        pages.removeLast(pages.count - kept)
         // This exit takes over the frames an earlier exit held.
         if visibleTotal > 0 {
-            for f in frames {
-                if let (i, _) = find(Int(f), before: exits.count) {
+            for k in 0..<kept {
+                if let (i, _) = find(pages[k].frame, before: exits.count) {
                     exits[i].visible -= 1
                     visibleTotal -= 1
                 }
             }
             exits.removeAll { $0.visible == 0 }
         }
-        exits.append(Exit(pid: pid, time: time, frames: frames, addresses: addresses, visible: frames.count))
-        visibleTotal += frames.count
+        visibleTotal += kept
+        exits.append(Exit(pid: pid, time: time, pages: pages, visible: kept))
     }
 }

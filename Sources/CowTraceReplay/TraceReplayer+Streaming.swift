@@ -171,12 +171,14 @@ struct VerdictQueue {
     private var entries: [Entry] = []
     /// Index in `entries` of the next record to hand over.
     private var head = 0
-    /// Time-order position of `entries[0]`.
+    /// Time-order position (resolves not counted) of `entries[0]`.
     private var base = 0
-    /// Records added.
+    /// Records added, resolves not counted.
     private var added = 0
 
     mutating func add(_ record: TraceRecord, _ apply: Apply) {
+        // A resolve only re-classifies its thread's open fault: nothing to replay, nor to hold.
+        if case .resolve = record { return fold.feed(record) { _, _ in } }
         var opens = false
         if case .fault(let f) = record, f.kind != .firstTouchRead { opens = true }
         // At most one fault closes per record (its thread's previous one).

@@ -168,7 +168,7 @@ public final class TraceReplayer {
         case .exit(let r): replayExit(r)
         case .addressSpace(let r): replayAddressSpace(r)
         case .fault(let r): replayFault(r, verdict: verdict)
-        case .resolve: break // folded into the verdicts
+        case .resolve: break // folded into the verdicts (VerdictQueue)
         case .oomKill(let r): oomKills.append(r)
         case .gap(let r):
             gaps.append(r)
