@@ -25,17 +25,16 @@ extension TraceReplayer {
 
     /// The recent write-protect faults by the frame they found mapped: per
     /// frame a chain, latest first, through one array of faults (no list per
-    /// frame). Faults are logged in start order, so a fault that ended before
-    /// one starts overlaps no later one either: it is unlinked when met, and
-    /// the array is compacted now and then.
+    /// frame), its head in `FrameHeads`. Faults are logged in start order, so
+    /// a fault that ended before one starts overlaps no later one either: it is
+    /// unlinked when met, and the log is compacted now and then.
     struct FrameFaultLog {
         private struct Entry {
             var fault: FrameFault
             /// The frame's previous fault (index in `entries`), -1 for none.
             var older: Int32
         }
-        /// Frame → index in `entries` of its latest fault.
-        private var latest: [Int: Int32] = [:]
+        private var latest = FrameHeads()
         private var entries: [Entry] = []
         private var compactAt = 1 << 16
 
@@ -43,17 +42,10 @@ extension TraceReplayer {
         /// and the earlier faults of other processes on the frame that overlap it.
         mutating func add(_ fault: FrameFault, on frame: Int) -> (handle: Int, overlapping: [FrameFault]) {
             if entries.count >= compactAt { compact(now: fault.start) }
-            let handle = entries.count
-            var overlapping: [FrameFault] = []
-            // One lookup for the frame: its chain is walked and relinked through `head`.
-            FrameFaultLog.add(fault, handle: handle, &entries, head: &latest[frame, default: -1], &overlapping)
-            return (handle, overlapping)
-        }
-
-        private static func add(_ fault: FrameFault, handle: Int, _ entries: inout [Entry], head: inout Int32,
-                                _ overlapping: inout [FrameFault]) {
+            let slot = latest.slot(frame)
             var first: Int32 = -1, last: Int32 = -1
-            var i = head
+            var overlapping: [FrameFault] = []
+            var i = latest.heads[slot]
             while i >= 0 {
                 let e = entries[Int(i)]
                 if e.fault.end >= fault.start {
@@ -64,24 +56,29 @@ extension TraceReplayer {
                 i = e.older
             }
             if last >= 0 { entries[Int(last)].older = -1 }
+            let handle = entries.count
             entries.append(Entry(fault: fault, older: first))
-            head = Int32(handle)
+            latest.heads[slot] = Int32(handle)
+            return (handle, overlapping)
         }
 
         mutating func setDisagreement(_ disagreement: Int, handle: Int) {
             entries[handle].fault.disagreement = disagreement
         }
 
-        /// Keeps only the faults not over before `now` (and the frames with one).
+        /// Keeps only the faults not over before `now` (and the frames with
+        /// one). Runs once as many faults were logged since as it keeps: O(1) a fault.
         private mutating func compact(now: UInt64) {
             var kept: [Entry] = []
-            var heads: [Int: Int32] = [:]
-            for (frame, head) in latest {
+            var heads = FrameHeads()
+            latest.forEach { frame, head in
                 var i = head, last = -1
                 while i >= 0 {
                     let e = entries[Int(i)]
                     if e.fault.end >= now {
-                        if last < 0 { heads[frame] = Int32(kept.count) } else { kept[last].older = Int32(kept.count) }
+                        if last < 0 { heads.heads[heads.slot(frame)] = Int32(kept.count) } else {
+                            kept[last].older = Int32(kept.count)
+                        }
                         last = kept.count
                         kept.append(Entry(fault: e.fault, older: -1))
                     }
@@ -90,7 +87,50 @@ extension TraceReplayer {
             }
             entries = kept
             latest = heads
-            compactAt = max(1 << 16, 2 * kept.count)
+            compactAt = kept.count + max(1 << 16, kept.count)
+        }
+    }
+
+    /// Frame → head of its chain in `FrameFaultLog`: open addressing with
+    /// linear probing on the frame number (8 bytes a slot, at most half full),
+    /// cheaper than a Dictionary's hashing on the fault path.
+    struct FrameHeads {
+        private var frames = [Int32](repeating: -1, count: 1 << 10)
+        /// Per slot, the head of the frame's chain (-1: none).
+        var heads = [Int32](repeating: -1, count: 1 << 10)
+        private var used = 0
+
+        /// The slot of `frame`, made (with no head) when it has none.
+        mutating func slot(_ frame: Int) -> Int {
+            let key = Int32(truncatingIfNeeded: frame)
+            var i = FrameHeads.home(key, frames.count)
+            while frames[i] >= 0 {
+                if frames[i] == key { return i }
+                i = (i + 1) & (frames.count - 1)
+            }
+            guard (used + 1) * 2 <= frames.count else {
+                grow()
+                return slot(frame)
+            }
+            frames[i] = key
+            used += 1
+            return i
+        }
+
+        func forEach(_ body: (_ frame: Int, _ head: Int32) -> Void) {
+            for i in frames.indices where frames[i] >= 0 && heads[i] >= 0 { body(Int(frames[i]), heads[i]) }
+        }
+
+        private static func home(_ key: Int32, _ count: Int) -> Int {
+            Int(truncatingIfNeeded: (UInt64(UInt32(bitPattern: key)) &* 0x9E37_79B9_7F4A_7C15) >> 40) & (count - 1)
+        }
+
+        private mutating func grow() {
+            let (oldFrames, oldHeads) = (frames, heads)
+            frames = [Int32](repeating: -1, count: 2 * oldFrames.count)
+            heads = [Int32](repeating: -1, count: 2 * oldFrames.count)
+            used = 0
+            for i in oldFrames.indices where oldFrames[i] >= 0 { heads[slot(Int(oldFrames[i]))] = oldHeads[i] }
         }
     }
 
