@@ -17,10 +17,16 @@ extension TraceReplayer {
         /// Chunk → index of its first word in `words` (8 words per chunk).
         private var chunks: [ChunkKey: Int] = [:]
         private var words: [UInt64] = []
+        /// The pids with a chunk, while they are few (most faults are of
+        /// processes forked since, with none: no hashing for them); nil once many.
+        private var fewPids: [Int32]? = []
 
         var isEmpty: Bool { chunks.isEmpty }
 
         mutating func insert(pid: Int32, page: UInt64) {
+            if let few = fewPids, few.last != pid, !few.contains(pid) {
+                fewPids = few.count < 8 ? few + [pid] : nil
+            }
             let key = ChunkKey(pid: pid, chunk: page >> 21)
             let base: Int
             if let b = chunks[key] {
@@ -37,7 +43,8 @@ extension TraceReplayer {
         /// Removes the pair; returns whether it was in the set.
         @inline(__always)
         mutating func remove(pid: Int32, page: UInt64) -> Bool {
-            guard !chunks.isEmpty, let base = chunks[ChunkKey(pid: pid, chunk: page >> 21)] else { return false }
+            guard !chunks.isEmpty, fewPids?.contains(pid) ?? true,
+                  let base = chunks[ChunkKey(pid: pid, chunk: page >> 21)] else { return false }
             let bit = Int((page >> 12) & 511)
             let mask: UInt64 = 1 << UInt64(bit & 63)
             guard words[base + bit >> 6] & mask != 0 else { return false }
