@@ -66,34 +66,37 @@ extension TraceReplayer {
             entries[handle].fault.disagreement = disagreement
         }
 
-        /// Keeps only the faults not over before `now` (and the frames with
-        /// one). Runs once as many faults were logged since as it keeps: O(1) a fault.
+        /// Keeps only the faults not over before `now`, in place (no new
+        /// memory). Runs once as many faults were logged since as it keeps: O(1) a fault.
         private mutating func compact(now: UInt64) {
-            var kept: [Entry] = []
-            var heads = FrameHeads()
-            latest.forEach { frame, head in
-                var i = head, last = -1
-                while i >= 0 {
-                    let e = entries[Int(i)]
-                    if e.fault.end >= now {
-                        if last < 0 { heads.heads[heads.slot(frame)] = Int32(kept.count) } else {
-                            kept[last].older = Int32(kept.count)
-                        }
-                        last = kept.count
-                        kept.append(Entry(fault: e.fault, older: -1))
-                    }
-                    i = e.older
-                }
+            // The first fault at or after `i` in a chain that is not over (-1: none).
+            func live(_ i: Int32) -> Int32 {
+                var i = i
+                while i >= 0 && entries[Int(i)].fault.end < now { i = entries[Int(i)].older }
+                return i
             }
-            entries = kept
-            latest = heads
-            compactAt = kept.count + max(1 << 16, kept.count)
+            // Links skip the faults that are over (their own links are read, never changed, here).
+            for i in entries.indices where entries[i].fault.end >= now { entries[i].older = live(entries[i].older) }
+            latest.updateHeads { live($0) }
+            // Then the faults kept move down, in order, and links follow them.
+            var moved = [Int32](repeating: -1, count: entries.count)
+            var kept = 0
+            for i in entries.indices where entries[i].fault.end >= now {
+                moved[i] = Int32(kept)
+                entries[kept] = entries[i]
+                kept += 1
+            }
+            entries.removeLast(entries.count - kept)
+            for i in entries.indices where entries[i].older >= 0 { entries[i].older = moved[Int(entries[i].older)] }
+            latest.updateHeads { $0 >= 0 ? moved[Int($0)] : -1 }
+            compactAt = kept + max(1 << 16, kept)
         }
     }
 
     /// Frame → head of its chain in `FrameFaultLog`: open addressing with
     /// linear probing on the frame number (8 bytes a slot, at most half full),
-    /// cheaper than a Dictionary's hashing on the fault path.
+    /// cheaper than a Dictionary's hashing on the fault path. A frame keeps its
+    /// slot once its faults are over (head -1): one slot per frame the model used.
     struct FrameHeads {
         private var frames = [Int32](repeating: -1, count: 1 << 10)
         /// Per slot, the head of the frame's chain (-1: none).
@@ -117,8 +120,9 @@ extension TraceReplayer {
             return i
         }
 
-        func forEach(_ body: (_ frame: Int, _ head: Int32) -> Void) {
-            for i in frames.indices where frames[i] >= 0 && heads[i] >= 0 { body(Int(frames[i]), heads[i]) }
+        /// Replaces every head (a frame keeps its slot, with a head or not).
+        mutating func updateHeads(_ newHead: (Int32) -> Int32) {
+            for i in heads.indices where heads[i] >= 0 { heads[i] = newHead(heads[i]) }
         }
 
         private static func home(_ key: Int32, _ count: Int) -> Int {

@@ -62,3 +62,27 @@ final class StreamingReplayTests: XCTestCase {
         XCTAssertEqual(renderCheckJSON(TraceCheck(result: merged)), renderCheckJSON(TraceCheck(result: inOrder)))
     }
 }
+
+/// FrameFaultLog against a plain list of every fault per frame, through its compactions.
+final class FrameFaultLogTests: XCTestCase {
+    func testOverlapsAsAPlainListFindsThem() {
+        typealias Fault = TraceReplayer.FrameFault
+        var log = TraceReplayer.FrameFaultLog()
+        var all: [Int: [Fault]] = [:]
+        var rng = SystemRandomNumberGenerator()
+        var start: UInt64 = 0
+        // Compactions at 65 536 faults logged and later: on 64 frames, then on many.
+        for n in 0..<300_000 {
+            start += UInt64.random(in: 0...3, using: &rng)
+            let frame = Int.random(in: 0..<(n < 150_000 ? 64 : 50_000), using: &rng)
+            let fault = Fault(pid: Int32.random(in: 1...4, using: &rng), start: start,
+                              end: start + UInt64.random(in: 0...(n % 2 == 0 ? 40 : 400), using: &rng), kernel: .copy, disagreement: n)
+            all[frame]?.removeAll { $0.end < start }
+            let expected = (all[frame] ?? []).filter { $0.pid != fault.pid }.map(\.disagreement)
+            let got = log.add(fault, on: frame).overlapping.map(\.disagreement)
+            XCTAssertEqual(got.sorted { $0! < $1! }, expected.sorted { $0! < $1! }, "fault \(n)")
+            if got.count != expected.count { return }
+            all[frame, default: []].append(fault)
+        }
+    }
+}
