@@ -521,8 +521,15 @@ public struct KernelFaultFold {
                               closed: (_ index: Int, ClassifiedFault?) -> Void) {
         switch record {
         case .fault(let f):
-            if let p = pending.removeValue(forKey: f.tid) { closed(p.index, Self.settle(p, at: f.time)) }
-            if f.kind != .firstTouchRead { pending[f.tid] = Pending(fault: f, index: index) }
+            let opens = f.kind != .firstTouchRead
+            // One lookup: the thread's open fault, if any, is settled and replaced in its slot.
+            if let i = pending.index(forKey: f.tid) {
+                let p = pending.values[i]
+                closed(p.index, Self.settle(p, at: f.time))
+                if opens { pending.values[i] = Pending(fault: f, index: index) } else { pending.remove(at: i) }
+            } else if opens {
+                pending[f.tid] = Pending(fault: f, index: index)
+            }
         case .resolve(let r):
             resolves += 1
             if var p = pending[r.tid], p.fault.pid == r.pid,
