@@ -57,8 +57,7 @@ public struct ReplayPrepass {
     var mprotects: [Int32: [(time: UInt64, start: UInt64, end: UInt64)]] = [:]
     /// A write-protect fault record with the shared-write class (only the fentry and kprobe tiers see those).
     var sawSharedWriteClass = false
-    /// The smallest sort key (`TimeOrderMerger`) of each chunk of records, then
-    /// (`suffixMinimum`) of each chunk and all after it.
+    /// The smallest sort key (`TimeOrderMerger`) of each chunk of records.
     var chunkMinimum: [UInt64] = []
     /// Whether the sort keys never decrease (no merging needed).
     var inOrder = true
@@ -220,6 +219,7 @@ struct VerdictQueue {
             entries.removeAll(keepingCapacity: true)
             head = 0
         } else if head >= 4096 && head * 2 >= entries.count {
+            // Records handed over behind a fault still open: dropped once they are half the array.
             entries.removeFirst(head)
             base += head
             head = 0
