@@ -2,6 +2,13 @@
 // cowtrace: a copy-on-write fault tracer for Linux, in Swift on eBPF.
 import PackageDescription
 
+/// The simulated MMU and the replay keep their state in classes (Machine,
+/// TraceReplayer), whose every property access is checked for exclusivity at
+/// run time: 14 % of `cowtrace check`'s time. Debug builds (the tests) keep the checks.
+var uncheckedExclusivityInRelease: [SwiftSetting] {
+    [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+}
+
 let package = Package(
     name: "cowtrace",
     platforms: [.macOS(.v13)],
@@ -64,7 +71,7 @@ let package = Package(
         // The one fault-class type: the kernel's classes (bpf/cowtrace.h's values) and the simulator's outcomes.
         .target(name: "CowTraceFaultClass"),
         // The simulated MMU: no BPF dependency, deterministic, single-threaded.
-        .target(name: "MMUSim", dependencies: ["CowTraceFaultClass"]),
+        .target(name: "MMUSim", dependencies: ["CowTraceFaultClass"], swiftSettings: uncheckedExclusivityInRelease),
         // MMUSim's scenario language: parse (YAML), built-ins, run, report.
         .target(name: "MMUSimScenario", dependencies: ["MMUSim", .product(name: "Yams", package: "Yams")]),
         // The recording file format (`cowtrace record`): blocks with checksums,
@@ -72,7 +79,8 @@ let package = Package(
         // so that the fuzz script can compile it on its own (with that one file).
         .target(name: "CowTraceFormat", dependencies: ["CowTraceFaultClass"], linkerSettings: [.linkedLibrary("z")]),
         // Replays a recording through the simulated MMU and compares it with the kernel's classes.
-        .target(name: "CowTraceReplay", dependencies: ["CowTraceFormat", "MMUSim"]),
+        .target(name: "CowTraceReplay", dependencies: ["CowTraceFormat", "MMUSim"],
+                swiftSettings: uncheckedExclusivityInRelease),
         // Simulated fault events per second, fork time and memory per simulated page (run with -c release).
         .executableTarget(name: "mmusim-bench", dependencies: ["MMUSim"]),
         // Recording format write / decode speed (run with -c release); --write-seeds makes the fuzz corpus.
@@ -112,3 +120,4 @@ let package = Package(
     ],
     swiftLanguageModes: [.v5]
 )
+

@@ -511,10 +511,25 @@ public struct KernelFaultFold {
     /// Feeds the record at position `index` of the time-ordered records;
     /// `body` gets the faults this record settles.
     public mutating func feed(_ record: TraceRecord, at index: Int = -1, _ body: (ClassifiedFault) -> Void) {
+        feed(record, at: index) { _, c in if let c { body(c) } }
+    }
+
+    /// Like `feed(_:at:_:)`, but `closed` gets every fault this record closes,
+    /// by its `index`, with its class, or nil for a first-touch write that
+    /// turned out no write-protect fault.
+    public mutating func feed(_ record: TraceRecord, at index: Int = -1,
+                              closed: (_ index: Int, ClassifiedFault?) -> Void) {
         switch record {
         case .fault(let f):
-            if let p = pending.removeValue(forKey: f.tid), let c = Self.settle(p, at: f.time) { body(c) }
-            if f.kind != .firstTouchRead { pending[f.tid] = Pending(fault: f, index: index) }
+            let opens = f.kind != .firstTouchRead
+            // One lookup: the thread's open fault, if any, is settled and replaced in its slot.
+            if let i = pending.index(forKey: f.tid) {
+                let p = pending.values[i]
+                closed(p.index, Self.settle(p, at: f.time))
+                if opens { pending.values[i] = Pending(fault: f, index: index) } else { pending.remove(at: i) }
+            } else if opens {
+                pending[f.tid] = Pending(fault: f, index: index)
+            }
         case .resolve(let r):
             resolves += 1
             if var p = pending[r.tid], p.fault.pid == r.pid,
@@ -531,7 +546,7 @@ public struct KernelFaultFold {
             markOver(e.tid, e.time)
         case .exit(let e):
             // The thread is gone: its open fault is settled (a new thread may reuse the tid).
-            if let p = pending.removeValue(forKey: e.tid), let c = Self.settle(p, at: e.time) { body(c) }
+            if let p = pending.removeValue(forKey: e.tid) { closed(p.index, Self.settle(p, at: e.time)) }
         default:
             break
         }
@@ -543,8 +558,13 @@ public struct KernelFaultFold {
 
     /// Settles the faults still open, in fault-time order (so that the output does not depend on hashing).
     public mutating func finish(_ body: (ClassifiedFault) -> Void) {
+        finish { _, c in if let c { body(c) } }
+    }
+
+    /// Like `finish(_:)`, with every fault closed, as `feed(_:at:closed:)` hands them over.
+    public mutating func finish(closed: (_ index: Int, ClassifiedFault?) -> Void) {
         for p in pending.values.sorted(by: { ($0.fault.time, $0.fault.tid) < ($1.fault.time, $1.fault.tid) }) {
-            if let c = Self.settle(p, at: nil) { body(c) }
+            closed(p.index, Self.settle(p, at: nil))
         }
         pending.removeAll()
     }

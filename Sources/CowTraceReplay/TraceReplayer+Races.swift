@@ -23,6 +23,121 @@ extension TraceReplayer {
         var disagreement: Int?
     }
 
+    /// The recent write-protect faults by the frame they found mapped: per
+    /// frame a chain, latest first, through one array of faults (no list per
+    /// frame), its head in `FrameHeads`. Faults are logged in start order, so
+    /// a fault that ended before one starts overlaps no later one either: it is
+    /// unlinked when met, and the log is compacted now and then.
+    struct FrameFaultLog {
+        private struct Entry {
+            var fault: FrameFault
+            /// The frame's previous fault (index in `entries`), -1 for none.
+            var older: Int32
+        }
+        private var latest = FrameHeads()
+        private var entries: [Entry] = []
+        private var compactAt = 1 << 16
+
+        /// Logs `fault` on `frame`; returns its handle (for `setDisagreement`)
+        /// and the earlier faults of other processes on the frame that overlap it.
+        mutating func add(_ fault: FrameFault, on frame: Int) -> (handle: Int, overlapping: [FrameFault]) {
+            if entries.count >= compactAt { compact(now: fault.start) }
+            let slot = latest.slot(frame)
+            var first: Int32 = -1, last: Int32 = -1
+            var overlapping: [FrameFault] = []
+            var i = latest.heads[slot]
+            while i >= 0 {
+                let e = entries[Int(i)]
+                if e.fault.end >= fault.start {
+                    if last < 0 { first = i } else { entries[Int(last)].older = i }
+                    last = i
+                    if e.fault.pid != fault.pid { overlapping.append(e.fault) }
+                }
+                i = e.older
+            }
+            if last >= 0 { entries[Int(last)].older = -1 }
+            let handle = entries.count
+            entries.append(Entry(fault: fault, older: first))
+            latest.heads[slot] = Int32(handle)
+            return (handle, overlapping)
+        }
+
+        mutating func setDisagreement(_ disagreement: Int, handle: Int) {
+            entries[handle].fault.disagreement = disagreement
+        }
+
+        /// Keeps only the faults not over before `now`, in place (no new
+        /// memory). Runs once as many faults were logged since as it keeps: O(1) a fault.
+        private mutating func compact(now: UInt64) {
+            // The first fault at or after `i` in a chain that is not over (-1: none).
+            func live(_ i: Int32) -> Int32 {
+                var i = i
+                while i >= 0 && entries[Int(i)].fault.end < now { i = entries[Int(i)].older }
+                return i
+            }
+            // Links skip the faults that are over (their own links are read, never changed, here).
+            for i in entries.indices where entries[i].fault.end >= now { entries[i].older = live(entries[i].older) }
+            latest.updateHeads { live($0) }
+            // Then the faults kept move down, in order, and links follow them.
+            var moved = [Int32](repeating: -1, count: entries.count)
+            var kept = 0
+            for i in entries.indices where entries[i].fault.end >= now {
+                moved[i] = Int32(kept)
+                entries[kept] = entries[i]
+                kept += 1
+            }
+            entries.removeLast(entries.count - kept)
+            for i in entries.indices where entries[i].older >= 0 { entries[i].older = moved[Int(entries[i].older)] }
+            latest.updateHeads { $0 >= 0 ? moved[Int($0)] : -1 }
+            compactAt = kept + max(1 << 16, kept)
+        }
+    }
+
+    /// Frame → head of its chain in `FrameFaultLog`: open addressing with
+    /// linear probing on the frame number (8 bytes a slot, at most half full),
+    /// cheaper than a Dictionary's hashing on the fault path. A frame keeps its
+    /// slot once its faults are over (head -1): one slot per frame the model used.
+    struct FrameHeads {
+        private var frames = [Int32](repeating: -1, count: 1 << 10)
+        /// Per slot, the head of the frame's chain (-1: none).
+        var heads = [Int32](repeating: -1, count: 1 << 10)
+        private var used = 0
+
+        /// The slot of `frame`, made (with no head) when it has none.
+        mutating func slot(_ frame: Int) -> Int {
+            let key = Int32(truncatingIfNeeded: frame)
+            var i = FrameHeads.home(key, frames.count)
+            while frames[i] >= 0 {
+                if frames[i] == key { return i }
+                i = (i + 1) & (frames.count - 1)
+            }
+            guard (used + 1) * 2 <= frames.count else {
+                grow()
+                return slot(frame)
+            }
+            frames[i] = key
+            used += 1
+            return i
+        }
+
+        /// Replaces every head (a frame keeps its slot, with a head or not).
+        mutating func updateHeads(_ newHead: (Int32) -> Int32) {
+            for i in heads.indices where heads[i] >= 0 { heads[i] = newHead(heads[i]) }
+        }
+
+        private static func home(_ key: Int32, _ count: Int) -> Int {
+            Int(truncatingIfNeeded: (UInt64(UInt32(bitPattern: key)) &* 0x9E37_79B9_7F4A_7C15) >> 40) & (count - 1)
+        }
+
+        private mutating func grow() {
+            let (oldFrames, oldHeads) = (frames, heads)
+            frames = [Int32](repeating: -1, count: 2 * oldFrames.count)
+            heads = [Int32](repeating: -1, count: 2 * oldFrames.count)
+            used = 0
+            for i in oldFrames.indices where oldFrames[i] >= 0 { heads[slot(Int(oldFrames[i]))] = oldHeads[i] }
+        }
+    }
+
     /// When a fault was certainly over: when its thread did something else
     /// next (a thread handles one fault at a time), else its last resolve, else
     /// its start. An upper bound: a thread preempted between two faults
@@ -38,46 +153,10 @@ extension TraceReplayer {
         return info.frame
     }
 
-    /// The earlier faults of other processes on `frame` whose interval overlaps
-    /// one starting at `start` (faults are replayed in start order, so an earlier
-    /// one overlaps when it ended at or after `start`).
-    func overlappingFaults(on frame: Int, pid: Int32, start: UInt64) -> [FrameFault] {
-        // In place (no copy of the list), and no new array unless another process's fault overlaps.
-        // An emptied list stays (this fault is remembered on the same frame
-        // next, into its storage); the sweep in `rememberFault` drops the rest.
-        guard let i = faultsOnFrame.index(forKey: frame) else { return [] }
-        faultsOnFrame.values[i].removeAll { $0.end < start }
-        let list = faultsOnFrame.values[i]
-        guard list.contains(where: { $0.pid != pid }) else { return [] }
-        return list.filter { $0.pid != pid }
-    }
-
     /// Whether one class is a copy and the other a reuse.
     @inline(__always)
     static func copyAndReuse(_ a: ReplayClass, _ b: ReplayClass) -> Bool {
         (a == .copy && b == .reuse) || (a == .reuse && b == .copy)
-    }
-
-    func rememberFault(on frame: Int, _ fault: FrameFault) {
-        faultsOnFrame[frame, default: []].append(fault)
-        frameFaultsKept += 1
-        // Faults on frames never faulted again would stay forever: drop the finished ones now and then.
-        if frameFaultsKept >= frameFaultsSweepAt {
-            // In place: no new dictionary or list unless frames have to go.
-            let now = fault.start
-            var kept = 0, emptied = 0
-            var i = faultsOnFrame.values.startIndex
-            while i != faultsOnFrame.values.endIndex {
-                faultsOnFrame.values[i].removeAll { $0.end < now }
-                let n = faultsOnFrame.values[i].count
-                kept += n
-                if n == 0 { emptied += 1 }
-                faultsOnFrame.values.formIndex(after: &i)
-            }
-            if emptied > 0 { faultsOnFrame = faultsOnFrame.filter { !$0.value.isEmpty } }
-            frameFaultsKept = kept
-            frameFaultsSweepAt = max(1 << 16, 2 * frameFaultsKept)
-        }
     }
 
     /// Relabels an earlier copy-or-reuse disagreement a later overlapping fault
@@ -128,16 +207,15 @@ extension TraceReplayer {
 
 /// The shared frames of processes that exited lately, as a dictionary from
 /// frame to the latest exit that shared it would hold them, but by exit: each
-/// exit's frames sorted (4 bytes each) with their addresses, instead of a
-/// dictionary entry per page (a large process shares every page with the
-/// child it forked).
+/// exit's (address, frame) pairs sorted by frame, in the one array the model
+/// returned them in (16 bytes a page), instead of a dictionary entry per page
+/// (a large process shares every page with the child it forked).
 struct ExitedSharers {
     private struct Exit {
         var pid: Int32
         var time: UInt64
-        /// Sorted, each once.
-        var frames: [Int32]
-        var addresses: [UInt64]
+        /// Sorted by frame, each frame once (the array handed to `add`, compacted in place).
+        var pages: [(address: UInt64, frame: Int)]
         /// Frames no later exit shared (the ones a dictionary would still hold for this exit).
         var visible: Int
     }
@@ -155,22 +233,21 @@ struct ExitedSharers {
 
     subscript(frame: Int) -> TraceReplayer.ExitedSharer? {
         guard visibleTotal > 0, let (i, k) = find(frame, before: exits.count) else { return nil }
-        return TraceReplayer.ExitedSharer(pid: exits[i].pid, time: exits[i].time, address: exits[i].addresses[k])
+        return TraceReplayer.ExitedSharer(pid: exits[i].pid, time: exits[i].time, address: exits[i].pages[k].address)
     }
 
     /// The latest exit before `end` that shared `frame`, and the frame's position in it.
     private func find(_ frame: Int, before end: Int) -> (Int, Int)? {
-        guard let f = Int32(exactly: frame) else { return nil }
         var i = end
         while i > 0 {
             i -= 1
-            let frames = exits[i].frames
-            var lo = 0, hi = frames.count
+            let pages = exits[i].pages
+            var lo = 0, hi = pages.count
             while lo < hi {
                 let mid = (lo + hi) / 2
-                if frames[mid] < f { lo = mid + 1 } else { hi = mid }
+                if pages[mid].frame < frame { lo = mid + 1 } else { hi = mid }
             }
-            if lo < frames.count, frames[lo] == f { return (i, lo) }
+            if lo < pages.count, pages[lo].frame == frame { return (i, lo) }
         }
         return nil
     }
@@ -189,30 +266,28 @@ struct ExitedSharers {
     mutating func add(pid: Int32, time: UInt64, pages: consuming [(address: UInt64, frame: Int)]) {
         guard !pages.isEmpty else { return }
         pages.sort { $0.frame != $1.frame ? $0.frame < $1.frame : $0.address < $1.address }
-        var frames: [Int32] = [], addresses: [UInt64] = []
-        frames.reserveCapacity(pages.count)
-        addresses.reserveCapacity(pages.count)
-        for (address, frame) in pages {
-            let f = Int32(truncatingIfNeeded: frame)
-            if frames.last == f {
-                addresses[addresses.count - 1] = address
+        // In place: a frame's last (highest) address stays.
+        var kept = 0
+        for i in pages.indices {
+            if kept > 0, pages[kept - 1].frame == pages[i].frame {
+                pages[kept - 1].address = pages[i].address
             } else {
-                frames.append(f)
-                addresses.append(address)
+                pages[kept] = pages[i]
+                kept += 1
             }
         }
-        pages = []
+        pages.removeLast(pages.count - kept)
         // This exit takes over the frames an earlier exit held.
         if visibleTotal > 0 {
-            for f in frames {
-                if let (i, _) = find(Int(f), before: exits.count) {
+            for k in 0..<kept {
+                if let (i, _) = find(pages[k].frame, before: exits.count) {
                     exits[i].visible -= 1
                     visibleTotal -= 1
                 }
             }
             exits.removeAll { $0.visible == 0 }
         }
-        exits.append(Exit(pid: pid, time: time, frames: frames, addresses: addresses, visible: frames.count))
-        visibleTotal += frames.count
+        visibleTotal += kept
+        exits.append(Exit(pid: pid, time: time, pages: pages, visible: kept))
     }
 }

@@ -17,10 +17,16 @@ extension TraceReplayer {
         /// Chunk → index of its first word in `words` (8 words per chunk).
         private var chunks: [ChunkKey: Int] = [:]
         private var words: [UInt64] = []
+        /// The pids with a chunk, while they are few (most faults are of
+        /// processes forked since, with none: no hashing for them); nil once many.
+        private var fewPids: [Int32]? = []
 
         var isEmpty: Bool { chunks.isEmpty }
 
         mutating func insert(pid: Int32, page: UInt64) {
+            if let few = fewPids, few.last != pid, !few.contains(pid) {
+                fewPids = few.count < 8 ? few + [pid] : nil
+            }
             let key = ChunkKey(pid: pid, chunk: page >> 21)
             let base: Int
             if let b = chunks[key] {
@@ -37,7 +43,8 @@ extension TraceReplayer {
         /// Removes the pair; returns whether it was in the set.
         @inline(__always)
         mutating func remove(pid: Int32, page: UInt64) -> Bool {
-            guard !chunks.isEmpty, let base = chunks[ChunkKey(pid: pid, chunk: page >> 21)] else { return false }
+            guard !chunks.isEmpty, fewPids?.contains(pid) ?? true,
+                  let base = chunks[ChunkKey(pid: pid, chunk: page >> 21)] else { return false }
             let bit = Int((page >> 12) & 511)
             let mask: UInt64 = 1 << UInt64(bit & 63)
             guard words[base + bit >> 6] & mask != 0 else { return false }
@@ -60,33 +67,41 @@ extension TraceReplayer {
         /// The simulated frame for each frame number in the intervals (-1: none yet).
         private var frames: [Int32] = []
 
-        /// From the frame runs [start, end) of every qualifying page (a frame number covered twice is shared).
-        init(runs: [(start: UInt64, end: UInt64)]) {
-            guard runs.count >= 2 else { return }
-            var events: [(at: UInt64, delta: Int)] = []
-            events.reserveCapacity(runs.count * 2)
-            for r in runs where r.start < r.end {
-                events.append((r.start, 1))
-                events.append((r.end, -1))
-            }
-            events.sort { $0.at != $1.at ? $0.at < $1.at : $0.delta < $1.delta }
-            var depth = 0
+        /// From the frame runs [runStarts[i], runEnds[i]) of every qualifying
+        /// page (a frame number covered twice is shared), in any order, none empty.
+        init(runStarts: consuming [UInt64], runEnds: consuming [UInt64]) {
+            guard runStarts.count >= 2 else { return }
+            // The runs' starts and ends, each sorted, merged as +1 and -1 events (an end first at a tie).
+            runStarts.sort()
+            runEnds.sort()
+            var depth = 0, s = 0, e = 0
             var openedAt: UInt64? = nil
-            for e in events {
-                depth += e.delta
+            while e < runEnds.count {
+                let at: UInt64
+                if s < runStarts.count, runStarts[s] < runEnds[e] {
+                    at = runStarts[s]
+                    s += 1
+                    depth += 1
+                } else {
+                    at = runEnds[e]
+                    e += 1
+                    depth -= 1
+                }
                 if depth >= 2, openedAt == nil {
-                    openedAt = e.at
+                    openedAt = at
                 } else if depth < 2, let start = openedAt {
                     openedAt = nil
-                    guard start < e.at else { continue }
+                    guard start < at else { continue }
                     if let last = ends.last, last == start {
-                        ends[ends.count - 1] = e.at
+                        ends[ends.count - 1] = at
                     } else {
                         starts.append(start)
-                        ends.append(e.at)
+                        ends.append(at)
                     }
                 }
             }
+            runStarts = []
+            runEnds = []
             var total = 0
             for i in starts.indices {
                 offsets.append(total)

@@ -47,7 +47,7 @@ public final class TraceReplayer {
     var files: [String: FileID] = [:]
     /// Kernel frame numbers that two or more pages of traced processes map
     /// (non-exclusive anonymous pages only), and the simulated frame of each once installed.
-    var sharedFrameNumbers = SharedFrameNumbers(runs: [])
+    var sharedFrameNumbers = SharedFrameNumbers(runStarts: [], runEnds: [])
 
     // Gaps, and when the model last saw each page (kept only when there are gaps).
     /// How long before a gap record its lost events may lie: the recorder notices
@@ -71,9 +71,7 @@ public final class TraceReplayer {
 
     var disagreements: [Disagreement] = []
     /// Recent write-protect faults by the frame they found mapped (see TraceReplayer+Races.swift).
-    var faultsOnFrame: [Int: [FrameFault]] = [:]
-    var frameFaultsKept = 0
-    var frameFaultsSweepAt = 1 << 16
+    var frameFaults = FrameFaultLog()
     /// Shared frames of processes that exited lately, by frame (see TraceReplayer+Races.swift).
     var exitedSharers = ExitedSharers()
     /// Exited processes whose pages the kernel was seen to have released (a reuse of one).
@@ -150,89 +148,44 @@ public final class TraceReplayer {
         var overBy: UInt64? { overTime == .max ? nil : overTime }
     }
 
-    /// Replays the records (in any order: they are sorted by time) and returns the comparison.
+    /// Replays the records (in any order: they are sorted by time) and returns
+    /// the comparison. A recording on disk is better replayed as it is read
+    /// (`replay(_:reading:)`).
     public func replay(_ records: [TraceRecord]) -> ReplayResult {
-        let sorted = TimeOrderedRecords(records)
-        stats.records = sorted.count
-        let verdicts = kernelVerdicts(sorted)
-        prepare(sorted)
-
-        for (i, record) in sorted.enumerated() {
-            switch record {
-            case .process(let r): replayProcess(r)
-            case .mapping(let r): replayMapping(r)
-            case .pageRun(let r): replayPageRun(r)
-            case .fork(let r): replayFork(r)
-            case .exec(let r): replayExec(r)
-            case .exit(let r): replayExit(r)
-            case .addressSpace(let r): replayAddressSpace(r)
-            case .fault(let r): replayFault(r, verdict: verdicts[i])
-            case .resolve: break // folded into the verdicts
-            case .oomKill(let r): oomKills.append(r)
-            case .gap(let r):
-                gaps.append(r)
-                stats.gaps += 1
-                stats.lostEvents += r.lost
-            case .counters(let r): replayCounters(r)
-            case .end(let r): end = r
-            }
-            if machine.oomEvents.count != modelOOMEventsSeen { noteModelOOM() }
-        }
-        return ReplayResult(header: header, faultTier: faultTier, tierSeesSharedWrites: tierSeesSharedWrites,
-                            processes: processes.values.sorted { $0.pid < $1.pid },
-                            disagreements: disagreements, gaps: gaps, oomKills: oomKills, end: end,
-                            stats: stats, notes: notes)
+        var prepass = ReplayPrepass()
+        for r in records { prepass.feed(r) }
+        return replay(consume prepass) { body in for r in records { body(r) } }
     }
 
-    /// The kernel's class of every write-protect fault (indexed like `sorted`),
-    /// by `KernelFaultFold`, the fold `cowtrace report` uses too (its doc
-    /// comment has the rules).
-    func kernelVerdicts(_ sorted: TimeOrderedRecords) -> [KernelVerdict?] {
-        var verdicts = [KernelVerdict?](repeating: nil, count: sorted.count)
-        var fold = KernelFaultFold()
-        let settle = { (f: ClassifiedFault) in
-            verdicts[f.index] = KernelVerdict(cls: ReplayClass(kernel: f.faultClass), inferred: f.inferred,
-                                              resolvedAt: f.resolvedAt, overBy: f.overBy)
+    /// Replays one record, in time order; `verdict`: the kernel's class of a fault.
+    func apply(_ record: TraceRecord, verdict: KernelVerdict?) {
+        switch record {
+        case .process(let r): replayProcess(r)
+        case .mapping(let r): replayMapping(r)
+        case .pageRun(let r): replayPageRun(r)
+        case .fork(let r): replayFork(r)
+        case .exec(let r): replayExec(r)
+        case .exit(let r): replayExit(r)
+        case .addressSpace(let r): replayAddressSpace(r)
+        case .fault(let r): replayFault(r, verdict: verdict)
+        case .resolve: break // folded into the verdicts (VerdictQueue)
+        case .oomKill(let r): oomKills.append(r)
+        case .gap(let r):
+            gaps.append(r)
+            stats.gaps += 1
+            stats.lostEvents += r.lost
+        case .counters(let r): replayCounters(r)
+        case .end(let r): end = r
         }
-        var sawSharedWriteClass = false
-        for (i, record) in sorted.enumerated() {
-            if case .fault(let f) = record, f.kind == .writeProtect, f.faultClass == .sharedWrite {
-                sawSharedWriteClass = true
-            }
-            fold.feed(record, at: i, settle)
-        }
-        fold.finish(settle)
-        stats.resolves = Int(fold.resolves)
-        stats.unmatchedResolves = Int(fold.unmatchedResolves)
-        if faultTier == "unknown" && sawSharedWriteClass { tierSeesSharedWrites = true }
-        return verdicts
+        if machine.oomEvents.count != modelOOMEventsSeen { noteModelOOM() }
     }
 
-    /// Frame-sharing counts of the pageRun records, and the gap times.
-    func prepare(_ sorted: TimeOrderedRecords) {
-        var frameRuns: [(start: UInt64, end: UInt64)] = []
-        defer { sharedFrameNumbers = SharedFrameNumbers(runs: frameRuns) }
-        for record in sorted {
-            switch record {
-            case .pageRun(let r):
-                guard r.flags.contains(.present), r.frame != 0,
-                      r.flags.isDisjoint(with: [.zeroPage, .fileOrShared, .exclusive]) else { continue }
-                let (end, wrapped) = r.frame.addingReportingOverflow(UInt64(r.count))
-                if wrapped {
-                    frameRuns.append((r.frame, .max))
-                    if end > 0 { frameRuns.append((0, end)) }
-                } else {
-                    frameRuns.append((r.frame, end))
-                }
-            case .gap(let g):
-                gapTimes.append(g.time)
-            case .addressSpace(let a) where a.op == .mprotect && a.result == 0 && a.args.count >= 2:
-                mprotects[a.pid, default: []].append((a.time, a.args[0], a.args[0] &+ a.args[1]))
-            default:
-                break
-            }
-        }
-        gapTimes.sort()
+    /// The comparison, once every record was replayed.
+    func result() -> ReplayResult {
+        ReplayResult(header: header, faultTier: faultTier, tierSeesSharedWrites: tierSeesSharedWrites,
+                     processes: processes.values.sorted { $0.pid < $1.pid },
+                     disagreements: disagreements, gaps: gaps, oomKills: oomKills, end: end,
+                     stats: stats, notes: notes)
     }
 
     // MARK: faults
@@ -312,7 +265,11 @@ public final class TraceReplayer {
         }
 
         let frame = frameBeforeFault(pid, page)
-        let racing = frame.map { overlappingFaults(on: $0, pid: pid, start: f.time) } ?? []
+        let logged = frame.map {
+            frameFaults.add(FrameFault(pid: pid, start: f.time, end: TraceReplayer.faultEnd(start: f.time, kernel),
+                                       kernel: kernel.cls, disagreement: nil), on: $0)
+        }
+        let racing = logged?.overlapping ?? []
 
         var outcome: FaultClass? = nil
         var onHugePMD = false
@@ -360,15 +317,12 @@ public final class TraceReplayer {
         processes[pid, default: ReplayProcess(pid: pid, comm: "?", origin: .adopted)]
             .tally(kernel: kernel.cls, model: model, agreed: agreed, tierLimited: tierLimited)
         if let frame, kernel.cls == .reuse, !exitedSharers.isEmpty { noteReuseAfterExit(frame: frame) }
-        if let frame {
-            // The earlier sharer's disagreement (it reused, or copied, where the
-            // model says otherwise) is legal too once this fault overlaps it.
-            if kernel.cls == .copy || kernel.cls == .reuse {
-                for earlier in racing { if let i = earlier.disagreement { excuseRace(i) } }
-            }
-            rememberFault(on: frame, FrameFault(pid: pid, start: f.time, end: TraceReplayer.faultEnd(start: f.time, kernel),
-                                                kernel: kernel.cls, disagreement: disagreement))
+        // The earlier sharer's disagreement (it reused, or copied, where the
+        // model says otherwise) is legal too once this fault overlaps it.
+        if kernel.cls == .copy || kernel.cls == .reuse {
+            for earlier in racing { if let i = earlier.disagreement { excuseRace(i) } }
         }
+        if let disagreement, let logged { frameFaults.setDisagreement(disagreement, handle: logged.handle) }
     }
 
     /// A not-present write the kernel counted as a file copy (do_cow_fault):
@@ -635,43 +589,5 @@ extension ReplayProcess {
         self.model[model] += 1
         if agreed { agreements += 1 }
         if tierLimited { tierLimitedAgreements += 1 }
-    }
-}
-
-/// The records in time order, as `TraceRecord.sortedByTime` orders them
-/// (stably; a mapping or pageRun record keeps the time of the record before
-/// it), without copying them: a permutation of indices, or none when they are
-/// in order already.
-struct TimeOrderedRecords: RandomAccessCollection {
-    let records: [TraceRecord]
-    let order: [Int]?
-
-    init(_ records: [TraceRecord]) {
-        self.records = records
-        var keys = [UInt64]()
-        keys.reserveCapacity(records.count)
-        var lastKey: UInt64 = 0
-        var inOrder = true
-        for r in records {
-            if let t = r.time { lastKey = t }
-            if let previous = keys.last, previous > lastKey { inOrder = false }
-            keys.append(lastKey)
-        }
-        guard !inOrder else {
-            order = nil
-            return
-        }
-        var order = Array(records.indices)
-        keys.withUnsafeBufferPointer { k in
-            order.sort { k[$0] != k[$1] ? k[$0] < k[$1] : $0 < $1 }
-        }
-        self.order = order
-    }
-
-    var startIndex: Int { 0 }
-    var endIndex: Int { records.count }
-    subscript(i: Int) -> TraceRecord {
-        if let order { return records[order[i]] }
-        return records[i]
     }
 }

@@ -29,12 +29,22 @@ extension Machine {
     /// The anonymous pages `pid` maps whose frame another mapping maps too
     /// (mapcount above 1), with their addresses, 4 KiB frames of huge pages
     /// included: what its exit releases that another process may be writing
-    /// meanwhile. Empty for an unknown pid.
+    /// meanwhile. Empty for an unknown pid. The array is allocated once, at
+    /// its size (counted first): a large process shares millions of pages with
+    /// the child it forked.
     public func sharedAnonymousPages(_ pid: Int32) -> [(address: UInt64, frame: Int)] {
-        guard let index = taskIndex[pid], let mm = tasks[index].mm else { return [] }
+        var count = 0
+        forEachSharedAnonymousPage(pid) { _, _ in count += 1 }
         var shared: [(address: UInt64, frame: Int)] = []
+        shared.reserveCapacity(count)
+        forEachSharedAnonymousPage(pid) { shared.append(($0, $1)) }
+        return shared
+    }
+
+    private func forEachSharedAnonymousPage(_ pid: Int32, _ body: (_ address: UInt64, _ frame: Int) -> Void) {
+        guard let index = taskIndex[pid], let mm = tasks[index].mm else { return }
         func note(_ a: UInt64, _ f: Int) {
-            if frames.has(f, .anon), frames.mapcount[f] > 1 { shared.append((a, f)) }
+            if frames.has(f, .anon), frames.mapcount[f] > 1 { body(a, f) }
         }
         for vma in mm.vmas {
             mm.pageTable.forEachPMD(start: vma.start, end: vma.end) { pmdAddress, pmd in
@@ -54,7 +64,6 @@ extension Machine {
                 }
             }
         }
-        return shared
     }
 
     /// The VMA of a live process that contains `address` (find_vma), without copying the VMA list.

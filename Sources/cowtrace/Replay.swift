@@ -13,14 +13,35 @@ struct RecordingInput: ParsableArguments {
     @Flag(help: "Read a damaged file up to the damage instead of refusing it.")
     var salvage = false
 
-    func read() throws -> TraceContents {
-        let contents: TraceContents
+    /// The recording through the model, read twice (`ReplayPrepass`, then the
+    /// replay) and never held in memory, with header problems as one-line errors.
+    func replay() throws -> ReplayResult {
+        var prepass = ReplayPrepass()
+        let summary: TraceSummary
         do {
-            contents = try TraceFileReader.read(path: file, salvage: salvage)
+            summary = try TraceFileReader.forEachRecord(path: file, salvage: salvage) { prepass.feed($0) }
         } catch {
             throw CLIError(description: "\(error)")
         }
-        switch contents.cut {
+        noteCut(summary.cut)
+        let replayer: TraceReplayer
+        do {
+            replayer = try TraceReplayer(header: summary.header)
+        } catch {
+            throw CLIError(description: "cannot replay this recording: \(error)")
+        }
+        do {
+            return try replayer.replay(consume prepass) { body in
+                try TraceFileReader.forEachRecord(path: file, salvage: salvage, body)
+            }
+        } catch {
+            throw CLIError(description: "\(error)")
+        }
+    }
+
+    /// A note on stderr when the file was cut or salvaged.
+    private func noteCut(_ cut: TraceCut?) {
+        switch cut {
         case .noEndRecord(let offset)?:
             FileHandle.standardError.write(Data("cowtrace: \(file): recording cut at offset \(offset): no end record (the recorder was killed); every record before it was read\n".utf8))
         case .damaged(let offset, let problem)?:
@@ -28,7 +49,6 @@ struct RecordingInput: ParsableArguments {
         case nil:
             break
         }
-        return contents
     }
 }
 
@@ -55,22 +75,12 @@ struct Replay: ParsableCommand {
     var format: OutputFormat = .text
 
     func run() throws {
-        let contents = try input.read()
-        let result = try replay(contents)
+        let result = try input.replay()
         switch format {
         case .text: print(renderReplay(result), terminator: "")
         case .json: print(renderReplayJSON(result), terminator: "")
         case .csv: print(renderReplayCSV(result), terminator: "")
         }
-    }
-}
-
-/// The recording through the model, with header problems as one-line errors.
-func replay(_ contents: TraceContents) throws -> ReplayResult {
-    do {
-        return try TraceReplayer(header: contents.header).replay(contents.records)
-    } catch {
-        throw CLIError(description: "cannot replay this recording: \(error)")
     }
 }
 
@@ -109,8 +119,7 @@ struct Check: ParsableCommand, OptionChecks {
     }
 
     func run() throws {
-        let contents = try input.read()
-        let check = TraceCheck(result: try replay(contents), threshold: minAgreement / 100)
+        let check = TraceCheck(result: try input.replay(), threshold: minAgreement / 100)
         switch format {
         case .text: print(renderCheck(check), terminator: "")
         case .json: print(renderCheckJSON(check), terminator: "")

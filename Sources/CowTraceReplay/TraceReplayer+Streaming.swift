@@ -1,0 +1,228 @@
+import CowTraceFormat
+
+/// Streaming replay: the records are read twice (a recording is not held in
+/// memory) and never sorted as a whole.
+///
+/// 1. `ReplayPrepass` reads them once, in file order, for what the replay
+///    must know before it starts: the frame runs of the pageRun records
+///    (`SharedFrameNumbers`), the gap times, the successful mprotect calls,
+///    and how far the records are from time order.
+/// 2. `TraceReplayer.replay(_:reading:)` reads them again: `TimeOrderMerger`
+///    puts them in time order with a small buffer, `VerdictQueue` holds each
+///    write-protect fault until the kernel's class of it is settled (by its
+///    thread's next fault or exit), and every record then drives the model.
+extension TraceReplayer {
+    /// Replays the records that `reading` hands over, in file order, to its
+    /// closure; `reading` is called once and must hand over the records
+    /// `prepass` was fed, in the same order.
+    public func replay(_ prepass: consuming ReplayPrepass,
+                       reading: ((TraceRecord) -> Void) throws -> Void) rethrows -> ReplayResult {
+        stats.records = prepass.records
+        gapTimes = prepass.gapTimes.sorted()
+        mprotects = prepass.mprotects
+        // Moved out, so that the runs are sorted in place and freed once counted.
+        let (runStarts, runEnds) = (prepass.frameStarts, prepass.frameEnds)
+        prepass.frameStarts = []
+        prepass.frameEnds = []
+        sharedFrameNumbers = SharedFrameNumbers(runStarts: runStarts, runEnds: runEnds)
+        if faultTier == "unknown" && prepass.sawSharedWriteClass { tierSeesSharedWrites = true }
+
+        var merger = TimeOrderMerger(prepass)
+        var queue = VerdictQueue()
+        let apply = { (record: TraceRecord, verdict: KernelVerdict?) in self.apply(record, verdict: verdict) }
+        try reading { record in
+            merger.add(record) { queue.add($0, apply) }
+        }
+        merger.finish { queue.add($0, apply) }
+        queue.finish(apply)
+        stats.resolves = Int(queue.fold.resolves)
+        stats.unmatchedResolves = Int(queue.fold.unmatchedResolves)
+        return result()
+    }
+}
+
+/// What the replay needs to know of the whole recording before replaying its
+/// first record; fed every record in file order (`feed`).
+public struct ReplayPrepass {
+    /// Records are merged into time order a chunk of this many at a time.
+    static let chunkSize = 4096
+
+    public private(set) var records = 0
+    /// Frame runs [start, end) of the pageRun records whose pages may be shared
+    /// (present, anonymous, not exclusive), unsorted.
+    var frameStarts: [UInt64] = []
+    var frameEnds: [UInt64] = []
+    var gapTimes: [UInt64] = []
+    /// Successful mprotect calls per pid (time, start, end).
+    var mprotects: [Int32: [(time: UInt64, start: UInt64, end: UInt64)]] = [:]
+    /// A write-protect fault record with the shared-write class (only the fentry and kprobe tiers see those).
+    var sawSharedWriteClass = false
+    /// The smallest sort key (`TimeOrderMerger`) of each chunk of records.
+    var chunkMinimum: [UInt64] = []
+    /// Whether the sort keys never decrease (no merging needed).
+    var inOrder = true
+    private var lastKey: UInt64 = 0
+
+    public init() {}
+
+    public mutating func feed(_ record: TraceRecord) {
+        let previousKey = lastKey
+        if let t = record.time { lastKey = t }
+        if lastKey < previousKey { inOrder = false }
+        if records % ReplayPrepass.chunkSize == 0 {
+            chunkMinimum.append(lastKey)
+        } else {
+            chunkMinimum[chunkMinimum.count - 1] = min(chunkMinimum[chunkMinimum.count - 1], lastKey)
+        }
+        records += 1
+
+        switch record {
+        case .pageRun(let r):
+            guard r.flags.contains(.present), r.frame != 0,
+                  r.flags.isDisjoint(with: [.zeroPage, .fileOrShared, .exclusive]) else { return }
+            let (end, wrapped) = r.frame.addingReportingOverflow(UInt64(r.count))
+            if wrapped {
+                addFrameRun(r.frame, .max)
+                if end > 0 { addFrameRun(0, end) }
+            } else {
+                addFrameRun(r.frame, end)
+            }
+        case .gap(let g):
+            gapTimes.append(g.time)
+        case .addressSpace(let a) where a.op == .mprotect && a.result == 0 && a.args.count >= 2:
+            mprotects[a.pid, default: []].append((a.time, a.args[0], a.args[0] &+ a.args[1]))
+        case .fault(let f) where f.kind == .writeProtect && f.faultClass == .sharedWrite:
+            sawSharedWriteClass = true
+        default:
+            break
+        }
+    }
+
+    private mutating func addFrameRun(_ start: UInt64, _ end: UInt64) {
+        guard start < end else { return }
+        frameStarts.append(start)
+        frameEnds.append(end)
+    }
+}
+
+/// Hands records over in time order, as `TraceRecord.sortedByTime` orders
+/// them (stably; a mapping or pageRun record keeps the time of the record
+/// before it), with a buffer of about a chunk of records when the recording is
+/// nearly in order (it is in order within a block). At the end of each chunk
+/// the records buffered whose key is at most the smallest key of every later
+/// chunk (`ReplayPrepass.chunkMinimum`) go out: a later record sorts after them.
+struct TimeOrderMerger {
+    private struct Entry {
+        var key: UInt64
+        var index: Int
+        var record: TraceRecord
+    }
+    private let inOrder: Bool
+    /// Per chunk, the smallest key of that chunk and every later one.
+    private let laterMinimum: [UInt64]
+    private var buffer: [Entry] = []
+    private var index = 0
+    private var lastKey: UInt64 = 0
+
+    init(_ prepass: ReplayPrepass) {
+        inOrder = prepass.inOrder
+        var minimum = prepass.chunkMinimum
+        if !inOrder {
+            for i in minimum.indices.reversed().dropFirst() { minimum[i] = min(minimum[i], minimum[i + 1]) }
+        }
+        laterMinimum = minimum
+    }
+
+    mutating func add(_ record: TraceRecord, _ emit: (TraceRecord) -> Void) {
+        guard !inOrder else { return emit(record) }
+        if let t = record.time { lastKey = t }
+        buffer.append(Entry(key: lastKey, index: index, record: record))
+        index += 1
+        guard index % ReplayPrepass.chunkSize == 0 else { return }
+        let chunk = index / ReplayPrepass.chunkSize
+        flush(upTo: chunk < laterMinimum.count ? laterMinimum[chunk] : .max, emit)
+    }
+
+    mutating func finish(_ emit: (TraceRecord) -> Void) {
+        flush(upTo: .max, emit)
+    }
+
+    /// Hands over, in (key, index) order, the buffered records with a key at most `limit`.
+    private mutating func flush(upTo limit: UInt64, _ emit: (TraceRecord) -> Void) {
+        buffer.sort { $0.key != $1.key ? $0.key < $1.key : $0.index < $1.index }
+        let n = buffer.firstIndex { $0.key > limit } ?? buffer.count
+        for e in buffer[..<n] { emit(e.record) }
+        buffer.removeFirst(n)
+    }
+}
+
+/// Holds the time-ordered records from each fault whose kernel class is still
+/// open (`KernelFaultFold`: until its thread's next fault or exit) until it is
+/// closed, and hands each record over with the kernel's verdict on it.
+struct VerdictQueue {
+    typealias Apply = (TraceRecord, TraceReplayer.KernelVerdict?) -> Void
+    private struct Entry {
+        var record: TraceRecord
+        var verdict: TraceReplayer.KernelVerdict?
+        var open: Bool
+    }
+    private(set) var fold = KernelFaultFold()
+    private var entries: [Entry] = []
+    /// Index in `entries` of the next record to hand over.
+    private var head = 0
+    /// Time-order position (resolves not counted) of `entries[0]`.
+    private var base = 0
+    /// Records added, resolves not counted.
+    private var added = 0
+
+    mutating func add(_ record: TraceRecord, _ apply: Apply) {
+        // A resolve only re-classifies its thread's open fault: nothing to replay, nor to hold.
+        if case .resolve = record { return fold.feed(record) { _, _ in } }
+        var opens = false
+        if case .fault(let f) = record, f.kind != .firstTouchRead { opens = true }
+        // At most one fault closes per record (its thread's previous one).
+        var closed: (index: Int, fault: ClassifiedFault?)? = nil
+        let position = added
+        added += 1
+        fold.feed(record, at: position) { closed = ($0, $1) }
+        if let closed { close(closed.index, closed.fault) }
+        // Nothing open before it, and it opens nothing: straight through.
+        if !opens && entries.isEmpty { return apply(record, nil) }
+        if entries.isEmpty { base = position }
+        entries.append(Entry(record: record, verdict: nil, open: opens))
+        handOver(apply)
+    }
+
+    mutating func finish(_ apply: Apply) {
+        var closed: [(index: Int, fault: ClassifiedFault?)] = []
+        fold.finish { closed.append(($0, $1)) }
+        for c in closed { close(c.index, c.fault) }
+        handOver(apply)
+    }
+
+    private mutating func close(_ index: Int, _ f: ClassifiedFault?) {
+        let i = index - base
+        if let f {
+            entries[i].verdict = TraceReplayer.KernelVerdict(cls: ReplayClass(kernel: f.faultClass), inferred: f.inferred,
+                                                             resolvedAt: f.resolvedAt, overBy: f.overBy)
+        }
+        entries[i].open = false
+    }
+
+    /// Hands over the records before the first still-open fault.
+    private mutating func handOver(_ apply: Apply) {
+        while head < entries.count, !entries[head].open {
+            apply(entries[head].record, entries[head].verdict)
+            head += 1
+        }
+        if head == entries.count {
+            entries.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= 4096 && head * 2 >= entries.count {
+            // Records handed over behind a fault still open: dropped once they are half the array.
+            entries.removeFirst(head)
+            base += head
+            head = 0
+        }
+    }
+}
