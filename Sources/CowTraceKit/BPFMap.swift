@@ -152,23 +152,16 @@ struct BPFRingBufferMap {
     private let map: OpaquePointer
 
     init(_ object: BPFObject, _ name: String) throws {
-        guard let map = bpf_object__find_map_by_name(object.handle, name) else {
-            throw TracerError.unknownMap(map: name, object: object.name)
-        }
-        guard bpf_map__type(map) == BPF_MAP_TYPE_RINGBUF else {
-            throw TracerError.mapTypeMismatch(map: name, object: object.name, expected: "a ring buffer", found: "map type \(bpf_map__type(map).rawValue)")
-        }
+        map = try object.libbpfMap(name, expected: "a ring buffer") { bpf_map__type($0) == BPF_MAP_TYPE_RINGBUF }
         self.name = name
         self.object = object
-        self.map = map
     }
 
     var maxEntries: UInt32 { bpf_map__max_entries(map) }
 
     /// Before load only: the ring's size in bytes (a power of two, at least a page).
     func setMaxEntries(_ bytes: UInt32) throws {
-        let rc = object.isClosed ? -EBADF : bpf_map__set_max_entries(map, bytes)
-        if rc != 0 { throw TracerError.mapAccess(map: name, operation: "set the size \(bytes) of", errno: Errno(rc)) }
+        try object.setMaxEntries(map, name, bytes, what: "the size")
     }
 
     func descriptor() throws -> Int32 {
@@ -191,16 +184,11 @@ struct BPFPerCPURingBuffers {
     private let map: OpaquePointer
 
     init(_ object: BPFObject, _ name: String) throws {
-        guard let map = bpf_object__find_map_by_name(object.handle, name) else {
-            throw TracerError.unknownMap(map: name, object: object.name)
-        }
-        guard bpf_map__type(map) == BPF_MAP_TYPE_ARRAY_OF_MAPS, bpf_map__inner_map(map).map(bpf_map__type) == BPF_MAP_TYPE_RINGBUF else {
-            throw TracerError.mapTypeMismatch(map: name, object: object.name, expected: "an array of ring buffers",
-                                              found: "map type \(bpf_map__type(map).rawValue)")
+        map = try object.libbpfMap(name, expected: "an array of ring buffers") {
+            bpf_map__type($0) == BPF_MAP_TYPE_ARRAY_OF_MAPS && bpf_map__inner_map($0).map(bpf_map__type) == BPF_MAP_TYPE_RINGBUF
         }
         self.name = name
         self.object = object
-        self.map = map
     }
 
     /// The array's slots (one per possible CPU once sized).
@@ -220,8 +208,7 @@ struct BPFPerCPURingBuffers {
 
     /// Before load only: one slot per possible CPU.
     func setSlots(_ count: Int) throws {
-        let rc = object.isClosed ? -EBADF : bpf_map__set_max_entries(map, UInt32(count))
-        if rc != 0 { throw TracerError.mapAccess(map: name, operation: "set the CPU count \(count) of", errno: Errno(rc)) }
+        try object.setMaxEntries(map, name, UInt32(count), what: "the CPU count")
     }
 
     /// After load, before attach: a ring of `bytes` in each slot. The
@@ -293,5 +280,26 @@ struct BPFProgram {
             return bpf_prog_test_run_opts(fd, &opts)
         }
         if rc != 0 { throw TracerError.programRun(program: name, object: object.name, errno: Errno(rc)) }
+    }
+}
+
+extension BPFObject {
+    /// The libbpf map `name` of this object, of the kind `isExpected` checks
+    /// (else a type mismatch naming what was `expected`).
+    func libbpfMap(_ name: String, expected: String, _ isExpected: (OpaquePointer) -> Bool) throws -> OpaquePointer {
+        guard let map = bpf_object__find_map_by_name(handle, name) else {
+            throw TracerError.unknownMap(map: name, object: self.name)
+        }
+        guard isExpected(map) else {
+            throw TracerError.mapTypeMismatch(map: name, object: self.name, expected: expected,
+                                              found: "map type \(bpf_map__type(map).rawValue)")
+        }
+        return map
+    }
+
+    /// Before load only: `map`'s max_entries (`what` it means, for the error).
+    func setMaxEntries(_ map: OpaquePointer, _ name: String, _ entries: UInt32, what: String) throws {
+        let rc = isClosed ? -EBADF : bpf_map__set_max_entries(map, entries)
+        if rc != 0 { throw TracerError.mapAccess(map: name, operation: "set \(what) \(entries) of", errno: Errno(rc)) }
     }
 }
