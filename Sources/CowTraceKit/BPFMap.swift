@@ -194,13 +194,34 @@ struct BPFPerCPURingBuffers {
     /// The array's slots (one per possible CPU once sized).
     var slots: Int { Int(bpf_map__max_entries(map)) }
 
-    /// The CPUs the kernel may ever run on: one ring each.
+    /// The CPUs the kernel may ever run on: one slot each.
     static var possibleCPUs: Int { Int(max(1, libbpf_num_possible_cpus())) }
 
-    /// The bytes of each CPU's ring for a budget of `totalBytes` over every
-    /// CPU: a power of two, at least a page, and at least 1 MiB unless the
+    /// The CPUs online now: one ring each. A VM may list far more possible
+    /// CPUs than it has (hotplug room); a CPU brought online later finds no
+    /// ring, and its events are counted lost, never silently dropped.
+    static func onlineCPUs() -> [Int] {
+        let text = (try? String(contentsOfFile: "/sys/devices/system/cpu/online", encoding: .utf8)) ?? ""
+        let cpus = parseCPUList(text).filter { $0 < possibleCPUs }
+        return cpus.isEmpty ? Array(0..<possibleCPUs) : cpus
+    }
+
+    /// A kernel CPU list ("0-3,8,10-11") as its CPU numbers.
+    static func parseCPUList(_ text: String) -> [Int] {
+        text.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ",").flatMap { part -> [Int] in
+            let bounds = part.split(separator: "-").compactMap { Int($0) }
+            switch bounds.count {
+            case 1: return [bounds[0]]
+            case 2 where bounds[0] <= bounds[1]: return Array(bounds[0]...bounds[1])
+            default: return []
+            }
+        }
+    }
+
+    /// The bytes of each CPU's ring for a budget of `totalBytes` over `cpus`
+    /// CPUs: a power of two, at least a page, and at least 1 MiB unless the
     /// budget is smaller (a CPU that faults alone must not fill a tiny ring).
-    static func bytesPerRing(totalBytes: UInt32, cpus: Int = possibleCPUs) -> UInt32 {
+    static func bytesPerRing(totalBytes: UInt32, cpus: Int) -> UInt32 {
         let page = UInt32(getpagesize())
         let share = max(totalBytes / UInt32(max(cpus, 1)), min(totalBytes, 1 << 20), page)
         return 1 << (31 - share.leadingZeroBitCount)
@@ -211,15 +232,16 @@ struct BPFPerCPURingBuffers {
         try object.setMaxEntries(map, name, UInt32(count), what: "the CPU count")
     }
 
-    /// After load, before attach: a ring of `bytes` in each slot. The
+    /// After load, before attach: a ring of `bytes` in the slot of each of
+    /// `cpus`. The
     /// returned descriptors belong to the caller (`RingBuffer` reads them);
     /// the array keeps the rings alive as well.
-    func createRings(bytes: UInt32) throws -> PerCPURings {
+    func createRings(bytes: UInt32, cpus: [Int]) throws -> PerCPURings {
         guard !object.isClosed, case let outer = bpf_map__fd(map), outer >= 0 else {
             throw TracerError.mapAccess(map: name, operation: "use (the object \(object.name) is not loaded, or closed)", errno: Errno(EBADF))
         }
         let rings = PerCPURings()
-        for cpu in 0..<bpf_map__max_entries(map) {
+        for cpu in cpus.map(UInt32.init) where cpu < bpf_map__max_entries(map) {
             errno = 0
             let fd = bpf_map_create(BPF_MAP_TYPE_RINGBUF, "\(name)_cpu\(cpu)", 0, 0, bytes, nil)
             guard fd >= 0 else {

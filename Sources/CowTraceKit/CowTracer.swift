@@ -207,8 +207,10 @@ public final class CowTracer {
         try object.load(tier: plan.tier)
         // Every ring in place before the first program runs: an event with no
         // ring would be counted lost.
+        let cpus = BPFPerCPURingBuffers.onlineCPUs()
         let rings = sendsEvents
-            ? try maps.events.createRings(bytes: BPFPerCPURingBuffers.bytesPerRing(totalBytes: options.ringBufferBytes))
+            ? try maps.events.createRings(bytes: BPFPerCPURingBuffers.bytesPerRing(totalBytes: options.ringBufferBytes,
+                                                                                   cpus: cpus.count), cpus: cpus)
             : nil
         let links = try object.attach(programs, tier: plan.tier)
         return (object, links, maps, rings)

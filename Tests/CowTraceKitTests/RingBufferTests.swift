@@ -1,5 +1,6 @@
 import CBPF
 @testable import CowTraceKit
+import Foundation
 import XCTest
 
 /// The reader side of the per-CPU rings: batches of fault events unpacked,
@@ -58,6 +59,19 @@ final class RingBufferTests: XCTestCase {
         var out: [Int] = []
         withUnsafeBytes(of: &fork) { CowTracer.unpackBatch($0) { out.append($0.count) } }
         XCTAssertEqual(out, [MemoryLayout<cowtrace_event>.size])
+    }
+
+    func testCPUListsParseAsTheKernelWritesThem() {
+        XCTAssertEqual(BPFPerCPURingBuffers.parseCPUList("0-3\n"), [0, 1, 2, 3])
+        XCTAssertEqual(BPFPerCPURingBuffers.parseCPUList("0,2-3,8"), [0, 2, 3, 8])
+        XCTAssertEqual(BPFPerCPURingBuffers.parseCPUList("0"), [0])
+        XCTAssertEqual(BPFPerCPURingBuffers.parseCPUList(""), [])
+        XCTAssertEqual(BPFPerCPURingBuffers.parseCPUList("3-1,x"), [], "nonsense yields nothing, not a crash")
+        // This machine: every online CPU is a possible one, and there is one at least.
+        let online = BPFPerCPURingBuffers.onlineCPUs()
+        XCTAssertFalse(online.isEmpty)
+        XCTAssertTrue(online.allSatisfy { $0 < BPFPerCPURingBuffers.possibleCPUs })
+        XCTAssertEqual(online.count, ProcessInfo.processInfo.activeProcessorCount)
     }
 
     func testRingSizeSplitsTheBudgetOverCPUsWithAFloor() {
