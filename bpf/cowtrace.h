@@ -217,7 +217,6 @@ enum cowtrace_fault_mode {
 	COWTRACE_MODE_TRACEPOINT = 3, /* tp_btf page_fault_user + mm_page_alloc + rss_stat */
 };
 
-/* Settings fixed before load: the verifier prunes what they switch off. */
 /* cowtrace_config.record_faults: what a recording adds to the fault path. */
 enum cowtrace_record_faults {
 	/* first-touch (not-present) faults and address-space syscalls as events */
@@ -229,6 +228,7 @@ enum cowtrace_record_faults {
 	COWTRACE_RECORD_BATCHED = 1 << 2,
 };
 
+/* Settings fixed before load: the verifier prunes what they switch off. */
 struct cowtrace_config {
 	__u32 spawner_tgid;   /* children forked by this process are traced (cowtrace -c) */
 	__u8  trace_all;      /* trace every process */

@@ -63,6 +63,7 @@ static __always_inline void pend(struct cowtrace_pending_fault *p, struct task_s
 	p->resolved = COWTRACE_CLASS_UNRESOLVED;
 	p->not_present = not_present;
 	p->split_rss = 0;
+	p->kernel_mode = 0;
 	p->event_ns = 0;
 }
 

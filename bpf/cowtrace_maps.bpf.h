@@ -12,11 +12,16 @@ struct {
 	__type(value, __u64);
 } drops SEC(".maps");
 
-static __always_inline void count_drop(__u32 reason)
+static __always_inline void count_drops(__u32 reason, __u64 lost)
 {
 	__u64 *n = bpf_map_lookup_elem(&drops, &reason);
 	if (n)
-		(*n)++;
+		*n += lost;
+}
+
+static __always_inline void count_drop(__u32 reason)
+{
+	count_drops(reason, 1);
 }
 
 /* Counters are shared by the threads of a process, which fault on several CPUs. */

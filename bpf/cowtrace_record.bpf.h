@@ -17,16 +17,22 @@ struct events_ring {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, 1); /* the possible CPUs, set at load */
+	__uint(max_entries, 1); /* the possible CPUs, set at load; rings for the online ones */
 	__type(key, __u32);
 	__array(values, struct events_ring);
 } events SEC(".maps");
 
+/* This CPU's ring (NULL for a CPU that came online after the rings were made). */
+static __always_inline void *this_cpu_events(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	return bpf_map_lookup_elem(&events, &cpu);
+}
+
 /* Room for `size` bytes in this CPU's ring, or NULL (counted as lost). */
 static __always_inline void *events_reserve(__u64 size)
 {
-	__u32 cpu = bpf_get_smp_processor_id();
-	void *ring = bpf_map_lookup_elem(&events, &cpu);
+	void *ring = this_cpu_events();
 	void *e = ring ? bpf_ringbuf_reserve(ring, size, 0) : 0;
 	if (!e)
 		count_drop(COWTRACE_DROP_RINGBUF_FULL);
@@ -77,14 +83,9 @@ static __always_inline void emit_batched(__u64 now, __u8 type, __u8 class_, __u3
 	b->count = ++n;
 	if (n < COWTRACE_BATCH_EVENTS && now - b->ts_ns < COWTRACE_BATCH_MAX_AGE_NS)
 		return;
-	__u32 cpu = bpf_get_smp_processor_id();
-	void *ring = bpf_map_lookup_elem(&events, &cpu);
-	if (!ring || bpf_ringbuf_output(ring, b, sizeof(*b), cowtrace_cfg.no_wakeup ? BPF_RB_NO_WAKEUP : 0)) {
-		__u32 reason = COWTRACE_DROP_RINGBUF_FULL;
-		__u64 *lost = bpf_map_lookup_elem(&drops, &reason);
-		if (lost)
-			*lost += n;
-	}
+	void *ring = this_cpu_events();
+	if (!ring || bpf_ringbuf_output(ring, b, sizeof(*b), cowtrace_cfg.no_wakeup ? BPF_RB_NO_WAKEUP : 0))
+		count_drops(COWTRACE_DROP_RINGBUF_FULL, n);
 	b->count = 0;
 }
 

@@ -112,11 +112,6 @@ final class TimeMerger {
     @exclusivity(unchecked) private var entries: [Entry] = []
     @exclusivity(unchecked) private var inOrder = true
 
-    /// Keeps `record` (copied) as one record.
-    func add(_ record: UnsafeRawBufferPointer) {
-        add(record) { $1($0) }
-    }
-
     /// Keeps the records `unpack` finds in one ring record, copying the ring
     /// record once.
     func add(_ record: UnsafeRawBufferPointer,

@@ -24,7 +24,7 @@ final class RingBufferTests: XCTestCase {
         // Two rings read one after the other: each in order, together not.
         let arrivals: [(UInt64, UInt32)] = [(10, 1), (30, 1), (50, 1), (20, 2), (30, 2), (60, 2)]
         for (t, tid) in arrivals {
-            event(time: t, type: COWTRACE_EVENT_WP_FAULT, tid: tid).withUnsafeBytes { merger.add($0) }
+            event(time: t, type: COWTRACE_EVENT_WP_FAULT, tid: tid).withUnsafeBytes { merger.add($0) { $1($0) } }
         }
         var out: [[UInt8]] = []
         merger.drain { out.append(Array($0)) }
