@@ -276,18 +276,21 @@ struct cowtrace_fork_record {
 struct cowtrace_pending_fault {
 	__u32 tid;     /* 0: none */
 	__u32 tgid;
-	__u64 ip;      /* tracepoint tier: user ip of the fault, to match the allocation */
+	__u64 ip;      /* tracepoint tier: ip of the fault (a kernel ip for a kernel-mode
+			* fault), to match the allocation */
 	__u64 address;
 	__u8  resolved;/* enum cowtrace_fault_class once a copy was seen */
 	__u8  split_rss;   /* tracepoint tier on 6.1: a copy whose class the thread's
 			    * rss cache tells only after the fault (file_rss, shmem_rss) */
 	__u8  not_present; /* a not-present write fault (x86 0x6), not a write-protect one:
 			    * counted only if it turns out to copy a private file page */
-	__u8  kernel_mode; /* fentry/kprobe do_cow_fault (do_fault): the kernel wrote, in a
-			    * syscall or exec (no page_fault_user, so no first-touch event) */
+	__u8  kernel_mode; /* the kernel wrote, in a syscall or exec: fentry/kprobe do_cow_fault
+			    * (do_fault) with no page_fault_user, so no first-touch event;
+			    * tracepoint tier: a page_fault_kernel fault (fault_regs is then
+			    * the kernel's exception frame) */
 	__u32 slot;    /* the process's slot in process_slots */
 	__u64 start_ns;    /* fentry/kprobe tiers with histograms: when do_wp_page began */
-	__u64 user_regs;   /* tracepoint tier: the thread's user pt_regs (kernel address) */
+	__u64 fault_regs;  /* tracepoint tier: the fault's pt_regs (a kernel address) */
 	__u32 thread_slot; /* per_thread: the thread's slot in thread_slots (0: none) */
 	__u32 pad2;
 	__u64 vma;         /* fentry/kprobe do_cow_fault (do_fault) hooks: the VMA, for the offset histogram */

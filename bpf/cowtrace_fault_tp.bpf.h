@@ -14,6 +14,12 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 #define bpf_ksym_exists(sym) (!!(sym))
 #endif
 
+/* The thread's user ip (for a kernel-mode fault: where its syscall was made). */
+static __always_inline __u64 user_ip(struct task_struct *task)
+{
+	return ((struct pt_regs *)bpf_task_pt_regs(task))->ip;
+}
+
 struct find_vma_ctx {
 	__u32 tgid;
 	__u32 kind;     /* out: enum cowtrace_vma_kind (recording) */
@@ -51,19 +57,19 @@ static __always_inline struct cowtrace_pid_counters *fault_counters(struct cowtr
 
 /* Remembers a fault of a traced thread in p, for the allocation that may follow. */
 static __always_inline void pend(struct cowtrace_pending_fault *p, struct task_struct *task, __u32 slot,
-				 struct pt_regs *regs, unsigned long address, bool not_present)
+				 struct pt_regs *regs, unsigned long address, bool not_present, bool kernel)
 {
 	p->tid = task->pid;
 	p->tgid = task->tgid;
 	p->slot = slot;
-	p->user_regs = (__u64)regs;
+	p->fault_regs = (__u64)regs;
 	p->thread_slot = 0;
 	p->ip = regs->ip;
 	p->address = address;
 	p->resolved = COWTRACE_CLASS_UNRESOLVED;
 	p->not_present = not_present;
 	p->split_rss = 0;
-	p->kernel_mode = 0;
+	p->kernel_mode = kernel;
 	p->event_ns = 0;
 }
 
@@ -113,13 +119,15 @@ static __always_inline void split_rss_resolve(struct cowtrace_pending_fault *p, 
 }
 
 /* x86 error code: present + write = a write-protect fault. Remember it per CPU
- * with the user ip; the allocation that follows inside the same exception
+ * with the fault's ip; the allocation that follows inside the same exception
  * (same thread, still in an exception at that ip) is the copy.
  * Not present + write (0x6) is remembered too, uncounted: in a MAP_PRIVATE file
  * mapping do_cow_fault copies the page-cache page into a new page, and that
- * allocation (see tp_mm_page_alloc) makes it a file copy. */
-SEC("tp_btf/page_fault_user")
-int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+ * allocation (see tp_mm_page_alloc) makes it a file copy.
+ * `kernel`: the kernel's own write to user memory (page_fault_kernel): regs are
+ * its exception frame, and the recorded ip is the user one (the syscall's). */
+static __always_inline int on_page_fault(unsigned long address, struct pt_regs *regs, unsigned long error_code,
+					 bool kernel)
 {
 	if (!(error_code & X86_PF_WRITE)) {
 		/* Any other fault of the thread ends its pending one: a first
@@ -133,7 +141,7 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 		if ((cowtrace_cfg.record_faults & COWTRACE_RECORD_IN_FAULT_HOOK) && !(error_code & X86_PF_PROT)) {
 			struct task_struct *task = bpf_get_current_task_btf();
 			if (counters_of(task))
-				emit_first_touch(0, task, address, regs, error_code);
+				emit_first_touch(0, task, address, kernel ? user_ip(task) : regs->ip, error_code);
 		}
 		return 0;
 	}
@@ -155,9 +163,9 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	if (!(error_code & X86_PF_PROT)) {
 		/* A first write (anonymous first touches are the most common
 		 * fault): nothing more here, no VMA lookup. */
-		pend(p, task, slot, regs, address, true);
+		pend(p, task, slot, regs, address, true, kernel);
 		if (cowtrace_cfg.record_faults & COWTRACE_RECORD_IN_FAULT_HOOK)
-			emit_first_touch(fault_event_time(p), task, address, regs, error_code);
+			emit_first_touch(fault_event_time(p), task, address, kernel ? user_ip(task) : regs->ip, error_code);
 		return 0;
 	}
 	if (cowtrace_cfg.fault_mode != COWTRACE_MODE_TRACEPOINT) {
@@ -169,8 +177,7 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	}
 	__u32 tgid = task->tgid, tid = task->pid;
 	ADD(c->wp_faults, 1);
-	__u64 ip = regs->ip;
-	pend(p, task, slot, regs, address, false);
+	pend(p, task, slot, regs, address, false, kernel);
 	if (cowtrace_cfg.per_thread) {
 		struct cowtrace_pid_counters *t = thread_counters(task, &p->thread_slot);
 		if (t)
@@ -191,26 +198,60 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
 	bool lookup = cowtrace_cfg.mapping_histograms || ((cowtrace_cfg.record_faults & COWTRACE_RECORD_FAULTS) && c->wp_faults <= 256);
 	if (lookup && bpf_find_vma(task, address, vma_found, &f, 0))
 		count_drop(COWTRACE_DROP_VMA_BUSY);
-	emit_at(cowtrace_cfg.emit_events ? fault_event_time(p) : 0, COWTRACE_EVENT_WP_FAULT, COWTRACE_CLASS_UNRESOLVED, tgid, tid, address, ip,
-	     (__u32)(error_code & 0xff) | f.kind << 8);
+	emit_at(cowtrace_cfg.emit_events ? fault_event_time(p) : 0, COWTRACE_EVENT_WP_FAULT, COWTRACE_CLASS_UNRESOLVED, tgid, tid, address,
+		kernel ? user_ip(task) : regs->ip, (__u32)(error_code & 0xff) | f.kind << 8);
 	return 0;
 }
 
-/* True while `task` is still inside the user fault recorded in p. */
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+{
+	return on_page_fault(address, regs, error_code, false);
+}
+
+/* The kernel writing user memory: copy_to_user in read(), recv(), a pipe, the
+ * ELF loader clearing .bss at exec. A fork's shared page is copied there just
+ * as by the program's own store, with no page_fault_user. Faults on kernel
+ * addresses, and those the kernel only fixes up (pagefault_disable(): it
+ * copies with faults off and falls back), are not the program's. The
+ * fentry/kprobe tiers see these in do_wp_page (do_cow_fault) already.
+ * Not seen on any tier's tracepoints: a write through get_user_pages
+ * (O_DIRECT reads, process_vm_writev, ptrace), which takes no page fault. */
+SEC("tp_btf/page_fault_kernel")
+int BPF_PROG(tp_page_fault_kernel, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+{
+	if ((long)address < 0)
+		return 0; /* a kernel address */
+	if (bpf_get_current_task_btf()->pagefault_disabled)
+		return 0;
+	return on_page_fault(address, regs, error_code, true);
+}
+
+/* True while `task` is still inside the fault recorded in p. */
 static __always_inline bool in_pending_fault(struct cowtrace_pending_fault *p, struct task_struct *task)
 {
 	if (!p->tid || p->tid != task->pid)
 		return false;
 	if (cowtrace_cfg.fault_mode != COWTRACE_MODE_TRACEPOINT && !p->not_present)
 		return true; /* fentry/kprobe: the window closes at do_wp_page's return */
-	/* The user pt_regs show an exception (orig_ax == -1, a syscall would show
-	 * its number) at the faulting ip: the fault has not returned yet. */
+	/* The fault's pt_regs show an exception (orig_ax == -1, a syscall would
+	 * show its number) at the faulting ip: the fault has not returned yet. */
+	if (p->kernel_mode) {
+		/* The kernel's exception frame, on the thread's stack, read as
+		 * memory. It is left there when the fault returns, but the calls
+		 * that lead to any later allocation in the same syscall (readahead
+		 * in read()) write over it, and the thread's next fault replaces p. */
+		struct pt_regs frame;
+		if (bpf_probe_read_kernel(&frame, sizeof(frame), (void *)p->fault_regs))
+			return false;
+		return frame.orig_ax == (unsigned long)-1 && frame.ip == p->ip;
+	}
 	struct pt_regs *regs;
 	if (bpf_ksym_exists(bpf_rdonly_cast))
 		/* The pt_regs page_fault_user was given, read without a helper
 		 * call (bpf_task_pt_regs costs ~40 ns here): p->tid is this
 		 * thread, so they are its user registers. */
-		regs = bpf_rdonly_cast((void *)p->user_regs, bpf_core_type_id_kernel(struct pt_regs));
+		regs = bpf_rdonly_cast((void *)p->fault_regs, bpf_core_type_id_kernel(struct pt_regs));
 	else
 		regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	return regs->orig_ax == (unsigned long)-1 && regs->ip == p->ip;

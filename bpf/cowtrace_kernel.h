@@ -58,6 +58,7 @@ struct task_struct {
 	struct mm_struct *mm;
 	int exit_code;
 	char comm[16];
+	int pagefault_disabled; /* pagefault_disable(): a fault is not handled, only fixed up */
 };
 
 struct vm_area_struct {

@@ -130,9 +130,9 @@ static __always_inline void emit(__u8 type, __u8 class_, __u32 tgid, __u32 tid,
  * deferred through irq_work with IRQs off). The write-protect fault that
  * matters carries the VMA kind. */
 static __always_inline void emit_first_touch(__u64 ts, struct task_struct *task, unsigned long address,
-					     struct pt_regs *regs, unsigned long error_code)
+					     __u64 ip, unsigned long error_code)
 {
-	emit_at(ts, COWTRACE_EVENT_FIRST_TOUCH, 0, task->tgid, task->pid, address, regs->ip, (__u32)(error_code & 0xff));
+	emit_at(ts, COWTRACE_EVENT_FIRST_TOUCH, 0, task->tgid, task->pid, address, ip, (__u32)(error_code & 0xff));
 }
 
 /* The first touches, where tp_page_fault_user is not attached (the fentry and
@@ -147,7 +147,7 @@ int BPF_PROG(tp_first_touch, unsigned long address, struct pt_regs *regs, unsign
 	struct task_struct *task = bpf_get_current_task_btf();
 	if (!counters_of(task))
 		return 0;
-	emit_first_touch(0, task, address, regs, error_code);
+	emit_first_touch(0, task, address, regs->ip, error_code);
 	return 0;
 }
 

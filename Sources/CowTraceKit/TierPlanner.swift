@@ -53,7 +53,7 @@ public enum TierPlanner {
             programs = adding(cowFaultPrograms(entry: "kprobe", exit: "kretprobe", has: kernel.kallsymsHas), to: programs)
             return .success(TierPlan(tier: .kprobe, faultPrograms: programs, copyByAlloc: copyByAlloc))
         case .tracepoint:
-            return .success(TierPlan(tier: .tracepoint, faultPrograms: ["tp_page_fault_user", "tp_mm_page_alloc", "tp_rss_stat"], copyByAlloc: true))
+            return .success(TierPlan(tier: .tracepoint, faultPrograms: faultTracepointPrograms, copyByAlloc: true))
         }
     }
 
@@ -66,8 +66,14 @@ public enum TierPlanner {
         for function in ["do_cow_fault", "do_fault"] where has(function) {
             return ["\(entry)_\(function)", "\(exit)_\(function)"]
         }
-        return ["tp_page_fault_user", "tp_mm_page_alloc", "tp_rss_stat"]
+        return faultTracepointPrograms
     }
+
+    /// The tracepoint tier's fault programs: the program's own faults, the
+    /// kernel's writes into user memory (read() into a page a fork shares
+    /// copies it in a kernel-mode fault), the allocation that is a copy, and
+    /// the rss move that makes it a file copy.
+    static let faultTracepointPrograms = ["tp_page_fault_user", "tp_page_fault_kernel", "tp_mm_page_alloc", "tp_rss_stat"]
 
     private static func adding(_ more: [String], to programs: [String]) -> [String] {
         programs + more.filter { !programs.contains($0) }

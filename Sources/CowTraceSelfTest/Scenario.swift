@@ -62,6 +62,14 @@ public struct Scenario: Sendable {
         Scenario("parent-first-then-child", "the parent copies 4096 pages; the child reuses those and copies 4096 more",
                  ["--pages", "16384", "parent:write:0:4096", "child:write:0:8192", "child:exit"],
                  parent: Expected(copies: 4096), child: Expected(copies: 4096, reuses: 4096)),
+        // The kernel writes the pages (read(2) into a buffer the fork shares, as a server reading a request
+        // does): every copy is made in a kernel-mode fault, which no user page-fault event shows.
+        Scenario("child-reads-into-shared", "the child read()s 16 MiB from /dev/zero into the shared region: the kernel's writes copy every page",
+                 ["--pages", "4096", "child:kwrite:0:4096", "child:exit"],
+                 parent: Expected(), child: Expected(copies: 4096)),
+        Scenario("kernel-writes-copy-and-reuse", "read()s into the region: the child copies 1024 pages, the parent reuses those and copies 1024, then reuses the rest after the child exits",
+                 ["--pages", "4096", "child:kwrite:0:1024", "parent:kwrite:0:2048", "child:exit", "parent:kwrite:2048:4096"],
+                 parent: Expected(copies: 1024, reuses: 3072), child: Expected(copies: 1024)),
         Scenario("small-region", "1 MiB region, the child writes all of it",
                  ["--pages", "256", "child:write:0:256", "child:exit"],
                  parent: Expected(), child: Expected(copies: 256)),

@@ -16,6 +16,10 @@
  *   child:read:FROM:TO
  *   parent:zwrite:FROM:TO  writes pages of the second region (--zero-pages),
  *   child:zwrite:FROM:TO   which was only read before the fork: zero-page fills
+ *   parent:kwrite:FROM:TO  the kernel writes the pages: one read(2) of /dev/zero
+ *   child:kwrite:FROM:TO   into them (with a STRIDE, one byte a page), as a read()
+ *                          or recv() into a buffer the fork shares does: the
+ *                          copies are made in kernel-mode faults
  *   child:exit             the child exits; the parent reaps it
  *   child:exec             the child execs this program with --noop (fork+exec)
  * Two steps of different sides joined by '+' ("together steps") run at the
@@ -73,7 +77,9 @@
 enum mapping { MAP_KIND_ANON, MAP_KIND_SHARED_FILE, MAP_KIND_PRIVATE_FILE };
 enum prefault { PREFAULT_WRITE, PREFAULT_READ, PREFAULT_NONE };
 enum actor { ACTOR_PARENT, ACTOR_CHILD };
-enum action { ACTION_WRITE, ACTION_READ, ACTION_ZERO_WRITE, ACTION_EXIT, ACTION_EXEC, ACTION_THREAD_WRITE };
+enum action { ACTION_WRITE, ACTION_READ, ACTION_ZERO_WRITE, ACTION_EXIT, ACTION_EXEC, ACTION_THREAD_WRITE, ACTION_KERNEL_WRITE };
+/* How a step touches its pages: a load, a store, or a read(2) the kernel stores for. */
+enum touch_mode { TOUCH_READ, TOUCH_WRITE, TOUCH_KERNEL_WRITE };
 
 struct step {
 	enum actor actor;
@@ -128,7 +134,7 @@ static void usage(void)
 	     "                         [--prefault write|read|none] [--no-fork] [--thp] [--file-nohugepage] [--dir DIR] [--handshake]\n"
 	     "                         [--child-oom-score-adj N] [--rate MIB_PER_S]\n"
 	     "                         [--storm FORKS [--parallel K] [--time]] STEP...\n"
-	     "steps: child|parent:write|twrite|read|zwrite:FROM:TO[:STRIDE], child:exit, child:exec\n"
+	     "steps: child|parent:write|twrite|kwrite|read|zwrite:FROM:TO[:STRIDE], child:exit, child:exec\n"
 	     "       CHILDSTEP+PARENTSTEP runs both at the same time\n"
 	     "example: cowtrace-workload --pages 16384 child:write:0:8192 child:exit parent:write:0:16384\n"
 	     "snapshot pattern: cowtrace-workload --pages 4096 child:write:0:2048+parent:write:2048:3072 child:exit");
@@ -209,15 +215,34 @@ static void count_frames(const uint64_t *before, const uint64_t *after, long n, 
 	pthread_mutex_unlock(&truth_lock);
 }
 
-static void touch_region(volatile unsigned char *base, long pages, long from, long to, long stride, int write)
+/* mode TOUCH_KERNEL_WRITE: read(2) from /dev/zero writes the pages, in
+ * kernel mode (one read of the whole range, or one byte a page with a stride). */
+static void kernel_write(volatile unsigned char *base, long from, long to, long stride)
 {
-	if (from < 0 || to > pages || from > to)
-		usage_error("step range outside the region");
-	if (stride < 1)
-		stride = 1;
-	uint64_t *before = write ? read_pagemap(base, from, to) : NULL;
-	if (write && !before)
-		truth.known = 0;
+	static int zero_fd = -1;
+	if (zero_fd < 0 && (zero_fd = open("/dev/zero", O_RDONLY | O_CLOEXEC)) < 0)
+		die("open /dev/zero");
+	for (long i = from; i < to; i += stride) {
+		char *p = (char *)(base + i * page_size);
+		size_t left = stride == 1 ? (size_t)(to - from) * page_size : 1;
+		while (left) {
+			ssize_t n = read(zero_fd, p, left);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				die("read /dev/zero into the region");
+			p += n;
+			left -= (size_t)n;
+		}
+		if (stride == 1)
+			break;
+	}
+}
+
+/* Loads or stores one byte a page, paced by --rate (never inlined: stacks
+ * name it as the writer, HistCLITests). */
+__attribute__((noinline)) static void user_touch(volatile unsigned char *base, long from, long to, long stride, int write)
+{
 	struct timespec start;
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	for (long i = from; i < to; i += stride) {
@@ -238,6 +263,22 @@ static void touch_region(volatile unsigned char *base, long pages, long from, lo
 			}
 		}
 	}
+}
+
+static void touch_region(volatile unsigned char *base, long pages, long from, long to, long stride, enum touch_mode mode)
+{
+	if (from < 0 || to > pages || from > to)
+		usage_error("step range outside the region");
+	if (stride < 1)
+		stride = 1;
+	int write = mode != TOUCH_READ;
+	uint64_t *before = write ? read_pagemap(base, from, to) : NULL;
+	if (write && !before)
+		truth.known = 0;
+	if (mode == TOUCH_KERNEL_WRITE)
+		kernel_write(base, from, to, stride);
+	else
+		user_touch(base, from, to, stride, write);
 	if (!before)
 		return;
 	uint64_t *after = read_pagemap(base, from, to);
@@ -262,15 +303,15 @@ static void touch_plain(volatile unsigned char *base, long from, long to, int wr
 	}
 }
 
-static void touch(const struct step *st, int write)
+static void touch(const struct step *st, enum touch_mode mode)
 {
-	touch_region(region, opt.pages, st->from, st->to, st->stride, write);
+	touch_region(region, opt.pages, st->from, st->to, st->stride, mode);
 }
 
 static void *thread_write(void *arg)
 {
 	struct step *st = arg;
-	touch(st, 1);
+	touch(st, TOUCH_WRITE);
 	return NULL;
 }
 
@@ -392,19 +433,20 @@ static void parse_half(const char *s, struct step *st)
 		st->actor = ACTOR_PARENT;
 	else
 		usage_error("a step's actor is child or parent");
-	if (!strcmp(what, "write") || !strcmp(what, "read") || !strcmp(what, "zwrite") || !strcmp(what, "twrite")) {
+	if (!strcmp(what, "write") || !strcmp(what, "read") || !strcmp(what, "zwrite") || !strcmp(what, "twrite") ||
+	    !strcmp(what, "kwrite")) {
 		if (n != 4 && n != 5)
 			usage_error("write and read steps need FROM:TO page numbers (and an optional :STRIDE)");
 		if (stride < 1)
 			usage_error("a step's STRIDE must be at least 1");
 		st->action = what[0] == 'w' ? ACTION_WRITE : what[0] == 'z' ? ACTION_ZERO_WRITE
-			   : what[0] == 't' ? ACTION_THREAD_WRITE : ACTION_READ;
+			   : what[0] == 't' ? ACTION_THREAD_WRITE : what[0] == 'k' ? ACTION_KERNEL_WRITE : ACTION_READ;
 	} else if (!strcmp(what, "exit") && st->actor == ACTOR_CHILD) {
 		st->action = ACTION_EXIT;
 	} else if (!strcmp(what, "exec") && st->actor == ACTOR_CHILD) {
 		st->action = ACTION_EXEC;
 	} else {
-		usage_error("unknown step action (write, twrite, read, zwrite, child:exit, child:exec)");
+		usage_error("unknown step action (write, twrite, kwrite, read, zwrite, child:exit, child:exec)");
 	}
 	st->from = from;
 	st->to = to;
@@ -666,10 +708,11 @@ int main(int argc, char **argv)
 		}
 		struct step *mine = half_of(st, is_child);
 		switch (mine->action) {
-		case ACTION_WRITE: touch(mine, 1); break;
+		case ACTION_WRITE: touch(mine, TOUCH_WRITE); break;
+		case ACTION_KERNEL_WRITE: touch(mine, TOUCH_KERNEL_WRITE); break;
 		case ACTION_THREAD_WRITE: touch_from_thread(mine); break;
-		case ACTION_READ: touch(mine, 0); break;
-		case ACTION_ZERO_WRITE: touch_region(zero_region, opt.zero_pages, mine->from, mine->to, mine->stride, 1); break;
+		case ACTION_READ: touch(mine, TOUCH_READ); break;
+		case ACTION_ZERO_WRITE: touch_region(zero_region, opt.zero_pages, mine->from, mine->to, mine->stride, TOUCH_WRITE); break;
 		case ACTION_EXIT: send_truth(); _exit(0);
 		case ACTION_EXEC: {
 			char self[4096];

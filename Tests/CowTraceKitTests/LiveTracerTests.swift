@@ -40,6 +40,8 @@ final class LiveScenarioTests: XCTestCase {
     func testParentWritesAfterChildExited() throws { try check("parent-writes-child-exited") }
     func testChildFirstThenParent() throws { try check("child-first-then-parent") }
     func testParentFirstThenChild() throws { try check("parent-first-then-child") }
+    func testChildReadsIntoShared() throws { try check("child-reads-into-shared") }
+    func testKernelWritesCopyAndReuse() throws { try check("kernel-writes-copy-and-reuse") }
     func testSmallRegion() throws { try check("small-region") }
     func testLargeRegion() throws { try check("large-region") }
     func testZeroPage() throws { try check("zero-page") }

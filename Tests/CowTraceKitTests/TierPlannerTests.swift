@@ -44,7 +44,7 @@ final class TierPlannerTests: XCTestCase {
         kernel.hasKprobePMU = true
         let plan = try TierPlanner.plan(.kprobe, kernel: kernel).get()
         XCTAssertEqual(plan.faultPrograms, ["kprobe_do_wp_page", "kprobe_wp_page_copy",
-                                            "tp_page_fault_user", "tp_mm_page_alloc", "tp_rss_stat"])
+                                            "tp_page_fault_user", "tp_page_fault_kernel", "tp_mm_page_alloc", "tp_rss_stat"])
         kernel.kallsyms = ["wp_page_copy"]
         guard case .failure(let noSymbol) = TierPlanner.plan(.kprobe, kernel: kernel) else { return XCTFail("no symbol must fail") }
         XCTAssertTrue(noSymbol.description.contains("kallsyms"))
@@ -62,12 +62,14 @@ final class TierPlannerTests: XCTestCase {
     func testCowFaultInlinedFallsBackToTheFaultAndItsAllocation() throws {
         let plan = try TierPlanner.plan(.kprobe, kernel: FakeKernel(kallsyms: ["do_wp_page"])).get()
         XCTAssertEqual(plan.faultPrograms, ["kprobe_do_wp_page", "kretprobe_do_wp_page", "tp_mm_page_alloc", "tp_rss_stat",
-                                            "tp_page_fault_user"])
+                                            "tp_page_fault_user", "tp_page_fault_kernel"])
     }
 
+    /// The kernel's own writes into user memory (read() into a shared page)
+    /// fault in kernel mode: page_fault_kernel, beside the user's faults.
     func testTracepointTierNeedsNoSymbols() throws {
         let plan = try TierPlanner.plan(.tracepoint, kernel: FakeKernel(hasKprobePMU: false)).get()
-        XCTAssertEqual(plan.faultPrograms, ["tp_page_fault_user", "tp_mm_page_alloc", "tp_rss_stat"])
+        XCTAssertEqual(plan.faultPrograms, ["tp_page_fault_user", "tp_page_fault_kernel", "tp_mm_page_alloc", "tp_rss_stat"])
     }
 
     /// Every program any plan can ask for exists in the embedded object

@@ -57,12 +57,12 @@ final class HistCLITests: XCTestCase {
                                             "--pages", "8192", "child:write:0:\(pages)", "child:exit"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let text = try String(contentsOfFile: folded, encoding: .utf8)
-        // "comm;…;main;touch;touch_region 4096": the workload's own functions, leaf last.
+        // "comm;…;main;touch;touch_region;user_touch 4096": the workload's own functions, leaf last.
         let lines = text.split(separator: "\n")
         let top = try XCTUnwrap(lines.first, "no stacks")
         XCTAssertTrue(top.hasPrefix("cowtrace-worklo;"), String(top))
         let frames = top.split(separator: " ").dropLast().joined(separator: " ").split(separator: ";")
-        XCTAssertEqual(frames.last, "touch_region", String(top))
+        XCTAssertEqual(frames.last, "user_touch", String(top))
         XCTAssertTrue(frames.contains("main"), String(top))
         let count = Int(top.split(separator: " ").last ?? "") ?? 0
         XCTAssertEqual(count, pages, accuracy: pageSlack(pages), String(top))
