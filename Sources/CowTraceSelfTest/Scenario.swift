@@ -70,6 +70,11 @@ public struct Scenario: Sendable {
         Scenario("kernel-writes-copy-and-reuse", "read()s into the region: the child copies 1024 pages, the parent reuses those and copies 1024, then reuses the rest after the child exits",
                  ["--pages", "4096", "child:kwrite:0:1024", "parent:kwrite:0:2048", "child:exit", "parent:kwrite:2048:4096"],
                  parent: Expected(copies: 1024, reuses: 3072), child: Expected(copies: 1024)),
+        // read(2) of a file into the buffer, as a worker loading data does: the read's readahead allocates
+        // page-cache pages between the faults, and none of them may pass for a copy of a reused page.
+        Scenario("file-read-into-buffer", "the child read()s a cold file into half the region (copies); after it exits the parent reads it into all of it (reuses, no copy)",
+                 ["--pages", "4096", "child:kfile:0:2048", "child:exit", "parent:kfile:0:4096"],
+                 parent: Expected(reuses: 4096), child: Expected(copies: 2048)),
         Scenario("small-region", "1 MiB region, the child writes all of it",
                  ["--pages", "256", "child:write:0:256", "child:exit"],
                  parent: Expected(), child: Expected(copies: 256)),

@@ -20,6 +20,9 @@
  *   child:kwrite:FROM:TO   into them (with a STRIDE, one byte a page), as a read()
  *                          or recv() into a buffer the fork shares does: the
  *                          copies are made in kernel-mode faults
+ *   parent:kfile:FROM:TO   the same with read(2) of a file whose page cache
+ *   child:kfile:FROM:TO    was dropped first: the read's readahead allocates
+ *                          page-cache pages between the faults (--dir)
  *   child:exit             the child exits; the parent reaps it
  *   child:exec             the child execs this program with --noop (fork+exec)
  * Two steps of different sides joined by '+' ("together steps") run at the
@@ -77,9 +80,10 @@
 enum mapping { MAP_KIND_ANON, MAP_KIND_SHARED_FILE, MAP_KIND_PRIVATE_FILE };
 enum prefault { PREFAULT_WRITE, PREFAULT_READ, PREFAULT_NONE };
 enum actor { ACTOR_PARENT, ACTOR_CHILD };
-enum action { ACTION_WRITE, ACTION_READ, ACTION_ZERO_WRITE, ACTION_EXIT, ACTION_EXEC, ACTION_THREAD_WRITE, ACTION_KERNEL_WRITE };
-/* How a step touches its pages: a load, a store, or a read(2) the kernel stores for. */
-enum touch_mode { TOUCH_READ, TOUCH_WRITE, TOUCH_KERNEL_WRITE };
+enum action { ACTION_WRITE, ACTION_READ, ACTION_ZERO_WRITE, ACTION_EXIT, ACTION_EXEC, ACTION_THREAD_WRITE, ACTION_KERNEL_WRITE, ACTION_FILE_READ_WRITE };
+/* How a step touches its pages: a load, a store, or a read(2) the kernel stores
+ * for (from /dev/zero, or from a cold file). */
+enum touch_mode { TOUCH_READ, TOUCH_WRITE, TOUCH_KERNEL_WRITE, TOUCH_FILE_READ };
 
 struct step {
 	enum actor actor;
@@ -134,7 +138,7 @@ static void usage(void)
 	     "                         [--prefault write|read|none] [--no-fork] [--thp] [--file-nohugepage] [--dir DIR] [--handshake]\n"
 	     "                         [--child-oom-score-adj N] [--rate MIB_PER_S]\n"
 	     "                         [--storm FORKS [--parallel K] [--time]] STEP...\n"
-	     "steps: child|parent:write|twrite|kwrite|read|zwrite:FROM:TO[:STRIDE], child:exit, child:exec\n"
+	     "steps: child|parent:write|twrite|kwrite|kfile|read|zwrite:FROM:TO[:STRIDE], child:exit, child:exec\n"
 	     "       CHILDSTEP+PARENTSTEP runs both at the same time\n"
 	     "example: cowtrace-workload --pages 16384 child:write:0:8192 child:exit parent:write:0:16384\n"
 	     "snapshot pattern: cowtrace-workload --pages 4096 child:write:0:2048+parent:write:2048:3072 child:exit");
@@ -215,23 +219,58 @@ static void count_frames(const uint64_t *before, const uint64_t *after, long n, 
 	pthread_mutex_unlock(&truth_lock);
 }
 
-/* mode TOUCH_KERNEL_WRITE: read(2) from /dev/zero writes the pages, in
- * kernel mode (one read of the whole range, or one byte a page with a stride). */
-static void kernel_write(volatile unsigned char *base, long from, long to, long stride)
+/* The file kfile steps read: as large as the region, on --dir, written and
+ * synced once; its page cache is dropped before each read. */
+static int cold_file(void)
+{
+	static int fd = -1;
+	if (fd >= 0)
+		goto drop;
+	char path[4096];
+	const char *dir = opt.file_dir ? opt.file_dir : access("/var/tmp", W_OK) == 0 ? "/var/tmp" : "/tmp";
+	snprintf(path, sizeof(path), "%s/cowtrace-workload-read.XXXXXX", dir);
+	if ((fd = mkstemp(path)) < 0)
+		die("create the file kfile steps read (use --dir to pick a writable directory)");
+	unlink(path);
+	char buf[65536];
+	memset(buf, 0x3c, sizeof(buf));
+	for (long off = 0; off < opt.pages * page_size; off += (long)sizeof(buf))
+		if (pwrite(fd, buf, sizeof(buf), off) != (ssize_t)sizeof(buf))
+			die("fill the file kfile steps read");
+	if (fsync(fd))
+		die("fsync the file kfile steps read");
+drop:
+	/* Clean pages only: synced above, never written since. */
+	if (posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED))
+		die("drop the page cache of the file kfile steps read");
+	return fd;
+}
+
+/* TOUCH_KERNEL_WRITE, TOUCH_FILE_READ: read(2) writes the pages, in kernel
+ * mode (one read of the whole range, or one byte a page with a stride). */
+static void kernel_write(volatile unsigned char *base, long from, long to, long stride, enum touch_mode mode)
 {
 	static int zero_fd = -1;
-	if (zero_fd < 0 && (zero_fd = open("/dev/zero", O_RDONLY | O_CLOEXEC)) < 0)
-		die("open /dev/zero");
+	int fd;
+	if (mode == TOUCH_FILE_READ) {
+		fd = cold_file();
+	} else {
+		if (zero_fd < 0 && (zero_fd = open("/dev/zero", O_RDONLY | O_CLOEXEC)) < 0)
+			die("open /dev/zero");
+		fd = zero_fd;
+	}
 	for (long i = from; i < to; i += stride) {
 		char *p = (char *)(base + i * page_size);
 		size_t left = stride == 1 ? (size_t)(to - from) * page_size : 1;
+		off_t at = (off_t)i * page_size;
 		while (left) {
-			ssize_t n = read(zero_fd, p, left);
+			ssize_t n = pread(fd, p, left, at);
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n <= 0)
-				die("read /dev/zero into the region");
+				die(mode == TOUCH_FILE_READ ? "read the file into the region" : "read /dev/zero into the region");
 			p += n;
+			at += n;
 			left -= (size_t)n;
 		}
 		if (stride == 1)
@@ -275,8 +314,8 @@ static void touch_region(volatile unsigned char *base, long pages, long from, lo
 	uint64_t *before = write ? read_pagemap(base, from, to) : NULL;
 	if (write && !before)
 		truth.known = 0;
-	if (mode == TOUCH_KERNEL_WRITE)
-		kernel_write(base, from, to, stride);
+	if (mode == TOUCH_KERNEL_WRITE || mode == TOUCH_FILE_READ)
+		kernel_write(base, from, to, stride, mode);
 	else
 		user_touch(base, from, to, stride, write);
 	if (!before)
@@ -434,19 +473,20 @@ static void parse_half(const char *s, struct step *st)
 	else
 		usage_error("a step's actor is child or parent");
 	if (!strcmp(what, "write") || !strcmp(what, "read") || !strcmp(what, "zwrite") || !strcmp(what, "twrite") ||
-	    !strcmp(what, "kwrite")) {
+	    !strcmp(what, "kwrite") || !strcmp(what, "kfile")) {
 		if (n != 4 && n != 5)
 			usage_error("write and read steps need FROM:TO page numbers (and an optional :STRIDE)");
 		if (stride < 1)
 			usage_error("a step's STRIDE must be at least 1");
 		st->action = what[0] == 'w' ? ACTION_WRITE : what[0] == 'z' ? ACTION_ZERO_WRITE
-			   : what[0] == 't' ? ACTION_THREAD_WRITE : what[0] == 'k' ? ACTION_KERNEL_WRITE : ACTION_READ;
+			   : what[0] == 't' ? ACTION_THREAD_WRITE : !strcmp(what, "kwrite") ? ACTION_KERNEL_WRITE
+			   : !strcmp(what, "kfile") ? ACTION_FILE_READ_WRITE : ACTION_READ;
 	} else if (!strcmp(what, "exit") && st->actor == ACTOR_CHILD) {
 		st->action = ACTION_EXIT;
 	} else if (!strcmp(what, "exec") && st->actor == ACTOR_CHILD) {
 		st->action = ACTION_EXEC;
 	} else {
-		usage_error("unknown step action (write, twrite, kwrite, read, zwrite, child:exit, child:exec)");
+		usage_error("unknown step action (write, twrite, kwrite, kfile, read, zwrite, child:exit, child:exec)");
 	}
 	st->from = from;
 	st->to = to;
@@ -710,6 +750,7 @@ int main(int argc, char **argv)
 		switch (mine->action) {
 		case ACTION_WRITE: touch(mine, TOUCH_WRITE); break;
 		case ACTION_KERNEL_WRITE: touch(mine, TOUCH_KERNEL_WRITE); break;
+		case ACTION_FILE_READ_WRITE: touch(mine, TOUCH_FILE_READ); break;
 		case ACTION_THREAD_WRITE: touch_from_thread(mine); break;
 		case ACTION_READ: touch(mine, TOUCH_READ); break;
 		case ACTION_ZERO_WRITE: touch_region(zero_region, opt.zero_pages, mine->from, mine->to, mine->stride, TOUCH_WRITE); break;

@@ -42,6 +42,7 @@ final class LiveScenarioTests: XCTestCase {
     func testParentFirstThenChild() throws { try check("parent-first-then-child") }
     func testChildReadsIntoShared() throws { try check("child-reads-into-shared") }
     func testKernelWritesCopyAndReuse() throws { try check("kernel-writes-copy-and-reuse") }
+    func testFileReadIntoBuffer() throws { try check("file-read-into-buffer") }
     func testSmallRegion() throws { try check("small-region") }
     func testLargeRegion() throws { try check("large-region") }
     func testZeroPage() throws { try check("zero-page") }
