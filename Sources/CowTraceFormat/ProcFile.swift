@@ -5,6 +5,11 @@ import Glibc
 /// Reads a /proc or /sys file whole. These report a size of 0, so this reads
 /// until EOF instead of trusting stat().
 public func readPseudoFile(_ path: String) -> String? {
+    readPseudoFileBytes(path).map { String(decoding: $0, as: UTF8.self) }
+}
+
+/// The bytes of a /proc or /sys file (read to its end), or nil if it cannot be opened.
+public func readPseudoFileBytes(_ path: String) -> [UInt8]? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
@@ -16,5 +21,5 @@ public func readPseudoFile(_ path: String) -> String? {
         if n <= 0 { break }
         data.append(contentsOf: chunk[0..<n])
     }
-    return String(decoding: data, as: UTF8.self)
+    return data
 }

@@ -136,6 +136,54 @@ internal final class TraceBlockEncoder {
     }
 }
 
+extension TraceBlockEncoder {
+    /// A `fault` record, the same bytes as `append(.fault(...))` without
+    /// building the enum (the recorder's most frequent record).
+    @inline(__always)
+    func appendFault(time: UInt64, pid: Int32, tid: Int32, address: UInt64, ip: UInt64,
+                     kind: RecordedFaultKind, faultClass: RecordedFaultClass, mapping: RecordedMappingKind) -> Int {
+        let start = position, b = buffer + start
+        // type, reserved, length; then the fields at fixed offsets.
+        b.storeBytes(of: (UInt32(TraceFormat.faultRecordBytes) << 16 | UInt32(TraceFormat.RecordType.fault.rawValue)).littleEndian,
+                     as: UInt32.self)
+        b.storeBytes(of: time.littleEndian, toByteOffset: 4, as: UInt64.self)
+        b.storeBytes(of: pid.littleEndian, toByteOffset: 12, as: Int32.self)
+        b.storeBytes(of: tid.littleEndian, toByteOffset: 16, as: Int32.self)
+        b.storeBytes(of: address.littleEndian, toByteOffset: 20, as: UInt64.self)
+        b.storeBytes(of: ip.littleEndian, toByteOffset: 28, as: UInt64.self)
+        b.storeBytes(of: kind.rawValue, toByteOffset: 36, as: UInt8.self)
+        b.storeBytes(of: faultClass.rawValue, toByteOffset: 37, as: UInt8.self)
+        b.storeBytes(of: mapping.rawValue, toByteOffset: 38, as: UInt8.self)
+        position = start + TraceFormat.faultRecordBytes
+        recordCount += 1
+        return start
+    }
+
+    /// A `resolve` record, the same bytes as `append(.resolve(...))`.
+    @inline(__always)
+    func appendResolve(time: UInt64, pid: Int32, tid: Int32, address: UInt64, faultClass: RecordedFaultClass) -> Int {
+        let start = position, b = buffer + start
+        b.storeBytes(of: (UInt32(TraceFormat.resolveRecordBytes) << 16 | UInt32(TraceFormat.RecordType.resolve.rawValue)).littleEndian,
+                     as: UInt32.self)
+        b.storeBytes(of: time.littleEndian, toByteOffset: 4, as: UInt64.self)
+        b.storeBytes(of: pid.littleEndian, toByteOffset: 12, as: Int32.self)
+        b.storeBytes(of: tid.littleEndian, toByteOffset: 16, as: Int32.self)
+        b.storeBytes(of: address.littleEndian, toByteOffset: 20, as: UInt64.self)
+        b.storeBytes(of: faultClass.rawValue, toByteOffset: 28, as: UInt8.self)
+        position = start + TraceFormat.resolveRecordBytes
+        recordCount += 1
+        return start
+    }
+}
+
+extension TraceFormat {
+    /// A fault record as written: header 4, time 8, pid 4, tid 4, address 8,
+    /// ip 8, kind, faultClass, mapping.
+    static let faultRecordBytes = 39
+    /// A resolve record: header 4, time 8, pid 4, tid 4, address 8, faultClass.
+    static let resolveRecordBytes = 29
+}
+
 /// The longest prefix of `utf8` of at most `max` bytes that ends on a
 /// character (scalar) boundary.
 @inline(__always)

@@ -31,12 +31,14 @@ public final class TraceFileWriter {
     /// The first write error; thrown by the next flush() / close().
     public private(set) var error: TraceFileError? { didSet { failed = error != nil } }
     /// `error != nil`, read per record without copying the error.
-    private var failed = false
+    /// Unchecked exclusivity, like `closed`: read per record, and the writer
+    /// is never used by two threads at once (its owner's lock, or one owner).
+    @exclusivity(unchecked) private var failed = false
 
     private var fd: Int32
     private let encoder: TraceBlockEncoder
     private var sequence: UInt64 = 1
-    private var closed = false
+    @exclusivity(unchecked) private var closed = false
 
     /// Creates `path` (mode 0644) and writes the preamble and header block.
     /// Never follows a symbolic link. Without `overwrite`, an existing path is
@@ -86,7 +88,29 @@ public final class TraceFileWriter {
             recordsDropped += 1
             return
         }
-        let start = encoder.append(record)
+        appended(at: encoder.append(record))
+    }
+
+    /// A `fault` record: what `append(.fault(FaultRecord(...)))` writes,
+    /// without building the record (the recorder's per-event path).
+    public func appendFault(time: UInt64, pid: Int32, tid: Int32, address: UInt64, ip: UInt64,
+                            kind: RecordedFaultKind, faultClass: RecordedFaultClass, mapping: RecordedMappingKind) {
+        if closed || failed { append(.fault(FaultRecord(time: time, pid: pid, tid: tid, address: address, ip: ip,
+                                                         kind: kind, faultClass: faultClass, mapping: mapping))); return }
+        appended(at: encoder.appendFault(time: time, pid: pid, tid: tid, address: address, ip: ip,
+                                         kind: kind, faultClass: faultClass, mapping: mapping))
+    }
+
+    /// A `resolve` record: what `append(.resolve(ResolveRecord(...)))` writes.
+    public func appendResolve(time: UInt64, pid: Int32, tid: Int32, address: UInt64, faultClass: RecordedFaultClass) {
+        if closed || failed { append(.resolve(ResolveRecord(time: time, pid: pid, tid: tid, address: address,
+                                                             faultClass: faultClass))); return }
+        appended(at: encoder.appendResolve(time: time, pid: pid, tid: tid, address: address, faultClass: faultClass))
+    }
+
+    /// After a record was encoded at `start`: writes the block once full.
+    @inline(__always)
+    private func appended(at start: Int) {
         if encoder.payloadLength > blockBytes && encoder.recordCount > 1 {
             // Write the records before this one; this one starts the next block.
             let end = encoder.position

@@ -157,19 +157,73 @@ struct KernelSymbolRange {
     let end: UInt64
 
     init?(named name: String) {
-        guard let text = readPseudoFile("/proc/kallsyms") else { return nil }
+        guard let text = readPseudoFileBytes("/proc/kallsyms") else { return nil }
+        self.init(named: name, kallsyms: text)
+    }
+
+    /// From the text of /proc/kallsyms ("ADDRESS TYPE NAME[\t[MODULE]]"
+    /// lines): `name`'s address among the text symbols (t, T) and the next
+    /// text symbol's. Read as bytes: the file has some 200,000 lines, which
+    /// as Strings cost the recorder half a second at start.
+    init?(named name: String, kallsyms text: [UInt8]) {
+        let wanted = Array(name.utf8)
         var start: UInt64?
         var addresses: [UInt64] = []
-        for line in text.split(separator: "\n") {
-            let parts = line.split(separator: " ", maxSplits: 3)
-            guard parts.count >= 3, parts[1] == "t" || parts[1] == "T",
-                  let address = UInt64(parts[0], radix: 16), address != 0 else { continue }
-            addresses.append(address)
-            if parts[2] == name { start = address }
+        text.withUnsafeBufferPointer { bytes in
+            let n = bytes.count
+            var i = 0
+            while i < n {
+                // One line: up to three fields separated by spaces (runs of
+                // spaces count as one), the third ending at a space or the line's end.
+                var lineEnd = i
+                while lineEnd < n && bytes[lineEnd] != 0x0A { lineEnd += 1 }
+                defer { i = lineEnd + 1 }
+                var fields = (from: (0, 0, 0), to: (0, 0, 0)), count = 0
+                var j = i
+                while count < 3 && j < lineEnd {
+                    while j < lineEnd && bytes[j] == 0x20 { j += 1 }
+                    if j == lineEnd { break }
+                    let from = j
+                    while j < lineEnd && bytes[j] != 0x20 { j += 1 }
+                    switch count {
+                    case 0: fields.from.0 = from; fields.to.0 = j
+                    case 1: fields.from.1 = from; fields.to.1 = j
+                    default: fields.from.2 = from; fields.to.2 = j
+                    }
+                    count += 1
+                }
+                guard count == 3, fields.to.1 - fields.from.1 == 1,
+                      bytes[fields.from.1] == UInt8(ascii: "t") || bytes[fields.from.1] == UInt8(ascii: "T"),
+                      let address = KernelSymbolRange.hex(bytes, fields.from.0, fields.to.0), address != 0 else { continue }
+                addresses.append(address)
+                let from = fields.from.2, length = fields.to.2 - from
+                if length == wanted.count && wanted.withUnsafeBufferPointer({ w in
+                    (0..<length).allSatisfy { bytes[from + $0] == w[$0] } }) {
+                    start = address
+                }
+            }
         }
         guard let start, let end = addresses.filter({ $0 > start }).min() else { return nil }
         self.start = start
         self.end = end
+    }
+
+    /// bytes[from..<to] as a hexadecimal number (digits only, at most 16).
+    private static func hex(_ bytes: UnsafeBufferPointer<UInt8>, _ from: Int, _ to: Int) -> UInt64? {
+        guard to > from, to - from <= 16 else { return nil }
+        var v: UInt64 = 0
+        for k in from..<to {
+            let c = bytes[k]
+            let d: UInt8
+            switch c {
+            case 0x30...0x39: d = c - 0x30
+            case 0x61...0x66: d = c - 0x61 + 10
+            case 0x41...0x46: d = c - 0x41 + 10
+            default: return nil
+            }
+            v = v << 4 | UInt64(d)
+        }
+        return v
     }
 
     func contains(_ address: UInt64) -> Bool { address >= start && address < end }

@@ -100,7 +100,8 @@ final class RingBuffer {
 
 /// Records from several rings, kept until `drain` hands them over ordered by
 /// the u64 time they start with (ties in arrival order). Records that
-/// already arrive in order (one CPU busy) are not sorted.
+/// already arrive in order (one CPU busy) are not sorted; two runs in order
+/// (two CPUs' rings, read one after the other) are merged, not sorted.
 final class TimeMerger {
     private struct Entry {
         var time: UInt64
@@ -110,7 +111,8 @@ final class TimeMerger {
     // Unchecked exclusivity: one reader thread adds and drains, per record.
     @exclusivity(unchecked) private var bytes: [UInt8] = []
     @exclusivity(unchecked) private var entries: [Entry] = []
-    @exclusivity(unchecked) private var inOrder = true
+    /// Where the entries' runs in time order begin, after the first (at 0).
+    @exclusivity(unchecked) private var runStarts: [Int] = []
 
     /// Keeps the records `unpack` finds in one ring record, copying the ring
     /// record once.
@@ -122,22 +124,37 @@ final class TimeMerger {
         unpack(record) { part in
             guard part.count >= 8, let p = part.baseAddress else { return }
             let time = p.loadUnaligned(as: UInt64.self)
-            if let last = entries.last, last.time > time { inOrder = false }
+            if let last = entries.last, last.time > time { runStarts.append(entries.count) }
             entries.append(Entry(time: time, offset: base + (p - start), count: part.count))
         }
     }
 
     func drain(_ deliver: (UnsafeRawBufferPointer) -> Void) {
         guard !entries.isEmpty else { return }
-        if !inOrder {
+        if runStarts.count > 1 {
             // Stable (Swift's sort is): equal times keep their arrival order.
             entries.sort { $0.time < $1.time }
         }
         bytes.withUnsafeBytes { all in
-            for e in entries { deliver(UnsafeRawBufferPointer(rebasing: all[e.offset..<e.offset + e.count])) }
+            guard let base = all.baseAddress else { return }
+            entries.withUnsafeBufferPointer { e in
+                @inline(__always) func hand(_ x: Entry) { deliver(UnsafeRawBufferPointer(start: base + x.offset, count: x.count)) }
+                guard runStarts.count == 1, let middle = runStarts.first else {
+                    for x in e { hand(x) }
+                    return
+                }
+                // Two runs in order: merge them, the first's on ties (as a
+                // stable sort of the two, one after the other, would).
+                var i = 0, j = middle
+                while i < middle && j < e.count {
+                    if e[j].time < e[i].time { hand(e[j]); j += 1 } else { hand(e[i]); i += 1 }
+                }
+                while i < middle { hand(e[i]); i += 1 }
+                while j < e.count { hand(e[j]); j += 1 }
+            }
         }
         entries.removeAll(keepingCapacity: true)
         bytes.removeAll(keepingCapacity: true)
-        inOrder = true
+        runStarts.removeAll(keepingCapacity: true)
     }
 }

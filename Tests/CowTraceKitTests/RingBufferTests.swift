@@ -36,6 +36,61 @@ final class RingBufferTests: XCTestCase {
         XCTAssertEqual(again, 0, "a drained merger hands nothing over twice")
     }
 
+    /// Against a stable sort by time of everything added: one run, two runs
+    /// (merged), more runs (sorted), with ties within and across runs.
+    func testMergerMatchesAStableSortOfWhatArrived() {
+        var rng = SystemRandomNumberGenerator()
+        let shapes: [[Int]] = [[5], [4, 6], [1, 1], [3, 3, 3], [7, 2, 5, 1], [0, 4], [4, 0]]
+        for shape in shapes {
+            for _ in 0..<20 {
+                let merger = TimeMerger()
+                var arrivals: [(UInt64, UInt32)] = []
+                var tid: UInt32 = 0
+                for length in shape {
+                    // A run in order (times may repeat), starting anywhere.
+                    var t = UInt64.random(in: 0..<6, using: &rng)
+                    for _ in 0..<length {
+                        t += UInt64.random(in: 0..<3, using: &rng)
+                        tid += 1
+                        arrivals.append((t, tid))
+                    }
+                }
+                for (t, tid) in arrivals {
+                    event(time: t, type: COWTRACE_EVENT_WP_FAULT, tid: tid).withUnsafeBytes { merger.add($0) { $1($0) } }
+                }
+                var out: [[UInt8]] = []
+                merger.drain { out.append(Array($0)) }
+                let want = arrivals.enumerated().sorted { ($0.element.0, $0.offset) < ($1.element.0, $1.offset) }.map(\.element)
+                XCTAssertEqual(times(out), want.map(\.0), "shape \(shape): \(arrivals)")
+                XCTAssertEqual(out.map { $0.withUnsafeBytes { $0.load(fromByteOffset: 28, as: UInt32.self) } }, want.map(\.1),
+                               "ties in arrival order, shape \(shape): \(arrivals)")
+                XCTAssertTrue(out.allSatisfy { $0.count == Int(COWTRACE_SHORT_EVENT_SIZE) })
+            }
+        }
+    }
+
+    func testMergerKeepsEventsOfABatchWithTheirBytes() {
+        // Two batches, one per ring, interleaved in time: every event comes
+        // out whole, with its own bytes.
+        let merger = TimeMerger()
+        for (ring, first) in [(UInt32(1), UInt64(10)), (UInt32(2), UInt64(11))] {
+            var batch = cowtrace_event_batch()
+            batch.type = UInt8(COWTRACE_EVENT_BATCH.rawValue)
+            batch.count = 3
+            withUnsafeMutableBytes(of: &batch.events) { slots in
+                for i in 0..<3 {
+                    let e = event(time: first + UInt64(2 * i), type: COWTRACE_EVENT_RESOLVE, tid: ring * 100 + UInt32(i))
+                    slots.baseAddress!.advanced(by: i * Int(COWTRACE_SHORT_EVENT_SIZE)).copyMemory(from: e, byteCount: e.count)
+                }
+            }
+            withUnsafeBytes(of: &batch) { merger.add($0, unpack: CowTracer.unpackBatch) }
+        }
+        var out: [[UInt8]] = []
+        merger.drain { out.append(Array($0)) }
+        XCTAssertEqual(times(out), [10, 11, 12, 13, 14, 15])
+        XCTAssertEqual(out.map { $0.withUnsafeBytes { $0.load(fromByteOffset: 28, as: UInt32.self) } }, [100, 200, 101, 201, 102, 202])
+    }
+
     func testBatchUnpacksIntoItsCountedEventsOnly() {
         var batch = cowtrace_event_batch()
         batch.type = UInt8(COWTRACE_EVENT_BATCH.rawValue)

@@ -80,7 +80,8 @@ public final class TraceRecorder {
     private var lastDrops = DropCounts()
     private var lastFlush = MonotonicClock.nanoseconds()
     private let started = MonotonicClock.nanoseconds()
-    private var events: UInt64 = 0
+    /// Unchecked exclusivity: counted per event, on the one thread that pumps.
+    @exclusivity(unchecked) private var events: UInt64 = 0
     private var oomKills: [OOMKill] = []
     /// Processes whose maps were recorded at exec, so a pid reused later is recorded again.
     private var snapshotted = Set<Int32>()
@@ -100,7 +101,11 @@ public final class TraceRecorder {
         }
         writer = try TraceFileWriter(path: options.path, header: TraceRecorder.header(options: options, tiers: tiers),
                                      overwrite: options.overwrite)
-        try tracer.onRawEvent { [unowned self] bytes in self.receive(bytes) }
+        // Unretained, and used without a retain: no reference count traffic
+        // per event. The tracer, and with it this handler, belongs to self,
+        // and only self's pump and finish run it.
+        let me = Unmanaged.passUnretained(self)
+        try tracer.onRawEvent { bytes in me._withUnsafeGuaranteedRef { $0.receive(bytes) } }
         oom?.onKill { [unowned self] kill in self.oomKills.append(kill) }
         let now = MonotonicClock.nanoseconds()
         var cost = SnapshotCost()
@@ -210,7 +215,8 @@ public final class TraceRecorder {
     private func receive(_ bytes: UInt8Buffer) {
         guard let base = bytes.baseAddress, bytes.count >= Int(COWTRACE_SHORT_EVENT_SIZE) else { return }
         events += 1
-        let type = base.load(fromByteOffset: 36, as: UInt8.self)
+        if TraceRecorder.appendShortEvent(base, to: writer) { return }
+        let type = base.load(fromByteOffset: ShortEvent.type, as: UInt8.self)
         if type == UInt8(COWTRACE_EVENT_ADDRESS_SPACE.rawValue) {
             guard bytes.count >= MemoryLayout<cowtrace_vm_event>.size else { return }
             let e = base.loadUnaligned(as: cowtrace_vm_event.self)
@@ -220,23 +226,11 @@ public final class TraceRecorder {
                 args: [e.arg0, e.arg1, e.arg2, e.arg3, e.arg4], result: e.result)))
             return
         }
-        // Fault events stop before comm: copy what there is into a zeroed event.
+        // Process events carry the comm; copy what there is into a zeroed event.
         var e = cowtrace_event()
         withUnsafeMutableBytes(of: &e) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes.prefix($0.count))) }
         let pid = Int32(bitPattern: e.pid), tid = Int32(bitPattern: e.tid)
         switch UInt32(e.type) {
-        case COWTRACE_EVENT_WP_FAULT.rawValue:
-            writer.append(.fault(FaultRecord(time: e.ts_ns, pid: pid, tid: tid, address: e.address, ip: e.ip,
-                                             kind: .writeProtect, faultClass: FaultClass(kernel: e.class_) ?? .other,
-                                             mapping: TraceRecorder.mapping(e))))
-        case COWTRACE_EVENT_FIRST_TOUCH.rawValue:
-            let write = e.other_pid & 0x2 != 0
-            writer.append(.fault(FaultRecord(time: e.ts_ns, pid: pid, tid: tid, address: e.address, ip: e.ip,
-                                             kind: write ? .firstTouchWrite : .firstTouchRead, faultClass: .unresolved,
-                                             mapping: TraceRecorder.mapping(e))))
-        case COWTRACE_EVENT_RESOLVE.rawValue:
-            writer.append(.resolve(ResolveRecord(time: e.ts_ns, pid: pid, tid: tid, address: e.address,
-                                                 faultClass: FaultClass(kernel: e.class_) ?? .other)))
         case COWTRACE_EVENT_FORK.rawValue:
             writer.append(.fork(ForkEventRecord(time: e.ts_ns, parent: pid, parentTid: tid,
                                                 child: Int32(bitPattern: e.other_pid), comm: TraceRecorder.comm(e))))
@@ -254,6 +248,46 @@ public final class TraceRecorder {
         }
     }
 
+    /// Byte offsets of cowtrace_event's fields in the short (40-byte) form
+    /// the fault events take (checked against the C struct by the tests).
+    enum ShortEvent {
+        static let time = 0, address = 8, ip = 16, pid = 24, tid = 28, otherPid = 32, type = 36, faultClass = 37
+    }
+
+    /// A write-protect fault, first touch or resolve event (at least
+    /// COWTRACE_SHORT_EVENT_SIZE bytes at `base`) read field by field
+    /// straight into `writer`, the same record `receive` made of a zeroed
+    /// cowtrace_event. False, writing nothing, for any other event type.
+    @inline(__always)
+    static func appendShortEvent(_ base: UnsafeRawPointer, to writer: TraceFileWriter) -> Bool {
+        let type = UInt32(base.load(fromByteOffset: ShortEvent.type, as: UInt8.self))
+        let isFault = type == COWTRACE_EVENT_WP_FAULT.rawValue || type == COWTRACE_EVENT_FIRST_TOUCH.rawValue
+        guard isFault || type == COWTRACE_EVENT_RESOLVE.rawValue else { return false }
+        let time = base.loadUnaligned(fromByteOffset: ShortEvent.time, as: UInt64.self)
+        let address = base.loadUnaligned(fromByteOffset: ShortEvent.address, as: UInt64.self)
+        let pid = base.loadUnaligned(fromByteOffset: ShortEvent.pid, as: Int32.self)
+        let tid = base.loadUnaligned(fromByteOffset: ShortEvent.tid, as: Int32.self)
+        let kernelClass = base.load(fromByteOffset: ShortEvent.faultClass, as: UInt8.self)
+        guard isFault else {
+            writer.appendResolve(time: time, pid: pid, tid: tid, address: address,
+                                 faultClass: FaultClass(kernel: kernelClass) ?? .other)
+            return true
+        }
+        let ip = base.loadUnaligned(fromByteOffset: ShortEvent.ip, as: UInt64.self)
+        let otherPid = base.loadUnaligned(fromByteOffset: ShortEvent.otherPid, as: UInt32.self)
+        // Bits 8..15 of a fault event's other_pid: the VMA kind the kernel found.
+        let mapping = RecordedMappingKind(rawValue: UInt8(truncatingIfNeeded: otherPid >> 8)) ?? .unknown
+        if type == COWTRACE_EVENT_WP_FAULT.rawValue {
+            writer.appendFault(time: time, pid: pid, tid: tid, address: address, ip: ip, kind: .writeProtect,
+                               faultClass: FaultClass(kernel: kernelClass) ?? .other, mapping: mapping)
+        } else {
+            writer.appendFault(time: time, pid: pid, tid: tid, address: address, ip: ip,
+                               kind: otherPid & 0x2 != 0 ? .firstTouchWrite : .firstTouchRead,
+                               faultClass: .unresolved, mapping: mapping)
+        }
+        return true
+    }
+
     typealias UInt8Buffer = UnsafeRawBufferPointer
 
     static func operation(syscall nr: UInt32) -> AddressSpaceOp? {
@@ -266,11 +300,6 @@ public final class TraceRecorder {
         case 28: return .madvise
         default: return nil
         }
-    }
-
-    /// Bits 8..15 of a fault event's other_pid: the VMA kind the kernel found.
-    static func mapping(_ e: cowtrace_event) -> RecordedMappingKind {
-        RecordedMappingKind(rawValue: UInt8(truncatingIfNeeded: e.other_pid >> 8)) ?? .unknown
     }
 
     static func comm(_ e: cowtrace_event) -> String {
