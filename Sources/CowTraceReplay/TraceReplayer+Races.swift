@@ -93,48 +93,30 @@ extension TraceReplayer {
         }
     }
 
-    /// Frame → head of its chain in `FrameFaultLog`: open addressing with
-    /// linear probing on the frame number (8 bytes a slot, at most half full),
-    /// cheaper than a Dictionary's hashing on the fault path. A frame keeps its
-    /// slot once its faults are over (head -1): one slot per frame the model used.
+    /// Frame → head of its chain in `FrameFaultLog`: a flat array indexed by
+    /// the model's frame number (frames are numbered densely from 0, below
+    /// RAM + swap pages), 4 bytes a frame up to the highest frame faulted on:
+    /// no hashing and no probing on the fault path.
     struct FrameHeads {
-        private var frames = [Int32](repeating: -1, count: 1 << 10)
-        /// Per slot, the head of the frame's chain (-1: none).
-        var heads = [Int32](repeating: -1, count: 1 << 10)
-        private var used = 0
+        /// Per frame, the head of the frame's chain (-1: none).
+        var heads: [Int32] = []
 
-        /// The slot of `frame`, made (with no head) when it has none.
+        /// The slot of `frame` in `heads`, made (with no head) when `heads` is too short.
+        @inline(__always)
         mutating func slot(_ frame: Int) -> Int {
-            let key = Int32(truncatingIfNeeded: frame)
-            var i = FrameHeads.home(key, frames.count)
-            while frames[i] >= 0 {
-                if frames[i] == key { return i }
-                i = (i + 1) & (frames.count - 1)
-            }
-            guard (used + 1) * 2 <= frames.count else {
-                grow()
-                return slot(frame)
-            }
-            frames[i] = key
-            used += 1
-            return i
+            if frame >= heads.count { grow(to: frame) }
+            return frame
         }
 
-        /// Replaces every head (a frame keeps its slot, with a head or not).
+        /// Replaces every head.
         mutating func updateHeads(_ newHead: (Int32) -> Int32) {
             for i in heads.indices where heads[i] >= 0 { heads[i] = newHead(heads[i]) }
         }
 
-        private static func home(_ key: Int32, _ count: Int) -> Int {
-            Int(truncatingIfNeeded: (UInt64(UInt32(bitPattern: key)) &* 0x9E37_79B9_7F4A_7C15) >> 40) & (count - 1)
-        }
-
-        private mutating func grow() {
-            let (oldFrames, oldHeads) = (frames, heads)
-            frames = [Int32](repeating: -1, count: 2 * oldFrames.count)
-            heads = [Int32](repeating: -1, count: 2 * oldFrames.count)
-            used = 0
-            for i in oldFrames.indices where oldFrames[i] >= 0 { heads[slot(Int(oldFrames[i]))] = oldHeads[i] }
+        @inline(never)
+        private mutating func grow(to frame: Int) {
+            precondition(frame >= 0, "negative frame number")
+            heads.append(contentsOf: repeatElement(-1, count: max(frame + 1, 2 * heads.count, 1 << 10) - heads.count))
         }
     }
 
