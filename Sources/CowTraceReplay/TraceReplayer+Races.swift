@@ -131,8 +131,7 @@ extension TraceReplayer {
     /// The frame a write-protect fault finds mapped before it runs (the 4 KiB
     /// frame inside a huge page; nil for the zero pages).
     func frameBeforeFault(_ pid: Int32, _ page: UInt64) -> Int? {
-        guard let info = machine.frameInfo(pid, page), !info.isZeroPage else { return nil }
-        return info.frame
+        machine.presentFrame(pid, page)
     }
 
     /// Whether one class is a copy and the other a reuse.
