@@ -45,7 +45,7 @@ extension TraceReplayer {
             let slot = latest.slot(frame)
             var first: Int32 = -1, last: Int32 = -1
             var overlapping: [FrameFault] = []
-            var i = latest.heads[slot]
+            var i = latest[slot]
             while i >= 0 {
                 let e = entries[Int(i)]
                 if e.fault.end >= fault.start {
@@ -58,7 +58,7 @@ extension TraceReplayer {
             if last >= 0 { entries[Int(last)].older = -1 }
             let handle = entries.count
             entries.append(Entry(fault: fault, older: first))
-            latest.heads[slot] = Int32(handle)
+            latest[slot] = Int32(handle)
             return (handle, overlapping)
         }
 
@@ -93,30 +93,44 @@ extension TraceReplayer {
         }
     }
 
-    /// Frame → head of its chain in `FrameFaultLog`: a flat array indexed by
-    /// the model's frame number (frames are numbered densely from 0, below
-    /// RAM + swap pages), 4 bytes a frame up to the highest frame faulted on:
-    /// no hashing and no probing on the fault path.
+    /// Frame → head of its chain in `FrameFaultLog`, indexed by the model's
+    /// frame number (frames are numbered densely from 0, below RAM + swap
+    /// pages): no hashing and no probing on the fault path. In chunks of 1024
+    /// frames (4 KiB), each made when a frame in it is first faulted on: 4
+    /// bytes a frame where faults happen, nothing where none does (a process
+    /// found running maps many frames it never write-faults).
     struct FrameHeads {
-        /// Per frame, the head of the frame's chain (-1: none).
-        var heads: [Int32] = []
+        static let chunkShift = 10
+        static let chunkMask = (1 << chunkShift) - 1
+        /// Per chunk of frames, the head of each frame's chain (-1: none); empty: no chunk yet.
+        private var chunks: [[Int32]] = []
 
-        /// The slot of `frame` in `heads`, made (with no head) when `heads` is too short.
+        /// The slot of `frame` (its number), its chunk made when it has none.
         @inline(__always)
         mutating func slot(_ frame: Int) -> Int {
-            if frame >= heads.count { grow(to: frame) }
+            let c = frame >> FrameHeads.chunkShift
+            if c >= chunks.count || chunks[c].isEmpty { makeChunk(c, frame) }
             return frame
+        }
+
+        /// The head of the chain in `slot` (from `slot`), -1 for none.
+        subscript(slot: Int) -> Int32 {
+            @inline(__always) get { chunks[slot >> FrameHeads.chunkShift][slot & FrameHeads.chunkMask] }
+            @inline(__always) set { chunks[slot >> FrameHeads.chunkShift][slot & FrameHeads.chunkMask] = newValue }
         }
 
         /// Replaces every head.
         mutating func updateHeads(_ newHead: (Int32) -> Int32) {
-            for i in heads.indices where heads[i] >= 0 { heads[i] = newHead(heads[i]) }
+            for c in chunks.indices where !chunks[c].isEmpty {
+                for i in chunks[c].indices where chunks[c][i] >= 0 { chunks[c][i] = newHead(chunks[c][i]) }
+            }
         }
 
         @inline(never)
-        private mutating func grow(to frame: Int) {
+        private mutating func makeChunk(_ c: Int, _ frame: Int) {
             precondition(frame >= 0, "negative frame number")
-            heads.append(contentsOf: repeatElement(-1, count: max(frame + 1, 2 * heads.count, 1 << 10) - heads.count))
+            if c >= chunks.count { chunks.append(contentsOf: repeatElement([], count: c + 1 - chunks.count)) }
+            chunks[c] = [Int32](repeating: -1, count: 1 << FrameHeads.chunkShift)
         }
     }
 
