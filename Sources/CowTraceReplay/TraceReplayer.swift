@@ -265,18 +265,22 @@ public final class TraceReplayer {
             }
         }
         if fromSnapshot, let vma { undoSnapshotCopy(pid, page, vma) }
+        // The frame the fault finds, from the entry read here when it was present (write-protecting keeps the frame).
+        var frameSeen: Int? = nil, entrySeen = false
         if let vma, vma.flags.contains(.write) {
             if let entry = machine.pageTableEntry(pid, page), entry.isPresent {
                 if entry.isWritable, machine.writeProtect(pid, at: page) {
                     stats.reprotectedPages += 1
                     hints.insert(.reprotected)
                 }
+                frameSeen = Machine.presentFrame(entry, page)
+                entrySeen = true
             } else if materialize(pid, page, vma, kernel: kernel.cls) {
                 hints.insert(.materialized)
             }
         }
 
-        let frame = frameBeforeFault(pid, page)
+        let frame = entrySeen ? frameSeen : frameBeforeFault(pid, page)
         let logged = frame.map {
             frameFaults.add(FrameFault(pid: pid, start: f.time, end: TraceReplayer.faultEnd(start: f.time, kernel),
                                        kernel: kernel.cls, disagreement: nil), on: $0)

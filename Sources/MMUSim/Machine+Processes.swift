@@ -82,7 +82,12 @@ extension Machine {
     public func presentFrame(_ pid: Int32, _ address: UInt64) -> Int? {
         guard let i = taskIndex[pid], let mm = tasks[i].mm,
               let slot = mm.pageTable.walk(address, allocate: false) else { return nil }
-        let entry = PageTableEntry(rawValue: slot.pointee)
+        return Machine.presentFrame(PageTableEntry(rawValue: slot.pointee), address)
+    }
+
+    /// `presentFrame(pid, address)` for the entry `pageTableEntry(pid, address)` returned.
+    @inline(__always)
+    public static func presentFrame(_ entry: PageTableEntry, _ address: UInt64) -> Int? {
         guard entry.isPresent else { return nil }
         var f = entry.frame
         if entry.isHuge { f += Paging.pteIndex(address) }

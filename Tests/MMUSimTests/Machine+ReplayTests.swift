@@ -48,6 +48,7 @@ final class MachineReplayTests: XCTestCase {
         for a in [base, base + page, base + 2 * page] {
             let info = m.frameInfo(p, a)
             XCTAssertEqual(m.presentFrame(p, a), info.flatMap { $0.isZeroPage ? nil : $0.frame })
+            XCTAssertEqual(m.pageTableEntry(p, a).flatMap { Machine.presentFrame($0, a) }, m.presentFrame(p, a))
         }
     }
 
