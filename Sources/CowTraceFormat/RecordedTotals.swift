@@ -474,7 +474,8 @@ public struct KernelFaultFold {
         /// The thread's first address-space syscall, exec or exit after the fault.
         var over: UInt64?
     }
-    private var pending: [Int32: Pending] = [:]
+    /// The open fault of each thread, by tid (no hashing: one per fault record).
+    private var pending = ThreadTable<Pending>()
     /// Resolve records with no open fault of their thread.
     public private(set) var unmatchedResolves: UInt64 = 0
     /// Resolve records seen.
@@ -523,20 +524,18 @@ public struct KernelFaultFold {
         case .fault(let f):
             let opens = f.kind != .firstTouchRead
             // One lookup: the thread's open fault, if any, is settled and replaced in its slot.
-            if let i = pending.index(forKey: f.tid) {
-                let p = pending.values[i]
-                closed(p.index, Self.settle(p, at: f.time))
-                if opens { pending.values[i] = Pending(fault: f, index: index) } else { pending.remove(at: i) }
+            if let i = pending.slot(f.tid) {
+                closed(pending[i].index, Self.settle(pending[i], at: f.time))
+                if opens { pending[i] = Pending(fault: f, index: index) } else { pending.remove(f.tid, slot: i) }
             } else if opens {
-                pending[f.tid] = Pending(fault: f, index: index)
+                pending.insert(f.tid, Pending(fault: f, index: index))
             }
         case .resolve(let r):
             resolves += 1
-            if var p = pending[r.tid], p.fault.pid == r.pid,
-               p.fault.kind == .writeProtect || r.faultClass == .fileCopy || r.faultClass == .unresolved {
-                p.resolved = r.faultClass
-                p.resolvedAt = r.time
-                pending[r.tid] = p
+            if let i = pending.slot(r.tid), pending[i].fault.pid == r.pid,
+               pending[i].fault.kind == .writeProtect || r.faultClass == .fileCopy || r.faultClass == .unresolved {
+                pending[i].resolved = r.faultClass
+                pending[i].resolvedAt = r.time
             } else {
                 unmatchedResolves += 1
             }
@@ -546,14 +545,18 @@ public struct KernelFaultFold {
             markOver(e.tid, e.time)
         case .exit(let e):
             // The thread is gone: its open fault is settled (a new thread may reuse the tid).
-            if let p = pending.removeValue(forKey: e.tid) { closed(p.index, Self.settle(p, at: e.time)) }
+            if let i = pending.slot(e.tid) {
+                let p = pending[i]
+                pending.remove(e.tid, slot: i)
+                closed(p.index, Self.settle(p, at: e.time))
+            }
         default:
             break
         }
     }
 
     private mutating func markOver(_ tid: Int32, _ time: UInt64) {
-        if pending[tid] != nil, pending[tid]!.over == nil { pending[tid]!.over = time }
+        if let i = pending.slot(tid), pending[i].over == nil { pending[i].over = time }
     }
 
     /// Settles the faults still open, in fault-time order (so that the output does not depend on hashing).
@@ -566,6 +569,74 @@ public struct KernelFaultFold {
         for p in pending.values.sorted(by: { ($0.fault.time, $0.fault.tid) < ($1.fault.time, $1.fault.tid) }) {
             closed(p.index, Self.settle(p, at: nil))
         }
-        pending.removeAll()
+        pending = ThreadTable()
     }
+}
+
+/// A value per thread id, for the fold's one lookup per record: tid → slot
+/// in a flat array for tids below 2^22 (the ceiling of pid_max), a dictionary
+/// above; the values in a dense array whose freed slots are reused.
+struct ThreadTable<Value> {
+    static var flatLimit: Int { 1 << 22 }
+    /// slot + 1 by tid; 0: none.
+    private var flat: [Int32] = []
+    private var other: [Int32: Int] = [:]
+    private var slots: [Value?] = []
+    private var free: [Int] = []
+    private(set) var count = 0
+
+    init() {}
+
+    /// The slot of `tid`'s value, nil when it has none.
+    @inline(__always)
+    func slot(_ tid: Int32) -> Int? {
+        let t = Int(tid)
+        if t >= 0 && t < flat.count {
+            let v = flat[t]
+            return v == 0 ? nil : Int(v) &- 1
+        }
+        return t >= 0 && t < Self.flatLimit ? nil : other[tid]
+    }
+
+    /// The value in a slot `slot` returned (and not removed since).
+    subscript(slot: Int) -> Value {
+        @inline(__always) get { slots[slot]! }
+        @inline(__always) _modify { yield &slots[slot]! }
+    }
+
+    /// Gives `tid` (which has none) a value; returns its slot.
+    @discardableResult
+    mutating func insert(_ tid: Int32, _ value: Value) -> Int {
+        let i: Int
+        if let f = free.popLast() {
+            i = f
+            slots[i] = value
+        } else {
+            i = slots.count
+            slots.append(value)
+        }
+        let t = Int(tid)
+        if t >= 0 && t < Self.flatLimit {
+            if t >= flat.count {
+                flat.append(contentsOf: repeatElement(0, count: min(Self.flatLimit, max(t + 1, 2 * flat.count, 1024)) - flat.count))
+            }
+            flat[t] = Int32(truncatingIfNeeded: i + 1)
+        } else {
+            other[tid] = i
+        }
+        count += 1
+        return i
+    }
+
+    /// Removes `tid`'s value, in `slot`.
+    mutating func remove(_ tid: Int32, slot i: Int) {
+        let t = Int(tid)
+        if t >= 0 && t < Self.flatLimit { flat[t] = 0 } else { other[tid] = nil }
+        slots[i] = nil
+        free.append(i)
+        count -= 1
+    }
+
+    /// Every value, in no particular order.
+    var values: [Value] { slots.compactMap { $0 } }
 }

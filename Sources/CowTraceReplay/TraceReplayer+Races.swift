@@ -45,7 +45,7 @@ extension TraceReplayer {
             let slot = latest.slot(frame)
             var first: Int32 = -1, last: Int32 = -1
             var overlapping: [FrameFault] = []
-            var i = latest.heads[slot]
+            var i = latest[slot]
             while i >= 0 {
                 let e = entries[Int(i)]
                 if e.fault.end >= fault.start {
@@ -58,7 +58,7 @@ extension TraceReplayer {
             if last >= 0 { entries[Int(last)].older = -1 }
             let handle = entries.count
             entries.append(Entry(fault: fault, older: first))
-            latest.heads[slot] = Int32(handle)
+            latest[slot] = Int32(handle)
             return (handle, overlapping)
         }
 
@@ -93,48 +93,44 @@ extension TraceReplayer {
         }
     }
 
-    /// Frame → head of its chain in `FrameFaultLog`: open addressing with
-    /// linear probing on the frame number (8 bytes a slot, at most half full),
-    /// cheaper than a Dictionary's hashing on the fault path. A frame keeps its
-    /// slot once its faults are over (head -1): one slot per frame the model used.
+    /// Frame → head of its chain in `FrameFaultLog`, indexed by the model's
+    /// frame number (frames are numbered densely from 0, below RAM + swap
+    /// pages): no hashing and no probing on the fault path. In chunks of 1024
+    /// frames (4 KiB), each made when a frame in it is first faulted on: 4
+    /// bytes a frame where faults happen, nothing where none does (a process
+    /// found running maps many frames it never write-faults).
     struct FrameHeads {
-        private var frames = [Int32](repeating: -1, count: 1 << 10)
-        /// Per slot, the head of the frame's chain (-1: none).
-        var heads = [Int32](repeating: -1, count: 1 << 10)
-        private var used = 0
+        static let chunkShift = 10
+        static let chunkMask = (1 << chunkShift) - 1
+        /// Per chunk of frames, the head of each frame's chain (-1: none); empty: no chunk yet.
+        private var chunks: [[Int32]] = []
 
-        /// The slot of `frame`, made (with no head) when it has none.
+        /// The slot of `frame` (its number), its chunk made when it has none.
+        @inline(__always)
         mutating func slot(_ frame: Int) -> Int {
-            let key = Int32(truncatingIfNeeded: frame)
-            var i = FrameHeads.home(key, frames.count)
-            while frames[i] >= 0 {
-                if frames[i] == key { return i }
-                i = (i + 1) & (frames.count - 1)
-            }
-            guard (used + 1) * 2 <= frames.count else {
-                grow()
-                return slot(frame)
-            }
-            frames[i] = key
-            used += 1
-            return i
+            let c = frame >> FrameHeads.chunkShift
+            if c >= chunks.count || chunks[c].isEmpty { makeChunk(c, frame) }
+            return frame
         }
 
-        /// Replaces every head (a frame keeps its slot, with a head or not).
+        /// The head of the chain in `slot` (from `slot`), -1 for none.
+        subscript(slot: Int) -> Int32 {
+            @inline(__always) get { chunks[slot >> FrameHeads.chunkShift][slot & FrameHeads.chunkMask] }
+            @inline(__always) set { chunks[slot >> FrameHeads.chunkShift][slot & FrameHeads.chunkMask] = newValue }
+        }
+
+        /// Replaces every head.
         mutating func updateHeads(_ newHead: (Int32) -> Int32) {
-            for i in heads.indices where heads[i] >= 0 { heads[i] = newHead(heads[i]) }
+            for c in chunks.indices where !chunks[c].isEmpty {
+                for i in chunks[c].indices where chunks[c][i] >= 0 { chunks[c][i] = newHead(chunks[c][i]) }
+            }
         }
 
-        private static func home(_ key: Int32, _ count: Int) -> Int {
-            Int(truncatingIfNeeded: (UInt64(UInt32(bitPattern: key)) &* 0x9E37_79B9_7F4A_7C15) >> 40) & (count - 1)
-        }
-
-        private mutating func grow() {
-            let (oldFrames, oldHeads) = (frames, heads)
-            frames = [Int32](repeating: -1, count: 2 * oldFrames.count)
-            heads = [Int32](repeating: -1, count: 2 * oldFrames.count)
-            used = 0
-            for i in oldFrames.indices where oldFrames[i] >= 0 { heads[slot(Int(oldFrames[i]))] = oldHeads[i] }
+        @inline(never)
+        private mutating func makeChunk(_ c: Int, _ frame: Int) {
+            precondition(frame >= 0, "negative frame number")
+            if c >= chunks.count { chunks.append(contentsOf: repeatElement([], count: c + 1 - chunks.count)) }
+            chunks[c] = [Int32](repeating: -1, count: 1 << FrameHeads.chunkShift)
         }
     }
 
@@ -149,8 +145,7 @@ extension TraceReplayer {
     /// The frame a write-protect fault finds mapped before it runs (the 4 KiB
     /// frame inside a huge page; nil for the zero pages).
     func frameBeforeFault(_ pid: Int32, _ page: UInt64) -> Int? {
-        guard let info = machine.frameInfo(pid, page), !info.isZeroPage else { return nil }
-        return info.frame
+        machine.presentFrame(pid, page)
     }
 
     /// Whether one class is a copy and the other a reuse.

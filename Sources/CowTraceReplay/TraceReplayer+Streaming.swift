@@ -112,15 +112,16 @@ public struct ReplayPrepass {
 /// the records buffered whose key is at most the smallest key of every later
 /// chunk (`ReplayPrepass.chunkMinimum`) go out: a later record sorts after them.
 struct TimeOrderMerger {
-    private struct Entry {
-        var key: UInt64
-        var index: Int
-        var record: TraceRecord
-    }
     private let inOrder: Bool
     /// Per chunk, the smallest key of that chunk and every later one.
     private let laterMinimum: [UInt64]
-    private var buffer: [Entry] = []
+    /// The records buffered, in the order they were added, and their keys:
+    /// sorted by key (position breaking ties) through `order`, so that only
+    /// 4-byte positions move in the sort, never the records.
+    private var keys: [UInt64] = []
+    private var records: [TraceRecord] = []
+    /// Scratch for `flush`: positions in `keys` in (key, position) order.
+    private var order: [Int32] = []
     private var index = 0
     private var lastKey: UInt64 = 0
 
@@ -136,7 +137,8 @@ struct TimeOrderMerger {
     mutating func add(_ record: TraceRecord, _ emit: (TraceRecord) -> Void) {
         guard !inOrder else { return emit(record) }
         if let t = record.time { lastKey = t }
-        buffer.append(Entry(key: lastKey, index: index, record: record))
+        keys.append(lastKey)
+        records.append(record)
         index += 1
         guard index % ReplayPrepass.chunkSize == 0 else { return }
         let chunk = index / ReplayPrepass.chunkSize
@@ -147,12 +149,54 @@ struct TimeOrderMerger {
         flush(upTo: .max, emit)
     }
 
-    /// Hands over, in (key, index) order, the buffered records with a key at most `limit`.
+    /// Hands over, in (key, order added) order, the buffered records with a key
+    /// at most `limit`; the others stay, in the order they were added.
     private mutating func flush(upTo limit: UInt64, _ emit: (TraceRecord) -> Void) {
-        buffer.sort { $0.key != $1.key ? $0.key < $1.key : $0.index < $1.index }
-        let n = buffer.firstIndex { $0.key > limit } ?? buffer.count
-        for e in buffer[..<n] { emit(e.record) }
-        buffer.removeFirst(n)
+        let n = keys.count
+        guard n > 0 else { return }
+        let inKeyOrder = keys.withUnsafeBufferPointer { k in
+            for i in 1..<k.count where k[i] < k[i - 1] { return false }
+            return true
+        }
+        if inKeyOrder {
+            // Already in order (a block's records are): the ones at most `limit` are a prefix.
+            var m = n
+            while m > 0 && keys[m - 1] > limit { m -= 1 }
+            for i in 0..<m { emit(records[i]) }
+            if m == n {
+                keys.removeAll(keepingCapacity: true)
+                records.removeAll(keepingCapacity: true)
+            } else {
+                keys.removeFirst(m)
+                records.removeFirst(m)
+            }
+            return
+        }
+        order.removeAll(keepingCapacity: true)
+        order.append(contentsOf: (0..<Int32(n)))
+        keys.withUnsafeBufferPointer { k in
+            order.sort { a, b in k[Int(a)] != k[Int(b)] ? k[Int(a)] < k[Int(b)] : a < b }
+        }
+        let m = order.firstIndex { keys[Int($0)] > limit } ?? n
+        for j in 0..<m { emit(records[Int(order[j])]) }
+        if m == n {
+            keys.removeAll(keepingCapacity: true)
+            records.removeAll(keepingCapacity: true)
+            return
+        }
+        // The records kept move down, in the order they were added.
+        var handedOver = [Bool](repeating: false, count: n)
+        for j in 0..<m { handedOver[Int(order[j])] = true }
+        var kept = 0
+        for i in 0..<n where !handedOver[i] {
+            if kept != i {
+                keys[kept] = keys[i]
+                records.swapAt(kept, i)
+            }
+            kept += 1
+        }
+        keys.removeLast(n - kept)
+        records.removeLast(n - kept)
     }
 }
 

@@ -40,6 +40,18 @@ public final class TraceReplayer {
         var brkKnown = false
         /// When the address space was last replaced (exec): nothing before matters to its pages.
         var memorySince: UInt64 = 0
+
+        /// `implicitPages.contains(page)`; mutating so that `isImplicitPage` reads it in place.
+        mutating func hasImplicitPage(_ page: UInt64) -> Bool { implicitPages.contains(page) }
+    }
+
+    /// Whether the replay made up the VMA at `page` of `pid`. Per write-protect
+    /// fault, so the state is read in place (`values[i]` yields it for a
+    /// mutating call): `pidState[pid]?` would copy it, retaining and releasing its set and array.
+    @inline(__always)
+    func isImplicitPage(_ pid: Int32, _ page: UInt64) -> Bool {
+        guard let i = pidState.index(forKey: pid) else { return false }
+        return pidState.values[i].hasImplicitPage(page)
     }
     var processes: [Int32: ReplayProcess] = [:]
     var pidState: [Int32: PidState] = [:]
@@ -206,7 +218,7 @@ public final class TraceReplayer {
         let page = f.address & ~UInt64(4095)
         if f.kind != .writeProtect {
             stats.firstTouchFaults += 1
-            processes[pid, default: ReplayProcess(pid: pid, comm: "?", origin: .adopted)].firstTouchFaults += 1
+            withProcessRow(pid) { $0.firstTouchFaults += 1 }
             if machine.vma(pid, containing: page) == nil {
                 // A file copy on a first touch (do_cow_fault) says the page maps a private file.
                 makeImplicitMapping(pid, page, kind: verdict != nil ? .filePrivate : f.mapping)
@@ -242,7 +254,7 @@ public final class TraceReplayer {
             makeImplicitMapping(pid, page, kind: f.mapping)
             vma = machine.vma(pid, containing: page)
             hints.insert(.implicitMapping)
-        } else if pidState[pid]?.implicitPages.contains(page) == true {
+        } else if isImplicitPage(pid, page) {
             hints.insert(.implicitMapping)
             // Made up at a first touch as anonymous; the kernel says, with
             // this fault, that it maps a file: make it up again as one.
@@ -253,18 +265,22 @@ public final class TraceReplayer {
             }
         }
         if fromSnapshot, let vma { undoSnapshotCopy(pid, page, vma) }
+        // The frame the fault finds, from the entry read here when it was present (write-protecting keeps the frame).
+        var frameSeen: Int? = nil, entrySeen = false
         if let vma, vma.flags.contains(.write) {
             if let entry = machine.pageTableEntry(pid, page), entry.isPresent {
                 if entry.isWritable, machine.writeProtect(pid, at: page) {
                     stats.reprotectedPages += 1
                     hints.insert(.reprotected)
                 }
+                frameSeen = Machine.presentFrame(entry, page)
+                entrySeen = true
             } else if materialize(pid, page, vma, kernel: kernel.cls) {
                 hints.insert(.materialized)
             }
         }
 
-        let frame = frameBeforeFault(pid, page)
+        let frame = entrySeen ? frameSeen : frameBeforeFault(pid, page)
         let logged = frame.map {
             frameFaults.add(FrameFault(pid: pid, start: f.time, end: TraceReplayer.faultEnd(start: f.time, kernel),
                                        kernel: kernel.cls, disagreement: nil), on: $0)
@@ -313,9 +329,7 @@ public final class TraceReplayer {
                                               modelOutcome: outcome?.description ?? "none", reason: reason,
                                               wastedCopy: wasted))
         }
-        // In place: a copy of the process's row in and out per fault costs more than the fault.
-        processes[pid, default: ReplayProcess(pid: pid, comm: "?", origin: .adopted)]
-            .tally(kernel: kernel.cls, model: model, agreed: agreed, tierLimited: tierLimited)
+        withProcessRow(pid) { $0.tally(kernel: kernel.cls, model: model, agreed: agreed, tierLimited: tierLimited) }
         if let frame, kernel.cls == .reuse, !exitedSharers.isEmpty { noteReuseAfterExit(frame: frame) }
         // The earlier sharer's disagreement (it reused, or copied, where the
         // model says otherwise) is legal too once this fault overlaps it.
@@ -327,6 +341,21 @@ public final class TraceReplayer {
 
     /// A not-present write the kernel counted as a file copy (do_cow_fault):
     /// compared with the model like a write-protect fault.
+    /// Changes the process's row in place, made (adopted, comm "?") when it
+    /// has none. In place: a copy of the row in and out per fault costs more
+    /// than the fault; and not through `processes[pid, default: ...]`, whose
+    /// default (an autoclosure) is allocated on the heap at every call.
+    @inline(__always)
+    func withProcessRow(_ pid: Int32, _ body: (inout ReplayProcess) -> Void) {
+        if let i = processes.index(forKey: pid) {
+            body(&processes.values[i])
+        } else {
+            var p = ReplayProcess(pid: pid, comm: "?", origin: .adopted)
+            body(&p)
+            processes[pid] = p
+        }
+    }
+
     func judgeFirstTouchFileCopy(_ f: CowTraceFormat.FaultRecord, kernel: KernelVerdict, outcome: FaultClass?) {
         let model = ReplayClass(model: outcome)
         var p = processes[f.pid] ?? ReplayProcess(pid: f.pid, comm: "?", origin: .adopted)

@@ -16,7 +16,10 @@ public struct FaultCounts: Equatable, Sendable {
     /// copy + ksm-copy + file-copy.
     public var copies: Int { self[.copy] + self[.ksmCopy] + self[.fileCopy] }
     mutating func add(_ raw: UnsafeMutablePointer<Int>) {
-        for i in counts.indices { counts[i] += raw[i] }
+        // One uniqueness check for the whole array, not one per class (once per simulated fault).
+        counts.withUnsafeMutableBufferPointer { c in
+            for i in c.indices { c[i] += raw[i] }
+        }
     }
 
     public static func += (lhs: inout FaultCounts, rhs: FaultCounts) {

@@ -75,6 +75,26 @@ extension Machine {
         return PageTableEntry(rawValue: slot.pointee)
     }
 
+    /// The number of the 4 KiB frame mapped at `address` (inside a huge page
+    /// when the PMD is huge), without faulting; nil when nothing is present
+    /// or the zero page (or huge zero page) is mapped. `frameInfo(pid, address)?.frame`
+    /// without reading the frame's state.
+    public func presentFrame(_ pid: Int32, _ address: UInt64) -> Int? {
+        guard let i = taskIndex[pid], let mm = tasks[i].mm,
+              let slot = mm.pageTable.walk(address, allocate: false) else { return nil }
+        return Machine.presentFrame(PageTableEntry(rawValue: slot.pointee), address)
+    }
+
+    /// `presentFrame(pid, address)` for the entry `pageTableEntry(pid, address)` returned.
+    @inline(__always)
+    public static func presentFrame(_ entry: PageTableEntry, _ address: UInt64) -> Int? {
+        guard entry.isPresent else { return nil }
+        var f = entry.frame
+        if entry.isHuge { f += Paging.pteIndex(address) }
+        if f == FrameTable.zeroPage || (f >= FrameTable.hugeZeroPage && f < FrameTable.hugeZeroPage + 512) { return nil }
+        return f
+    }
+
     /// The frame mapped at `address`, without faulting.
     public func frameInfo(_ pid: Int32, _ address: UInt64) -> FrameInfo? {
         guard let entry = pageTableEntry(pid, address), entry.isPresent else { return nil }

@@ -31,6 +31,27 @@ final class MachineReplayTests: XCTestCase {
         XCTAssertThrowsError(try m.installPage(p, at: base + 8 * page, .zeroPage))
     }
 
+    /// presentFrame is frameInfo's frame, nil where frameInfo is nil or the zero page.
+    func testPresentFrameMatchesFrameInfo() throws {
+        let m = Machine()
+        let p = try m.spawn(comm: "found", pid: 502)
+        try m.adoptMapping(p, start: base, end: base + 4 * page, protection: .readWrite, shared: false)
+        let f = try m.installPage(p, at: base, .anonymous(exclusive: true))
+        try m.installPage(p, at: base + page, .zeroPage)
+        XCTAssertEqual(m.presentFrame(p, base), f)
+        XCTAssertEqual(m.presentFrame(p, base + 100), f, "any address in the page")
+        XCTAssertTrue(m.frameInfo(p, base + page)!.isZeroPage)
+        XCTAssertNil(m.presentFrame(p, base + page), "the zero page")
+        XCTAssertNil(m.presentFrame(p, base + 2 * page), "nothing present")
+        XCTAssertNil(m.presentFrame(p, base + 64 * page), "no VMA, no table")
+        XCTAssertNil(m.presentFrame(999, base), "no such process")
+        for a in [base, base + page, base + 2 * page] {
+            let info = m.frameInfo(p, a)
+            XCTAssertEqual(m.presentFrame(p, a), info.flatMap { $0.isZeroPage ? nil : $0.frame })
+            XCTAssertEqual(m.pageTableEntry(p, a).flatMap { Machine.presentFrame($0, a) }, m.presentFrame(p, a))
+        }
+    }
+
     func testFramesSharedByNumberCopyThenReuse() throws {
         let m = Machine()
         let a = try m.spawn(comm: "a", pid: 600)
