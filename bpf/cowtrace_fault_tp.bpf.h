@@ -85,6 +85,13 @@ static __always_inline __u64 fault_event_time(struct cowtrace_pending_fault *p)
  * when the fault sent no event of its own (tp_first_touch did). */
 #define RESOLVE_TS(p) ((p)->event_ns ? (p)->event_ns + 1 : 0)
 
+/* A resolve's ip: the fault's user ip; none for a kernel-mode fault (p->ip is
+ * the kernel's, kept only to match the allocation), as on the fentry tiers. */
+static __always_inline __u64 resolve_ip(struct cowtrace_pending_fault *p)
+{
+	return p->kernel_mode ? 0 : p->ip;
+}
+
 /* 6.1 counts a thread's own faults' rss in task->rss_stat (SPLIT_RSS_COUNTING)
  * and fires rss_stat only when it folds that cache into the mm, so a copy's
  * file-to-anon move is not seen during its fault. The copy's allocation saves
@@ -216,7 +223,12 @@ int BPF_PROG(tp_page_fault_user, unsigned long address, struct pt_regs *regs, un
  * copies with faults off and falls back), are not the program's. The
  * fentry/kprobe tiers see these in do_wp_page (do_cow_fault) already.
  * Not seen on any tier's tracepoints: a write through get_user_pages
- * (O_DIRECT reads, process_vm_writev, ptrace), which takes no page fault. */
+ * (O_DIRECT reads, process_vm_writev, ptrace), which takes no page fault.
+ * Counted as on user faults although the kernel then fails it (EFAULT, where
+ * a user fault would be a SIGSEGV): a write into a read-only mapping, a reuse
+ * here; and copies in atomic context (in_atomic() without
+ * pagefault_disable(), e.g. __copy_from_user_inatomic under a page-table
+ * lock), reads that only end the thread's pending fault. */
 SEC("tp_btf/page_fault_kernel")
 int BPF_PROG(tp_page_fault_kernel, unsigned long address, struct pt_regs *regs, unsigned long error_code)
 {
@@ -239,12 +251,11 @@ static __always_inline bool in_pending_fault(struct cowtrace_pending_fault *p, s
 	if (p->kernel_mode) {
 		/* The kernel's exception frame, on the thread's stack, read as
 		 * memory. It is left there when the fault returns, but the calls
-		 * that lead to any later allocation in the same syscall (readahead
-		 * in read()) write over it, and the thread's next fault replaces p. */
-		struct pt_regs frame;
-		if (bpf_probe_read_kernel(&frame, sizeof(frame), (void *)p->fault_regs))
-			return false;
-		return frame.orig_ax == (unsigned long)-1 && frame.ip == p->ip;
+		 * that lead to any later allocation in the same syscall write over
+		 * it (and readahead's, the likeliest, are told by their gfp: see
+		 * tp_mm_page_alloc); the thread's next fault replaces p. */
+		struct pt_regs *frame = (struct pt_regs *)p->fault_regs;
+		return BPF_CORE_READ(frame, orig_ax) == (unsigned long)-1 && BPF_CORE_READ(frame, ip) == p->ip;
 	}
 	struct pt_regs *regs;
 	if (bpf_ksym_exists(bpf_rdonly_cast))
@@ -299,7 +310,7 @@ static __always_inline int not_present_alloc(void *ctx, struct cowtrace_pending_
 	}
 	note_copy(ctx, p->tgid, c);
 	p->resolved = COWTRACE_CLASS_FILE_COPY;
-	emit_at(RESOLVE_TS(p), COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_FILE_COPY, p->tgid, p->tid, p->address, p->ip, 0);
+	emit_at(RESOLVE_TS(p), COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_FILE_COPY, p->tgid, p->tid, p->address, resolve_ip(p), 0);
 	return 0;
 }
 
@@ -318,6 +329,10 @@ int BPF_PROG(tp_mm_page_alloc, struct page *page, unsigned int order, gfp_t gfp_
 		p->tid = 0;
 		return 0;
 	}
+	/* Readahead (__GFP_NORETRY) inside the syscall of a kernel-mode fault
+	 * is the page cache's, never the fault's copy. */
+	if (p->kernel_mode && (gfp_flags & COWTRACE_GFP_NORETRY))
+		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
 	if (!in_pending_fault(p, task))
 		return 0;
@@ -343,7 +358,7 @@ int BPF_PROG(tp_mm_page_alloc, struct page *page, unsigned int order, gfp_t gfp_
 			add_class(&t->counters, class_);
 	}
 	p->resolved = class_;
-	emit_at(RESOLVE_TS(p), COWTRACE_EVENT_RESOLVE, class_, p->tgid, p->tid, p->address, p->ip, 0);
+	emit_at(RESOLVE_TS(p), COWTRACE_EVENT_RESOLVE, class_, p->tgid, p->tid, p->address, resolve_ip(p), 0);
 	return 0;
 }
 
@@ -365,7 +380,7 @@ static __always_inline int swap_in_not_file_copy(struct cowtrace_pending_fault *
 	}
 	p->resolved = COWTRACE_CLASS_OTHER;
 	/* Recordings: a first touch whose last resolve is not a file copy is no copy-on-write fault. */
-	emit_at(RESOLVE_TS(p), COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_UNRESOLVED, p->tgid, p->tid, p->address, p->ip, 0);
+	emit_at(RESOLVE_TS(p), COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_UNRESOLVED, p->tgid, p->tid, p->address, resolve_ip(p), 0);
 	return 0;
 }
 
@@ -385,7 +400,7 @@ static __always_inline int copy_was_file_copy(struct cowtrace_pending_fault *p)
 		}
 	}
 	p->resolved = COWTRACE_CLASS_FILE_COPY;
-	emit_at(RESOLVE_TS(p), COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_FILE_COPY, p->tgid, p->tid, p->address, p->ip, 0);
+	emit_at(RESOLVE_TS(p), COWTRACE_EVENT_RESOLVE, COWTRACE_CLASS_FILE_COPY, p->tgid, p->tid, p->address, resolve_ip(p), 0);
 	return 0;
 }
 

@@ -102,6 +102,10 @@ struct task_struct___61 {
 /* include/linux/gfp_types.h: stable bit positions in 6.1 .. 6.18 */
 #define COWTRACE_GFP_MOVABLE 0x08u
 #define COWTRACE_GFP_ZERO    0x100u
+/* __GFP_NORETRY (readahead's allocations): bit 16 in 6.1 and again from 6.10
+ * (___GFP_UNUSED_BIT holds 9). 6.4 .. 6.9 have it at 0x8000, where 0x10000 is
+ * __GFP_MEMALLOC, never in a fault's allocation: the test then does nothing. */
+#define COWTRACE_GFP_NORETRY 0x10000u
 /* include/linux/mm_types_task.h: enum { MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES } */
 #define COWTRACE_MM_FILEPAGES  0
 #define COWTRACE_MM_SWAPENTS   2

@@ -219,31 +219,40 @@ static void count_frames(const uint64_t *before, const uint64_t *after, long n, 
 	pthread_mutex_unlock(&truth_lock);
 }
 
-/* The file kfile steps read: as large as the region, on --dir, written and
- * synced once; its page cache is dropped before each read. */
-static int cold_file(void)
+/* The file kfile steps read: as large as the region, on --dir (default
+ * /var/tmp, a disk file system: on tmpfs nothing is read ahead), written and
+ * synced before the fork, so that making it copies no page of the steps. */
+static int kfile_fd = -1;
+
+static void make_cold_file(void)
 {
-	static int fd = -1;
-	if (fd >= 0)
-		goto drop;
 	char path[4096];
 	const char *dir = opt.file_dir ? opt.file_dir : access("/var/tmp", W_OK) == 0 ? "/var/tmp" : "/tmp";
 	snprintf(path, sizeof(path), "%s/cowtrace-workload-read.XXXXXX", dir);
-	if ((fd = mkstemp(path)) < 0)
+	if ((kfile_fd = mkstemp(path)) < 0)
 		die("create the file kfile steps read (use --dir to pick a writable directory)");
 	unlink(path);
-	char buf[65536];
-	memset(buf, 0x3c, sizeof(buf));
-	for (long off = 0; off < opt.pages * page_size; off += (long)sizeof(buf))
-		if (pwrite(fd, buf, sizeof(buf), off) != (ssize_t)sizeof(buf))
+	size_t chunk = 1u << 20;
+	char *buf = malloc(chunk);
+	if (!buf)
+		die("allocate the fill buffer");
+	memset(buf, 0x3c, chunk);
+	for (long off = 0; off < opt.pages * page_size; off += (long)chunk) {
+		size_t n = opt.pages * page_size - off < (long)chunk ? (size_t)(opt.pages * page_size - off) : chunk;
+		if (pwrite(kfile_fd, buf, n, off) != (ssize_t)n)
 			die("fill the file kfile steps read");
-	if (fsync(fd))
+	}
+	free(buf);
+	if (fsync(kfile_fd))
 		die("fsync the file kfile steps read");
-drop:
-	/* Clean pages only: synced above, never written since. */
-	if (posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED))
+}
+
+/* The file, its page cache dropped: clean pages only (synced, never written since). */
+static int cold_file(void)
+{
+	if (posix_fadvise(kfile_fd, 0, 0, POSIX_FADV_DONTNEED))
 		die("drop the page cache of the file kfile steps read");
-	return fd;
+	return kfile_fd;
 }
 
 /* TOUCH_KERNEL_WRITE, TOUCH_FILE_READ: read(2) writes the pages, in kernel
@@ -682,6 +691,11 @@ int main(int argc, char **argv)
 		return storm();
 	if (opt.prefault != PREFAULT_NONE)
 		touch_plain(region, 0, opt.pages, opt.prefault == PREFAULT_WRITE);
+	for (int i = 0; i < opt.nsteps; i++)
+		if (opt.steps[i].action == ACTION_FILE_READ_WRITE || (opt.steps[i].partner && opt.steps[i].partner->action == ACTION_FILE_READ_WRITE)) {
+			make_cold_file();
+			break;
+		}
 	if (opt.handshake) {
 		/* A tracer reads its baseline now (this program's own start-up
 		 * faults), then lets the scenario run by writing one byte. */

@@ -83,7 +83,7 @@ struct Record: ParsableCommand, OptionChecks {
         try run.start()
         let deadline = duration.map { DispatchTimeShim.now() + $0.value }
         var reason = "interrupted"
-        FileHandle.standardError.write(Data("cowtrace: recording to \(output) (tier: \(recorder.tracer.tier)); Ctrl-C to stop\n".utf8))
+        FileHandle.standardError.write(Data("cowtrace: recording to \(output) (tier: \(recorder.tier)); Ctrl-C to stop\n".utf8))
         if recorder.initialSnapshot.processes > 0 {
             FileHandle.standardError.write(Data("cowtrace: initial snapshot: \(recorder.initialSnapshot.text)\n".utf8))
         }

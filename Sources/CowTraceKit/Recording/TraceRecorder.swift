@@ -72,7 +72,11 @@ public struct SnapshotCost: Sendable {
 /// a snapshot of each already-running process, the kernel's counters and
 /// every loss as a gap.
 public final class TraceRecorder {
-    public let tracer: CowTracer
+    /// Private: its event handler uses this recorder without a retain, so
+    /// nothing but the recorder may poll it.
+    private let tracer: CowTracer
+    /// The tier the fault programs attached on.
+    public var tier: AttachTier { tracer.tier }
     private let oom: OOMTracer?
     private let writer: TraceFileWriter
     private let options: RecorderOptions
