@@ -137,19 +137,25 @@ internal final class TraceBlockEncoder {
 }
 
 extension TraceBlockEncoder {
+    /// What fault and resolve records begin with: type, reserved, length, then
+    /// time, pid, tid and address at fixed offsets.
+    @inline(__always)
+    private func storeHead(_ b: UnsafeMutableRawPointer, type: TraceFormat.RecordType, bytes: Int,
+                           time: UInt64, pid: Int32, tid: Int32, address: UInt64) {
+        b.storeBytes(of: (UInt32(bytes) << 16 | UInt32(type.rawValue)).littleEndian, as: UInt32.self)
+        b.storeBytes(of: time.littleEndian, toByteOffset: 4, as: UInt64.self)
+        b.storeBytes(of: pid.littleEndian, toByteOffset: 12, as: Int32.self)
+        b.storeBytes(of: tid.littleEndian, toByteOffset: 16, as: Int32.self)
+        b.storeBytes(of: address.littleEndian, toByteOffset: 20, as: UInt64.self)
+    }
+
     /// A `fault` record, the same bytes as `append(.fault(...))` without
     /// building the enum (the recorder's most frequent record).
     @inline(__always)
     func appendFault(time: UInt64, pid: Int32, tid: Int32, address: UInt64, ip: UInt64,
                      kind: RecordedFaultKind, faultClass: RecordedFaultClass, mapping: RecordedMappingKind) -> Int {
         let start = position, b = buffer + start
-        // type, reserved, length; then the fields at fixed offsets.
-        b.storeBytes(of: (UInt32(TraceFormat.faultRecordBytes) << 16 | UInt32(TraceFormat.RecordType.fault.rawValue)).littleEndian,
-                     as: UInt32.self)
-        b.storeBytes(of: time.littleEndian, toByteOffset: 4, as: UInt64.self)
-        b.storeBytes(of: pid.littleEndian, toByteOffset: 12, as: Int32.self)
-        b.storeBytes(of: tid.littleEndian, toByteOffset: 16, as: Int32.self)
-        b.storeBytes(of: address.littleEndian, toByteOffset: 20, as: UInt64.self)
+        storeHead(b, type: .fault, bytes: TraceFormat.faultRecordBytes, time: time, pid: pid, tid: tid, address: address)
         b.storeBytes(of: ip.littleEndian, toByteOffset: 28, as: UInt64.self)
         b.storeBytes(of: kind.rawValue, toByteOffset: 36, as: UInt8.self)
         b.storeBytes(of: faultClass.rawValue, toByteOffset: 37, as: UInt8.self)
@@ -163,12 +169,7 @@ extension TraceBlockEncoder {
     @inline(__always)
     func appendResolve(time: UInt64, pid: Int32, tid: Int32, address: UInt64, faultClass: RecordedFaultClass) -> Int {
         let start = position, b = buffer + start
-        b.storeBytes(of: (UInt32(TraceFormat.resolveRecordBytes) << 16 | UInt32(TraceFormat.RecordType.resolve.rawValue)).littleEndian,
-                     as: UInt32.self)
-        b.storeBytes(of: time.littleEndian, toByteOffset: 4, as: UInt64.self)
-        b.storeBytes(of: pid.littleEndian, toByteOffset: 12, as: Int32.self)
-        b.storeBytes(of: tid.littleEndian, toByteOffset: 16, as: Int32.self)
-        b.storeBytes(of: address.littleEndian, toByteOffset: 20, as: UInt64.self)
+        storeHead(b, type: .resolve, bytes: TraceFormat.resolveRecordBytes, time: time, pid: pid, tid: tid, address: address)
         b.storeBytes(of: faultClass.rawValue, toByteOffset: 28, as: UInt8.self)
         position = start + TraceFormat.resolveRecordBytes
         recordCount += 1

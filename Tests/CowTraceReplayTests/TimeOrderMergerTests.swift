@@ -20,7 +20,7 @@ final class TimeOrderMergerTests: XCTestCase {
     /// write them, with equal times (exit records with tids as tags) and
     /// pageRun records that carry no time.
     func testInterleavedBlocksWithTiesComeOutAsSortedByTime() {
-        var rng = SplitMix(seed: 16)
+        var rng = LCG(seed: 16)
         for round in 0..<6 {
             var records: [TraceRecord] = []
             var cpuTime: [UInt64] = [0, 0]
@@ -48,16 +48,14 @@ final class TimeOrderMergerTests: XCTestCase {
         XCTAssertEqual(merged(records), records)
     }
 
-    /// A deterministic generator (tests must not depend on the run).
-    struct SplitMix {
+    /// A deterministic generator (tests must not depend on the run): Knuth's
+    /// MMIX linear congruential one, high bits.
+    struct LCG {
         var state: UInt64
         init(seed: UInt64) { state = seed }
         mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return state >> 33
         }
     }
 }
