@@ -14,10 +14,11 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 #define bpf_ksym_exists(sym) (!!(sym))
 #endif
 
-/* The thread's user ip (for a kernel-mode fault: where its syscall was made). */
-static __always_inline __u64 user_ip(struct task_struct *task)
+/* The ip a fault's events carry: the user's; for a kernel-mode fault (regs are
+ * the kernel's exception frame), where the thread's syscall was made. */
+static __always_inline __u64 fault_event_ip(struct task_struct *task, struct pt_regs *regs, bool kernel)
 {
-	return ((struct pt_regs *)bpf_task_pt_regs(task))->ip;
+	return kernel ? ((struct pt_regs *)bpf_task_pt_regs(task))->ip : regs->ip;
 }
 
 struct find_vma_ctx {
@@ -148,7 +149,7 @@ static __always_inline int on_page_fault(unsigned long address, struct pt_regs *
 		if ((cowtrace_cfg.record_faults & COWTRACE_RECORD_IN_FAULT_HOOK) && !(error_code & X86_PF_PROT)) {
 			struct task_struct *task = bpf_get_current_task_btf();
 			if (counters_of(task))
-				emit_first_touch(0, task, address, kernel ? user_ip(task) : regs->ip, error_code);
+				emit_first_touch(0, task, address, fault_event_ip(task, regs, kernel), error_code);
 		}
 		return 0;
 	}
@@ -172,7 +173,7 @@ static __always_inline int on_page_fault(unsigned long address, struct pt_regs *
 		 * fault): nothing more here, no VMA lookup. */
 		pend(p, task, slot, regs, address, true, kernel);
 		if (cowtrace_cfg.record_faults & COWTRACE_RECORD_IN_FAULT_HOOK)
-			emit_first_touch(fault_event_time(p), task, address, kernel ? user_ip(task) : regs->ip, error_code);
+			emit_first_touch(fault_event_time(p), task, address, fault_event_ip(task, regs, kernel), error_code);
 		return 0;
 	}
 	if (cowtrace_cfg.fault_mode != COWTRACE_MODE_TRACEPOINT) {
@@ -206,7 +207,7 @@ static __always_inline int on_page_fault(unsigned long address, struct pt_regs *
 	if (lookup && bpf_find_vma(task, address, vma_found, &f, 0))
 		count_drop(COWTRACE_DROP_VMA_BUSY);
 	emit_at(cowtrace_cfg.emit_events ? fault_event_time(p) : 0, COWTRACE_EVENT_WP_FAULT, COWTRACE_CLASS_UNRESOLVED, tgid, tid, address,
-		kernel ? user_ip(task) : regs->ip, (__u32)(error_code & 0xff) | f.kind << 8);
+		fault_event_ip(task, regs, kernel), (__u32)(error_code & 0xff) | f.kind << 8);
 	return 0;
 }
 

@@ -574,13 +574,9 @@ public struct KernelFaultFold {
 }
 
 /// A value per thread id, for the fold's one lookup per record: tid → slot
-/// in a flat array for tids below 2^22 (the ceiling of pid_max), a dictionary
-/// above; the values in a dense array whose freed slots are reused.
+/// through a `PidIndex`, the values in a dense array whose freed slots are reused.
 struct ThreadTable<Value> {
-    static var flatLimit: Int { 1 << 22 }
-    /// slot + 1 by tid; 0: none.
-    private var flat: [Int32] = []
-    private var other: [Int32: Int] = [:]
+    private var index = PidIndex()
     private var slots: [Value?] = []
     private var free: [Int] = []
     private(set) var count = 0
@@ -589,14 +585,7 @@ struct ThreadTable<Value> {
 
     /// The slot of `tid`'s value, nil when it has none.
     @inline(__always)
-    func slot(_ tid: Int32) -> Int? {
-        let t = Int(tid)
-        if t >= 0 && t < flat.count {
-            let v = flat[t]
-            return v == 0 ? nil : Int(v) &- 1
-        }
-        return t >= 0 && t < Self.flatLimit ? nil : other[tid]
-    }
+    func slot(_ tid: Int32) -> Int? { index[tid] }
 
     /// The value in a slot `slot` returned (and not removed since).
     subscript(slot: Int) -> Value {
@@ -615,23 +604,14 @@ struct ThreadTable<Value> {
             i = slots.count
             slots.append(value)
         }
-        let t = Int(tid)
-        if t >= 0 && t < Self.flatLimit {
-            if t >= flat.count {
-                flat.append(contentsOf: repeatElement(0, count: min(Self.flatLimit, max(t + 1, 2 * flat.count, 1024)) - flat.count))
-            }
-            flat[t] = Int32(truncatingIfNeeded: i + 1)
-        } else {
-            other[tid] = i
-        }
+        index[tid] = i
         count += 1
         return i
     }
 
     /// Removes `tid`'s value, in `slot`.
     mutating func remove(_ tid: Int32, slot i: Int) {
-        let t = Int(tid)
-        if t >= 0 && t < Self.flatLimit { flat[t] = 0 } else { other[tid] = nil }
+        index[tid] = nil
         slots[i] = nil
         free.append(i)
         count -= 1

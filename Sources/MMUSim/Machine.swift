@@ -75,36 +75,3 @@ public final class Machine {
     }
 }
 
-/// pid → index in `Machine.tasks`: a flat array for pids below 2^22 (the
-/// ceiling of pid_max), a dictionary above. Every fault looks its pid up, so
-/// no hashing on that path.
-struct PidIndex {
-    static let flatLimit = 1 << 22
-    /// index + 1 by pid; 0: none.
-    private var flat: [Int32] = []
-    private var other: [Int32: Int] = [:]
-
-    subscript(pid: Int32) -> Int? {
-        @inline(__always) get {
-            let p = Int(pid)
-            if p >= 0 && p < flat.count {
-                let v = flat[p]
-                return v == 0 ? nil : Int(v) &- 1
-            }
-            return p >= 0 && p < PidIndex.flatLimit ? nil : other[pid]
-        }
-        set {
-            let p = Int(pid)
-            guard p >= 0 && p < PidIndex.flatLimit else {
-                other[pid] = newValue
-                return
-            }
-            let index = newValue.map { Int32(truncatingIfNeeded: $0 + 1) } ?? 0
-            if p >= flat.count {
-                guard index != 0 else { return }
-                flat.append(contentsOf: repeatElement(0, count: min(PidIndex.flatLimit, max(p + 1, 2 * flat.count, 1024)) - flat.count))
-            }
-            flat[p] = index
-        }
-    }
-}

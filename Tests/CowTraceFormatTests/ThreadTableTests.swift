@@ -23,7 +23,7 @@ final class ThreadTableTests: XCTestCase {
 
     func testTidsOutsideTheFlatRange() {
         var table = ThreadTable<Int>()
-        let big = Int32(ThreadTable<Int>.flatLimit), negative: Int32 = -5
+        let big = Int32(PidIndex.flatLimit), negative: Int32 = -5
         table.insert(big, 1)
         table.insert(negative, 2)
         table.insert(Int32.max, 3)
