@@ -105,6 +105,27 @@ public enum TraceFileReader {
         try bytes.withUnsafeBytes { try forEachRecord(bytes: $0, path: path, salvage: salvage, body) }
     }
 
+    /// Hands every record to `visitor` in file order, as `forEachRecord` does,
+    /// but faults and resolves (nearly every record) as their plain structs:
+    /// no `TraceRecord` is made for them, and no closure is called per record.
+    @discardableResult
+    public static func visitRecords<V: TraceRecordVisitor>(path: String, salvage: Bool = false,
+                                                           _ visitor: inout V) throws -> TraceSummary {
+        var source = try FileSource(path: path)
+        var sink = VisitorSink(visitor: consume visitor)
+        defer { visitor = sink.visitor }
+        return try decode(&source, path: path, salvage: salvage, sink: &sink)
+    }
+
+    @discardableResult
+    public static func visitRecords<V: TraceRecordVisitor>(bytes: UnsafeRawBufferPointer, path: String = "<memory>",
+                                                           salvage: Bool = false, _ visitor: inout V) throws -> TraceSummary {
+        var source = MemorySource(bytes)
+        var sink = VisitorSink(visitor: consume visitor)
+        defer { visitor = sink.visitor }
+        return try decode(&source, path: path, salvage: salvage, sink: &sink)
+    }
+
     /// The capacity to reserve for the record array: the record counts of the
     /// block headers (walked without reading payloads), so that the array is
     /// allocated once. Bounded by the input: no stored record is shorter than
@@ -291,9 +312,9 @@ public enum TraceFileReader {
                     }
                     mapping = m
                 }
-                try sink.accept(.fault(FaultRecord(
+                try sink.accept(fault: FaultRecord(
                     time: load64(r, 4), pid: loadI32(r, 12), tid: loadI32(r, 16),
-                    address: load64(r, 20), ip: load64(r, 28), kind: kind, faultClass: cls, mapping: mapping)))
+                    address: load64(r, 20), ip: load64(r, 28), kind: kind, faultClass: cls, mapping: mapping))
             } else if type == TraceFormat.RecordType.resolve.rawValue {
                 guard length >= 29 else {
                     return .recordTooShort(offset: fileOffset + i, type: type, length: length, needed: 29)
@@ -302,9 +323,9 @@ public enum TraceFileReader {
                     return .invalidValue(offset: fileOffset + i, field: "resolve class",
                                          value: UInt64(r.load(fromByteOffset: 28, as: UInt8.self)))
                 }
-                try sink.accept(.resolve(ResolveRecord(
+                try sink.accept(resolve: ResolveRecord(
                     time: load64(r, 4), pid: loadI32(r, 12), tid: loadI32(r, 16),
-                    address: load64(r, 20), faultClass: cls)))
+                    address: load64(r, 20), faultClass: cls))
             } else {
                 switch decodeOther(r, type: type, length: length, fileOffset: fileOffset + i) {
                 case .record(let record):
@@ -686,10 +707,48 @@ final class FileSource: TraceByteSource {
     }
 }
 
+/// What `TraceFileReader.visitRecords` hands the records to, in file order.
+public protocol TraceRecordVisitor {
+    mutating func visit(fault: FaultRecord) throws
+    mutating func visit(resolve: ResolveRecord) throws
+    /// Every record that is neither a fault nor a resolve.
+    mutating func visit(_ record: TraceRecord) throws
+}
+
 /// Where decoded records go.
 protocol TraceRecordSink {
     var count: Int { get }
     mutating func accept(_ record: consuming TraceRecord) throws
+    /// The hot paths: `accept(.fault(fault))` unless the sink does better.
+    mutating func accept(fault: FaultRecord) throws
+    mutating func accept(resolve: ResolveRecord) throws
+}
+
+extension TraceRecordSink {
+    @inline(__always)
+    mutating func accept(fault: FaultRecord) throws { try accept(.fault(fault)) }
+    @inline(__always)
+    mutating func accept(resolve: ResolveRecord) throws { try accept(.resolve(resolve)) }
+}
+
+struct VisitorSink<V: TraceRecordVisitor>: TraceRecordSink {
+    var visitor: V
+    var count = 0
+    @inline(__always)
+    mutating func accept(_ record: consuming TraceRecord) throws {
+        count += 1
+        try visitor.visit(record)
+    }
+    @inline(__always)
+    mutating func accept(fault: FaultRecord) throws {
+        count += 1
+        try visitor.visit(fault: fault)
+    }
+    @inline(__always)
+    mutating func accept(resolve: ResolveRecord) throws {
+        count += 1
+        try visitor.visit(resolve: resolve)
+    }
 }
 
 struct ArraySink: TraceRecordSink {

@@ -10,7 +10,8 @@ import CowTraceFormat
 /// 2. `TraceReplayer.replay(_:reading:)` reads them again: `TimeOrderMerger`
 ///    puts them in time order with a small buffer, `VerdictQueue` holds each
 ///    write-protect fault until the kernel's class of it is settled (by its
-///    thread's next fault or exit), and every record then drives the model.
+///    thread's next fault or exit), and every record then drives the model,
+///    on a second thread (`ModelWorker`) while this one reads on.
 extension TraceReplayer {
     /// Replays the records that `reading` hands over, in file order, to its
     /// closure; `reading` is called once and must hand over the records
@@ -29,16 +30,27 @@ extension TraceReplayer {
 
         var merger = TimeOrderMerger(prepass)
         var queue = VerdictQueue()
-        let apply = { (record: TraceRecord, verdict: KernelVerdict?) in self.apply(record, verdict: verdict) }
+        // The model runs on a thread of its own (`ModelWorker`): from here
+        // until `finish`, this thread touches the merger and the queue only.
+        let worker = ModelWorker { step in self.apply(step.record, verdict: step.verdict) }
+        defer { worker.finish() }
+        let apply = { (record: TraceRecord, verdict: KernelVerdict?) in worker.send(ReplayStep(record: record, verdict: verdict)) }
         try reading { record in
             merger.add(record) { queue.add($0, apply) }
         }
         merger.finish { queue.add($0, apply) }
         queue.finish(apply)
+        worker.finish()
         stats.resolves = Int(queue.fold.resolves)
         stats.unmatchedResolves = Int(queue.fold.unmatchedResolves)
         return result()
     }
+}
+
+/// One time-ordered record for the model, with the kernel's verdict on it (a fault's).
+struct ReplayStep {
+    var record: TraceRecord
+    var verdict: TraceReplayer.KernelVerdict?
 }
 
 /// What the replay needs to know of the whole recording before replaying its
@@ -66,8 +78,18 @@ public struct ReplayPrepass {
     public init() {}
 
     public mutating func feed(_ record: TraceRecord) {
+        switch record {
+        case .fault(let f): return visit(fault: f)
+        case .resolve(let r): return visit(resolve: r)
+        default: visit(record)
+        }
+    }
+
+    /// Counts a record with time `time` (nil: the time of the one before it).
+    @inline(__always)
+    private mutating func count(time: UInt64?) {
         let previousKey = lastKey
-        if let t = record.time { lastKey = t }
+        if let t = time { lastKey = t }
         if lastKey < previousKey { inOrder = false }
         if records % ReplayPrepass.chunkSize == 0 {
             chunkMinimum.append(lastKey)
@@ -75,7 +97,29 @@ public struct ReplayPrepass {
             chunkMinimum[chunkMinimum.count - 1] = min(chunkMinimum[chunkMinimum.count - 1], lastKey)
         }
         records += 1
+    }
 
+    private mutating func addFrameRun(_ start: UInt64, _ end: UInt64) {
+        guard start < end else { return }
+        frameStarts.append(start)
+        frameEnds.append(end)
+    }
+}
+
+/// The prepass straight from the file (`TraceFileReader.visitRecords`): the
+/// fault and resolve records, nearly all of them, are never made `TraceRecord`s.
+extension ReplayPrepass: TraceRecordVisitor {
+    public mutating func visit(fault f: FaultRecord) {
+        count(time: f.time)
+        if f.kind == .writeProtect && f.faultClass == .sharedWrite { sawSharedWriteClass = true }
+    }
+
+    public mutating func visit(resolve r: ResolveRecord) {
+        count(time: r.time)
+    }
+
+    public mutating func visit(_ record: TraceRecord) {
+        count(time: record.time)
         switch record {
         case .pageRun(let r):
             guard r.flags.contains(.present), r.frame != 0,
@@ -96,12 +140,6 @@ public struct ReplayPrepass {
         default:
             break
         }
-    }
-
-    private mutating func addFrameRun(_ start: UInt64, _ end: UInt64) {
-        guard start < end else { return }
-        frameStarts.append(start)
-        frameEnds.append(end)
     }
 }
 
@@ -154,10 +192,17 @@ struct TimeOrderMerger {
     private mutating func flush(upTo limit: UInt64, _ emit: (TraceRecord) -> Void) {
         let n = keys.count
         guard n > 0 else { return }
-        let inKeyOrder = keys.withUnsafeBufferPointer { k in
-            for i in 1..<k.count where k[i] < k[i - 1] { return false }
-            return true
+        let (inKeyOrder, smallest) = keys.withUnsafeBufferPointer { k in
+            var inOrder = true, smallest = k[0]
+            for i in 1..<k.count where k[i] < k[i - 1] {
+                inOrder = false
+                smallest = min(smallest, k[i])
+            }
+            return (inOrder, smallest)
         }
+        // Nothing to hand over (a late block holds an early record): no sort,
+        // which would otherwise be redone at every chunk while the buffer grows.
+        guard smallest <= limit else { return }
         if inKeyOrder {
             // Already in order (a block's records are): the ones at most `limit` are a prefix.
             var m = n

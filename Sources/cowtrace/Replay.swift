@@ -19,7 +19,7 @@ struct RecordingInput: ParsableArguments {
         var prepass = ReplayPrepass()
         let summary: TraceSummary
         do {
-            summary = try TraceFileReader.forEachRecord(path: file, salvage: salvage) { prepass.feed($0) }
+            summary = try TraceFileReader.visitRecords(path: file, salvage: salvage, &prepass)
         } catch {
             throw CLIError(description: "\(error)")
         }
