@@ -82,10 +82,20 @@ public enum TraceFileReader {
     @discardableResult
     public static func forEachRecord(path: String, salvage: Bool = false,
                                      _ body: (TraceRecord) throws -> Void) throws -> TraceSummary {
+        var checksums = BlockChecksums()
+        return try forEachRecord(path: path, salvage: salvage, checksums: &checksums, body)
+    }
+
+    /// Like `forEachRecord(path:salvage:_:)`; a block whose stored payload
+    /// checksum `checksums` holds as verified (by an earlier read of the same
+    /// file) is not checksummed again. An empty `checksums` gets this read's.
+    @discardableResult
+    public static func forEachRecord(path: String, salvage: Bool = false, checksums: inout BlockChecksums,
+                                     _ body: (TraceRecord) throws -> Void) throws -> TraceSummary {
         var source = try FileSource(path: path)
         return try withoutActuallyEscaping(body) { body in
             var sink = ClosureSink(body: body)
-            return try decode(&source, path: path, salvage: salvage, sink: &sink)
+            return try decode(&source, path: path, salvage: salvage, checksums: &checksums, sink: &sink)
         }
     }
 
@@ -111,10 +121,19 @@ public enum TraceFileReader {
     @discardableResult
     public static func visitRecords<V: TraceRecordVisitor>(path: String, salvage: Bool = false,
                                                            _ visitor: inout V) throws -> TraceSummary {
+        var checksums = BlockChecksums()
+        return try visitRecords(path: path, salvage: salvage, checksums: &checksums, &visitor)
+    }
+
+    /// `visitRecords(path:salvage:_:)` with checksums as `forEachRecord(path:salvage:checksums:_:)` takes them.
+    @discardableResult
+    public static func visitRecords<V: TraceRecordVisitor>(path: String, salvage: Bool = false,
+                                                           checksums: inout BlockChecksums,
+                                                           _ visitor: inout V) throws -> TraceSummary {
         var source = try FileSource(path: path)
         var sink = VisitorSink(visitor: consume visitor)
         defer { visitor = sink.visitor }
-        return try decode(&source, path: path, salvage: salvage, sink: &sink)
+        return try decode(&source, path: path, salvage: salvage, checksums: &checksums, sink: &sink)
     }
 
     @discardableResult
@@ -149,6 +168,13 @@ public enum TraceFileReader {
     static func decode<S: TraceByteSource, K: TraceRecordSink>(
         _ source: inout S, path: String, salvage: Bool, sink: inout K
     ) throws -> TraceSummary {
+        var checksums = BlockChecksums()
+        return try decode(&source, path: path, salvage: salvage, checksums: &checksums, sink: &sink)
+    }
+
+    static func decode<S: TraceByteSource, K: TraceRecordSink>(
+        _ source: inout S, path: String, salvage: Bool, checksums: inout BlockChecksums, sink: inout K
+    ) throws -> TraceSummary {
         let size = source.size
         guard size > 0 else { throw TraceFileError(path: path, problem: .empty) }
         let preamble = try source.bytes(at: 0, count: TraceFormat.preambleSize)
@@ -174,8 +200,8 @@ public enum TraceFileReader {
 
         while offset < size {
             let problem = try readBlock(&source, at: offset, size: size, expectedSequence: expectedSequence,
-                                        header: &header, schema: &schema, sawEnd: &sawEnd, sink: &sink,
-                                        nextOffset: &offset)
+                                        header: &header, schema: &schema, sawEnd: &sawEnd, checksums: &checksums,
+                                        sink: &sink, nextOffset: &offset)
             if let problem = problem {
                 if salvage && header != nil {
                     let at = problem.offset ?? offset
@@ -193,6 +219,7 @@ public enum TraceFileReader {
             throw TraceFileError(path: path, problem: problem)
         }
         if cut == nil && !sawEnd { cut = .noEndRecord(offset: offset) }
+        checksums.complete = true
         return TraceSummary(header: finalHeader, schema: schema, records: sink.count, blocks: blocks,
                             bytes: size, cut: cut)
     }
@@ -201,7 +228,7 @@ public enum TraceFileReader {
     private static func readBlock<S: TraceByteSource, K: TraceRecordSink>(
         _ source: inout S, at offset: Int, size: Int, expectedSequence: UInt64,
         header: inout TraceHeader?, schema: inout [TraceRecordSchema], sawEnd: inout Bool,
-        sink: inout K, nextOffset: inout Int
+        checksums: inout BlockChecksums, sink: inout K, nextOffset: inout Int
     ) throws -> TraceProblem? {
         let h = try source.bytes(at: offset, count: TraceFormat.blockHeaderSize)
         guard h.count >= TraceFormat.blockHeaderSize, let hp = h.baseAddress else {
@@ -237,8 +264,11 @@ public enum TraceFileReader {
             // The file shrank while being read.
             return .truncatedBlock(offset: offset, declared: payloadLength, present: payload.count)
         }
-        guard traceCRC32(payload.baseAddress, payloadLength) == payloadCRC else {
-            return .payloadChecksum(offset: offset, sequence: sequence)
+        if !checksums.verified(block: Int(sequence), payloadCRC) {
+            guard traceCRC32(payload.baseAddress, payloadLength) == payloadCRC else {
+                return .payloadChecksum(offset: offset, sequence: sequence)
+            }
+            checksums.add(block: Int(sequence), payloadCRC)
         }
         switch kind {
         case TraceFormat.headerBlockKind:
@@ -704,6 +734,27 @@ final class FileSource: TraceByteSource {
             got += n
         }
         return UnsafeRawBufferPointer(start: buffer, count: got)
+    }
+}
+
+/// The stored payload checksums of a file's blocks that one read verified,
+/// so that a second read of the same file (the replay reads it twice) only
+/// compares each block's stored checksum with the verified one instead of
+/// checksumming its payload again (crc32 is most of reading a block).
+public struct BlockChecksums: Sendable {
+    private var checksums: [UInt32] = []
+    /// Set by the read that filled it: from then on it is only read.
+    var complete = false
+
+    public init() {}
+
+    @inline(__always)
+    func verified(block: Int, _ crc: UInt32) -> Bool {
+        complete && block < checksums.count && checksums[block] == crc
+    }
+
+    mutating func add(block: Int, _ crc: UInt32) {
+        if !complete && block == checksums.count { checksums.append(crc) }
     }
 }
 

@@ -46,15 +46,16 @@ public final class TraceReplayer {
     }
 
     /// Whether the replay made up the VMA at `page` of `pid`. Per write-protect
-    /// fault, so the state is read in place (`values[i]` yields it for a
+    /// fault, so the state is read in place (`pidState[slot:]` yields it for a
     /// mutating call): `pidState[pid]?` would copy it, retaining and releasing its set and array.
     @inline(__always)
     func isImplicitPage(_ pid: Int32, _ page: UInt64) -> Bool {
-        guard let i = pidState.index(forKey: pid) else { return false }
-        return pidState.values[i].hasImplicitPage(page)
+        guard let i = pidState.slot(pid) else { return false }
+        return pidState[slot: i].hasImplicitPage(page)
     }
-    var processes: [Int32: ReplayProcess] = [:]
-    var pidState: [Int32: PidState] = [:]
+    /// By pid (`PidTable`: no hashing per fault).
+    var processes = PidTable<ReplayProcess>()
+    var pidState = PidTable<PidState>()
     /// Simulated files by key: "path#inode" for /proc maps lines, "fd:pid:fd" for mmap records.
     var files: [String: FileID] = [:]
     /// Kernel frame numbers that two or more pages of traced processes map
@@ -347,8 +348,8 @@ public final class TraceReplayer {
     /// default (an autoclosure) is allocated on the heap at every call.
     @inline(__always)
     func withProcessRow(_ pid: Int32, _ body: (inout ReplayProcess) -> Void) {
-        if let i = processes.index(forKey: pid) {
-            body(&processes.values[i])
+        if let i = processes.slot(pid) {
+            body(&processes[slot: i])
         } else {
             var p = ReplayProcess(pid: pid, comm: "?", origin: .adopted)
             body(&p)

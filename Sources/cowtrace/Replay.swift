@@ -17,9 +17,11 @@ struct RecordingInput: ParsableArguments {
     /// replay) and never held in memory, with header problems as one-line errors.
     func replay() throws -> ReplayResult {
         var prepass = ReplayPrepass()
+        // The blocks' checksums are computed by the first read only (the file is read twice).
+        var checksums = BlockChecksums()
         let summary: TraceSummary
         do {
-            summary = try TraceFileReader.visitRecords(path: file, salvage: salvage, &prepass)
+            summary = try TraceFileReader.visitRecords(path: file, salvage: salvage, checksums: &checksums, &prepass)
         } catch {
             throw CLIError(description: "\(error)")
         }
@@ -32,7 +34,7 @@ struct RecordingInput: ParsableArguments {
         }
         do {
             return try replayer.replay(consume prepass) { body in
-                try TraceFileReader.forEachRecord(path: file, salvage: salvage, body)
+                try TraceFileReader.forEachRecord(path: file, salvage: salvage, checksums: &checksums, body)
             }
         } catch {
             throw CLIError(description: "\(error)")
