@@ -522,23 +522,9 @@ public struct KernelFaultFold {
                               closed: (_ index: Int, ClassifiedFault?) -> Void) {
         switch record {
         case .fault(let f):
-            let opens = f.kind != .firstTouchRead
-            // One lookup: the thread's open fault, if any, is settled and replaced in its slot.
-            if let i = pending.slot(f.tid) {
-                closed(pending[i].index, Self.settle(pending[i], at: f.time))
-                if opens { pending[i] = Pending(fault: f, index: index) } else { pending.remove(f.tid, slot: i) }
-            } else if opens {
-                pending.insert(f.tid, Pending(fault: f, index: index))
-            }
+            feed(fault: f, at: index, closed: closed)
         case .resolve(let r):
-            resolves += 1
-            if let i = pending.slot(r.tid), pending[i].fault.pid == r.pid,
-               pending[i].fault.kind == .writeProtect || r.faultClass == .fileCopy || r.faultClass == .unresolved {
-                pending[i].resolved = r.faultClass
-                pending[i].resolvedAt = r.time
-            } else {
-                unmatchedResolves += 1
-            }
+            feed(resolve: r)
         case .addressSpace(let a):
             markOver(a.tid, a.time)
         case .exec(let e):
@@ -552,6 +538,30 @@ public struct KernelFaultFold {
             }
         default:
             break
+        }
+    }
+
+    /// `feed(.fault(f), at: index, closed: closed)`, for a caller that holds the fault record itself.
+    public mutating func feed(fault f: FaultRecord, at index: Int = -1, closed: (_ index: Int, ClassifiedFault?) -> Void) {
+        let opens = f.kind != .firstTouchRead
+        // One lookup: the thread's open fault, if any, is settled and replaced in its slot.
+        if let i = pending.slot(f.tid) {
+            closed(pending[i].index, Self.settle(pending[i], at: f.time))
+            if opens { pending[i] = Pending(fault: f, index: index) } else { pending.remove(f.tid, slot: i) }
+        } else if opens {
+            pending.insert(f.tid, Pending(fault: f, index: index))
+        }
+    }
+
+    /// `feed(.resolve(r)) { _, _ in }`: a resolve closes no fault.
+    public mutating func feed(resolve r: ResolveRecord) {
+        resolves += 1
+        if let i = pending.slot(r.tid), pending[i].fault.pid == r.pid,
+           pending[i].fault.kind == .writeProtect || r.faultClass == .fileCopy || r.faultClass == .unresolved {
+            pending[i].resolved = r.faultClass
+            pending[i].resolvedAt = r.time
+        } else {
+            unmatchedResolves += 1
         }
     }
 

@@ -1,3 +1,4 @@
+import CowTraceFormat
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -8,29 +9,28 @@ import Darwin
 /// its own: the replay's second CPU. Reading, merging and folding the records
 /// (the sending thread) and replaying them through the model (this thread)
 /// take about as long each, so on two CPUs a replay takes the longer of the
-/// two instead of their sum. Items go over in batches (`batchSize`), at most
+/// two instead of their sum. Steps go over in batches (`batchSize`), at most
 /// `maxBatches` of them in flight: memory stays bounded however far the model
-/// falls behind, and the emptied batch arrays are handed back to be refilled.
+/// falls behind, and the emptied batches are handed back to be refilled.
 ///
 /// The closure is the only code that runs on the worker's thread; the sender
 /// must not touch what it touches until `finish` has returned.
 final class ModelWorker {
-    /// Not generic: a generic worker's items are copied through value
-    /// witnesses (and their metadata looked up at run time), per item.
-    typealias Item = ReplayStep
     static var batchSize: Int { 4096 }
     static var maxBatches: Int { 4 }
+    typealias Body = (ReplayStep, TraceRecord?) -> Void
 
-    private let channel: BatchChannel<ReplayStep>
-    private var batch: [Item]
+    private let channel: BatchChannel<ModelBatch>
+    private var batch = ModelBatch()
     private var thread: pthread_t?
-    private let body: (Item) -> Void
+    private let body: Body
 
-    init(_ body: @escaping (Item) -> Void) {
+    /// `body` gets each step, and with a step of another record than a fault
+    /// or resolve, the record.
+    init(_ body: @escaping Body) {
         self.body = body
         channel = BatchChannel(capacity: Self.maxBatches)
-        batch = []
-        batch.reserveCapacity(Self.batchSize)
+        batch.reserve()
         let entry = ThreadEntry { [channel, body] in ModelWorker.run(channel, body) }
         let context = Unmanaged.passRetained(entry).toOpaque()
         var t = pthread_t()
@@ -40,23 +40,31 @@ final class ModelWorker {
         }, context) == 0 {
             thread = t
         } else {
-            // No thread: the items are applied on the sender's thread (`send`).
+            // No thread: the steps are applied on the sender's thread (`send`).
             Unmanaged<ThreadEntry>.fromOpaque(context).release()
         }
     }
 
-    /// Hands `item` over; blocks while `maxBatches` batches wait for the worker.
+    /// Hands a fault's or resolve's step over; blocks while `maxBatches` batches wait for the worker.
     @inline(__always)
-    func send(_ item: Item) {
-        guard thread != nil else { return body(item) }
-        batch.append(item)
-        if batch.count == Self.batchSize { flush() }
+    func send(_ step: ReplayStep) {
+        guard thread != nil else { return body(step, nil) }
+        batch.steps.append(step)
+        if batch.steps.count == Self.batchSize { flush() }
     }
 
-    /// Hands over the last items and waits until every item was applied.
+    /// Hands the step of another record over, with the record.
+    func send(_ step: ReplayStep, other: TraceRecord) {
+        guard thread != nil else { return body(step, other) }
+        batch.others.append(other)
+        batch.steps.append(step)
+        if batch.steps.count == Self.batchSize { flush() }
+    }
+
+    /// Hands over the last steps and waits until every step was applied.
     func finish() {
         guard let t = thread else { return }
-        if !batch.isEmpty { flush() }
+        if !batch.steps.isEmpty { flush() }
         channel.close()
         pthread_join(t, nil)
         thread = nil
@@ -64,17 +72,37 @@ final class ModelWorker {
 
     private func flush() {
         let full = batch
-        batch = channel.recycled() ?? []
-        if batch.capacity < Self.batchSize { batch.reserveCapacity(Self.batchSize) }
+        batch = channel.recycled() ?? ModelBatch()
+        batch.reserve()
         channel.send(full)
     }
 
-    private static func run(_ channel: BatchChannel<ReplayStep>, _ body: (Item) -> Void) {
-        while var items = channel.receive() {
-            for item in items { body(item) }
-            items.removeAll(keepingCapacity: true)
-            channel.recycle(items)
+    private static func run(_ channel: BatchChannel<ModelBatch>, _ body: Body) {
+        while var batch = channel.receive() {
+            var other = 0
+            for step in batch.steps {
+                if step.record.kind == .other {
+                    body(step, batch.others[other])
+                    other += 1
+                } else {
+                    body(step, nil)
+                }
+            }
+            batch.steps.removeAll(keepingCapacity: true)
+            batch.others.removeAll(keepingCapacity: true)
+            channel.recycle(batch)
         }
+    }
+}
+
+/// Steps for the model, plain values; the records of its steps of other
+/// records than faults and resolves, in the same order, aside.
+struct ModelBatch {
+    var steps: [ReplayStep] = []
+    var others: [TraceRecord] = []
+
+    mutating func reserve() {
+        if steps.capacity < ModelWorker.batchSize { steps.reserveCapacity(ModelWorker.batchSize) }
     }
 }
 
@@ -86,13 +114,13 @@ private final class ThreadEntry {
 
 /// A bounded first-in first-out queue of batches between two threads (a
 /// mutex and a condition variable), with the emptied batches handed back.
-final class BatchChannel<Item> {
+final class BatchChannel<Batch> {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let changed = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private let capacity: Int
-    private var full: [[Item]] = []
+    private var full: [Batch?] = []
     private var head = 0
-    private var empty: [[Item]] = []
+    private var empty: [Batch] = []
     private var closed = false
 
     init(capacity: Int) {
@@ -109,7 +137,7 @@ final class BatchChannel<Item> {
     }
 
     /// Queues a batch; blocks while `capacity` batches are queued.
-    func send(_ batch: [Item]) {
+    func send(_ batch: Batch) {
         pthread_mutex_lock(mutex)
         while full.count - head >= capacity { pthread_cond_wait(changed, mutex) }
         full.append(batch)
@@ -118,13 +146,12 @@ final class BatchChannel<Item> {
     }
 
     /// The oldest batch queued; blocks while none is; nil once closed and drained.
-    func receive() -> [Item]? {
+    func receive() -> Batch? {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         while head == full.count && !closed { pthread_cond_wait(changed, mutex) }
         guard head < full.count else { return nil }
-        let batch = full[head]
-        full[head] = []
+        let batch = full[head].take()!
         head += 1
         if head == full.count {
             full.removeAll(keepingCapacity: true)
@@ -135,14 +162,14 @@ final class BatchChannel<Item> {
     }
 
     /// Hands an emptied batch back to the sender, its capacity to be reused.
-    func recycle(_ batch: [Item]) {
+    func recycle(_ batch: Batch) {
         pthread_mutex_lock(mutex)
         empty.append(batch)
         pthread_mutex_unlock(mutex)
     }
 
     /// An emptied batch handed back, if any.
-    func recycled() -> [Item]? {
+    func recycled() -> Batch? {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return empty.popLast()

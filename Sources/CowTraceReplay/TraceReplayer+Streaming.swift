@@ -7,17 +7,28 @@ import CowTraceFormat
 ///    must know before it starts: the frame runs of the pageRun records
 ///    (`SharedFrameNumbers`), the gap times, the successful mprotect calls,
 ///    and how far the records are from time order.
-/// 2. `TraceReplayer.replay(_:reading:)` reads them again: `TimeOrderMerger`
-///    puts them in time order with a small buffer, `VerdictQueue` holds each
-///    write-protect fault until the kernel's class of it is settled (by its
-///    thread's next fault or exit), and every record then drives the model,
-///    on a second thread (`ModelWorker`) while this one reads on.
+/// 2. `TraceReplayer.replay(_:visiting:)` reads them again (`ReplayFeed`):
+///    `TimeOrderMerger` puts them in time order with a small buffer,
+///    `VerdictQueue` holds each write-protect fault until the kernel's class
+///    of it is settled (by its thread's next fault or exit), and every record
+///    then drives the model, on a second thread (`ModelWorker`) while this one
+///    reads on. Faults and resolves go through as `StreamRecord`s, plain values.
 extension TraceReplayer {
     /// Replays the records that `reading` hands over, in file order, to its
     /// closure; `reading` is called once and must hand over the records
     /// `prepass` was fed, in the same order.
     public func replay(_ prepass: consuming ReplayPrepass,
                        reading: ((TraceRecord) -> Void) throws -> Void) rethrows -> ReplayResult {
+        try replay(prepass) { feed in
+            try reading { feed.visit($0) }
+        }
+    }
+
+    /// Replays the records that `visiting` hands to the feed, in file order
+    /// (`TraceFileReader.visitRecords(path:salvage:checksums:_:)` does); it is
+    /// called once and must hand over the records `prepass` was fed, in the same order.
+    public func replay(_ prepass: consuming ReplayPrepass,
+                       visiting: (inout ReplayFeed) throws -> Void) rethrows -> ReplayResult {
         stats.records = prepass.records
         gapTimes = prepass.gapTimes.sorted()
         mprotects = prepass.mprotects
@@ -28,28 +39,89 @@ extension TraceReplayer {
         sharedFrameNumbers = SharedFrameNumbers(runStarts: runStarts, runEnds: runEnds)
         if faultTier == "unknown" && prepass.sawSharedWriteClass { tierSeesSharedWrites = true }
 
-        var merger = TimeOrderMerger(prepass)
-        var queue = VerdictQueue()
         // The model runs on a thread of its own (`ModelWorker`): from here
-        // until `finish`, this thread touches the merger and the queue only.
-        let worker = ModelWorker { step in self.apply(step.record, verdict: step.verdict) }
+        // until `finish`, this thread touches the feed only.
+        let worker = ModelWorker { step, other in self.apply(step, other: other) }
         defer { worker.finish() }
-        let apply = { (record: TraceRecord, verdict: KernelVerdict?) in worker.send(ReplayStep(record: record, verdict: verdict)) }
-        try reading { record in
-            merger.add(record) { queue.add($0, apply) }
-        }
-        merger.finish { queue.add($0, apply) }
-        queue.finish(apply)
+        var feed = ReplayFeed(prepass, worker)
+        try visiting(&feed)
+        feed.finish()
         worker.finish()
-        stats.resolves = Int(queue.fold.resolves)
-        stats.unmatchedResolves = Int(queue.fold.unmatchedResolves)
+        stats.resolves = Int(feed.queue.fold.resolves)
+        stats.unmatchedResolves = Int(feed.queue.fold.unmatchedResolves)
         return result()
+    }
+
+    /// Replays one step on the model's thread; `other`: the record when it is neither fault nor resolve.
+    @inline(__always)
+    func apply(_ step: ReplayStep, other: TraceRecord?) {
+        switch step.record.kind {
+        case .fault:
+            replayFault(step.record.fault, verdict: step.verdict)
+            if machine.oomEvents.count != modelOOMEventsSeen { noteModelOOM() }
+        case .resolve:
+            break   // folded into the verdicts (VerdictQueue)
+        case .other:
+            apply(other!, verdict: step.verdict)
+        }
+    }
+}
+
+/// Takes the records of the replay's second read in file order, as
+/// `TraceFileReader.visitRecords` hands them over, through the merger and the
+/// verdict queue to the model's thread.
+public final class ReplayFeed: TraceRecordVisitor {
+    private var merger: TimeOrderMerger<StreamRecord>
+    private(set) var queue = VerdictQueue()
+    private var others = OtherRecords()
+    private let worker: ModelWorker
+
+    init(_ prepass: ReplayPrepass, _ worker: ModelWorker) {
+        merger = TimeOrderMerger(prepass)
+        self.worker = worker
+    }
+
+    public func visit(fault f: FaultRecord) {
+        merger.add(StreamRecord(fault: f), time: f.time) { self.enqueue($0) }
+    }
+
+    public func visit(resolve r: ResolveRecord) {
+        merger.add(StreamRecord(resolve: r), time: r.time) { self.enqueue($0) }
+    }
+
+    public func visit(_ record: TraceRecord) {
+        switch record {
+        case .fault(let f): visit(fault: f)
+        case .resolve(let r): visit(resolve: r)
+        default:
+            merger.add(StreamRecord(other: others.add(record)), time: record.time) { self.enqueue($0) }
+        }
+    }
+
+    func finish() {
+        merger.finish { self.enqueue($0) }
+        queue.finish { self.handOver($0, $1) }
+    }
+
+    @inline(__always)
+    private func enqueue(_ record: StreamRecord) {
+        queue.add(record, other: record.kind == .other ? others.peek(record.otherNumber) : nil) { self.handOver($0, $1) }
+    }
+
+    @inline(__always)
+    private func handOver(_ record: StreamRecord, _ verdict: TraceReplayer.KernelVerdict?) {
+        let step = ReplayStep(record: record, verdict: verdict)
+        if record.kind == .other {
+            worker.send(step, other: others.take(record.otherNumber))
+        } else {
+            worker.send(step)
+        }
     }
 }
 
 /// One time-ordered record for the model, with the kernel's verdict on it (a fault's).
 struct ReplayStep {
-    var record: TraceRecord
+    var record: StreamRecord
     var verdict: TraceReplayer.KernelVerdict?
 }
 
@@ -149,7 +221,7 @@ extension ReplayPrepass: TraceRecordVisitor {
 /// nearly in order (it is in order within a block). At the end of each chunk
 /// the records buffered whose key is at most the smallest key of every later
 /// chunk (`ReplayPrepass.chunkMinimum`) go out: a later record sorts after them.
-struct TimeOrderMerger {
+struct TimeOrderMerger<Record> {
     private let inOrder: Bool
     /// Per chunk, the smallest key of that chunk and every later one.
     private let laterMinimum: [UInt64]
@@ -157,7 +229,7 @@ struct TimeOrderMerger {
     /// sorted by key (position breaking ties) through `order`, so that only
     /// 4-byte positions move in the sort, never the records.
     private var keys: [UInt64] = []
-    private var records: [TraceRecord] = []
+    private var records: [Record] = []
     /// Scratch for `flush`: positions in `keys` in (key, position) order.
     private var order: [Int32] = []
     private var index = 0
@@ -172,9 +244,11 @@ struct TimeOrderMerger {
         laterMinimum = minimum
     }
 
-    mutating func add(_ record: TraceRecord, _ emit: (TraceRecord) -> Void) {
+    /// Adds a record with time `time` (nil: none, it keeps the time of the one before it).
+    @inline(__always)
+    mutating func add(_ record: Record, time: UInt64?, _ emit: (Record) -> Void) {
         guard !inOrder else { return emit(record) }
-        if let t = record.time { lastKey = t }
+        if let t = time { lastKey = t }
         keys.append(lastKey)
         records.append(record)
         index += 1
@@ -183,13 +257,13 @@ struct TimeOrderMerger {
         flush(upTo: chunk < laterMinimum.count ? laterMinimum[chunk] : .max, emit)
     }
 
-    mutating func finish(_ emit: (TraceRecord) -> Void) {
+    mutating func finish(_ emit: (Record) -> Void) {
         flush(upTo: .max, emit)
     }
 
     /// Hands over, in (key, order added) order, the buffered records with a key
     /// at most `limit`; the others stay, in the order they were added.
-    private mutating func flush(upTo limit: UInt64, _ emit: (TraceRecord) -> Void) {
+    private mutating func flush(upTo limit: UInt64, _ emit: (Record) -> Void) {
         let n = keys.count
         guard n > 0 else { return }
         let (inKeyOrder, smallest) = keys.withUnsafeBufferPointer { k in
@@ -249,9 +323,9 @@ struct TimeOrderMerger {
 /// open (`KernelFaultFold`: until its thread's next fault or exit) until it is
 /// closed, and hands each record over with the kernel's verdict on it.
 struct VerdictQueue {
-    typealias Apply = (TraceRecord, TraceReplayer.KernelVerdict?) -> Void
+    typealias Apply = (StreamRecord, TraceReplayer.KernelVerdict?) -> Void
     private struct Entry {
-        var record: TraceRecord
+        var record: StreamRecord
         var verdict: TraceReplayer.KernelVerdict?
         var open: Bool
     }
@@ -264,16 +338,20 @@ struct VerdictQueue {
     /// Records added, resolves not counted.
     private var added = 0
 
-    mutating func add(_ record: TraceRecord, _ apply: Apply) {
+    /// Adds a record; `other`: the record itself when it is neither fault nor resolve.
+    mutating func add(_ record: StreamRecord, other: TraceRecord?, _ apply: Apply) {
         // A resolve only re-classifies its thread's open fault: nothing to replay, nor to hold.
-        if case .resolve = record { return fold.feed(record) { _, _ in } }
-        var opens = false
-        if case .fault(let f) = record, f.kind != .firstTouchRead { opens = true }
+        if record.kind == .resolve { return fold.feed(resolve: record.resolve) }
+        let opens = record.kind == .fault && record.faultKind != .firstTouchRead
         // At most one fault closes per record (its thread's previous one).
         var closed: (index: Int, fault: ClassifiedFault?)? = nil
         let position = added
         added += 1
-        fold.feed(record, at: position) { closed = ($0, $1) }
+        if record.kind == .fault {
+            fold.feed(fault: record.fault, at: position) { closed = ($0, $1) }
+        } else {
+            fold.feed(other!, at: position) { closed = ($0, $1) }
+        }
         if let closed { close(closed.index, closed.fault) }
         // Nothing open before it, and it opens nothing: straight through.
         if !opens && entries.isEmpty { return apply(record, nil) }

@@ -33,8 +33,8 @@ struct RecordingInput: ParsableArguments {
             throw CLIError(description: "cannot replay this recording: \(error)")
         }
         do {
-            return try replayer.replay(consume prepass) { body in
-                try TraceFileReader.forEachRecord(path: file, salvage: salvage, checksums: &checksums, body)
+            return try replayer.replay(consume prepass) { (feed: inout ReplayFeed) in
+                try TraceFileReader.visitRecords(path: file, salvage: salvage, checksums: &checksums, &feed)
             }
         } catch {
             throw CLIError(description: "\(error)")

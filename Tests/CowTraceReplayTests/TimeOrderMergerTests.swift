@@ -9,9 +9,9 @@ final class TimeOrderMergerTests: XCTestCase {
     func merged(_ records: [TraceRecord]) -> [TraceRecord] {
         var prepass = ReplayPrepass()
         for r in records { prepass.feed(r) }
-        var merger = TimeOrderMerger(prepass)
+        var merger = TimeOrderMerger<TraceRecord>(prepass)
         var out: [TraceRecord] = []
-        for r in records { merger.add(r) { out.append($0) } }
+        for r in records { merger.add(r, time: r.time) { out.append($0) } }
         merger.finish { out.append($0) }
         return out
     }

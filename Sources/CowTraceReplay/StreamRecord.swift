@@ -1,0 +1,93 @@
+import CowTraceFormat
+
+/// A record on its way through the streaming replay (`TimeOrderMerger`,
+/// `VerdictQueue`, the model's batches): a plain value, copied as bytes, with
+/// no reference to retain. Faults and resolves, nearly every record, are
+/// carried whole; any other record waits in an `OtherRecords` store and is
+/// carried by its number there.
+struct StreamRecord {
+    enum Kind: UInt8 { case fault, resolve, other }
+
+    var time: UInt64
+    /// A fault's or resolve's address; an other record's number in its store.
+    var address: UInt64
+    var ip: UInt64
+    var pid: Int32
+    var tid: Int32
+    var kind: Kind
+    var faultKind: RecordedFaultKind
+    var faultClass: FaultClass
+    var mapping: RecordedMappingKind
+
+    @inline(__always)
+    init(fault f: FaultRecord) {
+        time = f.time; address = f.address; ip = f.ip; pid = f.pid; tid = f.tid
+        kind = .fault; faultKind = f.kind; faultClass = f.faultClass; mapping = f.mapping
+    }
+
+    @inline(__always)
+    init(resolve r: ResolveRecord) {
+        time = r.time; address = r.address; ip = 0; pid = r.pid; tid = r.tid
+        kind = .resolve; faultKind = .writeProtect; faultClass = r.faultClass; mapping = .unknown
+    }
+
+    /// The other record number `number` of an `OtherRecords` store.
+    @inline(__always)
+    init(other number: Int) {
+        time = 0; address = UInt64(number); ip = 0; pid = 0; tid = 0
+        kind = .other; faultKind = .writeProtect; faultClass = .unresolved; mapping = .unknown
+    }
+
+    var fault: FaultRecord {
+        FaultRecord(time: time, pid: pid, tid: tid, address: address, ip: ip, kind: faultKind,
+                    faultClass: faultClass, mapping: mapping)
+    }
+
+    var resolve: ResolveRecord {
+        ResolveRecord(time: time, pid: pid, tid: tid, address: address, faultClass: faultClass)
+    }
+
+    var otherNumber: Int { Int(address) }
+}
+
+/// The records other than faults and resolves between their decoding and
+/// their hand-over to the model, by number (given in order). They leave
+/// nearly in the order they came, so the store is an array whose front is
+/// dropped once half of it is gone: its size is what the merger and the
+/// verdict queue hold.
+struct OtherRecords {
+    private var records: [TraceRecord?] = []
+    /// The number of `records[0]`.
+    private var base = 0
+    /// Index in `records` before which every record was taken.
+    private var head = 0
+
+    /// Stores `record`; returns its number.
+    mutating func add(_ record: TraceRecord) -> Int {
+        records.append(record)
+        return base + records.count - 1
+    }
+
+    /// The record number `number` (stored, not taken).
+    func peek(_ number: Int) -> TraceRecord { records[number - base]! }
+
+    /// Takes the record number `number` out.
+    mutating func take(_ number: Int) -> TraceRecord {
+        let i = number - base
+        let record = records[i].take()!
+        while head < records.count && records[head] == nil { head += 1 }
+        if head == records.count {
+            base += records.count
+            records.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= 1024 && head * 2 >= records.count {
+            records.removeFirst(head)
+            base += head
+            head = 0
+        }
+        return record
+    }
+
+    /// Records stored and not taken yet, or taken behind one still stored.
+    var count: Int { records.count - head }
+}
