@@ -43,6 +43,11 @@ public struct TraceSummary: Equatable, Sendable {
     public var blocks: Int
     public var bytes: Int
     public var cut: TraceCut?
+
+    public init(header: TraceHeader, schema: [TraceRecordSchema], records: Int, blocks: Int, bytes: Int, cut: TraceCut?) {
+        self.header = header; self.schema = schema; self.records = records; self.blocks = blocks
+        self.bytes = bytes; self.cut = cut
+    }
 }
 
 /// Reads recordings written by TraceFileWriter. Never traps on any input:
@@ -225,7 +230,7 @@ public enum TraceFileReader {
     }
 
     /// Reads and checks the block at `offset`; on success advances `nextOffset`.
-    private static func readBlock<S: TraceByteSource, K: TraceRecordSink>(
+    static func readBlock<S: TraceByteSource, K: TraceRecordSink>(
         _ source: inout S, at offset: Int, size: Int, expectedSequence: UInt64,
         header: inout TraceHeader?, schema: inout [TraceRecordSchema], sawEnd: inout Bool,
         checksums: inout BlockChecksums, sink: inout K, nextOffset: inout Int
@@ -743,18 +748,29 @@ final class FileSource: TraceByteSource {
 /// checksumming its payload again (crc32 is most of reading a block).
 public struct BlockChecksums: Sendable {
     private var checksums: [UInt32] = []
+    /// The block whose checksum is `checksums[0]` (a part's first, `TracePart`).
+    private var first = 0
     /// Set by the read that filled it: from then on it is only read.
     var complete = false
 
     public init() {}
 
+    /// For a read of the blocks from `firstBlock` on.
+    init(firstBlock: Int) { first = firstBlock }
+
+    /// The checksums the reads of consecutive parts verified, one after the other, complete.
+    public init(joining parts: [BlockChecksums]) {
+        for p in parts where p.first == first + checksums.count { checksums += p.checksums }
+        complete = true
+    }
+
     @inline(__always)
     func verified(block: Int, _ crc: UInt32) -> Bool {
-        complete && block < checksums.count && checksums[block] == crc
+        complete && block >= first && block - first < checksums.count && checksums[block - first] == crc
     }
 
     mutating func add(block: Int, _ crc: UInt32) {
-        if !complete && block == checksums.count { checksums.append(crc) }
+        if !complete && block == first + checksums.count { checksums.append(crc) }
     }
 }
 

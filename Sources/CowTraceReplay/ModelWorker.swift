@@ -31,18 +31,8 @@ final class ModelWorker {
         self.body = body
         channel = BatchChannel(capacity: Self.maxBatches)
         batch.reserve()
-        let entry = ThreadEntry { [channel, body] in ModelWorker.run(channel, body) }
-        let context = Unmanaged.passRetained(entry).toOpaque()
-        var t = pthread_t()
-        if pthread_create(&t, nil, { context in
-            Unmanaged<ThreadEntry>.fromOpaque(context!).takeRetainedValue().body()
-            return nil
-        }, context) == 0 {
-            thread = t
-        } else {
-            // No thread: the steps are applied on the sender's thread (`send`).
-            Unmanaged<ThreadEntry>.fromOpaque(context).release()
-        }
+        // Without a thread, the steps are applied on the sender's thread (`send`).
+        thread = startThread { [channel, body] in ModelWorker.run(channel, body) }
     }
 
     /// Hands a fault's or resolve's step over; blocks while `maxBatches` batches wait for the worker.
@@ -106,7 +96,21 @@ struct ModelBatch {
     }
 }
 
-/// What a new thread runs (a C thread entry cannot capture a generic type).
+/// Runs `body` on a new thread (to be joined with `pthread_join`); nil when none could be made.
+func startThread(_ body: @escaping () -> Void) -> pthread_t? {
+    let context = Unmanaged.passRetained(ThreadEntry(body)).toOpaque()
+    var t = pthread_t()
+    guard pthread_create(&t, nil, { context in
+        Unmanaged<ThreadEntry>.fromOpaque(context!).takeRetainedValue().body()
+        return nil
+    }, context) == 0 else {
+        Unmanaged<ThreadEntry>.fromOpaque(context).release()
+        return nil
+    }
+    return t
+}
+
+/// What a new thread runs (a C thread entry captures nothing).
 private final class ThreadEntry {
     let body: () -> Void
     init(_ body: @escaping () -> Void) { self.body = body }

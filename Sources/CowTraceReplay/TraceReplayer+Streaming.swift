@@ -146,8 +146,39 @@ public struct ReplayPrepass {
     /// Whether the sort keys never decrease (no merging needed).
     var inOrder = true
     private var lastKey: UInt64 = 0
+    /// The key of the first record fed (nil before).
+    private var firstKey: UInt64?
 
     public init() {}
+
+    /// For the records after the first `recordsBefore` (a later part of the file, `TracePart`):
+    /// chunks counted from the start of the file. Joined to the earlier part's with `append`.
+    init(recordsBefore: Int) {
+        records = recordsBefore
+        if recordsBefore % ReplayPrepass.chunkSize != 0 { chunkMinimum = [.max] }
+    }
+
+    /// Adds the prepass of the records right after these (`init(recordsBefore:)` with this one's
+    /// `records`). A later part's records before its first with a time had the key 0 there,
+    /// not this one's last key: smaller, so at worst the merger buffers more.
+    mutating func append(_ later: ReplayPrepass) {
+        guard let laterFirst = later.firstKey else { return }
+        if laterFirst < lastKey || !later.inOrder { inOrder = false }
+        var minimum = later.chunkMinimum[...]
+        if records % ReplayPrepass.chunkSize != 0, let m = minimum.first {
+            chunkMinimum[chunkMinimum.count - 1] = min(chunkMinimum[chunkMinimum.count - 1], m)
+            minimum = minimum.dropFirst()
+        }
+        chunkMinimum += minimum
+        records = later.records
+        if firstKey == nil { firstKey = laterFirst }
+        lastKey = later.lastKey
+        frameStarts += later.frameStarts
+        frameEnds += later.frameEnds
+        gapTimes += later.gapTimes
+        for (pid, calls) in later.mprotects { mprotects[pid, default: []] += calls }
+        if later.sawSharedWriteClass { sawSharedWriteClass = true }
+    }
 
     public mutating func feed(_ record: TraceRecord) {
         switch record {
@@ -163,6 +194,7 @@ public struct ReplayPrepass {
         let previousKey = lastKey
         if let t = time { lastKey = t }
         if lastKey < previousKey { inOrder = false }
+        if firstKey == nil { firstKey = lastKey }
         if records % ReplayPrepass.chunkSize == 0 {
             chunkMinimum.append(lastKey)
         } else {

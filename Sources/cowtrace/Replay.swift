@@ -16,12 +16,12 @@ struct RecordingInput: ParsableArguments {
     /// The recording through the model, read twice (`ReplayPrepass`, then the
     /// replay) and never held in memory, with header problems as one-line errors.
     func replay() throws -> ReplayResult {
-        var prepass = ReplayPrepass()
+        var prepass: ReplayPrepass
         // The blocks' checksums are computed by the first read only (the file is read twice).
         var checksums = BlockChecksums()
         let summary: TraceSummary
         do {
-            summary = try TraceFileReader.visitRecords(path: file, salvage: salvage, checksums: &checksums, &prepass)
+            (prepass, summary) = try ReplayPrepass.read(path: file, salvage: salvage, checksums: &checksums)
         } catch {
             throw CLIError(description: "\(error)")
         }
