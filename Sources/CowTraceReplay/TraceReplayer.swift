@@ -42,7 +42,11 @@ public final class TraceReplayer {
         var memorySince: UInt64 = 0
 
         /// `implicitPages.contains(page)`; mutating so that `isImplicitPage` reads it in place.
-        mutating func hasImplicitPage(_ page: UInt64) -> Bool { implicitPages.contains(page) }
+        /// A process has a few such pages at most, usually: compared one by one,
+        /// which costs less than hashing the page (once per write-protect fault).
+        mutating func hasImplicitPage(_ page: UInt64) -> Bool {
+            implicitPages.count <= 8 ? implicitPages.contains { $0 == page } : implicitPages.contains(page)
+        }
     }
 
     /// Whether the replay made up the VMA at `page` of `pid`. Per write-protect
