@@ -254,11 +254,15 @@ public final class TraceReplayer {
             : max(lastSeen[PageKey(pid: pid, page: page)] ?? 0, pidState[pid]?.memorySince ?? 0)
         var hints: Hints = []
 
-        var vma = machine.vma(pid, containing: page)
+        // The VMA and the entry in one lookup; the entry is read again when the page was changed since.
+        let site = machine.vmaAndEntry(pid, containing: page)
+        var vma = site.vma
+        var entryChanged = false
         if vma == nil {
             makeImplicitMapping(pid, page, kind: f.mapping)
             vma = machine.vma(pid, containing: page)
             hints.insert(.implicitMapping)
+            entryChanged = true
         } else if isImplicitPage(pid, page) {
             hints.insert(.implicitMapping)
             // Made up at a first touch as anonymous; the kernel says, with
@@ -267,13 +271,17 @@ public final class TraceReplayer {
                 try? machine.munmap(pid, page, length: 4096)
                 makeImplicitMapping(pid, page, kind: f.mapping)
                 vma = machine.vma(pid, containing: page)
+                entryChanged = true
             }
         }
-        if fromSnapshot, let vma { undoSnapshotCopy(pid, page, vma) }
+        if fromSnapshot, let vma {
+            undoSnapshotCopy(pid, page, vma)
+            entryChanged = true
+        }
         // The frame the fault finds, from the entry read here when it was present (write-protecting keeps the frame).
         var frameSeen: Int? = nil, entrySeen = false
         if let vma, vma.flags.contains(.write) {
-            if let entry = machine.pageTableEntry(pid, page), entry.isPresent {
+            if let entry = entryChanged ? machine.pageTableEntry(pid, page) : site.entry, entry.isPresent {
                 if entry.isWritable, machine.writeProtect(pid, at: page) {
                     stats.reprotectedPages += 1
                     hints.insert(.reprotected)

@@ -72,6 +72,15 @@ extension Machine {
         return mm.vmas[v]
     }
 
+    /// `vma(pid, containing: address)` and `pageTableEntry(pid, address)` with
+    /// one lookup of the task: what the replay reads at every write-protect fault.
+    public func vmaAndEntry(_ pid: Int32, containing address: UInt64) -> (vma: VMArea?, entry: PageTableEntry?) {
+        guard let i = taskIndex[pid], let mm = tasks[i].mm else { return (nil, nil) }
+        let vma = tasks[i].alive ? mm.findVMA(address).map { mm.vmas[$0] } : nil
+        guard let slot = mm.pageTable.walk(address, allocate: false), slot.pointee != 0 else { return (vma, nil) }
+        return (vma, PageTableEntry(rawValue: slot.pointee))
+    }
+
     /// Sets mm->start_brk and mm->brk of a live process, as /proc/PID/stat shows
     /// them, without creating or removing any VMA (the heap itself is adopted
     /// with `adoptMapping(heap: true)`, or grown later with `brk`).
