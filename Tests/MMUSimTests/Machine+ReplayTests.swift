@@ -216,4 +216,19 @@ final class MachineReplayTests: XCTestCase {
         XCTAssertTrue(try m.read(p, a + 2 * page, length: 1).completed)
         XCTAssertThrowsError(try m.growFile(FileID(rawValue: 99), toAtLeast: page))
     }
+
+    func testVMAAndEntryIsVMAAndPageTableEntryInOneLookup() throws {
+        let m = Machine()
+        let p = try m.spawn(comm: "found", pid: 500)
+        try m.adoptMapping(p, start: base, end: base + 4 * page, protection: .readWrite, shared: false)
+        try m.installPage(p, at: base, .anonymous(exclusive: true))
+        for a in [base, base + page, base + 4 * page, base - page] {
+            let site = m.vmaAndEntry(p, containing: a)
+            XCTAssertEqual(site.vma, m.vma(p, containing: a), "at \(hex(a))")
+            XCTAssertEqual(site.entry, m.pageTableEntry(p, a), "at \(hex(a))")
+        }
+        XCTAssertNotNil(m.vmaAndEntry(p, containing: base).entry)
+        XCTAssertNil(m.vmaAndEntry(p, containing: base + page).entry)
+        XCTAssertNil(m.vmaAndEntry(501, containing: base).vma)
+    }
 }
