@@ -193,9 +193,10 @@ extension Machine {
             guard f >= 0, task.alive else { throw MMError.outOfMemory("no frame for \(hex(a))") }
             let maps: Int32 = exclusive ? 1 : 2
             frames.states[f] = FrameTable.State(
-                refcount: maps, mapcount: maps, contents: 0, owner: pid,
+                refcount: maps, mapcount: maps, owner: pid,
                 flags: FrameTable.Flags.anon.rawValue | (exclusive ? FrameTable.Flags.anonExclusive.rawValue : 0),
                 memcg: frames.memcg[f])
+            frames.contents[f] = 0
             anonFrames += 1
             mm.rss.anon += 1
             mm.vmas[vi].hasAnonVMA = true
