@@ -12,15 +12,32 @@ import MMUSim
 /// predicts copy then reuse; these records let the replay see that the
 /// recording shows the overlap, and excuse either outcome.
 extension TraceReplayer {
-    /// A write-protect fault on a frame, kept while a later fault may still overlap it.
+    /// A write-protect fault on a frame, kept while a later fault may still
+    /// overlap it. Packed in 25 bytes (no optional stored; widest fields
+    /// first), so that a log entry with its link takes 32, not 56: a child
+    /// that writes its share of a large snapshot logs a fault a page.
     struct FrameFault {
-        var pid: Int32
         var start: UInt64
         /// Upper bound of when the fault was over (see `faultEnd`).
         var end: UInt64
+        var pid: Int32
+        /// `disagreement`, or -1 for none.
+        private var disagreementIndex: Int32
         var kernel: ReplayClass
+
+        init(pid: Int32, start: UInt64, end: UInt64, kernel: ReplayClass, disagreement: Int?) {
+            self.start = start
+            self.end = end
+            self.pid = pid
+            self.kernel = kernel
+            disagreementIndex = Int32(disagreement ?? -1)
+        }
+
         /// Index in `disagreements` when the model and kernel disagreed on it.
-        var disagreement: Int?
+        var disagreement: Int? {
+            get { disagreementIndex < 0 ? nil : Int(disagreementIndex) }
+            set { disagreementIndex = Int32(newValue ?? -1) }
+        }
     }
 
     /// The recent write-protect faults by the frame they found mapped: per

@@ -66,4 +66,16 @@ final class ExitedSharersTests: XCTestCase {
         XCTAssertNil(s.oldestTime)
     }
 
+    /// FrameFault stores no optional; its disagreement reads back as given.
+    func testFrameFaultKeepsItsDisagreement() {
+        var f = TraceReplayer.FrameFault(pid: 3, start: 10, end: 20, kernel: .copy, disagreement: nil)
+        XCTAssertNil(f.disagreement)
+        f.disagreement = 12
+        XCTAssertEqual(f.disagreement, 12)
+        XCTAssertEqual([f.start, f.end], [10, 20])
+        XCTAssertEqual(f.pid, 3)
+        XCTAssertEqual(f.kernel, .copy)
+        f.disagreement = nil
+        XCTAssertNil(f.disagreement)
+    }
 }
