@@ -53,7 +53,11 @@ extension TraceReplayer {
         }
         private var latest = FrameHeads()
         private var entries: [Entry] = []
-        private var compactAt = 1 << 16
+        private var compactAt = FrameFaultLog.minimumInterval
+        /// Faults logged between two compactions at least. Fewer than the
+        /// faults of a child writing its share of a large snapshot, which
+        /// are over one after the other: the log stays small.
+        private static let minimumInterval = 1 << 12
 
         /// Logs `fault` on `frame`; returns its handle (for `setDisagreement`)
         /// and the earlier faults of other processes on the frame that overlap it.
@@ -83,8 +87,9 @@ extension TraceReplayer {
             entries[handle].fault.disagreement = disagreement
         }
 
-        /// Keeps only the faults not over before `now`, in place (no new
-        /// memory). Runs once as many faults were logged since as it keeps: O(1) a fault.
+        /// Keeps only the faults not over before `now`, in place. Runs once
+        /// as many faults were logged since as it keeps, and at least a
+        /// quarter as many as there are chain heads (it visits each): O(1) a fault.
         private mutating func compact(now: UInt64) {
             // The first fault at or after `i` in a chain that is not over (-1: none).
             func live(_ i: Int32) -> Int32 {
@@ -106,7 +111,7 @@ extension TraceReplayer {
             entries.removeLast(entries.count - kept)
             for i in entries.indices where entries[i].older >= 0 { entries[i].older = moved[Int(entries[i].older)] }
             latest.updateHeads { $0 >= 0 ? moved[Int($0)] : -1 }
-            compactAt = kept + max(1 << 16, kept)
+            compactAt = kept + max(FrameFaultLog.minimumInterval, kept, latest.slots / 4)
         }
     }
 
@@ -136,6 +141,9 @@ extension TraceReplayer {
             @inline(__always) set { chunks[slot >> FrameHeads.chunkShift][slot & FrameHeads.chunkMask] = newValue }
         }
 
+        /// Frames with a slot (the chunks made, 1024 frames each).
+        private(set) var slots = 0
+
         /// Replaces every head.
         mutating func updateHeads(_ newHead: (Int32) -> Int32) {
             for c in chunks.indices where !chunks[c].isEmpty {
@@ -148,6 +156,7 @@ extension TraceReplayer {
             precondition(frame >= 0, "negative frame number")
             if c >= chunks.count { chunks.append(contentsOf: repeatElement([], count: c + 1 - chunks.count)) }
             chunks[c] = [Int32](repeating: -1, count: 1 << FrameHeads.chunkShift)
+            slots += 1 << FrameHeads.chunkShift
         }
     }
 
