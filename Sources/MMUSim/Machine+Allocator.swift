@@ -85,7 +85,8 @@ extension Machine {
     @inline(__always)
     func freeFrame(_ f: Int) {
         let state = frames.states[f]
-        if state.memcg != 0 { memcgCharge(Int(state.memcg), -1) }
+        let memcg = frames.memcg[f]
+        if memcg != 0 { memcgCharge(Int(memcg), -1) }
         if state.flags & FrameTable.Flags.anon.rawValue != 0 { anonFrames -= 1 }
         usedFrames -= 1
         frames.release(f)
