@@ -38,43 +38,28 @@ public final class FrameTable {
     static let reservedFrames = 1024
 
     public let capacity: Int
-    /// The per-frame fields a fault touches, packed in one 12-byte record so
+    /// The per-frame fields a fault touches, packed in one 16-byte record so
     /// that a fault touches one cache line per frame, not one per field, and
-    /// a large snapshot costs 12 bytes a frame here. (Fields rarely set are
-    /// columns of their own: the page's contents and its memory cgroup.)
+    /// a large snapshot costs 16 bytes a frame here. (The page's contents,
+    /// rarely set, are a column of their own: `contents`.)
     struct State {
         var refcount: Int32 = 0
         var mapcount: Int32 = 0
-        /// `owner` in the low 24 bits (signed: pids are below 2^22), `flags` in the high 8.
-        var ownerAndFlags: UInt32 = 0
-
-        init(refcount: Int32 = 0, mapcount: Int32 = 0, owner: Int32 = 0, flags: UInt8 = 0) {
-            self.refcount = refcount
-            self.mapcount = mapcount
-            ownerAndFlags = UInt32(flags) << 24 | UInt32(bitPattern: owner) & 0x00FF_FFFF
-        }
-
         /// Owner mapping: the pid whose anon_vma the page joined, or the file id.
-        var owner: Int32 {
-            @inline(__always) get { Int32(bitPattern: ownerAndFlags << 8) >> 8 }
-            @inline(__always) set { ownerAndFlags = ownerAndFlags & 0xFF00_0000 | UInt32(bitPattern: newValue) & 0x00FF_FFFF }
-        }
-
-        var flags: UInt8 {
-            @inline(__always) get { UInt8(truncatingIfNeeded: ownerAndFlags >> 24) }
-            @inline(__always) set { ownerAndFlags = ownerAndFlags & 0x00FF_FFFF | UInt32(newValue) << 24 }
-        }
+        var owner: Int32 = 0
+        var flags: UInt8 = 0
+        var reserved: UInt8 = 0
+        /// Memory cgroup the page is charged to (0 = root, no limit).
+        var memcg: UInt16 = 0
     }
     static let stride = MemoryLayout<State>.stride
     let states: UnsafeMutablePointer<State>
     // Column views over `states`, so code reads `frames.refcount[f]` as with separate arrays.
     let refcount: Int32Field
     let mapcount: Int32Field
-    let owner: OwnerField
+    let owner: Int32Field
     let flags: UInt8Field
-    /// Memory cgroup the page is charged to (0 = root, no limit): a column
-    /// made at the first page charged to another cgroup.
-    let memcg: LazyUInt16Column
+    let memcg: UInt16Field
     /// One word of page contents, so copies can be told apart from the
     /// original. Only file pages and explicit writes set one: the column is
     /// allocated at the first nonzero value, and zeros never touch it.
@@ -100,11 +85,9 @@ public final class FrameTable {
         let raw = UnsafeMutableRawPointer(states)
         refcount = Int32Field(base: raw + MemoryLayout<State>.offset(of: \State.refcount)!)
         mapcount = Int32Field(base: raw + MemoryLayout<State>.offset(of: \State.mapcount)!)
-        let ownerAndFlags = raw + MemoryLayout<State>.offset(of: \State.ownerAndFlags)!
-        owner = OwnerField(base: ownerAndFlags)
-        // The high byte of the little-endian word.
-        flags = UInt8Field(base: ownerAndFlags + 3)
-        memcg = LazyUInt16Column(capacity: capacity)
+        owner = Int32Field(base: raw + MemoryLayout<State>.offset(of: \State.owner)!)
+        flags = UInt8Field(base: raw + MemoryLayout<State>.offset(of: \State.flags)!)
+        memcg = UInt16Field(base: raw + MemoryLayout<State>.offset(of: \State.memcg)!)
         contents = LazyUInt64Column(capacity: capacity)
         fileIndex = calloc(capacity, 4)!.bindMemory(to: Int32.self, capacity: capacity)
         freeList = calloc(capacity, 4)!.bindMemory(to: Int32.self, capacity: capacity)
@@ -117,7 +100,6 @@ public final class FrameTable {
     deinit {
         free(states); free(fileIndex); free(freeList)
         contents.deallocate()
-        memcg.deallocate()
         cursor.deallocate()
     }
 
@@ -149,7 +131,6 @@ public final class FrameTable {
     func release(_ frame: Int) {
         states[frame] = State()
         contents[frame] = 0
-        memcg[frame] = 0
         freeList[freeCount] = Int32(truncatingIfNeeded: frame)
         freeCount += 1
     }
@@ -192,16 +173,11 @@ struct UInt8Field {
     }
 }
 
-/// `State.owner`: the low 24 bits of its word, sign-extended; a store keeps the flags byte.
-struct OwnerField {
+struct UInt16Field {
     let base: UnsafeMutableRawPointer
-    @inline(__always) subscript(_ f: Int) -> Int32 {
-        get { Int32(bitPattern: base.load(fromByteOffset: f &* FrameTable.stride, as: UInt32.self) << 8) >> 8 }
-        nonmutating set {
-            let word = base.load(fromByteOffset: f &* FrameTable.stride, as: UInt32.self)
-            base.storeBytes(of: word & 0xFF00_0000 | UInt32(bitPattern: newValue) & 0x00FF_FFFF,
-                            toByteOffset: f &* FrameTable.stride, as: UInt32.self)
-        }
+    @inline(__always) subscript(_ f: Int) -> UInt16 {
+        get { base.load(fromByteOffset: f &* FrameTable.stride, as: UInt16.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: f &* FrameTable.stride, as: UInt16.self) }
     }
 }
 
@@ -240,45 +216,6 @@ struct LazyUInt64Column {
     @inline(never)
     private func allocate() -> UnsafeMutablePointer<UInt64> {
         let c = calloc(capacity, 8)!.bindMemory(to: UInt64.self, capacity: capacity)
-        column.pointee = c
-        return c
-    }
-}
-
-/// `LazyUInt64Column` for 16-bit values (a second concrete type, not a
-/// generic, so that debug builds stay fast).
-struct LazyUInt16Column {
-    private let column: UnsafeMutablePointer<UnsafeMutablePointer<UInt16>?>
-    private let capacity: Int
-
-    init(capacity: Int) {
-        self.capacity = capacity
-        column = .allocate(capacity: 1)
-        column.initialize(to: nil)
-    }
-
-    /// Whether a nonzero value was ever stored (the column exists).
-    var isAllocated: Bool { column.pointee != nil }
-
-    func deallocate() {
-        free(column.pointee)
-        column.deallocate()
-    }
-
-    @inline(__always) subscript(_ f: Int) -> UInt16 {
-        get { column.pointee?[f] ?? 0 }
-        nonmutating set {
-            if let c = column.pointee {
-                if c[f] != newValue { c[f] = newValue }
-            } else if newValue != 0 {
-                allocate()[f] = newValue
-            }
-        }
-    }
-
-    @inline(never)
-    private func allocate() -> UnsafeMutablePointer<UInt16> {
-        let c = calloc(capacity, 2)!.bindMemory(to: UInt16.self, capacity: capacity)
         column.pointee = c
         return c
     }

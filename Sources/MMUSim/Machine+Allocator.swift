@@ -85,8 +85,7 @@ extension Machine {
     @inline(__always)
     func freeFrame(_ f: Int) {
         let state = frames.states[f]
-        let memcg = frames.memcg[f]
-        if memcg != 0 { memcgCharge(Int(memcg), -1) }
+        if state.memcg != 0 { memcgCharge(Int(state.memcg), -1) }
         if state.flags & FrameTable.Flags.anon.rawValue != 0 { anonFrames -= 1 }
         usedFrames -= 1
         frames.release(f)

@@ -219,7 +219,8 @@ extension Machine {
             let maps: Int32 = exclusive ? 1 : 2
             frames.states[f] = FrameTable.State(
                 refcount: maps, mapcount: maps, owner: pid,
-                flags: FrameTable.Flags.anon.rawValue | (exclusive ? FrameTable.Flags.anonExclusive.rawValue : 0))
+                flags: FrameTable.Flags.anon.rawValue | (exclusive ? FrameTable.Flags.anonExclusive.rawValue : 0),
+                memcg: frames.memcg[f])
             frames.contents[f] = 0
             anonFrames += 1
             mm.rss.anon += 1

@@ -1,9 +1,8 @@
 @testable import MMUSim
 import XCTest
 
-/// FrameTable: the packed per-frame record (owner and flags share a word)
-/// and the columns of their own, made at the first nonzero value: the page
-/// contents and the memory cgroup.
+/// FrameTable: the packed per-frame record and the page contents kept in a
+/// column of their own, made at the first nonzero value.
 final class FrameTableTests: XCTestCase {
     func testContentsColumnIsMadeAtTheFirstNonzeroValueOnly() {
         let frames = FrameTable(frames: 64)
@@ -15,43 +14,6 @@ final class FrameTableTests: XCTestCase {
         XCTAssertTrue(frames.contents.isAllocated)
         XCTAssertEqual(frames.contents[f], 42)
         XCTAssertEqual(frames.contents[f + 1], 0, "other frames stay zero")
-    }
-
-    func testMemcgColumnIsMadeForAChildCgroupOnly() {
-        let frames = FrameTable(frames: 64)
-        let f = frames.allocate()
-        frames.memcg[f] = 0
-        XCTAssertFalse(frames.memcg.isAllocated, "the root cgroup stores nothing")
-        frames.memcg[f] = 3
-        XCTAssertTrue(frames.memcg.isAllocated)
-        XCTAssertEqual(frames.memcg[f], 3)
-        frames.release(f)
-        XCTAssertEqual(frames.memcg[f], 0, "a freed frame is charged to none")
-    }
-
-    /// The owner's 24 bits and the flags byte share a word: neither disturbs the other.
-    func testOwnerAndFlagsShareAWord() {
-        let frames = FrameTable(frames: 64)
-        let f = frames.allocate()
-        frames.flags[f] = 0xff
-        for owner: Int32 in [0, 1, -1, 4_194_304, -8_388_608, 8_388_607] {
-            frames.owner[f] = owner
-            XCTAssertEqual(frames.owner[f], owner)
-            XCTAssertEqual(frames.flags[f], 0xff)
-            XCTAssertEqual(frames.states[f].owner, owner)
-        }
-        frames.flags[f] = 0
-        XCTAssertEqual(frames.owner[f], 8_388_607)
-        var state = FrameTable.State(refcount: 2, mapcount: 1, owner: -42, flags: FrameTable.Flags.ksm.rawValue)
-        XCTAssertEqual(state.owner, -42)
-        XCTAssertEqual(state.flags, FrameTable.Flags.ksm.rawValue)
-        state.flags |= FrameTable.Flags.anon.rawValue
-        state.owner = 77
-        XCTAssertEqual(state.flags, FrameTable.Flags.ksm.rawValue | FrameTable.Flags.anon.rawValue)
-        XCTAssertEqual(state.owner, 77)
-        frames.states[f] = state
-        XCTAssertEqual([frames.refcount[f], frames.mapcount[f], frames.owner[f]], [2, 1, 77])
-        XCTAssertTrue(frames.has(f, .ksm) && frames.has(f, .anon))
     }
 
     func testFieldsAreIndependentColumnsOfOneRecord() {
