@@ -29,9 +29,6 @@ public final class FrameTable {
         public static let huge = Flags(rawValue: 1 << 5)
         /// PG_dirty on a page-cache page.
         public static let dirty = Flags(rawValue: 1 << 6)
-        /// The page has a nonzero content word (in `contents`' column): one
-        /// look at the record, already loaded, spares one at the column.
-        static let hasContents = Flags(rawValue: 1 << 7)
     }
 
     /// GUP_PIN_COUNTING_BIAS: a FOLL_PIN adds this to the refcount.
@@ -66,7 +63,7 @@ public final class FrameTable {
     /// One word of page contents, so copies can be told apart from the
     /// original. Only file pages and explicit writes set one: the column is
     /// allocated at the first nonzero value, and zeros never touch it.
-    let contents: ContentsField
+    let contents: LazyUInt64Column
     /// Page offset inside the owning file, for page-cache pages (cold, so kept apart).
     let fileIndex: UnsafeMutablePointer<Int32>
     let freeList: UnsafeMutablePointer<Int32>
@@ -91,7 +88,7 @@ public final class FrameTable {
         owner = Int32Field(base: raw + MemoryLayout<State>.offset(of: \State.owner)!)
         flags = UInt8Field(base: raw + MemoryLayout<State>.offset(of: \State.flags)!)
         memcg = UInt16Field(base: raw + MemoryLayout<State>.offset(of: \State.memcg)!)
-        contents = ContentsField(flags: flags, column: LazyUInt64Column(capacity: capacity))
+        contents = LazyUInt64Column(capacity: capacity)
         fileIndex = calloc(capacity, 4)!.bindMemory(to: Int32.self, capacity: capacity)
         freeList = calloc(capacity, 4)!.bindMemory(to: Int32.self, capacity: capacity)
         cursor = .allocate(capacity: 1)
@@ -102,7 +99,7 @@ public final class FrameTable {
 
     deinit {
         free(states); free(fileIndex); free(freeList)
-        contents.column.deallocate()
+        contents.deallocate()
         cursor.deallocate()
     }
 
@@ -132,8 +129,8 @@ public final class FrameTable {
     /// Returns one frame to the allocator and clears its state.
     @inline(__always)
     func release(_ frame: Int) {
-        contents[frame] = 0
         states[frame] = State()
+        contents[frame] = 0
         freeList[freeCount] = Int32(truncatingIfNeeded: frame)
         freeCount += 1
     }
@@ -181,27 +178,6 @@ struct UInt16Field {
     @inline(__always) subscript(_ f: Int) -> UInt16 {
         get { base.load(fromByteOffset: f &* FrameTable.stride, as: UInt16.self) }
         nonmutating set { base.storeBytes(of: newValue, toByteOffset: f &* FrameTable.stride, as: UInt16.self) }
-    }
-}
-
-/// `FrameTable.contents`: the column read and written only for frames
-/// flagged `hasContents`, so a frame without contents costs no access to it
-/// (a fault copying a page reads the record anyway).
-struct ContentsField {
-    let flags: UInt8Field
-    let column: LazyUInt64Column
-
-    @inline(__always) subscript(_ f: Int) -> UInt64 {
-        get { flags[f] & FrameTable.Flags.hasContents.rawValue != 0 ? column[f] : 0 }
-        nonmutating set {
-            if newValue != 0 {
-                column[f] = newValue
-                flags[f] |= FrameTable.Flags.hasContents.rawValue
-            } else if flags[f] & FrameTable.Flags.hasContents.rawValue != 0 {
-                column[f] = 0
-                flags[f] &= ~FrameTable.Flags.hasContents.rawValue
-            }
-        }
     }
 }
 

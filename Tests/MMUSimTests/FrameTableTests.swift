@@ -9,29 +9,11 @@ final class FrameTableTests: XCTestCase {
         let f = frames.allocate()
         XCTAssertEqual(frames.contents[f], 0)
         frames.contents[f] = 0
-        XCTAssertFalse(frames.contents.column.isAllocated, "a zero stores nothing")
+        XCTAssertFalse(frames.contents.isAllocated, "a zero stores nothing")
         frames.contents[f] = 42
-        XCTAssertTrue(frames.contents.column.isAllocated)
+        XCTAssertTrue(frames.contents.isAllocated)
         XCTAssertEqual(frames.contents[f], 42)
         XCTAssertEqual(frames.contents[f + 1], 0, "other frames stay zero")
-    }
-
-    /// Only frames flagged `hasContents` read the column: a record written
-    /// whole (a frame set up anew) has none, a zero stored clears the flag.
-    func testContentsFollowTheRecordsFlag() {
-        let frames = FrameTable(frames: 64)
-        let f = frames.allocate()
-        frames.contents[f] = 5
-        XCTAssertTrue(frames.has(f, .hasContents))
-        frames.contents[f] = 0
-        XCTAssertFalse(frames.has(f, .hasContents))
-        XCTAssertEqual(frames.contents[f], 0)
-        frames.contents[f] = 6
-        frames.states[f] = FrameTable.State(refcount: 1, mapcount: 1, owner: 1, flags: FrameTable.Flags.anon.rawValue)
-        XCTAssertEqual(frames.contents[f], 0, "a new record, no contents")
-        frames.contents[f] = 7
-        XCTAssertEqual(frames.contents[f], 7)
-        XCTAssertTrue(frames.has(f, .anon) && frames.has(f, .hasContents))
     }
 
     func testFieldsAreIndependentColumnsOfOneRecord() {
