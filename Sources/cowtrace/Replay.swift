@@ -46,9 +46,9 @@ struct RecordingInput: ParsableArguments {
     /// mmapped buffer freed: the next ones come from the brk heap instead,
     /// where the holes they leave stay resident. With the threshold fixed,
     /// every buffer above it is mapped and goes back to the OS when freed:
-    /// about 10 bytes less per snapshot page at check's peak (BENCHMARKS.md),
-    /// and no measurable time (buffers of a few hundred KiB, made per block
-    /// of records, stay on the heap).
+    /// about 10 bytes less per snapshot page at check's peak (BENCHMARKS.md,
+    /// "Memory per snapshot page"), and no measurable time (buffers of a few
+    /// hundred KiB, made per block of records, stay on the heap).
     /// (mallopt is looked up at run time: Swift's Glibc module has no malloc.h.)
     private static func keepLargeBuffersMapped() {
         #if canImport(Glibc)
