@@ -33,7 +33,7 @@ extension TraceFileReader {
     /// when a block header does not check out or the blocks do not end at
     /// the end of the file.
     public static func parts(path: String, count: Int) throws -> [TracePart] {
-        var source = try FileSource(path: path)
+        let source = try FileSource(path: path)
         let size = source.size
         var offset = TraceFormat.preambleSize
         var blocks: [(offset: Int, records: Int)] = []

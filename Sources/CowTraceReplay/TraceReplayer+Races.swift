@@ -12,15 +12,32 @@ import MMUSim
 /// predicts copy then reuse; these records let the replay see that the
 /// recording shows the overlap, and excuse either outcome.
 extension TraceReplayer {
-    /// A write-protect fault on a frame, kept while a later fault may still overlap it.
+    /// A write-protect fault on a frame, kept while a later fault may still
+    /// overlap it. Packed in 25 bytes (no optional stored; widest fields
+    /// first), so that a log entry with its link takes 32, not 56: a child
+    /// that writes its share of a large snapshot logs a fault a page.
     struct FrameFault {
-        var pid: Int32
         var start: UInt64
         /// Upper bound of when the fault was over (see `faultEnd`).
         var end: UInt64
+        var pid: Int32
+        /// `disagreement`, or -1 for none.
+        private var disagreementIndex: Int32
         var kernel: ReplayClass
+
+        init(pid: Int32, start: UInt64, end: UInt64, kernel: ReplayClass, disagreement: Int?) {
+            self.start = start
+            self.end = end
+            self.pid = pid
+            self.kernel = kernel
+            disagreementIndex = Int32(disagreement ?? -1)
+        }
+
         /// Index in `disagreements` when the model and kernel disagreed on it.
-        var disagreement: Int?
+        var disagreement: Int? {
+            get { disagreementIndex < 0 ? nil : Int(disagreementIndex) }
+            set { disagreementIndex = Int32(newValue ?? -1) }
+        }
     }
 
     /// The recent write-protect faults by the frame they found mapped: per
@@ -36,7 +53,11 @@ extension TraceReplayer {
         }
         private var latest = FrameHeads()
         private var entries: [Entry] = []
-        private var compactAt = 1 << 16
+        private var compactAt = FrameFaultLog.minimumInterval
+        /// Faults logged between two compactions at least. Fewer than the
+        /// faults of a child writing its share of a large snapshot, which
+        /// are over one after the other: the log stays small.
+        private static let minimumInterval = 1 << 12
 
         /// Logs `fault` on `frame`; returns its handle (for `setDisagreement`)
         /// and the earlier faults of other processes on the frame that overlap it.
@@ -66,8 +87,9 @@ extension TraceReplayer {
             entries[handle].fault.disagreement = disagreement
         }
 
-        /// Keeps only the faults not over before `now`, in place (no new
-        /// memory). Runs once as many faults were logged since as it keeps: O(1) a fault.
+        /// Keeps only the faults not over before `now`, in place. Runs once
+        /// as many faults were logged since as it keeps, and at least a
+        /// quarter as many as there are chain heads (it visits each): O(1) a fault.
         private mutating func compact(now: UInt64) {
             // The first fault at or after `i` in a chain that is not over (-1: none).
             func live(_ i: Int32) -> Int32 {
@@ -89,7 +111,7 @@ extension TraceReplayer {
             entries.removeLast(entries.count - kept)
             for i in entries.indices where entries[i].older >= 0 { entries[i].older = moved[Int(entries[i].older)] }
             latest.updateHeads { $0 >= 0 ? moved[Int($0)] : -1 }
-            compactAt = kept + max(1 << 16, kept)
+            compactAt = kept + max(FrameFaultLog.minimumInterval, kept, latest.slots / 4)
         }
     }
 
@@ -119,6 +141,9 @@ extension TraceReplayer {
             @inline(__always) set { chunks[slot >> FrameHeads.chunkShift][slot & FrameHeads.chunkMask] = newValue }
         }
 
+        /// Frames with a slot (the chunks made, 1024 frames each).
+        private(set) var slots = 0
+
         /// Replaces every head.
         mutating func updateHeads(_ newHead: (Int32) -> Int32) {
             for c in chunks.indices where !chunks[c].isEmpty {
@@ -131,6 +156,7 @@ extension TraceReplayer {
             precondition(frame >= 0, "negative frame number")
             if c >= chunks.count { chunks.append(contentsOf: repeatElement([], count: c + 1 - chunks.count)) }
             chunks[c] = [Int32](repeating: -1, count: 1 << FrameHeads.chunkShift)
+            slots += 1 << FrameHeads.chunkShift
         }
     }
 
@@ -181,7 +207,7 @@ extension TraceReplayer {
             exitedSharers.removeExits { $0 &+ exitTeardownWindowNanoseconds < time }
             releasedExits.formIntersection(exitedSharers.pids)
         }
-        exitedSharers.add(pid: pid, time: time, pages: machine.sharedAnonymousPages(pid))
+        exitedSharers.add(pid: pid, time: time, runs: machine.sharedAnonymousRuns(pid))
     }
 
     /// Whether a process that mapped this frame at this address exited at most
@@ -202,15 +228,16 @@ extension TraceReplayer {
 
 /// The shared frames of processes that exited lately, as a dictionary from
 /// frame to the latest exit that shared it would hold them, but by exit: each
-/// exit's (address, frame) pairs sorted by frame, in the one array the model
-/// returned them in (16 bytes a page), instead of a dictionary entry per page
-/// (a large process shares every page with the child it forked).
+/// exit's pages as runs of consecutive addresses at consecutive frames,
+/// sorted by frame (the array the model returned them in), instead of a
+/// dictionary entry per page (a large process shares every page with the
+/// child it forked, mostly at consecutive frames).
 struct ExitedSharers {
     private struct Exit {
         var pid: Int32
         var time: UInt64
-        /// Sorted by frame, each frame once (the array handed to `add`, compacted in place).
-        var pages: [(address: UInt64, frame: Int)]
+        /// Sorted by frame and disjoint: each frame once (the array handed to `add`, sorted in place).
+        var runs: [SharedPageRun]
         /// Frames no later exit shared (the ones a dictionary would still hold for this exit).
         var visible: Int
     }
@@ -228,23 +255,31 @@ struct ExitedSharers {
 
     subscript(frame: Int) -> TraceReplayer.ExitedSharer? {
         guard visibleTotal > 0, let (i, k) = find(frame, before: exits.count) else { return nil }
-        return TraceReplayer.ExitedSharer(pid: exits[i].pid, time: exits[i].time, address: exits[i].pages[k].address)
+        let run = exits[i].runs[k]
+        return TraceReplayer.ExitedSharer(pid: exits[i].pid, time: exits[i].time,
+                                          address: run.address &+ UInt64(frame - run.frame) << 12)
     }
 
-    /// The latest exit before `end` that shared `frame`, and the frame's position in it.
+    /// The latest exit before `end` that shared `frame`, and the run of it there.
     private func find(_ frame: Int, before end: Int) -> (Int, Int)? {
         var i = end
         while i > 0 {
             i -= 1
-            let pages = exits[i].pages
-            var lo = 0, hi = pages.count
-            while lo < hi {
-                let mid = (lo + hi) / 2
-                if pages[mid].frame < frame { lo = mid + 1 } else { hi = mid }
-            }
-            if lo < pages.count, pages[lo].frame == frame { return (i, lo) }
+            if let k = ExitedSharers.run(containing: frame, in: exits[i].runs) { return (i, k) }
         }
         return nil
+    }
+
+    /// The run of `runs` (sorted by frame, disjoint) holding `frame`.
+    private static func run(containing frame: Int, in runs: [SharedPageRun]) -> Int? {
+        // The first run starting after `frame`; the one before it may hold it.
+        var lo = 0, hi = runs.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if runs[mid].frame <= frame { lo = mid + 1 } else { hi = mid }
+        }
+        guard lo > 0, frame < runs[lo - 1].frame + runs[lo - 1].count else { return nil }
+        return lo - 1
     }
 
     /// Drops the exits whose time `expired` says.
@@ -256,33 +291,53 @@ struct ExitedSharers {
         }
     }
 
-    /// One exit's shared pages (address, frame) in address order; a frame
-    /// given twice keeps its last (highest) address, as a dictionary filled in that order would.
-    mutating func add(pid: Int32, time: UInt64, pages: consuming [(address: UInt64, frame: Int)]) {
-        guard !pages.isEmpty else { return }
-        pages.sort { $0.frame != $1.frame ? $0.frame < $1.frame : $0.address < $1.address }
-        // In place: a frame's last (highest) address stays.
+    /// One exit's shared pages as runs in address order; a frame given twice
+    /// keeps its last (highest) address, as a dictionary filled in that order would.
+    mutating func add(pid: Int32, time: UInt64, runs: consuming [SharedPageRun]) {
+        guard !runs.isEmpty else { return }
+        runs.sort { $0.frame != $1.frame ? $0.frame < $1.frame : $0.address < $1.address }
+        if !ExitedSharers.areDisjoint(runs) { runs = ExitedSharers.highestAddressPerFrame(runs) }
         var kept = 0
-        for i in pages.indices {
-            if kept > 0, pages[kept - 1].frame == pages[i].frame {
-                pages[kept - 1].address = pages[i].address
-            } else {
-                pages[kept] = pages[i]
-                kept += 1
-            }
-        }
-        pages.removeLast(pages.count - kept)
+        for r in runs.indices { kept += runs[r].count }
         // This exit takes over the frames an earlier exit held.
         if visibleTotal > 0 {
-            for k in 0..<kept {
-                if let (i, _) = find(pages[k].frame, before: exits.count) {
-                    exits[i].visible -= 1
-                    visibleTotal -= 1
+            for r in runs.indices {
+                for frame in runs[r].frame..<runs[r].frame + runs[r].count {
+                    if let (i, _) = find(frame, before: exits.count) {
+                        exits[i].visible -= 1
+                        visibleTotal -= 1
+                    }
                 }
             }
             exits.removeAll { $0.visible == 0 }
         }
         visibleTotal += kept
-        exits.append(Exit(pid: pid, time: time, pages: pages, visible: kept))
+        exits.append(Exit(pid: pid, time: time, runs: runs, visible: kept))
+    }
+
+    /// Whether no frame is in two of `runs` (sorted by frame).
+    private static func areDisjoint(_ runs: [SharedPageRun]) -> Bool {
+        for i in runs.indices.dropFirst() where runs[i - 1].frame + runs[i - 1].count > runs[i].frame { return false }
+        return true
+    }
+
+    /// Runs with each frame once, at its highest address in `runs`. Page by
+    /// page: only for a process that maps a frame twice (rare).
+    private static func highestAddressPerFrame(_ runs: [SharedPageRun]) -> [SharedPageRun] {
+        var pages: [(frame: Int, address: UInt64)] = []
+        for run in runs {
+            for k in 0..<run.count { pages.append((run.frame + k, run.address &+ UInt64(k) << 12)) }
+        }
+        pages.sort { $0.frame != $1.frame ? $0.frame < $1.frame : $0.address < $1.address }
+        var result: [SharedPageRun] = []
+        for (i, page) in pages.enumerated() where i + 1 == pages.count || pages[i + 1].frame != page.frame {
+            if let last = result.last, page.frame == last.frame + last.count,
+               page.address == last.address &+ UInt64(last.count) << 12 {
+                result[result.count - 1].count += 1
+            } else {
+                result.append(SharedPageRun(address: page.address, frame: page.frame, count: 1))
+            }
+        }
+        return result
     }
 }

@@ -356,10 +356,38 @@ struct TimeOrderMerger<Record> {
 /// closed, and hands each record over with the kernel's verdict on it.
 struct VerdictQueue {
     typealias Apply = (StreamRecord, TraceReplayer.KernelVerdict?) -> Void
+    /// The verdict is stored flat (its two times first, its flags in the
+    /// record's tail padding), no optional: 56 bytes an entry. A parent's open
+    /// fault holds every record of the child it forked behind it.
     private struct Entry {
-        var record: StreamRecord
-        var verdict: TraceReplayer.KernelVerdict?
+        private var resolvedAt: UInt64 = 0
+        private var overBy: UInt64 = 0
+        let record: StreamRecord
+        private var cls: ReplayClass = .reuse
+        private var inferred = false
+        private var hasVerdict = false
         var open: Bool
+
+        init(record: StreamRecord, open: Bool) {
+            self.record = record
+            self.open = open
+        }
+
+        var verdict: TraceReplayer.KernelVerdict? {
+            get {
+                guard hasVerdict else { return nil }
+                return TraceReplayer.KernelVerdict(cls: cls, inferred: inferred, resolvedAt: resolvedAt == .max ? nil : resolvedAt,
+                                                   overBy: overBy == .max ? nil : overBy)
+            }
+            set {
+                hasVerdict = newValue != nil
+                guard let v = newValue else { return }
+                cls = v.cls
+                inferred = v.inferred
+                resolvedAt = v.resolvedAt ?? .max
+                overBy = v.overBy ?? .max
+            }
+        }
     }
     private(set) var fold = KernelFaultFold()
     private var entries: [Entry] = []
@@ -388,7 +416,7 @@ struct VerdictQueue {
         // Nothing open before it, and it opens nothing: straight through.
         if !opens && entries.isEmpty { return apply(record, nil) }
         if entries.isEmpty { base = position }
-        entries.append(Entry(record: record, verdict: nil, open: opens))
+        entries.append(Entry(record: record, open: opens))
         handOver(apply)
     }
 

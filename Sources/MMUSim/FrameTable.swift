@@ -38,13 +38,13 @@ public final class FrameTable {
     static let reservedFrames = 1024
 
     public let capacity: Int
-    /// The per-frame fields a fault touches, packed in one 24-byte record so
-    /// that a fault touches one cache line per frame, not one per field.
+    /// The per-frame fields a fault touches, packed in one 16-byte record so
+    /// that a fault touches one cache line per frame, not one per field, and
+    /// a large snapshot costs 16 bytes a frame here. (The page's contents,
+    /// rarely set, are a column of their own: `contents`.)
     struct State {
         var refcount: Int32 = 0
         var mapcount: Int32 = 0
-        /// One word of page contents, so copies can be told apart from the original.
-        var contents: UInt64 = 0
         /// Owner mapping: the pid whose anon_vma the page joined, or the file id.
         var owner: Int32 = 0
         var flags: UInt8 = 0
@@ -60,7 +60,10 @@ public final class FrameTable {
     let owner: Int32Field
     let flags: UInt8Field
     let memcg: UInt16Field
-    let contents: UInt64Field
+    /// One word of page contents, so copies can be told apart from the
+    /// original. Only file pages and explicit writes set one: the column is
+    /// allocated at the first nonzero value, and zeros never touch it.
+    let contents: LazyUInt64Column
     /// Page offset inside the owning file, for page-cache pages (cold, so kept apart).
     let fileIndex: UnsafeMutablePointer<Int32>
     let freeList: UnsafeMutablePointer<Int32>
@@ -70,7 +73,8 @@ public final class FrameTable {
     /// Frames above this index were never handed out.
     var nextUnused: Int { get { cursor.pointee.nextUnused } set { cursor.pointee.nextUnused = newValue } }
 
-    /// Bytes of simulator memory per simulated frame: the packed record, the file index and a free-list slot.
+    /// Bytes of simulator memory per simulated frame: the packed record, the
+    /// file index and a free-list slot (and 8 more for a frame given contents).
     public static let bytesPerFrame = MemoryLayout<State>.stride + 4 + 4
 
     init(frames: Int) {
@@ -84,7 +88,7 @@ public final class FrameTable {
         owner = Int32Field(base: raw + MemoryLayout<State>.offset(of: \State.owner)!)
         flags = UInt8Field(base: raw + MemoryLayout<State>.offset(of: \State.flags)!)
         memcg = UInt16Field(base: raw + MemoryLayout<State>.offset(of: \State.memcg)!)
-        contents = UInt64Field(base: raw + MemoryLayout<State>.offset(of: \State.contents)!)
+        contents = LazyUInt64Column(capacity: capacity)
         fileIndex = calloc(capacity, 4)!.bindMemory(to: Int32.self, capacity: capacity)
         freeList = calloc(capacity, 4)!.bindMemory(to: Int32.self, capacity: capacity)
         cursor = .allocate(capacity: 1)
@@ -95,6 +99,7 @@ public final class FrameTable {
 
     deinit {
         free(states); free(fileIndex); free(freeList)
+        contents.deallocate()
         cursor.deallocate()
     }
 
@@ -125,6 +130,7 @@ public final class FrameTable {
     @inline(__always)
     func release(_ frame: Int) {
         states[frame] = State()
+        contents[frame] = 0
         freeList[freeCount] = Int32(truncatingIfNeeded: frame)
         freeCount += 1
     }
@@ -175,10 +181,42 @@ struct UInt16Field {
     }
 }
 
-struct UInt64Field {
-    let base: UnsafeMutableRawPointer
+/// A column of one word per frame, allocated (zeroed, lazily backed by the
+/// OS) when the first nonzero value is stored. A zero stored where a zero is
+/// leaves the memory untouched, so frames that never get a value cost nothing.
+struct LazyUInt64Column {
+    private let column: UnsafeMutablePointer<UnsafeMutablePointer<UInt64>?>
+    private let capacity: Int
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        column = .allocate(capacity: 1)
+        column.initialize(to: nil)
+    }
+
+    /// Whether a nonzero value was ever stored (the column exists).
+    var isAllocated: Bool { column.pointee != nil }
+
+    func deallocate() {
+        free(column.pointee)
+        column.deallocate()
+    }
+
     @inline(__always) subscript(_ f: Int) -> UInt64 {
-        get { base.load(fromByteOffset: f &* FrameTable.stride, as: UInt64.self) }
-        nonmutating set { base.storeBytes(of: newValue, toByteOffset: f &* FrameTable.stride, as: UInt64.self) }
+        get { column.pointee?[f] ?? 0 }
+        nonmutating set {
+            if let c = column.pointee {
+                if c[f] != newValue { c[f] = newValue }
+            } else if newValue != 0 {
+                allocate()[f] = newValue
+            }
+        }
+    }
+
+    @inline(never)
+    private func allocate() -> UnsafeMutablePointer<UInt64> {
+        let c = calloc(capacity, 8)!.bindMemory(to: UInt64.self, capacity: capacity)
+        column.pointee = c
+        return c
     }
 }

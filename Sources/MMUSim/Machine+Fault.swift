@@ -78,9 +78,10 @@ extension Machine {
     @inline(__always)
     func newAnonPage(_ f: Int, _ ctx: inout FaultContext, contents: UInt64) {
         let memcg = frames.states[f].memcg
-        frames.states[f] = FrameTable.State(refcount: 1, mapcount: 1, contents: contents, owner: ctx.pid,
+        frames.states[f] = FrameTable.State(refcount: 1, mapcount: 1, owner: ctx.pid,
                                             flags: FrameTable.Flags.anon.rawValue | FrameTable.Flags.anonExclusive.rawValue,
                                             memcg: memcg)
+        frames.contents[f] = contents
         counters.pointee.anonFrames &+= 1
     }
 

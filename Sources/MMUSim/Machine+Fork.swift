@@ -82,9 +82,10 @@ extension Machine {
                             let new = allocPage(parent)
                             guard new >= 0, parent.alive else { return false }
                             frames.states[new] = FrameTable.State(
-                                refcount: 1, mapcount: 1, contents: frames.contents[f], owner: child.pid,
+                                refcount: 1, mapcount: 1, owner: child.pid,
                                 flags: FrameTable.Flags.anon.rawValue | FrameTable.Flags.anonExclusive.rawValue,
                                 memcg: frames.memcg[new])
+                            frames.contents[new] = frames.contents[f]
                             anonFrames += 1
                             dstFirst[i] = UInt64(new) << 12 | Machine.leafFlags | Machine.writableDirty
                             anonCopied &+= 1

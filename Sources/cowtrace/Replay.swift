@@ -16,6 +16,7 @@ struct RecordingInput: ParsableArguments {
     /// The recording through the model, read twice (`ReplayPrepass`, then the
     /// replay) and never held in memory, with header problems as one-line errors.
     func replay() throws -> ReplayResult {
+        RecordingInput.keepLargeBuffersMapped()
         var prepass: ReplayPrepass
         // The blocks' checksums are computed by the first read only (the file is read twice).
         var checksums = BlockChecksums()
@@ -39,6 +40,25 @@ struct RecordingInput: ParsableArguments {
         } catch {
             throw CLIError(description: "\(error)")
         }
+    }
+
+    /// Fixes glibc's mmap threshold at 384 KiB. The replay's large buffers
+    /// (the time-order merger's and verdict queue's arrays, the fault log)
+    /// grow by doubling, and glibc raises its threshold to the size of each
+    /// mmapped buffer freed: the next ones come from the brk heap instead,
+    /// where the holes they leave stay resident. With the threshold fixed,
+    /// every buffer above it is mapped and goes back to the OS when freed:
+    /// about 10 bytes less per snapshot page at check's peak (BENCHMARKS.md,
+    /// "Memory per snapshot page"), and no measurable time (buffers of a few
+    /// hundred KiB, made per block of records, stay on the heap).
+    /// (mallopt is looked up at run time: Swift's Glibc module has no malloc.h.)
+    private static func keepLargeBuffersMapped() {
+        #if canImport(Glibc)
+        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+        let M_MMAP_THRESHOLD: Int32 = -3 // malloc.h
+        guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "mallopt") else { return }
+        _ = unsafeBitCast(symbol, to: Mallopt.self)(M_MMAP_THRESHOLD, 384 << 10)
+        #endif
     }
 
     /// A note on stderr when the file was cut or salvaged.

@@ -71,7 +71,7 @@ final class FrameFaultLogTests: XCTestCase {
         var all: [Int: [Fault]] = [:]
         var rng = SystemRandomNumberGenerator()
         var start: UInt64 = 0
-        // Compactions at 65 536 faults logged and later: on 64 frames, then on many.
+        // Compactions from 4096 faults logged on: on 64 frames, then on many (fewer: more chain heads to visit).
         for n in 0..<300_000 {
             start += UInt64.random(in: 0...3, using: &rng)
             let frame = Int.random(in: 0..<(n < 150_000 ? 64 : 50_000), using: &rng)

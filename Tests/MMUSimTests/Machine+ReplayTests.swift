@@ -231,4 +231,32 @@ final class MachineReplayTests: XCTestCase {
         XCTAssertNil(m.vmaAndEntry(p, containing: base + page).entry)
         XCTAssertNil(m.vmaAndEntry(501, containing: base).vma)
     }
+
+    /// The shared anonymous pages as runs of consecutive addresses at
+    /// consecutive frames: a page no longer shared (copied by the other
+    /// mapper) or one at a frame out of line ends a run.
+    func testSharedAnonymousRunsFollowAddressesAndFrames() throws {
+        let m = Machine()
+        let p = try m.spawn(comm: "found", pid: 700)
+        try m.adoptMapping(p, start: base, end: base + 8 * page, protection: .readWrite, shared: false)
+        // A frame out of line (before the others) for the seventh page.
+        let other = try m.spawn(comm: "other", pid: 701)
+        try m.adoptMapping(other, start: base, end: base + page, protection: .readWrite, shared: false)
+        let away = try m.installPage(other, at: base, .anonymous(exclusive: true))
+        var frames: [Int] = []
+        for k in 0..<6 { frames.append(try m.installPage(p, at: base + UInt64(k) * page, .anonymous(exclusive: true))) }
+        XCTAssertEqual(frames, Array(frames[0]..<frames[0] + 6), "installed at consecutive frames")
+        XCTAssertEqual(m.sharedAnonymousRuns(p), [], "nothing shared yet")
+        try m.installPage(p, at: base + 6 * page, .frame(away))
+        let c = try m.fork(p, childPid: 702)
+        XCTAssertEqual(m.sharedAnonymousRuns(p), [SharedPageRun(address: base, frame: frames[0], count: 6),
+                                                  SharedPageRun(address: base + 6 * page, frame: away, count: 1)])
+        // The child copies its third page: the parent's frame there is its own again.
+        XCTAssertEqual(try m.fault(c, at: base + 2 * page, write: true)?.faultClass, .copy)
+        XCTAssertEqual(m.sharedAnonymousRuns(p), [SharedPageRun(address: base, frame: frames[0], count: 2),
+                                                  SharedPageRun(address: base + 3 * page, frame: frames[3], count: 3),
+                                                  SharedPageRun(address: base + 6 * page, frame: away, count: 1)])
+        XCTAssertEqual(m.sharedAnonymousRuns(c).map(\.count), [2, 3, 1])
+        XCTAssertEqual(m.sharedAnonymousRuns(999), [], "no such process")
+    }
 }
