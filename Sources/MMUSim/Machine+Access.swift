@@ -66,17 +66,21 @@ extension Machine {
     /// One access to one address, as the replay of a traced fault: returns the
     /// fault it caused, or nil when the page tables already allowed it.
     public func fault(_ pid: Int32, at address: UInt64, write: Bool) throws -> FaultRecord? {
-        let task = try task(pid)
-        var result = AccessResult()
-        // The last fault is caught by `log` (no array per fault); `faultLog`, when set, still gets every one.
-        lastFault.pointee = nil
-        withUnsafeTemporaryAllocation(of: Int.self, capacity: FaultClass.count) { buffer in
-            let counts = buffer.baseAddress!
-            counts.initialize(repeating: 0, count: FaultClass.count)
-            accessRange(task, address, address &+ 1, write: write, logging: true, counts, &result)
-            task.faults.add(counts)
+        guard let i = taskIndex[pid], tasks[i].alive else { throw MMError.noSuchProcess(pid) }
+        // Borrowed, not retained: the task list holds the task through the
+        // fault (only fork replaces an entry of it).
+        return Unmanaged.passUnretained(tasks[i])._withUnsafeGuaranteedRef { task in
+            var result = AccessResult()
+            // The last fault is caught by `log` (no array per fault); `faultLog`, when set, still gets every one.
+            lastFault.pointee = nil
+            withUnsafeTemporaryAllocation(of: Int.self, capacity: FaultClass.count) { buffer in
+                let counts = buffer.baseAddress!
+                counts.initialize(repeating: 0, count: FaultClass.count)
+                accessRange(task, address, address &+ 1, write: write, logging: true, counts, &result)
+                task.faults.add(counts)
+            }
+            return lastFault.pointee
         }
-        return lastFault.pointee
     }
 
     /// Reads the page's content word (one 64-bit word per page in this model).
