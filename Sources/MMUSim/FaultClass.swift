@@ -22,6 +22,16 @@ public struct FaultCounts: Equatable, Sendable {
         }
     }
 
+    /// `add(raw)`, leaving `raw` all zeros.
+    mutating func take(_ raw: UnsafeMutablePointer<Int>) {
+        counts.withUnsafeMutableBufferPointer { c in
+            for i in c.indices {
+                c[i] += raw[i]
+                raw[i] = 0
+            }
+        }
+    }
+
     public static func += (lhs: inout FaultCounts, rhs: FaultCounts) {
         for i in lhs.counts.indices { lhs.counts[i] += rhs.counts[i] }
     }

@@ -73,12 +73,8 @@ extension Machine {
             var result = AccessResult()
             // The last fault is caught by `log` (no array per fault); `faultLog`, when set, still gets every one.
             lastFault.pointee = nil
-            withUnsafeTemporaryAllocation(of: Int.self, capacity: FaultClass.count) { buffer in
-                let counts = buffer.baseAddress!
-                counts.initialize(repeating: 0, count: FaultClass.count)
-                accessRange(task, address, address &+ 1, write: write, logging: true, counts, &result)
-                task.faults.add(counts)
-            }
+            accessRange(task, address, address &+ 1, write: write, logging: true, faultCounts, &result)
+            task.faults.take(faultCounts)
             return lastFault.pointee
         }
     }
