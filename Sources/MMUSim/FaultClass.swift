@@ -22,10 +22,11 @@ public struct FaultCounts: Equatable, Sendable {
         }
     }
 
-    /// `add(raw)`, leaving `raw` all zeros.
+    /// `add(raw)`, leaving `raw` all zeros. Touches only the classes counted
+    /// (one, for most calls): the task's array is rarely in the cache.
     mutating func take(_ raw: UnsafeMutablePointer<Int>) {
         counts.withUnsafeMutableBufferPointer { c in
-            for i in c.indices {
+            for i in c.indices where raw[i] != 0 {
                 c[i] += raw[i]
                 raw[i] = 0
             }
