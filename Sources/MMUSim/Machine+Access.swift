@@ -70,10 +70,9 @@ extension Machine {
         // Borrowed, not retained: the task list holds the task through the
         // fault (only fork replaces an entry of it).
         return Unmanaged.passUnretained(tasks[i])._withUnsafeGuaranteedRef { task in
-            var result = AccessResult()
             // The last fault is caught by `log` (no array per fault); `faultLog`, when set, still gets every one.
             lastFault.pointee = nil
-            accessRange(task, address, address &+ 1, write: write, logging: true, faultCounts, &result)
+            accessRange(task, address, address &+ 1, write: write, logging: true, faultCounts, &unreadResult)
             task.faults.take(faultCounts)
             return lastFault.pointee
         }

@@ -49,6 +49,9 @@ public final class Machine {
     /// Per-class counts of the faults of one `fault(_:at:write:)`, zero between
     /// calls: no buffer to allocate and clear per replayed fault.
     let faultCounts: UnsafeMutablePointer<Int>
+    /// Where `fault(_:at:write:)` has the access's result written, which it
+    /// does not read: no result (and its counts array) made per replayed fault.
+    var unreadResult = AccessResult()
 
     public let ramPages: Int
     public let swapPages: Int
