@@ -54,10 +54,13 @@ public enum FaultClass: UInt8, CaseIterable, Sendable, Comparable, CustomStringC
     public static let firstSimulatorRawValue: UInt8 = 0x80
 
     /// The case's position in `allCases`: the kernel's classes by raw value, then the simulator's.
-    @inline(__always)
+    /// Inlinable, for the simulator's per-fault counts: the constants are
+    /// spelled out (`firstSimulatorRawValue`, `kernelCases.count`), as an
+    /// inlinable body cannot fold another module's stored constants; a test
+    /// checks them.
+    @inlinable @inline(__always)
     public var index: Int {
-        rawValue < FaultClass.firstSimulatorRawValue
-            ? Int(rawValue) : Int(rawValue - FaultClass.firstSimulatorRawValue) + FaultClass.kernelCases.count
+        rawValue < 0x80 ? Int(rawValue) : Int(rawValue &- 0x80) &+ 7
     }
 
     /// The kernel's classes (enum cowtrace_fault_class), in raw-value order.

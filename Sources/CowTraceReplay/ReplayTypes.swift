@@ -47,8 +47,10 @@ public struct ClassCounts: Equatable, Sendable {
         reuse = Int(c.wpFaults) - copy - zeroFill - fileCopy - sharedWrite
     }
 
+    /// Inlined: the replay tallies two classes per fault, and `+= 1` through an
+    /// out-of-line getter and setter runs the switch twice.
     public subscript(_ c: ReplayClass) -> Int {
-        get {
+        @inline(__always) get {
             switch c {
             case .copy: return copy
             case .reuse: return reuse
@@ -59,7 +61,7 @@ public struct ClassCounts: Equatable, Sendable {
             default: return other
             }
         }
-        set {
+        @inline(__always) set {
             switch c {
             case .copy: copy = newValue
             case .reuse: reuse = newValue

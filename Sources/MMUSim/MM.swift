@@ -35,14 +35,31 @@ final class MM {
 
     deinit { rssCounters.deallocate() }
 
+    /// The index of the VMA `findVMA` last found (the per-thread vmacache of
+    /// kernels before 6.1): faults come in runs on one VMA, and the search's
+    /// branches are the replay's most mispredicted. It needs no invalidation:
+    /// the VMAs are sorted and disjoint, so the one at this index that
+    /// contains the address is the answer whatever changed since.
+    var vmaCache = 0
+
     /// find_vma: the index of the VMA containing `address`, if any.
+    @inline(__always)
     func findVMA(_ address: UInt64) -> Int? {
+        let cached = vmaCache
+        if cached < vmas.count, vmas[cached].start <= address, address < vmas[cached].end { return cached }
+        return searchVMA(address)
+    }
+
+    @inline(never)
+    func searchVMA(_ address: UInt64) -> Int? {
         var lo = 0, hi = vmas.count
         while lo < hi {
             let mid = (lo + hi) / 2
             if vmas[mid].end <= address { lo = mid + 1 } else { hi = mid }
         }
-        return lo < vmas.count && vmas[lo].start <= address ? lo : nil
+        guard lo < vmas.count, vmas[lo].start <= address else { return nil }
+        vmaCache = lo
+        return lo
     }
 
     /// Whether any VMA intersects [lo, hi).

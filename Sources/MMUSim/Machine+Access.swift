@@ -66,17 +66,16 @@ extension Machine {
     /// One access to one address, as the replay of a traced fault: returns the
     /// fault it caused, or nil when the page tables already allowed it.
     public func fault(_ pid: Int32, at address: UInt64, write: Bool) throws -> FaultRecord? {
-        let task = try task(pid)
-        var result = AccessResult()
-        // The last fault is caught by `log` (no array per fault); `faultLog`, when set, still gets every one.
-        lastFault.pointee = nil
-        withUnsafeTemporaryAllocation(of: Int.self, capacity: FaultClass.count) { buffer in
-            let counts = buffer.baseAddress!
-            counts.initialize(repeating: 0, count: FaultClass.count)
-            accessRange(task, address, address &+ 1, write: write, logging: true, counts, &result)
-            task.faults.add(counts)
+        guard let i = taskIndex[pid], tasks[i].alive else { throw MMError.noSuchProcess(pid) }
+        // Borrowed, not retained: the task list holds the task through the
+        // fault (only fork replaces an entry of it).
+        return Unmanaged.passUnretained(tasks[i])._withUnsafeGuaranteedRef { task in
+            // The last fault is caught by `log` (no array per fault); `faultLog`, when set, still gets every one.
+            lastFault.pointee = nil
+            accessRange(task, address, address &+ 1, write: write, logging: true, faultCounts, &unreadResult)
+            task.faults.take(faultCounts)
+            return lastFault.pointee
         }
-        return lastFault.pointee
     }
 
     /// Reads the page's content word (one 64-bit word per page in this model).
@@ -151,8 +150,6 @@ extension Machine {
     func accessRange(_ task: Task, _ start: UInt64, _ end: UInt64, write: Bool, logging: Bool,
                      _ counts: UnsafeMutablePointer<Int>, _ result: inout AccessResult) {
         var address = Paging.pageAlignDown(start)
-        let need = PageTableEntry.present | (write ? PageTableEntry.write : 0)
-        let setBits = PageTableEntry.accessed | (write ? PageTableEntry.dirty : 0)
         while address < end {
             guard task.alive, let mm = task.mm else { result.outOfMemory = true; return }
             guard let vmaIndex = mm.findVMA(address), Machine.accessAllowed(mm.vmas[vmaIndex], write: write) else {
@@ -164,66 +161,79 @@ extension Machine {
                 result.segvAddress = address
                 return
             }
-            let vma = mm.vmas[vmaIndex]
-            let stop = min(end, vma.end)
-            var ctx = FaultContext(task: task, mm: mm, vmaIndex: vmaIndex, vma: vma, address: 0, write: write)
-            let table = mm.pageTable
-            // The paging-structure cache: the last PTE table reached, by its 2 MiB tag.
-            var cachedTag = UInt64.max
-            var cachedTable: UnsafeMutablePointer<UInt64>? = nil
-            while address < stop {
-                let tag = address >> Paging.pmdShift
-                let slot: UnsafeMutablePointer<UInt64>?
-                if tag == cachedTag {
-                    slot = cachedTable! + Paging.pteIndex(address)
-                } else if let pmd = table.walk(address, to: .pmd, allocate: false), pmd.pointee != 0 {
-                    if pmd.pointee & PageTableEntry.huge != 0 {
-                        slot = pmd
-                    } else {
-                        cachedTag = tag
-                        cachedTable = PageTable.table(pmd.pointee)
-                        slot = cachedTable! + Paging.pteIndex(address)
-                    }
+            guard accessVMA(task, mm, vmaIndex, &address, end, write: write, logging: logging, counts, &result) else { return }
+        }
+    }
+
+    /// The part of the access in one VMA, from `address` to the VMA's end or
+    /// `end`; false when the access stopped there. Out of `accessRange` so that
+    /// the mm is a parameter: its uses inside cost no reference counting.
+    @inline(never)
+    func accessVMA(_ task: Task, _ mm: MM, _ vmaIndex: Int, _ address: inout UInt64, _ end: UInt64,
+                   write: Bool, logging: Bool, _ counts: UnsafeMutablePointer<Int>,
+                   _ result: inout AccessResult) -> Bool {
+        let need = PageTableEntry.present | (write ? PageTableEntry.write : 0)
+        let setBits = PageTableEntry.accessed | (write ? PageTableEntry.dirty : 0)
+        let vma = mm.vmas[vmaIndex]
+        let stop = min(end, vma.end)
+        var ctx = FaultContext(task: task, mm: mm, vmaIndex: vmaIndex, vma: vma, address: 0, write: write)
+        let table = mm.pageTable
+        // The paging-structure cache: the last PTE table reached, by its 2 MiB tag.
+        var cachedTag = UInt64.max
+        var cachedTable: UnsafeMutablePointer<UInt64>? = nil
+        while address < stop {
+            let tag = address >> Paging.pmdShift
+            let slot: UnsafeMutablePointer<UInt64>?
+            if tag == cachedTag {
+                slot = cachedTable! + Paging.pteIndex(address)
+            } else if let pmd = table.walk(address, to: .pmd, allocate: false), pmd.pointee != 0 {
+                if pmd.pointee & PageTableEntry.huge != 0 {
+                    slot = pmd
                 } else {
-                    slot = nil
+                    cachedTag = tag
+                    cachedTable = PageTable.table(pmd.pointee)
+                    slot = cachedTable! + Paging.pteIndex(address)
                 }
-                var present = false
-                var hint: UnsafeMutablePointer<UInt64>? = nil
-                if let slot {
-                    let entry = slot.pointee
-                    if entry & need == need {
-                        slot.pointee = entry | setBits
-                        address = entry & PageTableEntry.huge != 0
-                            ? (address | (Paging.hugePageSize - 1)) &+ 1 : address &+ Paging.pageSize
-                        continue
-                    }
-                    present = entry & PageTableEntry.present != 0
-                    if entry & PageTableEntry.huge == 0 { hint = slot }
+            } else {
+                slot = nil
+            }
+            var present = false
+            var hint: UnsafeMutablePointer<UInt64>? = nil
+            if let slot {
+                let entry = slot.pointee
+                if entry & need == need {
+                    slot.pointee = entry | setBits
+                    address = entry & PageTableEntry.huge != 0
+                        ? (address | (Paging.hugePageSize - 1)) &+ 1 : address &+ Paging.pageSize
+                    continue
                 }
-                ctx.address = address
-                ctx.pte = hint
-                ctx.pmd = nil
-                let cls = handleMMFault(&ctx)
-                if hint == nil { cachedTag = .max } // the PMD may have changed (new table, huge page, split)
-                counts[cls.index] &+= 1
-                if logging { log(task, address, write: write, present: present, cls, huge: present && hint == nil) }
-                switch cls {
-                case .anonymousPage, .copy, .zeroPage, .zeroFill, .fileCopy, .fileRead, .sharedWrite, .ksmCopy:
-                    address &+= Paging.pageSize
-                case .oom:
-                    result.outOfMemory = true
-                    return
-                case .sigbus:
-                    result.sigbusAddress = address
-                    return
-                case .hugePage, .hugeZeroPage:
-                    address = (address | (Paging.hugePageSize - 1)) + 1
-                case .reuse, .spurious, .segv, .unresolved, .other:
-                    // A PTE-level fix leaves the page accessible; a PMD-level one is retried.
-                    if hint != nil { address &+= Paging.pageSize } else { continue }
-                }
+                present = entry & PageTableEntry.present != 0
+                if entry & PageTableEntry.huge == 0 { hint = slot }
+            }
+            ctx.address = address
+            ctx.pte = hint
+            ctx.pmd = nil
+            let cls = handleMMFault(&ctx)
+            if hint == nil { cachedTag = .max } // the PMD may have changed (new table, huge page, split)
+            counts[cls.index] &+= 1
+            if logging { log(task, address, write: write, present: present, cls, huge: present && hint == nil) }
+            switch cls {
+            case .anonymousPage, .copy, .zeroPage, .zeroFill, .fileCopy, .fileRead, .sharedWrite, .ksmCopy:
+                address &+= Paging.pageSize
+            case .oom:
+                result.outOfMemory = true
+                return false
+            case .sigbus:
+                result.sigbusAddress = address
+                return false
+            case .hugePage, .hugeZeroPage:
+                address = (address | (Paging.hugePageSize - 1)) + 1
+            case .reuse, .spurious, .segv, .unresolved, .other:
+                // A PTE-level fix leaves the page accessible; a PMD-level one is retried.
+                if hint != nil { address &+= Paging.pageSize } else { continue }
             }
         }
+        return true
     }
 
     func log(_ task: Task, _ address: UInt64, write: Bool, present: Bool, _ cls: FaultClass, huge: Bool = false) {

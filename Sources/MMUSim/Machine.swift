@@ -46,6 +46,12 @@ public final class Machine {
     public var faultLog: [FaultRecord]? = nil
     /// The last fault `log` saw (what `fault(_:at:write:)` returns), behind a pointer: no exclusivity check per fault.
     let lastFault: UnsafeMutablePointer<FaultRecord?>
+    /// Per-class counts of the faults of one `fault(_:at:write:)`, zero between
+    /// calls: no buffer to allocate and clear per replayed fault.
+    let faultCounts: UnsafeMutablePointer<Int>
+    /// Where `fault(_:at:write:)` has the access's result written, which it
+    /// does not read: no result (and its counts array) made per replayed fault.
+    var unreadResult = AccessResult()
 
     public let ramPages: Int
     public let swapPages: Int
@@ -66,12 +72,15 @@ public final class Machine {
         counters.initialize(to: Counters())
         lastFault = .allocate(capacity: 1)
         lastFault.initialize(to: nil)
+        faultCounts = .allocate(capacity: FaultClass.count)
+        faultCounts.initialize(repeating: 0, count: FaultClass.count)
     }
 
     deinit {
         for task in tasks { task.mm = nil }
         counters.deallocate()
         lastFault.deallocate()
+        faultCounts.deallocate()
     }
 }
 
