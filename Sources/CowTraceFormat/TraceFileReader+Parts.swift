@@ -33,18 +33,9 @@ extension TraceFileReader {
     /// when a block header does not check out or the blocks do not end at
     /// the end of the file.
     public static func parts(path: String, count: Int) throws -> [TracePart] {
-        let source = try FileSource(path: path)
+        var source = try FileSource(path: path)
         let size = source.size
-        var offset = TraceFormat.preambleSize
-        var blocks: [(offset: Int, records: Int)] = []
-        while size - offset >= TraceFormat.blockHeaderSize {
-            let h = try source.bytes(at: offset, count: TraceFormat.blockHeaderSize)
-            guard h.count == TraceFormat.blockHeaderSize, let hp = h.baseAddress,
-                  load32(hp, 0) == TraceFormat.blockMagic, traceCRC32(hp, 28) == load32(hp, 28) else { break }
-            let records = load32(hp, 4) == TraceFormat.recordsBlockKind ? Int(load32(hp, 20)) : 0
-            blocks.append((offset, records))
-            offset += TraceFormat.blockHeaderSize + Int(load32(hp, 16))
-        }
+        let (blocks, offset) = try blockHeaders(&source)
         let whole = TracePart(start: TraceFormat.preambleSize, end: size, sequence: 0, recordsBefore: 0)
         guard offset == size, count > 1, blocks.count > count else { return [whole] }
         var parts: [TracePart] = []

@@ -155,17 +155,25 @@ public enum TraceFileReader {
     /// allocated once. Bounded by the input: no stored record is shorter than
     /// 14 bytes. Stops at the first block header that does not check out.
     static func estimatedRecords<S: TraceByteSource>(_ source: inout S) throws -> Int {
+        let total = try blockHeaders(&source).blocks.reduce(0) { $0 + $1.records }
+        return min(total, source.size / 14)
+    }
+
+    /// The blocks from the preamble on, walked by their headers without reading
+    /// payloads: each block's offset and record count, up to the first header
+    /// that does not check out, and the offset where the walk stopped.
+    static func blockHeaders<S: TraceByteSource>(_ source: inout S) throws -> (blocks: [(offset: Int, records: Int)], end: Int) {
         let size = source.size
         var offset = TraceFormat.preambleSize
-        var total = 0
+        var blocks: [(offset: Int, records: Int)] = []
         while size - offset >= TraceFormat.blockHeaderSize {
             let h = try source.bytes(at: offset, count: TraceFormat.blockHeaderSize)
             guard h.count == TraceFormat.blockHeaderSize, let hp = h.baseAddress,
                   load32(hp, 0) == TraceFormat.blockMagic, traceCRC32(hp, 28) == load32(hp, 28) else { break }
-            if load32(hp, 4) == TraceFormat.recordsBlockKind { total += Int(load32(hp, 20)) }
+            blocks.append((offset, load32(hp, 4) == TraceFormat.recordsBlockKind ? Int(load32(hp, 20)) : 0))
             offset += TraceFormat.blockHeaderSize + Int(load32(hp, 16))
         }
-        return min(total, size / 14)
+        return (blocks, offset)
     }
 
     // MARK: decoding

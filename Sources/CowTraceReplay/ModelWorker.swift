@@ -163,8 +163,13 @@ final class BatchChannel<Batch> {
         guard head < full.count else { return nil }
         let batch = full[head].take()!
         head += 1
+        // Taken slots are dropped once as many as the capacity have piled up
+        // (a sender always ahead never lets the queue drain).
         if head == full.count {
             full.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= capacity {
+            full.removeFirst(head)
             head = 0
         }
         pthread_cond_broadcast(changed)

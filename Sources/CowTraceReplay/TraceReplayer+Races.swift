@@ -30,7 +30,7 @@ extension TraceReplayer {
             self.end = end
             self.pid = pid
             self.kernel = kernel
-            disagreementIndex = Int32(disagreement ?? -1)
+            disagreementIndex = Int32(clamping: disagreement ?? -1)
         }
 
         /// Index in `disagreements` when the model and kernel disagreed on it.

@@ -2,7 +2,7 @@ import CowTraceFormat
 
 /// The replay's bookkeeping per snapshot page (a present page of a pageRun
 /// record), kept small: a large process's snapshot has millions of pages,
-/// and the model itself needs 32 bytes for each (an 8-byte PTE and a 24-byte
+/// and the model itself needs 24 bytes for each (an 8-byte PTE and a 16-byte
 /// frame record). Here a page costs one bit (`PageBitmapSet`), and a frame
 /// number seen in several traced processes 4 bytes (`SharedFrameNumbers`).
 extension TraceReplayer {

@@ -146,8 +146,13 @@ public struct ReplayPrepass {
     /// Whether the sort keys never decrease (no merging needed).
     var inOrder = true
     private var lastKey: UInt64 = 0
-    /// The key of the first record fed (nil before).
+    /// The key of the first record fed (nil before); in a later part, of the first with a time.
     private var firstKey: UInt64?
+    /// A later part of the file (`init(recordsBefore:)`), whose records before its
+    /// first with a time have the key of the part before it, not known here.
+    private var isLaterPart = false
+    /// The records of a later part before its first with a time.
+    private var leadingUntimed = 0
 
     public init() {}
 
@@ -155,24 +160,33 @@ public struct ReplayPrepass {
     /// chunks counted from the start of the file. Joined to the earlier part's with `append`.
     init(recordsBefore: Int) {
         records = recordsBefore
+        isLaterPart = true
         if recordsBefore % ReplayPrepass.chunkSize != 0 { chunkMinimum = [.max] }
     }
 
     /// Adds the prepass of the records right after these (`init(recordsBefore:)` with this one's
-    /// `records`). A later part's records before its first with a time had the key 0 there,
-    /// not this one's last key: smaller, so at worst the merger buffers more.
+    /// `records`). The later part's records before its first with a time (mappings and page
+    /// runs, when the cut fell in a snapshot) take this one's last key, as in a whole read.
     mutating func append(_ later: ReplayPrepass) {
-        guard let laterFirst = later.firstKey else { return }
-        if laterFirst < lastKey || !later.inOrder { inOrder = false }
-        var minimum = later.chunkMinimum[...]
+        guard later.records > records else { return }
+        var chunks = later.chunkMinimum
+        if later.leadingUntimed > 0 {
+            let first = records / ReplayPrepass.chunkSize
+            let last = (records + later.leadingUntimed - 1) / ReplayPrepass.chunkSize
+            for k in 0...(last - first) { chunks[k] = min(chunks[k], lastKey) }
+        }
+        if firstKey == nil { firstKey = later.leadingUntimed > 0 ? lastKey : later.firstKey }
+        if let laterFirst = later.firstKey {
+            if laterFirst < lastKey || !later.inOrder { inOrder = false }
+            lastKey = later.lastKey
+        }
+        var minimum = chunks[...]
         if records % ReplayPrepass.chunkSize != 0, let m = minimum.first {
             chunkMinimum[chunkMinimum.count - 1] = min(chunkMinimum[chunkMinimum.count - 1], m)
             minimum = minimum.dropFirst()
         }
         chunkMinimum += minimum
         records = later.records
-        if firstKey == nil { firstKey = laterFirst }
-        lastKey = later.lastKey
         frameStarts += later.frameStarts
         frameEnds += later.frameEnds
         gapTimes += later.gapTimes
@@ -194,11 +208,20 @@ public struct ReplayPrepass {
         let previousKey = lastKey
         if let t = time { lastKey = t }
         if lastKey < previousKey { inOrder = false }
-        if firstKey == nil { firstKey = lastKey }
+        var key = lastKey
+        if firstKey == nil {
+            if isLaterPart && time == nil {
+                // Its key is the last of the part before: set by `append`.
+                leadingUntimed += 1
+                key = .max
+            } else {
+                firstKey = lastKey
+            }
+        }
         if records % ReplayPrepass.chunkSize == 0 {
-            chunkMinimum.append(lastKey)
+            chunkMinimum.append(key)
         } else {
-            chunkMinimum[chunkMinimum.count - 1] = min(chunkMinimum[chunkMinimum.count - 1], lastKey)
+            chunkMinimum[chunkMinimum.count - 1] = min(chunkMinimum[chunkMinimum.count - 1], key)
         }
         records += 1
     }

@@ -167,7 +167,7 @@ public final class TraceReplayer {
 
     /// Replays the records (in any order: they are sorted by time) and returns
     /// the comparison. A recording on disk is better replayed as it is read
-    /// (`replay(_:reading:)`).
+    /// (`ReplayPrepass.read`, then `replay(_:visiting:)`, as `cowtrace replay` does).
     public func replay(_ records: [TraceRecord]) -> ReplayResult {
         var prepass = ReplayPrepass()
         for r in records { prepass.feed(r) }

@@ -48,26 +48,54 @@ final class ReplayPrepassPartsTests: XCTestCase {
             let parts = try TraceFileReader.parts(path: path, count: 2)
             XCTAssertEqual(parts.count, 2)
             XCTAssertNotEqual(parts[1].recordsBefore % ReplayPrepass.chunkSize, 0)
-
-            var whole = ReplayPrepass()
-            let wholeSummary = try TraceFileReader.visitRecords(path: path, &whole)
-            var checksums = BlockChecksums()
-            let (joined, summary) = try ReplayPrepass.read(path: path, salvage: false, checksums: &checksums)
-            XCTAssertEqual(summary, wholeSummary)
-            XCTAssertEqual(joined.records, whole.records)
-            XCTAssertEqual(joined.chunkMinimum, whole.chunkMinimum)
-            XCTAssertEqual(joined.inOrder, whole.inOrder)
-            XCTAssertEqual(joined.gapTimes, whole.gapTimes)
-            XCTAssertTrue(checksums.complete)
-
-            let expected = try TraceReplayer(header: b.header).replay(records)
-            let result = try TraceReplayer(header: b.header).replay(joined) { (feed: inout ReplayFeed) in
-                try TraceFileReader.visitRecords(path: path, checksums: &checksums, &feed)
-            }
-            XCTAssertEqual(result.processes, expected.processes)
-            XCTAssertEqual(result.stats, expected.stats)
-            XCTAssertEqual(result.disagreements, expected.disagreements)
+            try assertJoinedIsWhole(path, records, b)
         }
+    }
+
+    /// A cut in a run of records without a time (here mappings, as a snapshot's):
+    /// the later half's first records take the earlier half's last time, as in a
+    /// whole read, so an in-order file stays in order and no chunk's minimum drops to 0.
+    func testACutAmongUntimedRecordsKeepsTheKeys() throws {
+        var b = trace()
+        let untimed = (0..<12_000).map { k in
+            TraceRecord.mapping(MappingRecord(pid: 1000, start: 0x5500_0000_0000 + UInt64(k) * 8192,
+                                              end: 0x5500_0000_1000 + UInt64(k) * 8192, permissions: "r--p",
+                                              offset: 0, inode: 0, path: ""))
+        }
+        b.records.insert(contentsOf: untimed, at: 3100)
+        let path = try write(b.records, b)
+        let parts = try TraceFileReader.parts(path: path, count: 2)
+        XCTAssertEqual(parts.count, 2)
+        XCTAssertTrue((3100..<15_100).contains(parts[1].recordsBefore), "the cut is among the mappings")
+        try assertJoinedIsWhole(path, b.records, b)
+        var whole = ReplayPrepass()
+        _ = try TraceFileReader.visitRecords(path: path, &whole)
+        XCTAssertTrue(whole.inOrder)
+        XCTAssertFalse(whole.chunkMinimum.dropFirst().contains(0))
+    }
+
+    /// The two halves read at once and joined give what one whole read of `path` gives,
+    /// and the replay of `records`.
+    func assertJoinedIsWhole(_ path: String, _ records: [TraceRecord], _ b: TraceBuilder,
+                             file: StaticString = #filePath, line: UInt = #line) throws {
+        var whole = ReplayPrepass()
+        let wholeSummary = try TraceFileReader.visitRecords(path: path, &whole)
+        var checksums = BlockChecksums()
+        let (joined, summary) = try ReplayPrepass.read(path: path, salvage: false, checksums: &checksums)
+        XCTAssertEqual(summary, wholeSummary, file: file, line: line)
+        XCTAssertEqual(joined.records, whole.records, file: file, line: line)
+        XCTAssertEqual(joined.chunkMinimum, whole.chunkMinimum, file: file, line: line)
+        XCTAssertEqual(joined.inOrder, whole.inOrder, file: file, line: line)
+        XCTAssertEqual(joined.gapTimes, whole.gapTimes, file: file, line: line)
+        XCTAssertTrue(checksums.complete, file: file, line: line)
+
+        let expected = try TraceReplayer(header: b.header).replay(records)
+        let result = try TraceReplayer(header: b.header).replay(joined) { (feed: inout ReplayFeed) in
+            try TraceFileReader.visitRecords(path: path, checksums: &checksums, &feed)
+        }
+        XCTAssertEqual(result.processes, expected.processes, file: file, line: line)
+        XCTAssertEqual(result.stats, expected.stats, file: file, line: line)
+        XCTAssertEqual(result.disagreements, expected.disagreements, file: file, line: line)
     }
 
     func testADamagedHalfIsReadWholeAndReported() throws {
