@@ -475,7 +475,7 @@ public struct KernelFaultFold {
         var over: UInt64?
     }
     /// The open fault of each thread, by tid (no hashing: one per fault record).
-    private var pending = ThreadTable<Pending>()
+    private var pending = PidTable<Pending>()
     /// Resolve records with no open fault of their thread.
     public private(set) var unmatchedResolves: UInt64 = 0
     /// Resolve records seen.
@@ -532,7 +532,7 @@ public struct KernelFaultFold {
         case .exit(let e):
             // The thread is gone: its open fault is settled (a new thread may reuse the tid).
             if let i = pending.slot(e.tid) {
-                let p = pending[i]
+                let p = pending[slot: i]
                 pending.remove(e.tid, slot: i)
                 closed(p.index, Self.settle(p, at: e.time))
             }
@@ -546,8 +546,8 @@ public struct KernelFaultFold {
         let opens = f.kind != .firstTouchRead
         // One lookup: the thread's open fault, if any, is settled and replaced in its slot.
         if let i = pending.slot(f.tid) {
-            closed(pending[i].index, Self.settle(pending[i], at: f.time))
-            if opens { pending[i] = Pending(fault: f, index: index) } else { pending.remove(f.tid, slot: i) }
+            closed(pending[slot: i].index, Self.settle(pending[slot: i], at: f.time))
+            if opens { pending[slot: i] = Pending(fault: f, index: index) } else { pending.remove(f.tid, slot: i) }
         } else if opens {
             pending.insert(f.tid, Pending(fault: f, index: index))
         }
@@ -556,17 +556,17 @@ public struct KernelFaultFold {
     /// `feed(.resolve(r)) { _, _ in }`: a resolve closes no fault.
     public mutating func feed(resolve r: ResolveRecord) {
         resolves += 1
-        if let i = pending.slot(r.tid), pending[i].fault.pid == r.pid,
-           pending[i].fault.kind == .writeProtect || r.faultClass == .fileCopy || r.faultClass == .unresolved {
-            pending[i].resolved = r.faultClass
-            pending[i].resolvedAt = r.time
+        if let i = pending.slot(r.tid), pending[slot: i].fault.pid == r.pid,
+           pending[slot: i].fault.kind == .writeProtect || r.faultClass == .fileCopy || r.faultClass == .unresolved {
+            pending[slot: i].resolved = r.faultClass
+            pending[slot: i].resolvedAt = r.time
         } else {
             unmatchedResolves += 1
         }
     }
 
     private mutating func markOver(_ tid: Int32, _ time: UInt64) {
-        if let i = pending.slot(tid), pending[i].over == nil { pending[i].over = time }
+        if let i = pending.slot(tid), pending[slot: i].over == nil { pending[slot: i].over = time }
     }
 
     /// Settles the faults still open, in fault-time order (so that the output does not depend on hashing).
@@ -579,54 +579,6 @@ public struct KernelFaultFold {
         for p in pending.values.sorted(by: { ($0.fault.time, $0.fault.tid) < ($1.fault.time, $1.fault.tid) }) {
             closed(p.index, Self.settle(p, at: nil))
         }
-        pending = ThreadTable()
+        pending = PidTable()
     }
-}
-
-/// A value per thread id, for the fold's one lookup per record: tid → slot
-/// through a `PidIndex`, the values in a dense array whose freed slots are reused.
-struct ThreadTable<Value> {
-    private var index = PidIndex()
-    private var slots: [Value?] = []
-    private var free: [Int] = []
-    private(set) var count = 0
-
-    init() {}
-
-    /// The slot of `tid`'s value, nil when it has none.
-    @inline(__always)
-    func slot(_ tid: Int32) -> Int? { index[tid] }
-
-    /// The value in a slot `slot` returned (and not removed since).
-    subscript(slot: Int) -> Value {
-        @inline(__always) get { slots[slot]! }
-        @inline(__always) _modify { yield &slots[slot]! }
-    }
-
-    /// Gives `tid` (which has none) a value; returns its slot.
-    @discardableResult
-    mutating func insert(_ tid: Int32, _ value: Value) -> Int {
-        let i: Int
-        if let f = free.popLast() {
-            i = f
-            slots[i] = value
-        } else {
-            i = slots.count
-            slots.append(value)
-        }
-        index[tid] = i
-        count += 1
-        return i
-    }
-
-    /// Removes `tid`'s value, in `slot`.
-    mutating func remove(_ tid: Int32, slot i: Int) {
-        index[tid] = nil
-        slots[i] = nil
-        free.append(i)
-        count -= 1
-    }
-
-    /// Every value, in no particular order.
-    var values: [Value] { slots.compactMap { $0 } }
 }

@@ -37,13 +37,7 @@ final class ReplayPrepassPartsTests: XCTestCase {
     func testTheHalvesJoinedAreTheWholeRead() throws {
         let b = trace()
         // Out of order across blocks too: each pair of 700-record runs swapped.
-        let runs = stride(from: 0, to: b.records.count, by: 700).map { Array(b.records[$0..<min($0 + 700, b.records.count)]) }
-        var shuffled: [TraceRecord] = []
-        for i in stride(from: 0, to: runs.count, by: 2) {
-            if i + 1 < runs.count { shuffled += runs[i + 1] }
-            shuffled += runs[i]
-        }
-        for records in [b.records, shuffled] {
+        for records in [b.records, swappingRuns(b.records, of: 700)] {
             let path = try write(records, b)
             let parts = try TraceFileReader.parts(path: path, count: 2)
             XCTAssertEqual(parts.count, 2)

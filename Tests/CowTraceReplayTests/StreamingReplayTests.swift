@@ -45,12 +45,7 @@ final class StreamingReplayTests: XCTestCase {
     func testRecordsOutOfOrderAcrossChunksReplayAsInOrder() throws {
         let b = twoChildrenCopy()
         // Blocks of 3000 records, each pair swapped: out of order across chunk boundaries.
-        let blocks = stride(from: 0, to: b.records.count, by: 3000).map { Array(b.records[$0..<min($0 + 3000, b.records.count)]) }
-        var shuffled: [TraceRecord] = []
-        for i in stride(from: 0, to: blocks.count, by: 2) {
-            if i + 1 < blocks.count { shuffled += blocks[i + 1] }
-            shuffled += blocks[i]
-        }
+        let shuffled = swappingRuns(b.records, of: 3000)
         XCTAssertNotEqual(shuffled, b.records)
         var prepass = ReplayPrepass()
         for r in shuffled { prepass.feed(r) }

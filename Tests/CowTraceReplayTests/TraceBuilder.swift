@@ -196,3 +196,15 @@ struct TraceBuilder {
         return (r, r.replay(records))
     }
 }
+
+/// `records` with each pair of `run`-record runs swapped: out of order across
+/// the blocks and merge chunks the runs are cut into.
+func swappingRuns(_ records: [TraceRecord], of run: Int) -> [TraceRecord] {
+    let runs = stride(from: 0, to: records.count, by: run).map { Array(records[$0..<min($0 + run, records.count)]) }
+    var swapped: [TraceRecord] = []
+    for i in stride(from: 0, to: runs.count, by: 2) {
+        if i + 1 < runs.count { swapped += runs[i + 1] }
+        swapped += runs[i]
+    }
+    return swapped
+}
