@@ -87,20 +87,10 @@ public enum TraceFileReader {
     @discardableResult
     public static func forEachRecord(path: String, salvage: Bool = false,
                                      _ body: (TraceRecord) throws -> Void) throws -> TraceSummary {
-        var checksums = BlockChecksums()
-        return try forEachRecord(path: path, salvage: salvage, checksums: &checksums, body)
-    }
-
-    /// Like `forEachRecord(path:salvage:_:)`; a block whose stored payload
-    /// checksum `checksums` holds as verified (by an earlier read of the same
-    /// file) is not checksummed again. An empty `checksums` gets this read's.
-    @discardableResult
-    public static func forEachRecord(path: String, salvage: Bool = false, checksums: inout BlockChecksums,
-                                     _ body: (TraceRecord) throws -> Void) throws -> TraceSummary {
         var source = try FileSource(path: path)
         return try withoutActuallyEscaping(body) { body in
             var sink = ClosureSink(body: body)
-            return try decode(&source, path: path, salvage: salvage, checksums: &checksums, sink: &sink)
+            return try decode(&source, path: path, salvage: salvage, sink: &sink)
         }
     }
 
@@ -130,7 +120,9 @@ public enum TraceFileReader {
         return try visitRecords(path: path, salvage: salvage, checksums: &checksums, &visitor)
     }
 
-    /// `visitRecords(path:salvage:_:)` with checksums as `forEachRecord(path:salvage:checksums:_:)` takes them.
+    /// `visitRecords(path:salvage:_:)`; a block whose stored payload checksum
+    /// `checksums` holds as verified (by an earlier read of the same file) is
+    /// not checksummed again. An empty `checksums` gets this read's.
     @discardableResult
     public static func visitRecords<V: TraceRecordVisitor>(path: String, salvage: Bool = false,
                                                            checksums: inout BlockChecksums,

@@ -15,7 +15,7 @@ import Darwin
 /// Neither thread is the slower one throughout: the reader stalls while a
 /// fault's class is open (`VerdictQueue` holds what follows it) or the merger
 /// waits for a late block, the model while it catches up. 32 batches (131 k
-/// steps, ~10 MB) let the reader run that far ahead instead of waiting for
+/// steps, ~8 MB) let the reader run that far ahead instead of waiting for
 /// the model, then get through its next stall while the model works: check on
 /// the CoW-storm recording, 0.28 s with 4 batches, 0.23 s with 32 (64: no faster).
 ///

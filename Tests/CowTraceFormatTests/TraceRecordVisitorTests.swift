@@ -38,10 +38,10 @@ final class TraceRecordVisitorTests: XCTestCase {
         var first = Collector()
         let s1 = try TraceFileReader.visitRecords(path: path, checksums: &checksums, &first)
         XCTAssertTrue(checksums.complete)
-        var second: [TraceRecord] = []
-        let s2 = try TraceFileReader.forEachRecord(path: path, checksums: &checksums) { second.append($0) }
+        var second = Collector()
+        let s2 = try TraceFileReader.visitRecords(path: path, checksums: &checksums, &second)
         XCTAssertEqual(first.records, records)
-        XCTAssertEqual(second, records)
+        XCTAssertEqual(second.records, records)
         XCTAssertEqual(s1, s2)
     }
 
