@@ -24,10 +24,39 @@ public struct ProcessCgroup: Hashable, Sendable {
         MemoryCgroupHierarchy.path(inProcCgroup: text, version: version)
     }
 
-    /// Reads /proc/PID/cgroup: nil once the process is gone.
+    /// Reads /proc/PID/cgroup: nil once the process is gone, and on a v1
+    /// hierarchy also while it exits. There the kernel shows an exiting task
+    /// (a zombie waiting for its parent) in the root cgroup, whatever cgroup
+    /// it ran in (proc_cgroup_show): a short-lived process first seen then
+    /// would put its copies under cgroup="/". nil sends `MetricsAggregator`
+    /// to its parent's group instead. A v2 zombie keeps its path, with
+    /// " (deleted)" appended once its cgroup is removed: the suffix is dropped.
     public static func read(pid: Int32, version: MemoryCgroupHierarchy.Version) -> ProcessCgroup? {
-        guard let text = readPseudoFile("/proc/\(pid)/cgroup"), let path = parse(procCgroup: text, version: version) else { return nil }
+        guard let text = readPseudoFile("/proc/\(pid)/cgroup"), var path = parse(procCgroup: text, version: version) else { return nil }
+        switch version {
+        case .v1:
+            // Read after the path: a task exiting when the path was read is exiting now.
+            guard let stat = readPseudoFile("/proc/\(pid)/stat"), let flags = flags(procStat: stat),
+                  flags & pfExiting == 0 else { return nil }
+        case .v2:
+            if path.hasSuffix(deletedSuffix) { path.removeLast(deletedSuffix.count) }
+        }
         return ProcessCgroup(path: path)
+    }
+
+    /// The kernel's PF_EXITING task flag (include/linux/sched.h).
+    static let pfExiting: UInt64 = 0x4
+    /// What /proc/PID/cgroup appends to a v2 zombie's path once its cgroup is removed.
+    static let deletedSuffix = " (deleted)"
+
+    /// The task flags of /proc/PID/stat (its ninth field; the command name,
+    /// the second, is parenthesized and may hold spaces and parentheses).
+    public static func flags(procStat text: String) -> UInt64? {
+        guard let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // state ppid pgrp session tty_nr tpgid flags
+        guard fields.count > 6 else { return nil }
+        return UInt64(fields[6])
     }
 
     /// The hierarchy whose paths label the groups: the memory controller's.

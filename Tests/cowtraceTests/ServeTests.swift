@@ -188,6 +188,51 @@ final class ServeTests: XCTestCase {
         XCTAssertEqual(try waitForExit(serve, seconds: 20), 0, serve.stderr)
     }
 
+    /// A short-lived process seen for the first time after it exited: its copies count in the
+    /// cgroup it ran in. The workload (a parent and its copying child) runs in a cgroup of its
+    /// own under a `sleep` that never reaps it, and the first scrape comes once it is a zombie.
+    /// On a v1 hierarchy the kernel shows a zombie in the root cgroup; read as it stands, the
+    /// child's copies went to cgroup="/" (as in a CI run of the Prometheus test above).
+    /// Truth: the workload's pagemap frames; the test's own cgroup directory.
+    func testCopiesOfAProcessFirstSeenAsAZombieCountInItsCgroup() throws {
+        try requireBPF()
+        let hierarchy = try XCTUnwrap(MemoryCgroupHierarchy.live(), "no memory cgroup hierarchy on this host")
+        let directory = hierarchy.mountPoint + "/cowtrace-serve-zombie-\(getpid())"
+        XCTAssertTrue(mkdir(directory, 0o755) == 0 || errno == EEXIST, "mkdir \(directory): \(String(cString: strerror(errno)))")
+        cgroupDirectories.append(directory)
+        let path = try XCTUnwrap(hierarchy.cgroupPath(ofDirectory: directory))
+        let pages = 2048
+        // The shell moves itself into the cgroup, starts the workload there and becomes
+        // `sleep` (exec), which never waits for it.
+        let script = "echo $$ > \(directory)/cgroup.procs && { \(workloadPath) --pages \(pages) child:write:0:\(pages) child:exit & exec sleep 120; }"
+        let (serve, port, tier) = try startServe(["-c", "sh", "-c", script])
+        let report = try waitForWorkloadReport(serve)
+        // A zombie now, and not read before: serve reads the kernel's maps only when scraped.
+        var state = ""
+        for _ in 0..<500 where state != "Z" {
+            let stat = (try? String(contentsOfFile: "/proc/\(report.parent)/stat", encoding: .utf8)) ?? ""
+            state = stat.lastIndex(of: ")").map { String(stat[stat.index(after: $0)...].split(separator: " ").first ?? "") } ?? ""
+            if state != "Z" { usleep(10_000) }
+        }
+        XCTAssertEqual(state, "Z", "the workload \(report.parent) is a zombie under sleep")
+        let body = try Self.get(port: port, "/metrics").body
+        let selector = "cowtrace_copied_bytes_total{cgroup=\"\(path)\"}"
+        let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let copied = body.split(separator: "\n").first { $0.hasPrefix(selector + " ") }
+            .flatMap { Int($0.split(separator: " ").last!) }.map { $0 / pageSize } ?? 0
+        let truth = [report.frames?.parent, report.frames?.child].compactMap { $0 }.reduce(0) { $0 + $1.copied + $1.file_copied }
+        XCTAssertGreaterThanOrEqual(truth, pages, "the child copied what it wrote")
+        // Slack: the frame truth's tolerance below and above, and 160 pages above for the shell's
+        // fork of the workload (what the workload writes before its own fork is copied too).
+        let below = Scenario.tolerance(for: pages), above = below + 160
+        print("serve: zombie workload \(report.parent) in \(path): \(copied) pages copied, frame truth \(truth) (slack -\(below)/+\(above), tier \(tier))")
+        XCTAssertTrue(copied >= truth - below && copied <= truth + above,
+                      "\(path): \(copied) pages copied, frame truth \(truth); series: " +
+                      body.split(separator: "\n").filter { $0.hasPrefix("cowtrace_copied_bytes_total{") }.joined(separator: "; "))
+        serve.interrupt()
+        XCTAssertEqual(try waitForExit(serve, seconds: 20), 0, serve.stderr)
+    }
+
     // MARK: the endpoint without Prometheus
 
     func testEndpointServesTheChildsCopiesAndStopsOnSIGTERM() throws {
