@@ -36,28 +36,15 @@ public struct ProcessCgroup: Hashable, Sendable {
         switch version {
         case .v1:
             // Read after the path: a task exiting when the path was read is exiting now.
-            guard let stat = readPseudoFile("/proc/\(pid)/stat"), let flags = flags(procStat: stat),
-                  flags & pfExiting == 0 else { return nil }
+            if ProcFS.isExiting(pid) { return nil }
         case .v2:
             if path.hasSuffix(deletedSuffix) { path.removeLast(deletedSuffix.count) }
         }
         return ProcessCgroup(path: path)
     }
 
-    /// The kernel's PF_EXITING task flag (include/linux/sched.h).
-    static let pfExiting: UInt64 = 0x4
     /// What /proc/PID/cgroup appends to a v2 zombie's path once its cgroup is removed.
     static let deletedSuffix = " (deleted)"
-
-    /// The task flags of /proc/PID/stat (its ninth field; the command name,
-    /// the second, is parenthesized and may hold spaces and parentheses).
-    public static func flags(procStat text: String) -> UInt64? {
-        guard let close = text.lastIndex(of: ")") else { return nil }
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        // state ppid pgrp session tty_nr tpgid flags
-        guard fields.count > 6 else { return nil }
-        return UInt64(fields[6])
-    }
 
     /// The hierarchy whose paths label the groups: the memory controller's.
     public static let hostVersion: MemoryCgroupHierarchy.Version = MemoryCgroupHierarchy.live()?.version ?? .v2

@@ -10,8 +10,9 @@ import XCTest
 final class ProcessCgroupZombieTests: XCTestCase {
     func testStatFlagsAfterACommandWithSpacesAndParentheses() {
         let stat = "4242 (a) b (c) Z 1 4242 4242 0 -1 4194308 0 0 0 0 0 0 0 0 20 0 1 0 100 0 0\n"
-        XCTAssertEqual(ProcessCgroup.flags(procStat: stat), 4_194_308)
-        XCTAssertNil(ProcessCgroup.flags(procStat: "4242 (cut"))
+        XCTAssertEqual(ProcFS.flags(procStat: stat), 4_194_308)
+        XCTAssertEqual(ProcFS.statFields(stat)?.first, "Z")
+        XCTAssertNil(ProcFS.flags(procStat: "4242 (cut"))
     }
 
     /// v1 shows a zombie in the root cgroup: read gives nil (the aggregator
@@ -105,8 +106,7 @@ final class ProcessCgroupZombieTests: XCTestCase {
 
     private func waitForState(_ state: String, _ pid: Int32) throws {
         for _ in 0..<500 {
-            let stat = try readProc(pid, "stat")
-            if let close = stat.lastIndex(of: ")"), stat[stat.index(after: close)...].split(separator: " ").first == Substring(state) { return }
+            if ProcFS.statFields(try readProc(pid, "stat"))?.first == Substring(state) { return }
             usleep(10_000)
         }
         XCTFail("process \(pid) never reached state \(state)")

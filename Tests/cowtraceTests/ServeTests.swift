@@ -1,4 +1,5 @@
 import CowTraceSelfTest
+import CowTraceFormat
 import CowTraceMetrics
 import CowTraceKit
 import CowTraceTestSupport
@@ -210,8 +211,7 @@ final class ServeTests: XCTestCase {
         // A zombie now, and not read before: serve reads the kernel's maps only when scraped.
         var state = ""
         for _ in 0..<500 where state != "Z" {
-            let stat = (try? String(contentsOfFile: "/proc/\(report.parent)/stat", encoding: .utf8)) ?? ""
-            state = stat.lastIndex(of: ")").map { String(stat[stat.index(after: $0)...].split(separator: " ").first ?? "") } ?? ""
+            state = readPseudoFile("/proc/\(report.parent)/stat").flatMap(ProcFS.statFields)?.first.map(String.init) ?? ""
             if state != "Z" { usleep(10_000) }
         }
         XCTAssertEqual(state, "Z", "the workload \(report.parent) is a zombie under sleep")
