@@ -255,9 +255,8 @@ struct ExitedSharers {
 
     subscript(frame: Int) -> TraceReplayer.ExitedSharer? {
         guard visibleTotal > 0, let (i, k) = find(frame, before: exits.count) else { return nil }
-        let run = exits[i].runs[k]
         return TraceReplayer.ExitedSharer(pid: exits[i].pid, time: exits[i].time,
-                                          address: run.address &+ UInt64(frame - run.frame) << 12)
+                                          address: exits[i].runs[k].address(ofFrame: frame))
     }
 
     /// The latest exit before `end` that shared `frame`, and the run of it there.
@@ -326,17 +325,12 @@ struct ExitedSharers {
     private static func highestAddressPerFrame(_ runs: [SharedPageRun]) -> [SharedPageRun] {
         var pages: [(frame: Int, address: UInt64)] = []
         for run in runs {
-            for k in 0..<run.count { pages.append((run.frame + k, run.address &+ UInt64(k) << 12)) }
+            for f in run.frame..<(run.frame + run.count) { pages.append((f, run.address(ofFrame: f))) }
         }
         pages.sort { $0.frame != $1.frame ? $0.frame < $1.frame : $0.address < $1.address }
         var result: [SharedPageRun] = []
         for (i, page) in pages.enumerated() where i + 1 == pages.count || pages[i + 1].frame != page.frame {
-            if let last = result.last, page.frame == last.frame + last.count,
-               page.address == last.address &+ UInt64(last.count) << 12 {
-                result[result.count - 1].count += 1
-            } else {
-                result.append(SharedPageRun(address: page.address, frame: page.frame, count: 1))
-            }
+            result.appendPage(address: page.address, frame: page.frame)
         }
         return result
     }

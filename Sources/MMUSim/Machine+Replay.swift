@@ -34,6 +34,29 @@ public struct SharedPageRun: Equatable, Sendable {
     public init(address: UInt64, frame: Int, count: Int) {
         self.address = address; self.frame = frame; self.count = count
     }
+
+    /// The address `frame` (one of the run's) is mapped at.
+    @inline(__always)
+    public func address(ofFrame frame: Int) -> UInt64 { address &+ UInt64(frame - self.frame) << 12 }
+
+    /// Takes the page at `address` with `frame` when it continues the run (the
+    /// next address, the next frame); false, and unchanged, when it does not.
+    @inline(__always)
+    public mutating func extend(address: UInt64, frame: Int) -> Bool {
+        guard address == self.address &+ UInt64(count) << 12, frame == self.frame + count else { return false }
+        count += 1
+        return true
+    }
+}
+
+extension Array where Element == SharedPageRun {
+    /// Appends the page at `address` with `frame`: to the last run when it continues it, else as a run of its own.
+    @inline(__always)
+    public mutating func appendPage(address: UInt64, frame: Int) {
+        if isEmpty || !self[count - 1].extend(address: address, frame: frame) {
+            append(SharedPageRun(address: address, frame: frame, count: 1))
+        }
+    }
 }
 
 extension Machine {
@@ -42,28 +65,11 @@ extension Machine {
     /// address order: what its exit releases that another process may be
     /// writing meanwhile. Empty for an unknown pid. Runs, not pages: a large
     /// process shares millions of pages with the child it forked, mostly at
-    /// consecutive frames (24 bytes a run instead of 16 a page). The array is
-    /// allocated once, at its size (counted first).
+    /// consecutive frames (24 bytes a run instead of 16 a page).
     public func sharedAnonymousRuns(_ pid: Int32) -> [SharedPageRun] {
-        var count = 0
-        forEachSharedAnonymousRun(pid) { _ in count += 1 }
         var runs: [SharedPageRun] = []
-        runs.reserveCapacity(count)
-        forEachSharedAnonymousRun(pid) { runs.append($0) }
+        forEachSharedAnonymousPage(pid) { address, frame in runs.appendPage(address: address, frame: frame) }
         return runs
-    }
-
-    private func forEachSharedAnonymousRun(_ pid: Int32, _ body: (SharedPageRun) -> Void) {
-        var run = SharedPageRun(address: 0, frame: 0, count: 0)
-        forEachSharedAnonymousPage(pid) { address, frame in
-            if run.count > 0, address == run.address &+ UInt64(run.count) << 12, frame == run.frame + run.count {
-                run.count += 1
-                return
-            }
-            if run.count > 0 { body(run) }
-            run = SharedPageRun(address: address, frame: frame, count: 1)
-        }
-        if run.count > 0 { body(run) }
     }
 
     private func forEachSharedAnonymousPage(_ pid: Int32, _ body: (_ address: UInt64, _ frame: Int) -> Void) {
