@@ -587,10 +587,17 @@ struct VerdictQueue {
         }
     }
     private(set) var fold = KernelFaultFold()
-    private var entries: [Entry] = []
-    /// Index in `entries` of the next record to hand over.
+    /// The entries held, in chunks of `chunkSize` (the first starting at `base`):
+    /// a chunk is freed once every entry in it went out, so the memory of the
+    /// records a parent's open fault held comes back as they are handed over,
+    /// instead of staying with the array while the model's batches fill.
+    private var chunks: [[Entry]] = []
+    private static let chunkShift = 12
+    private static var chunkSize: Int { 1 << chunkShift }
+    /// Entries held (from `base`), and the index of the next to hand over.
+    private var count = 0
     private var head = 0
-    /// Time-order position (resolves not counted) of `entries[0]`.
+    /// Time-order position (resolves not counted) of the first entry of `chunks[0]`.
     private var base = 0
     /// Records added, resolves not counted.
     private var added = 0
@@ -611,9 +618,9 @@ struct VerdictQueue {
         }
         if let closed { close(closed.index, closed.fault) }
         // Nothing open before it, and it opens nothing: straight through.
-        if !opens && entries.isEmpty { return apply(record, nil) }
-        if entries.isEmpty { base = position }
-        entries.append(Entry(record: record, open: opens))
+        if !opens && count == 0 { return apply(record, nil) }
+        if count == 0 { base = position }
+        append(Entry(record: record, open: opens))
         handOver(apply)
     }
 
@@ -624,28 +631,46 @@ struct VerdictQueue {
         handOver(apply)
     }
 
+    private mutating func append(_ entry: Entry) {
+        let c = count >> VerdictQueue.chunkShift
+        if c == chunks.count {
+            chunks.append([])
+            chunks[c].reserveCapacity(VerdictQueue.chunkSize)
+        }
+        chunks[c].append(entry)
+        count += 1
+    }
+
     private mutating func close(_ index: Int, _ f: ClassifiedFault?) {
         let i = index - base
+        let (c, j) = (i >> VerdictQueue.chunkShift, i & (VerdictQueue.chunkSize - 1))
         if let f {
-            entries[i].verdict = TraceReplayer.KernelVerdict(cls: ReplayClass(kernel: f.faultClass), inferred: f.inferred,
-                                                             resolvedAt: f.resolvedAt, overBy: f.overBy)
+            chunks[c][j].verdict = TraceReplayer.KernelVerdict(cls: ReplayClass(kernel: f.faultClass), inferred: f.inferred,
+                                                               resolvedAt: f.resolvedAt, overBy: f.overBy)
         }
-        entries[i].open = false
+        chunks[c][j].open = false
     }
 
     /// Hands over the records before the first still-open fault.
     private mutating func handOver(_ apply: Apply) {
-        while head < entries.count, !entries[head].open {
-            apply(entries[head].record, entries[head].verdict)
+        while head < count {
+            let (c, j) = (head >> VerdictQueue.chunkShift, head & (VerdictQueue.chunkSize - 1))
+            guard !chunks[c][j].open else { break }
+            apply(chunks[c][j].record, chunks[c][j].verdict)
             head += 1
+            if head == VerdictQueue.chunkSize && count > head {
+                // The first chunk went out: freed, the others move down.
+                chunks.removeFirst()
+                base += head
+                count -= head
+                head = 0
+            }
         }
-        if head == entries.count {
-            entries.removeAll(keepingCapacity: true)
-            head = 0
-        } else if head >= 4096 && head * 2 >= entries.count {
-            // Records handed over behind a fault still open: dropped once they are half the array.
-            entries.removeFirst(head)
-            base += head
+        if head == count {
+            // Empty: one chunk's storage kept for the next records held.
+            chunks.removeLast(max(0, chunks.count - 1))
+            if !chunks.isEmpty { chunks[0].removeAll(keepingCapacity: true) }
+            count = 0
             head = 0
         }
     }
