@@ -35,7 +35,8 @@ let package = Package(
     targets: [
         // Layers, arrows pointing one way: the cowtrace CLI -> the libraries -> the C shims.
         // The C shims: libbpf (with libelf and zlib, which it links) and the
-        // event/counter structs shared with bpf/; the ELF symbol reader over libelf.
+        // event/counter structs shared with bpf/; the ELF symbol reader over libelf;
+        // the recording's checksum.
         .target(
             name: "CBPF",
             path: "Sources/CBPF",
