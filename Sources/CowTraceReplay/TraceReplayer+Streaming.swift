@@ -75,7 +75,8 @@ public final class ReplayFeed: TraceRecordVisitor {
     private var merger: TimeOrderMerger<StreamRecord>
     private(set) var queue = VerdictQueue()
     private var others = OtherRecords()
-    private let worker: ModelWorker
+    /// Unowned: `replay(_:visiting:)` holds the worker for as long as the feed is fed (no retain per record).
+    private unowned(unsafe) let worker: ModelWorker
 
     init(_ prepass: ReplayPrepass, _ worker: ModelWorker) {
         var others = OtherRecords()
@@ -90,11 +91,11 @@ public final class ReplayFeed: TraceRecordVisitor {
     }
 
     public func visit(fault f: FaultRecord) {
-        merger.add(StreamRecord(fault: f), time: f.time) { self.enqueue($0) }
+        merger.add(StreamRecord(fault: f), time: f.time) { [unowned(unsafe) self] in self.enqueue($0) }
     }
 
     public func visit(resolve r: ResolveRecord) {
-        merger.add(StreamRecord(resolve: r), time: r.time) { self.enqueue($0) }
+        merger.add(StreamRecord(resolve: r), time: r.time) { [unowned(unsafe) self] in self.enqueue($0) }
     }
 
     public func visit(_ record: TraceRecord) {
@@ -104,18 +105,18 @@ public final class ReplayFeed: TraceRecordVisitor {
         default:
             // Taken aside by the prepass (`LateRecords`): it was handed over in its place in time.
             if merger.nextIsTakenAside { return merger.skipTakenAside(time: record.time) }
-            merger.add(StreamRecord(other: others.add(record)), time: record.time) { self.enqueue($0) }
+            merger.add(StreamRecord(other: others.add(record)), time: record.time) { [unowned(unsafe) self] in self.enqueue($0) }
         }
     }
 
     func finish() {
-        merger.finish { self.enqueue($0) }
-        queue.finish { self.handOver($0, $1) }
+        merger.finish { [unowned(unsafe) self] in self.enqueue($0) }
+        queue.finish { [unowned(unsafe) self] in self.handOver($0, $1) }
     }
 
     @inline(__always)
     private func enqueue(_ record: StreamRecord) {
-        queue.add(record, other: record.kind == .other ? others.peek(record.otherNumber) : nil) { self.handOver($0, $1) }
+        queue.add(record, other: record.kind == .other ? others.peek(record.otherNumber) : nil) { [unowned(unsafe) self] in self.handOver($0, $1) }
     }
 
     @inline(__always)
