@@ -144,18 +144,15 @@ extension Machine {
             return nil
         }
         // Borrowed, not retained: the task list holds the task, and the task its mm.
-        return taskRef._withUnsafeGuaranteedRef { task in
-            mmRef._withUnsafeGuaranteedRef { mm in
-                var ctx = FaultContext(task: task, mm: mm, vmaIndex: site.vmaIndex, vma: mm.vmas[site.vmaIndex],
-                                       address: site.address, write: write)
-                ctx.pte = pte
-                let cls = handleMMFault(&ctx)
-                task.faults[cls] += 1
-                lastFault.pointee = nil
-                log(task, site.address, write: write, present: entry & PageTableEntry.present != 0, cls)
-                return lastFault.pointee
-            }
-        }
+        var ctx = FaultContext(taskRef: taskRef, mmRef: mmRef, vmaIndex: site.vmaIndex, address: site.address, write: write)
+        ctx.pte = pte
+        let cls = handleMMFault(&ctx)
+        taskRef._withUnsafeGuaranteedRef { $0.faults[cls] += 1 }
+        let record = FaultRecord(pid: site.pid, address: site.address, write: write,
+                                 present: entry & PageTableEntry.present != 0, cls)
+        lastFault.pointee = record
+        if faultLog != nil { faultLog!.append(record) }
+        return record
     }
 
     /// Whether `site` is what `faultSite` finds now (for assertions).
@@ -324,11 +321,18 @@ extension Machine {
     }
 
     func log(_ task: Task, _ address: UInt64, write: Bool, present: Bool, _ cls: FaultClass, huge: Bool = false) {
-        let code = FaultErrorCode.user | (write ? FaultErrorCode.write : 0) | (present ? FaultErrorCode.protection : 0)
-        let record = FaultRecord(pid: task.pid, address: address, errorCode: code, faultClass: cls, onHugePMD: huge)
+        let record = FaultRecord(pid: task.pid, address: address, write: write, present: present, cls, huge: huge)
         lastFault.pointee = record
         if faultLog != nil { faultLog!.append(record) }
     }
 }
 
 public func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+
+extension FaultRecord {
+    /// The record of a fault at `address`, with the error code the CPU pushes for it.
+    init(pid: Int32, address: UInt64, write: Bool, present: Bool, _ cls: FaultClass, huge: Bool = false) {
+        let code = FaultErrorCode.user | (write ? FaultErrorCode.write : 0) | (present ? FaultErrorCode.protection : 0)
+        self.init(pid: pid, address: address, errorCode: code, faultClass: cls, onHugePMD: huge)
+    }
+}
