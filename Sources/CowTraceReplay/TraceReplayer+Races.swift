@@ -50,6 +50,8 @@ extension TraceReplayer {
             var fault: FrameFault
             /// The frame's previous fault (index in `entries`), -1 for none.
             var older: Int32
+            /// The frame (its slot in `latest`): compaction finds the heads to move from the faults.
+            var frame: Int32
         }
         private var latest = FrameHeads()
         private var entries: [Entry] = []
@@ -78,7 +80,7 @@ extension TraceReplayer {
             }
             if last >= 0 { entries[Int(last)].older = -1 }
             let handle = entries.count
-            entries.append(Entry(fault: fault, older: first))
+            entries.append(Entry(fault: fault, older: first, frame: Int32(truncatingIfNeeded: slot)))
             latest[slot] = Int32(handle)
             return (handle, overlapping)
         }
@@ -88,8 +90,9 @@ extension TraceReplayer {
         }
 
         /// Keeps only the faults not over before `now`, in place. Runs once
-        /// as many faults were logged since as it keeps, and at least a
-        /// quarter as many as there are chain heads (it visits each): O(1) a fault.
+        /// as many faults were logged since as it keeps: O(1) a fault. Visits
+        /// the faults only, not the chain heads: a head that is set is the
+        /// index of its frame's latest fault, which names the frame.
         private mutating func compact(now: UInt64) {
             // The first fault at or after `i` in a chain that is not over (-1: none).
             func live(_ i: Int32) -> Int32 {
@@ -97,21 +100,27 @@ extension TraceReplayer {
                 while i >= 0 && entries[Int(i)].fault.end < now { i = entries[Int(i)].older }
                 return i
             }
-            // Links skip the faults that are over (their own links are read, never changed, here).
-            for i in entries.indices where entries[i].fault.end >= now { entries[i].older = live(entries[i].older) }
-            latest.updateHeads { live($0) }
-            // Then the faults kept move down, in order, and links follow them.
+            // Links skip the faults that are over (their own links are read, never changed, here),
+            // and so do the heads (each moves to a fault before it, already visited).
+            for i in entries.indices {
+                let frame = Int(entries[i].frame)
+                if latest[frame] == Int32(i) { latest[frame] = live(Int32(i)) }
+                if entries[i].fault.end >= now { entries[i].older = live(entries[i].older) }
+            }
+            // Then the faults kept move down, in order, and links and heads follow them
+            // (a head already moved holds an index below this fault's).
             var moved = [Int32](repeating: -1, count: entries.count)
             var kept = 0
             for i in entries.indices where entries[i].fault.end >= now {
                 moved[i] = Int32(kept)
+                let frame = Int(entries[i].frame)
+                if latest[frame] == Int32(i) { latest[frame] = Int32(kept) }
                 entries[kept] = entries[i]
                 kept += 1
             }
             entries.removeLast(entries.count - kept)
             for i in entries.indices where entries[i].older >= 0 { entries[i].older = moved[Int(entries[i].older)] }
-            latest.updateHeads { $0 >= 0 ? moved[Int($0)] : -1 }
-            compactAt = kept + max(FrameFaultLog.minimumInterval, kept, latest.slots / 4)
+            compactAt = kept + max(FrameFaultLog.minimumInterval, kept)
         }
     }
 
@@ -141,22 +150,11 @@ extension TraceReplayer {
             @inline(__always) set { chunks[slot >> FrameHeads.chunkShift][slot & FrameHeads.chunkMask] = newValue }
         }
 
-        /// Frames with a slot (the chunks made, 1024 frames each).
-        private(set) var slots = 0
-
-        /// Replaces every head.
-        mutating func updateHeads(_ newHead: (Int32) -> Int32) {
-            for c in chunks.indices where !chunks[c].isEmpty {
-                for i in chunks[c].indices where chunks[c][i] >= 0 { chunks[c][i] = newHead(chunks[c][i]) }
-            }
-        }
-
         @inline(never)
         private mutating func makeChunk(_ c: Int, _ frame: Int) {
             precondition(frame >= 0, "negative frame number")
             if c >= chunks.count { chunks.append(contentsOf: repeatElement([], count: c + 1 - chunks.count)) }
             chunks[c] = [Int32](repeating: -1, count: 1 << FrameHeads.chunkShift)
-            slots += 1 << FrameHeads.chunkShift
         }
     }
 

@@ -254,8 +254,9 @@ public final class TraceReplayer {
             : max(lastSeen[PageKey(pid: pid, page: page)] ?? 0, pidState[pid]?.memorySince ?? 0)
         var hints: Hints = []
 
-        // The VMA and the entry in one lookup; the entry is read again when the page was changed since.
-        let site = machine.vmaAndEntry(pid, containing: page)
+        // The VMA and the entry in one lookup (the fault's site); the entry is
+        // read again when the page was changed since, and the fault then finds its site again.
+        let site = machine.faultSite(pid, containing: page)
         var vma = site.vma
         var entryChanged = false
         if vma == nil {
@@ -304,7 +305,9 @@ public final class TraceReplayer {
         var onHugePMD = false
         let oomBefore = machine.oomEvents.count
         do {
-            let record = try machine.fault(pid, at: f.address, write: true)
+            // Only write-protecting (in place) changed the page since its site was found: the fault is taken there.
+            let record = try entrySeen && !entryChanged ? machine.fault(at: site, write: true)
+                : machine.fault(pid, at: f.address, write: true)
             outcome = record?.faultClass
             onHugePMD = record?.onHugePMD ?? false
         } catch {

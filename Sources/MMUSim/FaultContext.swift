@@ -48,6 +48,27 @@ struct FaultContext {
         self.write = write
     }
 
+    /// The context of a fault in the VMA at `vmaIndex` of the mm, from
+    /// references the caller holds (no reference counting).
+    @inline(__always)
+    init(taskRef: Unmanaged<Task>, mmRef: Unmanaged<MM>, vmaIndex: Int, address: UInt64, write: Bool) {
+        let (pid, state) = taskRef._withUnsafeGuaranteedRef { ($0.pid, $0.state) }
+        let (rss, flags, anonymous, hasAnonVMA) = mmRef._withUnsafeGuaranteedRef { mm in
+            (mm.rssCounters, mm.vmas[vmaIndex].flags, mm.vmas[vmaIndex].file == nil, mm.vmas[vmaIndex].hasAnonVMA)
+        }
+        self.taskRef = taskRef
+        self.mmRef = mmRef
+        self.pid = pid
+        taskState = state
+        self.rss = rss
+        self.vmaIndex = vmaIndex
+        vmaFlags = flags
+        isAnonymousVMA = anonymous
+        self.hasAnonVMA = hasAnonVMA
+        self.address = address
+        self.write = write
+    }
+
     var task: Task { taskRef.takeUnretainedValue() }
     var mm: MM { mmRef.takeUnretainedValue() }
     var vma: VMArea { mmRef.takeUnretainedValue().vmas[vmaIndex] }

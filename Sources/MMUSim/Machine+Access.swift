@@ -78,6 +78,90 @@ extension Machine {
         }
     }
 
+    /// Where a fault at one page of one process is handled, found once: the
+    /// task, the VMA containing the page (find_vma) and the page's entry slot
+    /// (the walk of handle_mm_fault: a PTE, or a huge PMD), with the entry it
+    /// held. `fault(at:write:)` takes a fault there without finding any of it
+    /// again, as the kernel's handlers pass one `struct vm_fault` down.
+    ///
+    /// A site stays valid while the processes, VMAs and page tables stay as
+    /// they were; the entry's bits may change in place (as `writeProtect`
+    /// changes them): the fault reads the entry again.
+    public struct FaultSite {
+        /// The VMA containing the page; nil when there is none or the process is not alive.
+        public let vma: VMArea?
+        /// The entry found at the page (a huge PMD's for a huge page); nil when the slot is empty or has no table.
+        public let entry: PageTableEntry?
+        let pid: Int32
+        /// The page-aligned address.
+        let address: UInt64
+        let task: Unmanaged<Task>?
+        let mm: Unmanaged<MM>?
+        let vmaIndex: Int
+        /// The PTE slot, when the walk reached one (nil at a huge PMD or a missing table).
+        let pte: UnsafeMutablePointer<UInt64>?
+    }
+
+    /// The site of a fault at `address` of `pid` (see `FaultSite`): one lookup
+    /// of the task, the VMA and the page-table entry.
+    public func faultSite(_ pid: Int32, containing address: UInt64) -> FaultSite {
+        let page = Paging.pageAlignDown(address)
+        guard let i = taskIndex[pid], let mm = tasks[i].mm.map(Unmanaged.passUnretained) else {
+            return FaultSite(vma: nil, entry: nil, pid: pid, address: page, task: nil, mm: nil, vmaIndex: 0, pte: nil)
+        }
+        let alive = tasks[i].alive
+        let task = Unmanaged.passUnretained(tasks[i])
+        // Borrowed, not retained: nothing here can drop the task's mm.
+        return mm._withUnsafeGuaranteedRef { m in
+            let vmaIndex = alive ? m.findVMA(page) : nil
+            let vma = vmaIndex.map { m.vmas[$0] }
+            guard let slot = m.pageTable.walk(page, allocate: false), slot.pointee != 0 else {
+                return FaultSite(vma: vma, entry: nil, pid: pid, address: page, task: task, mm: mm,
+                                 vmaIndex: vmaIndex ?? 0, pte: nil)
+            }
+            let entry = slot.pointee
+            return FaultSite(vma: vma, entry: PageTableEntry(rawValue: entry), pid: pid, address: page,
+                             task: alive ? task : nil, mm: mm, vmaIndex: vmaIndex ?? 0,
+                             pte: entry & PageTableEntry.huge == 0 ? slot : nil)
+        }
+    }
+
+    /// `fault(pid, at: address, write:)` at a site `faultSite` found for the
+    /// address: handle_mm_fault with the VMA and the PTE already reached, as
+    /// the hardware walk reaches them before the fault (`accessVMA` does the
+    /// same per page). A site with no VMA, no PTE (a huge PMD, an empty table)
+    /// or a VMA that forbids the access takes the full path of `fault(_:at:write:)`.
+    public func fault(at site: FaultSite, write: Bool) throws -> FaultRecord? {
+        guard let taskRef = site.task, let mmRef = site.mm, let pte = site.pte, let vma = site.vma,
+              Machine.accessAllowed(vma, write: write) else {
+            return try fault(site.pid, at: site.address, write: write)
+        }
+        assert(isCurrent(site), "a fault site used after the model changed under it")
+        let need = PageTableEntry.present | (write ? PageTableEntry.write : 0)
+        let entry = pte.pointee
+        if entry & need == need {
+            pte.pointee = entry | PageTableEntry.accessed | (write ? PageTableEntry.dirty : 0)
+            return nil
+        }
+        // Borrowed, not retained: the task list holds the task, and the task its mm.
+        var ctx = FaultContext(taskRef: taskRef, mmRef: mmRef, vmaIndex: site.vmaIndex, address: site.address, write: write)
+        ctx.pte = pte
+        let cls = handleMMFault(&ctx)
+        taskRef._withUnsafeGuaranteedRef { $0.faults[cls] += 1 }
+        let record = FaultRecord(pid: site.pid, address: site.address, write: write,
+                                 present: entry & PageTableEntry.present != 0, cls)
+        lastFault.pointee = record
+        if faultLog != nil { faultLog!.append(record) }
+        return record
+    }
+
+    /// Whether `site` is what `faultSite` finds now (for assertions).
+    func isCurrent(_ site: FaultSite) -> Bool {
+        let now = faultSite(site.pid, containing: site.address)
+        return now.task?.toOpaque() == site.task?.toOpaque() && now.mm?.toOpaque() == site.mm?.toOpaque()
+            && now.vma == site.vma && now.vmaIndex == site.vmaIndex && now.pte == site.pte
+    }
+
     /// Reads the page's content word (one 64-bit word per page in this model).
     public func load(_ pid: Int32, _ address: UInt64) throws -> UInt64 {
         let result = try access(pid, address, length: 1, .read)
@@ -237,11 +321,18 @@ extension Machine {
     }
 
     func log(_ task: Task, _ address: UInt64, write: Bool, present: Bool, _ cls: FaultClass, huge: Bool = false) {
-        let code = FaultErrorCode.user | (write ? FaultErrorCode.write : 0) | (present ? FaultErrorCode.protection : 0)
-        let record = FaultRecord(pid: task.pid, address: address, errorCode: code, faultClass: cls, onHugePMD: huge)
+        let record = FaultRecord(pid: task.pid, address: address, write: write, present: present, cls, huge: huge)
         lastFault.pointee = record
         if faultLog != nil { faultLog!.append(record) }
     }
 }
 
 public func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+
+extension FaultRecord {
+    /// The record of a fault at `address`, with the error code the CPU pushes for it.
+    init(pid: Int32, address: UInt64, write: Bool, present: Bool, _ cls: FaultClass, huge: Bool = false) {
+        let code = FaultErrorCode.user | (write ? FaultErrorCode.write : 0) | (present ? FaultErrorCode.protection : 0)
+        self.init(pid: pid, address: address, errorCode: code, faultClass: cls, onHugePMD: huge)
+    }
+}

@@ -104,16 +104,10 @@ extension Machine {
     }
 
     /// `vma(pid, containing: address)` and `pageTableEntry(pid, address)` with
-    /// one lookup of the task: what the replay reads at every write-protect fault.
+    /// one lookup of the task (`faultSite(pid, containing: address)`'s two facts).
     public func vmaAndEntry(_ pid: Int32, containing address: UInt64) -> (vma: VMArea?, entry: PageTableEntry?) {
-        guard let i = taskIndex[pid], let mm = tasks[i].mm.map(Unmanaged.passUnretained) else { return (nil, nil) }
-        let alive = tasks[i].alive
-        // Borrowed, not retained: nothing here can drop the task's mm.
-        return mm._withUnsafeGuaranteedRef { mm in
-            let vma = alive ? mm.findVMA(address).map { mm.vmas[$0] } : nil
-            guard let slot = mm.pageTable.walk(address, allocate: false), slot.pointee != 0 else { return (vma, nil) }
-            return (vma, PageTableEntry(rawValue: slot.pointee))
-        }
+        let site = faultSite(pid, containing: address)
+        return (site.vma, site.entry)
     }
 
     /// Sets mm->start_brk and mm->brk of a live process, as /proc/PID/stat shows

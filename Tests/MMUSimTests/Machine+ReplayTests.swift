@@ -232,6 +232,61 @@ final class MachineReplayTests: XCTestCase {
         XCTAssertNil(m.vmaAndEntry(501, containing: base).vma)
     }
 
+    /// A fault taken at its site (`fault(at:write:)`) is the fault
+    /// `fault(_:at:write:)` takes: the same record, entries, frames, counts and
+    /// vmstat, on two machines built alike, for every kind of page a write or
+    /// a read may find (the ones with no PTE go the full way).
+    func testFaultAtASiteIsTheFaultAtThePid() throws {
+        func scene() throws -> (Machine, [(Int32, UInt64)]) {
+            let m = Machine(MachineConfiguration(transparentHugePages: .always))
+            let p = try m.spawn(comm: "p", pid: 800)
+            let c = try m.spawn(comm: "c", pid: 801)
+            try m.adoptMapping(p, start: base, end: base + 8 * page, protection: .readWrite, shared: false)
+            try m.adoptMapping(c, start: base, end: base + 8 * page, protection: .readWrite, shared: false)
+            try m.installPage(p, at: base, .anonymous(exclusive: true))                  // reuse
+            let f = try m.installPage(p, at: base + page, .anonymous(exclusive: true))  // shared: copy
+            try m.installPage(c, at: base + page, .frame(f))
+            try m.installPage(p, at: base + 2 * page, .zeroPage)                        // zero fill
+            try m.installPage(p, at: base + 3 * page, .anonymous(exclusive: true), writable: true) // no fault
+            // base + 4 * page: nothing present (do_anonymous_page, the full path).
+            let lib = m.createFile("lib.so", size: page)
+            let fileAt = base + 16 * page
+            try m.adoptMapping(p, start: fileAt, end: fileAt + page, protection: .readWrite, shared: false, file: lib)
+            try m.installPage(p, at: fileAt, .file)                                     // file copy
+            let data = m.createFile("data", size: page)
+            let sharedAt = base + 32 * page
+            try m.adoptMapping(p, start: sharedAt, end: sharedAt + page, protection: .readWrite, shared: true, file: data)
+            try m.installPage(p, at: sharedAt, .file)                                   // shared write
+            let readOnly = base + 48 * page
+            try m.adoptMapping(p, start: readOnly, end: readOnly + page, protection: .read, shared: false)
+            try m.installPage(p, at: readOnly, .anonymous(exclusive: true))             // SIGSEGV
+            let huge = try m.anon(p, 4 * MiB)
+            try m.write(p, huge, length: 2 * MiB)                                       // a huge PMD
+            let addresses = [base, base + page, base + 2 * page, base + 3 * page, base + 4 * page, fileAt, sharedAt,
+                             readOnly, huge + 8 * page, base + 64 * page]
+            let sites: [(Int32, UInt64)] = addresses.map { (p, $0) } + [(c, base + page), (999, base)]
+            return (m, sites)
+        }
+        for write in [true, false] {
+            let (bySite, sites) = try scene()
+            let (byPid, _) = try scene()
+            for (pid, a) in sites {
+                let site = bySite.faultSite(pid, containing: a + 8)
+                XCTAssertEqual(site.vma, byPid.vma(pid, containing: a), "at \(hex(a))")
+                XCTAssertEqual(site.entry, byPid.pageTableEntry(pid, a), "at \(hex(a))")
+                let full = Result { try byPid.fault(pid, at: a + 8, write: write) }
+                let atSite = Result { try bySite.fault(at: site, write: write) }
+                XCTAssertEqual(try? atSite.get(), try? full.get(), "write \(write) at \(hex(a))")
+                XCTAssertEqual((try? atSite.get()) == nil, (try? full.get()) == nil)
+                XCTAssertEqual(bySite.pageTableEntry(pid, a), byPid.pageTableEntry(pid, a), "at \(hex(a))")
+                XCTAssertEqual(bySite.frameInfo(pid, a), byPid.frameInfo(pid, a), "at \(hex(a))")
+                XCTAssertEqual(bySite.faults(pid), byPid.faults(pid), "at \(hex(a))")
+            }
+            XCTAssertEqual(bySite.vmstat, byPid.vmstat)
+            XCTAssertEqual(bySite.meminfo(), byPid.meminfo())
+        }
+    }
+
     /// The shared anonymous pages as runs of consecutive addresses at
     /// consecutive frames: a page no longer shared (copied by the other
     /// mapper) or one at a frame out of line ends a run.
