@@ -184,8 +184,21 @@ public struct ReplayPrepass {
     var late = LateRecords()
     /// The largest key so far (of this part's records, in a later part).
     private var largestKey: UInt64 = 0
-    /// The key of this part's first record not taken aside (a later part's leading untimed ones not counted).
-    private var firstKeptKey: UInt64?
+    /// A later part's first timed records not taken aside (at most `headLimit`),
+    /// with their keys: those below the earlier part's largest key are late in
+    /// the whole file, which only the join (`append`) can tell. Past them, the
+    /// part's kept keys do not decrease, so no later one can be.
+    private var keptHead = LateRecords()
+    private var keptHeadOverflowed = false
+    static let headLimit = 1 << 14
+
+    /// What `count` found a record to be.
+    private enum Disposition {
+        case late
+        case kept
+        /// Kept in this part, but its place is settled by the join (`keptHead`).
+        case head
+    }
 
     public init() {}
 
@@ -209,13 +222,23 @@ public struct ReplayPrepass {
             for k in 0...(last - first) { chunks[k] = min(chunks[k], lastKey) }
         }
         // The later part's late records are late in the whole file too (its largest key
-        // so far is at most the whole file's); its first kept record, and its leading
-        // untimed ones (which take this part's last key), must not be below this part's largest key.
+        // so far is at most the whole file's). Its leading untimed records take this
+        // part's last key: late if that is below this part's largest (then the merger
+        // buffers chunks). Its first timed records not taken aside are late too while
+        // below this part's largest key (`keptHead`).
         if later.leadingUntimed > 0 && lastKey < largestKey { late.giveUp() }
-        if let k = later.firstKeptKey, k < largestKey { late.giveUp() }
+        let head = later.keptHead
+        var settled = false
+        for i in 0..<head.count {
+            guard head.keys[i] < largestKey else {
+                settled = true
+                break
+            }
+            late.add(head.records[i], key: head.keys[i], position: head.positions[i])
+        }
+        if !settled && later.keptHeadOverflowed { late.giveUp() }
         late.append(later.late)
         largestKey = max(largestKey, later.largestKey)
-        if firstKeptKey == nil { firstKeptKey = later.firstKeptKey }
         if firstKey == nil { firstKey = later.leadingUntimed > 0 ? lastKey : later.firstKey }
         if let laterFirst = later.firstKey {
             if laterFirst < lastKey || !later.inOrder { inOrder = false }
@@ -243,10 +266,10 @@ public struct ReplayPrepass {
         }
     }
 
-    /// Counts a record with time `time` (nil: the time of the one before it);
-    /// true when its key is below an earlier record's (it is late, `LateRecords`).
+    /// Counts a record with time `time` (nil: the time of the one before it), and
+    /// says whether its key is below an earlier record's (it is late, `LateRecords`).
     @inline(__always)
-    private mutating func count(time: UInt64?) -> Bool {
+    private mutating func count(time: UInt64?) -> Disposition {
         let previousKey = lastKey
         if let t = time { lastKey = t }
         if lastKey < previousKey { inOrder = false }
@@ -273,11 +296,25 @@ public struct ReplayPrepass {
         }
         records += 1
         // A later part's leading untimed records are judged by `append`.
-        if leading { return false }
-        if key < largestKey { return true }
+        if leading { return .kept }
+        if key < largestKey { return .late }
         largestKey = key
-        if firstKeptKey == nil { firstKeptKey = key }
-        return false
+        guard isLaterPart, !keptHeadOverflowed else { return .kept }
+        guard keptHead.count < ReplayPrepass.headLimit else {
+            keptHeadOverflowed = true
+            return .kept
+        }
+        return .head
+    }
+
+    /// Takes the record just counted aside, or into `keptHead`, as `count` said.
+    @inline(__always)
+    private mutating func place(_ disposition: Disposition, _ record: @autoclosure () -> LateRecords.Record) {
+        switch disposition {
+        case .kept: return
+        case .late: late.add(record(), key: lastKey, position: records - 1)
+        case .head: keptHead.add(record(), key: lastKey, position: records - 1)
+        }
     }
 
     private mutating func addFrameRun(_ start: UInt64, _ end: UInt64) {
@@ -291,16 +328,16 @@ public struct ReplayPrepass {
 /// fault and resolve records, nearly all of them, are never made `TraceRecord`s.
 extension ReplayPrepass: TraceRecordVisitor {
     public mutating func visit(fault f: FaultRecord) {
-        if count(time: f.time) { late.add(StreamRecord(fault: f), key: lastKey, position: records - 1) }
+        place(count(time: f.time), .stream(StreamRecord(fault: f)))
         if f.kind == .writeProtect && f.faultClass == .sharedWrite { sawSharedWriteClass = true }
     }
 
     public mutating func visit(resolve r: ResolveRecord) {
-        if count(time: r.time) { late.add(StreamRecord(resolve: r), key: lastKey, position: records - 1) }
+        place(count(time: r.time), .stream(StreamRecord(resolve: r)))
     }
 
     public mutating func visit(_ record: TraceRecord) {
-        if count(time: record.time) { late.add(record, key: lastKey, position: records - 1) }
+        place(count(time: record.time), .other(record))
         switch record {
         case .pageRun(let r):
             guard r.flags.contains(.present), r.frame != 0,
@@ -379,7 +416,8 @@ struct TimeOrderMerger<Record> {
                 latePositions.append(taken.positions[Int(i)])
                 lateRecords.append(late(taken.records[Int(i)]))
             }
-            takenAside = taken.positions
+            // In file order (a later part's first kept records may join the list after its late ones).
+            takenAside = taken.positions.sorted()
             laterMinimum = []
             return
         }
@@ -534,7 +572,7 @@ struct LateRecords {
         add(.other(record), key: key, position: position)
     }
 
-    private mutating func add(_ record: Record, key: UInt64, position: Int) {
+    mutating func add(_ record: Record, key: UInt64, position: Int) {
         guard isComplete else { return }
         guard records.count < LateRecords.limit else { return giveUp() }
         keys.append(key)
