@@ -35,13 +35,16 @@ let package = Package(
     targets: [
         // Layers, arrows pointing one way: the cowtrace CLI -> the libraries -> the C shims.
         // The C shims: libbpf (with libelf and zlib, which it links) and the
-        // event/counter structs shared with bpf/; the ELF symbol reader over libelf.
+        // event/counter structs shared with bpf/; the ELF symbol reader over libelf;
+        // the recording's checksum.
         .target(
             name: "CBPF",
             path: "Sources/CBPF",
             linkerSettings: [.linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
         ),
         .target(name: "CELF", path: "Sources/CELF", linkerSettings: [.linkedLibrary("elf")]),
+        // The recording format's checksum (zlib's CRC-32) by carry-less multiplication, zlib elsewhere.
+        .target(name: "CCRC32", path: "Sources/CCRC32", linkerSettings: [.linkedLibrary("z")]),
         // Compiles bpf/*.bpf.c with clang -target bpf and embeds the object in this target.
         .plugin(name: "BPFObjectPlugin", capability: .buildTool()),
         // The live tracers: the embedded BPF objects, attach tiers, typed maps,
@@ -75,16 +78,16 @@ let package = Package(
         // MMUSim's scenario language: parse (YAML), built-ins, run, report.
         .target(name: "MMUSimScenario", dependencies: ["MMUSim", .product(name: "Yams", package: "Yams")]),
         // The recording file format (`cowtrace record`): blocks with checksums,
-        // readable up to the damage. Foundation, zlib and CowTraceFaultClass only,
-        // so that the fuzz script can compile it on its own (with that one file).
-        .target(name: "CowTraceFormat", dependencies: ["CowTraceFaultClass"], linkerSettings: [.linkedLibrary("z")]),
+        // readable up to the damage. Foundation, CCRC32 and CowTraceFaultClass only,
+        // so that the fuzz script can compile it on its own (with those two).
+        .target(name: "CowTraceFormat", dependencies: ["CowTraceFaultClass", "CCRC32"]),
         // Replays a recording through the simulated MMU and compares it with the kernel's classes.
         .target(name: "CowTraceReplay", dependencies: ["CowTraceFormat", "MMUSim"],
                 swiftSettings: uncheckedExclusivityInRelease),
         // Simulated fault events per second, fork time and memory per simulated page (run with -c release).
         .executableTarget(name: "mmusim-bench", dependencies: ["MMUSim"]),
         // Recording format write / decode speed (run with -c release); --write-seeds makes the fuzz corpus.
-        .executableTarget(name: "trace-format-bench", dependencies: ["CowTraceFormat"]),
+        .executableTarget(name: "trace-format-bench", dependencies: ["CowTraceFormat", "CCRC32"]),
         .executableTarget(
             name: "cowtrace",
             dependencies: [
@@ -114,7 +117,7 @@ let package = Package(
         .testTarget(name: "CowTraceMetricsTests", dependencies: ["CowTraceMetrics", "CowTraceKit", "CowTraceTestSupport"]),
         .testTarget(name: "CowTraceRedisTests", dependencies: ["CowTraceRedis"]),
         .testTarget(name: "CowTraceForecastTests", dependencies: ["CowTraceForecast", "CowTraceKit", "MMUSim"]),
-        .testTarget(name: "CowTraceFormatTests", dependencies: ["CowTraceFormat"]),
+        .testTarget(name: "CowTraceFormatTests", dependencies: ["CowTraceFormat", "CCRC32"]),
         .testTarget(name: "CowTraceReplayTests", dependencies: ["CowTraceReplay", "CowTraceFormat", "MMUSim"]),
         .testTarget(name: "cowtraceTests", dependencies: ["CowTraceKit", "CowTraceRedis", "CowTraceMetrics", "CowTraceSelfTest", "CowTraceFormat", "CowTraceTestSupport"]),
     ],

@@ -334,7 +334,7 @@ public enum TraceFileReader {
                     return .invalidValue(offset: fileOffset + i, field: "fault kind",
                                          value: UInt64(r.load(fromByteOffset: 36, as: UInt8.self)))
                 }
-                guard let cls = FaultClass(rawValue: r.load(fromByteOffset: 37, as: UInt8.self)) else {
+                guard let cls = FaultClass.fromRawValue(r.load(fromByteOffset: 37, as: UInt8.self)) else {
                     return .invalidValue(offset: fileOffset + i, field: "fault class",
                                          value: UInt64(r.load(fromByteOffset: 37, as: UInt8.self)))
                 }
@@ -354,7 +354,7 @@ public enum TraceFileReader {
                 guard length >= 29 else {
                     return .recordTooShort(offset: fileOffset + i, type: type, length: length, needed: 29)
                 }
-                guard let cls = FaultClass(rawValue: r.load(fromByteOffset: 28, as: UInt8.self)) else {
+                guard let cls = FaultClass.fromRawValue(r.load(fromByteOffset: 28, as: UInt8.self)) else {
                     return .invalidValue(offset: fileOffset + i, field: "resolve class",
                                          value: UInt64(r.load(fromByteOffset: 28, as: UInt8.self)))
                 }

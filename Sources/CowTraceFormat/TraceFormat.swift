@@ -84,16 +84,14 @@
 // block boundary without one was cut off (recorder killed): its records are
 // fine and the reader reports `TraceCut.noEndRecord`.
 
-/// zlib's crc32 (libz is linked by the target). zlib has no Swift module, and
-/// this declaration also compiles in the fuzz script (`swiftc ... -lz`).
-@_silgen_name("crc32")
-internal func zlibCRC32(_ crc: UInt, _ buf: UnsafePointer<UInt8>?, _ len: UInt32) -> UInt
+import CCRC32
 
-/// crc32 of `count` bytes at `pointer` (count ≤ UInt32.max; callers bound it).
+/// crc32 of `count` bytes at `pointer` (zlib's CRC-32; CCRC32 folds it with
+/// carry-less multiplication where the CPU can, about three times zlib's speed here).
 @inline(__always)
 internal func traceCRC32(_ pointer: UnsafeRawPointer?, _ count: Int) -> UInt32 {
     guard let pointer = pointer, count > 0 else { return 0 }
-    return UInt32(truncatingIfNeeded: zlibCRC32(0, pointer.assumingMemoryBound(to: UInt8.self), UInt32(count)))
+    return ccrc32(0, pointer, count)
 }
 
 /// Constants and the self-description of format version 1.

@@ -68,11 +68,26 @@ struct OtherRecords {
         return base + records.count - 1
     }
 
+    /// Late records (`LateRecords`), numbered from `lateBase` on: they are
+    /// stored when the merger starts and taken in time order, not file order,
+    /// so they are kept apart from the others.
+    private var late: [TraceRecord?] = []
+    static let lateBase = 1 << 56
+
+    /// Stores the late record `record`; returns its number.
+    mutating func addLate(_ record: TraceRecord) -> Int {
+        late.append(record)
+        return OtherRecords.lateBase + late.count - 1
+    }
+
     /// The record number `number` (stored, not taken).
-    func peek(_ number: Int) -> TraceRecord { records[number - base]! }
+    func peek(_ number: Int) -> TraceRecord {
+        number >= OtherRecords.lateBase ? late[number - OtherRecords.lateBase]! : records[number - base]!
+    }
 
     /// Takes the record number `number` out.
     mutating func take(_ number: Int) -> TraceRecord {
+        if number >= OtherRecords.lateBase { return late[number - OtherRecords.lateBase].take()! }
         let i = number - base
         let record = records[i].take()!
         while head < records.count && records[head] == nil { head += 1 }

@@ -6,9 +6,10 @@ import CowTraceFormat
 /// 1. `ReplayPrepass` reads them once, in file order, for what the replay
 ///    must know before it starts: the frame runs of the pageRun records
 ///    (`SharedFrameNumbers`), the gap times, the successful mprotect calls,
-///    and how far the records are from time order.
+///    how far the records are from time order, and the records that are out
+///    of it (`LateRecords`, taken aside).
 /// 2. `TraceReplayer.replay(_:visiting:)` reads them again (`ReplayFeed`):
-///    `TimeOrderMerger` puts them in time order with a small buffer,
+///    `TimeOrderMerger` puts the late records back in their place in time,
 ///    `VerdictQueue` holds each write-protect fault until the kernel's class
 ///    of it is settled (by its thread's next fault or exit), and every record
 ///    then drives the model, on a second thread (`ModelWorker`) while this one
@@ -74,19 +75,27 @@ public final class ReplayFeed: TraceRecordVisitor {
     private var merger: TimeOrderMerger<StreamRecord>
     private(set) var queue = VerdictQueue()
     private var others = OtherRecords()
-    private let worker: ModelWorker
+    /// Unowned: `replay(_:visiting:)` holds the worker for as long as the feed is fed (no retain per record).
+    private unowned(unsafe) let worker: ModelWorker
 
     init(_ prepass: ReplayPrepass, _ worker: ModelWorker) {
-        merger = TimeOrderMerger(prepass)
+        var others = OtherRecords()
+        merger = TimeOrderMerger(prepass) { late in
+            switch late {
+            case .stream(let record): record
+            case .other(let record): StreamRecord(other: others.addLate(record))
+            }
+        }
+        self.others = others
         self.worker = worker
     }
 
     public func visit(fault f: FaultRecord) {
-        merger.add(StreamRecord(fault: f), time: f.time) { self.enqueue($0) }
+        merger.add(StreamRecord(fault: f), time: f.time) { [unowned(unsafe) self] in self.enqueue($0) }
     }
 
     public func visit(resolve r: ResolveRecord) {
-        merger.add(StreamRecord(resolve: r), time: r.time) { self.enqueue($0) }
+        merger.add(StreamRecord(resolve: r), time: r.time) { [unowned(unsafe) self] in self.enqueue($0) }
     }
 
     public func visit(_ record: TraceRecord) {
@@ -94,18 +103,20 @@ public final class ReplayFeed: TraceRecordVisitor {
         case .fault(let f): visit(fault: f)
         case .resolve(let r): visit(resolve: r)
         default:
-            merger.add(StreamRecord(other: others.add(record)), time: record.time) { self.enqueue($0) }
+            // Taken aside by the prepass (`LateRecords`): it was handed over in its place in time.
+            if merger.nextIsTakenAside { return merger.skipTakenAside(time: record.time) }
+            merger.add(StreamRecord(other: others.add(record)), time: record.time) { [unowned(unsafe) self] in self.enqueue($0) }
         }
     }
 
     func finish() {
-        merger.finish { self.enqueue($0) }
-        queue.finish { self.handOver($0, $1) }
+        merger.finish { [unowned(unsafe) self] in self.enqueue($0) }
+        queue.finish { [unowned(unsafe) self] in self.handOver($0, $1) }
     }
 
     @inline(__always)
     private func enqueue(_ record: StreamRecord) {
-        queue.add(record, other: record.kind == .other ? others.peek(record.otherNumber) : nil) { self.handOver($0, $1) }
+        queue.add(record, other: record.kind == .other ? others.peek(record.otherNumber) : nil) { [unowned(unsafe) self] in self.handOver($0, $1) }
     }
 
     @inline(__always)
@@ -142,7 +153,22 @@ public struct ReplayPrepass {
     /// A write-protect fault record with the shared-write class (only the fentry and kprobe tiers see those).
     var sawSharedWriteClass = false
     /// The smallest sort key (`TimeOrderMerger`) of each chunk of records.
-    var chunkMinimum: [UInt64] = []
+    var chunkMinimum: [UInt64] {
+        get {
+            var minimum = closedMinimum
+            if openMinimum != .max, !minimum.isEmpty { minimum[minimum.count - 1] = min(minimum[minimum.count - 1], openMinimum) }
+            return minimum
+        }
+        set {
+            closedMinimum = newValue
+            openMinimum = .max
+        }
+    }
+    /// `chunkMinimum` but for the records of the last chunk after its first,
+    /// whose smallest key is `openMinimum`: per record, only a number changes
+    /// (an array written per record cost a uniqueness check, 40 % of the prepass).
+    private var closedMinimum: [UInt64] = []
+    private var openMinimum: UInt64 = .max
     /// Whether the sort keys never decrease (no merging needed).
     var inOrder = true
     private var lastKey: UInt64 = 0
@@ -153,6 +179,13 @@ public struct ReplayPrepass {
     private var isLaterPart = false
     /// The records of a later part before its first with a time.
     private var leadingUntimed = 0
+    /// The records whose key is below an earlier record's, taken aside as they are read
+    /// (`LateRecords`): the rest of the file is then in time order as it stands.
+    var late = LateRecords()
+    /// The largest key so far (of this part's records, in a later part).
+    private var largestKey: UInt64 = 0
+    /// The key of this part's first record not taken aside (a later part's leading untimed ones not counted).
+    private var firstKeptKey: UInt64?
 
     public init() {}
 
@@ -175,6 +208,14 @@ public struct ReplayPrepass {
             let last = (records + later.leadingUntimed - 1) / ReplayPrepass.chunkSize
             for k in 0...(last - first) { chunks[k] = min(chunks[k], lastKey) }
         }
+        // The later part's late records are late in the whole file too (its largest key
+        // so far is at most the whole file's); its first kept record, and its leading
+        // untimed ones (which take this part's last key), must not be below this part's largest key.
+        if later.leadingUntimed > 0 && lastKey < largestKey { late.giveUp() }
+        if let k = later.firstKeptKey, k < largestKey { late.giveUp() }
+        late.append(later.late)
+        largestKey = max(largestKey, later.largestKey)
+        if firstKeptKey == nil { firstKeptKey = later.firstKeptKey }
         if firstKey == nil { firstKey = later.leadingUntimed > 0 ? lastKey : later.firstKey }
         if let laterFirst = later.firstKey {
             if laterFirst < lastKey || !later.inOrder { inOrder = false }
@@ -202,28 +243,41 @@ public struct ReplayPrepass {
         }
     }
 
-    /// Counts a record with time `time` (nil: the time of the one before it).
+    /// Counts a record with time `time` (nil: the time of the one before it);
+    /// true when its key is below an earlier record's (it is late, `LateRecords`).
     @inline(__always)
-    private mutating func count(time: UInt64?) {
+    private mutating func count(time: UInt64?) -> Bool {
         let previousKey = lastKey
         if let t = time { lastKey = t }
         if lastKey < previousKey { inOrder = false }
         var key = lastKey
+        var leading = false
         if firstKey == nil {
             if isLaterPart && time == nil {
                 // Its key is the last of the part before: set by `append`.
                 leadingUntimed += 1
                 key = .max
+                leading = true
             } else {
                 firstKey = lastKey
             }
         }
         if records % ReplayPrepass.chunkSize == 0 {
-            chunkMinimum.append(key)
+            if openMinimum != .max, !closedMinimum.isEmpty {
+                closedMinimum[closedMinimum.count - 1] = min(closedMinimum[closedMinimum.count - 1], openMinimum)
+            }
+            openMinimum = .max
+            closedMinimum.append(key)
         } else {
-            chunkMinimum[chunkMinimum.count - 1] = min(chunkMinimum[chunkMinimum.count - 1], key)
+            openMinimum = min(openMinimum, key)
         }
         records += 1
+        // A later part's leading untimed records are judged by `append`.
+        if leading { return false }
+        if key < largestKey { return true }
+        largestKey = key
+        if firstKeptKey == nil { firstKeptKey = key }
+        return false
     }
 
     private mutating func addFrameRun(_ start: UInt64, _ end: UInt64) {
@@ -237,16 +291,16 @@ public struct ReplayPrepass {
 /// fault and resolve records, nearly all of them, are never made `TraceRecord`s.
 extension ReplayPrepass: TraceRecordVisitor {
     public mutating func visit(fault f: FaultRecord) {
-        count(time: f.time)
+        if count(time: f.time) { late.add(StreamRecord(fault: f), key: lastKey, position: records - 1) }
         if f.kind == .writeProtect && f.faultClass == .sharedWrite { sawSharedWriteClass = true }
     }
 
     public mutating func visit(resolve r: ResolveRecord) {
-        count(time: r.time)
+        if count(time: r.time) { late.add(StreamRecord(resolve: r), key: lastKey, position: records - 1) }
     }
 
     public mutating func visit(_ record: TraceRecord) {
-        count(time: record.time)
+        if count(time: record.time) { late.add(record, key: lastKey, position: records - 1) }
         switch record {
         case .pageRun(let r):
             guard r.flags.contains(.present), r.frame != 0,
@@ -272,12 +326,31 @@ extension ReplayPrepass: TraceRecordVisitor {
 
 /// Hands records over in time order, as `TraceRecord.sortedByTime` orders
 /// them (stably; a mapping or pageRun record keeps the time of the record
-/// before it), with a buffer of about a chunk of records when the recording is
-/// nearly in order (it is in order within a block). At the end of each chunk
-/// the records buffered whose key is at most the smallest key of every later
-/// chunk (`ReplayPrepass.chunkMinimum`) go out: a later record sorts after them.
+/// before it).
+///
+/// When the prepass took the late records aside (`LateRecords`), the rest of
+/// the file is in time order as it stands: each record it reads goes out after
+/// the late records that sort before it, and the late ones go out from the
+/// list, not where the file has them. Nothing is held but that list.
+///
+/// Otherwise (too many late records) it holds about a chunk of records when
+/// the recording is nearly in order (it is in order within a block): at the
+/// end of each chunk the records buffered whose key is at most the smallest
+/// key of every later chunk (`ReplayPrepass.chunkMinimum`) go out: a later
+/// record sorts after them.
 struct TimeOrderMerger<Record> {
     private let inOrder: Bool
+    /// Whether the late records were taken aside (then no chunk is buffered).
+    private let mergesLate: Bool
+    /// The late records in (key, position) order, with their keys and positions.
+    private var lateKeys: [UInt64] = []
+    private var latePositions: [Int] = []
+    private var lateRecords: [Record] = []
+    /// Index in the late lists of the next to hand over.
+    private var lateNext = 0
+    /// The positions of the late records in the file, ascending, and the next to come.
+    private var takenAside: [Int] = []
+    private var takenAsideNext = 0
     /// Per chunk, the smallest key of that chunk and every later one.
     private let laterMinimum: [UInt64]
     /// The records buffered, in the order they were added, and their keys:
@@ -290,8 +363,26 @@ struct TimeOrderMerger<Record> {
     private var index = 0
     private var lastKey: UInt64 = 0
 
-    init(_ prepass: ReplayPrepass) {
+    /// `late` makes a `Record` of a late record; without it, or when the prepass
+    /// could not take every late record aside, the merger buffers chunks.
+    init(_ prepass: ReplayPrepass, late: ((LateRecords.Record) -> Record)? = nil) {
         inOrder = prepass.inOrder
+        mergesLate = !inOrder && late != nil && prepass.late.isComplete
+        if mergesLate, let late {
+            let taken = prepass.late
+            let order = taken.order()
+            lateKeys.reserveCapacity(order.count)
+            latePositions.reserveCapacity(order.count)
+            lateRecords.reserveCapacity(order.count)
+            for i in order {
+                lateKeys.append(taken.keys[Int(i)])
+                latePositions.append(taken.positions[Int(i)])
+                lateRecords.append(late(taken.records[Int(i)]))
+            }
+            takenAside = taken.positions
+            laterMinimum = []
+            return
+        }
         var minimum = prepass.chunkMinimum
         if !inOrder {
             for i in minimum.indices.reversed().dropFirst() { minimum[i] = min(minimum[i], minimum[i + 1]) }
@@ -299,11 +390,39 @@ struct TimeOrderMerger<Record> {
         laterMinimum = minimum
     }
 
+    /// Whether the next record `add` would get was taken aside by the prepass:
+    /// it is to be skipped (`skipTakenAside`), not added.
+    var nextIsTakenAside: Bool {
+        mergesLate && takenAsideNext < takenAside.count && takenAside[takenAsideNext] == index
+    }
+
+    /// Skips the next record, one taken aside (`nextIsTakenAside`), with time `time`.
+    mutating func skipTakenAside(time: UInt64?) {
+        if let t = time { lastKey = t }
+        index += 1
+        takenAsideNext += 1
+    }
+
     /// Adds a record with time `time` (nil: none, it keeps the time of the one before it).
     @inline(__always)
     mutating func add(_ record: Record, time: UInt64?, _ emit: (Record) -> Void) {
         guard !inOrder else { return emit(record) }
         if let t = time { lastKey = t }
+        if mergesLate {
+            // The late records go out in their place in time, from the list.
+            let position = index
+            index += 1
+            if takenAsideNext < takenAside.count && takenAside[takenAsideNext] == position {
+                takenAsideNext += 1
+                return
+            }
+            while lateNext < lateKeys.count
+                    && (lateKeys[lateNext] < lastKey || (lateKeys[lateNext] == lastKey && latePositions[lateNext] < position)) {
+                emit(lateRecords[lateNext])
+                lateNext += 1
+            }
+            return emit(record)
+        }
         keys.append(lastKey)
         records.append(record)
         index += 1
@@ -313,6 +432,14 @@ struct TimeOrderMerger<Record> {
     }
 
     mutating func finish(_ emit: (Record) -> Void) {
+        if mergesLate {
+            while lateNext < lateRecords.count {
+                emit(lateRecords[lateNext])
+                lateNext += 1
+            }
+            lateRecords = []
+            return
+        }
         flush(upTo: .max, emit)
     }
 
@@ -374,6 +501,73 @@ struct TimeOrderMerger<Record> {
     }
 }
 
+/// The records of a recording whose key (time) is below that of an earlier
+/// record in the file: a CPU's last batch of events written when recording
+/// ends, a ring drained after another's. The prepass takes them aside as it
+/// reads; what is left of the file is in time order as it stands, so the
+/// second read holds nothing but these (`TimeOrderMerger`) where it held
+/// every record after the first late one's time. A file with more than
+/// `limit` of them (badly out of order) is merged by chunks instead.
+struct LateRecords {
+    /// At most this many (about 6 MiB); more, and the merger buffers chunks.
+    static let limit = 1 << 17
+
+    enum Record {
+        case stream(StreamRecord)
+        case other(TraceRecord)
+    }
+
+    /// Keys, positions in the file and records, in file order.
+    private(set) var keys: [UInt64] = []
+    private(set) var positions: [Int] = []
+    private(set) var records: [Record] = []
+    /// False when not every late record was taken aside.
+    private(set) var isComplete = true
+
+    var count: Int { records.count }
+
+    mutating func add(_ record: StreamRecord, key: UInt64, position: Int) {
+        add(.stream(record), key: key, position: position)
+    }
+
+    mutating func add(_ record: TraceRecord, key: UInt64, position: Int) {
+        add(.other(record), key: key, position: position)
+    }
+
+    private mutating func add(_ record: Record, key: UInt64, position: Int) {
+        guard isComplete else { return }
+        guard records.count < LateRecords.limit else { return giveUp() }
+        keys.append(key)
+        positions.append(position)
+        records.append(record)
+    }
+
+    /// Not every late record could be taken aside: the merger buffers chunks.
+    mutating func giveUp() {
+        isComplete = false
+        keys = []
+        positions = []
+        records = []
+    }
+
+    /// Adds the late records of the part of the file right after this one's.
+    mutating func append(_ later: LateRecords) {
+        guard isComplete, later.isComplete, count + later.count <= LateRecords.limit else { return giveUp() }
+        keys += later.keys
+        positions += later.positions
+        records += later.records
+    }
+
+    /// Their indices in (key, position) order: the order they go out in.
+    func order() -> [Int32] {
+        var order = Array(0..<Int32(count))
+        keys.withUnsafeBufferPointer { k in
+            order.sort { a, b in k[Int(a)] != k[Int(b)] ? k[Int(a)] < k[Int(b)] : a < b }
+        }
+        return order
+    }
+}
+
 /// Holds the time-ordered records from each fault whose kernel class is still
 /// open (`KernelFaultFold`: until its thread's next fault or exit) until it is
 /// closed, and hands each record over with the kernel's verdict on it.
@@ -413,10 +607,17 @@ struct VerdictQueue {
         }
     }
     private(set) var fold = KernelFaultFold()
-    private var entries: [Entry] = []
-    /// Index in `entries` of the next record to hand over.
+    /// The entries held, in chunks of `chunkSize` (the first starting at `base`):
+    /// a chunk is freed once every entry in it went out, so the memory of the
+    /// records a parent's open fault held comes back as they are handed over,
+    /// instead of staying with the array while the model's batches fill.
+    private var chunks: [[Entry]] = []
+    private static let chunkShift = 12
+    private static var chunkSize: Int { 1 << chunkShift }
+    /// Entries held (from `base`), and the index of the next to hand over.
+    private var count = 0
     private var head = 0
-    /// Time-order position (resolves not counted) of `entries[0]`.
+    /// Time-order position (resolves not counted) of the first entry of `chunks[0]`.
     private var base = 0
     /// Records added, resolves not counted.
     private var added = 0
@@ -437,9 +638,9 @@ struct VerdictQueue {
         }
         if let closed { close(closed.index, closed.fault) }
         // Nothing open before it, and it opens nothing: straight through.
-        if !opens && entries.isEmpty { return apply(record, nil) }
-        if entries.isEmpty { base = position }
-        entries.append(Entry(record: record, open: opens))
+        if !opens && count == 0 { return apply(record, nil) }
+        if count == 0 { base = position }
+        append(Entry(record: record, open: opens))
         handOver(apply)
     }
 
@@ -450,28 +651,46 @@ struct VerdictQueue {
         handOver(apply)
     }
 
+    private mutating func append(_ entry: Entry) {
+        let c = count >> VerdictQueue.chunkShift
+        if c == chunks.count {
+            chunks.append([])
+            chunks[c].reserveCapacity(VerdictQueue.chunkSize)
+        }
+        chunks[c].append(entry)
+        count += 1
+    }
+
     private mutating func close(_ index: Int, _ f: ClassifiedFault?) {
         let i = index - base
+        let (c, j) = (i >> VerdictQueue.chunkShift, i & (VerdictQueue.chunkSize - 1))
         if let f {
-            entries[i].verdict = TraceReplayer.KernelVerdict(cls: ReplayClass(kernel: f.faultClass), inferred: f.inferred,
-                                                             resolvedAt: f.resolvedAt, overBy: f.overBy)
+            chunks[c][j].verdict = TraceReplayer.KernelVerdict(cls: ReplayClass(kernel: f.faultClass), inferred: f.inferred,
+                                                               resolvedAt: f.resolvedAt, overBy: f.overBy)
         }
-        entries[i].open = false
+        chunks[c][j].open = false
     }
 
     /// Hands over the records before the first still-open fault.
     private mutating func handOver(_ apply: Apply) {
-        while head < entries.count, !entries[head].open {
-            apply(entries[head].record, entries[head].verdict)
+        while head < count {
+            let (c, j) = (head >> VerdictQueue.chunkShift, head & (VerdictQueue.chunkSize - 1))
+            guard !chunks[c][j].open else { break }
+            apply(chunks[c][j].record, chunks[c][j].verdict)
             head += 1
+            if head == VerdictQueue.chunkSize && count > head {
+                // The first chunk went out: freed, the others move down.
+                chunks.removeFirst()
+                base += head
+                count -= head
+                head = 0
+            }
         }
-        if head == entries.count {
-            entries.removeAll(keepingCapacity: true)
-            head = 0
-        } else if head >= 4096 && head * 2 >= entries.count {
-            // Records handed over behind a fault still open: dropped once they are half the array.
-            entries.removeFirst(head)
-            base += head
+        if head == count {
+            // Empty: one chunk's storage kept for the next records held.
+            chunks.removeLast(max(0, chunks.count - 1))
+            if !chunks.isEmpty { chunks[0].removeAll(keepingCapacity: true) }
+            count = 0
             head = 0
         }
     }

@@ -5,6 +5,7 @@ import Foundation
 
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "demo",
         abstract: "Trace a built-in fork workload and explain what the numbers mean.",
         discussion: """
             A parent fills 64 MiB and reads 8 MiB (mapping the shared zero page), then forks. \

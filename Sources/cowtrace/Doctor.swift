@@ -3,6 +3,7 @@ import CowTraceKit
 
 struct Doctor: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "doctor",
         abstract: "Show what this kernel lets cowtrace attach to, and why each tier failed.",
         discussion: """
             Tries every attach tier in order (fentry, kprobe, tracepoint), loads and attaches \

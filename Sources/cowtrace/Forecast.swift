@@ -5,6 +5,7 @@ import Foundation
 
 struct Forecast: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
+        commandName: "forecast",
         abstract: "Forecast a fork of a running process: the peak it would reach and whom the OOM killer would choose.",
         discussion: """
             Reads the process's address space (/proc/PID/smaps and status) and the memory \

@@ -8,6 +8,7 @@ import Glibc
 
 struct Forks: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
+        commandName: "forks",
         abstract: "Show every fork as a tree, with what each one cost.",
         discussion: """
             For each fork of a traced process: the parent's time in the fork/clone syscall, \

@@ -7,6 +7,7 @@ import Glibc
 
 struct Record: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
+        commandName: "record",
         abstract: "Record every traced fault, fork, exec, exit, address-space change and OOM kill to a file.",
         discussion: """
             The file (format: docs/trace-format.md) is written in checksummed blocks, a \

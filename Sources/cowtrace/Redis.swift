@@ -10,6 +10,7 @@ import Glibc
 
 struct Redis: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
+        commandName: "redis",
         abstract: "Profile a Redis BGSAVE: what its fork really copied, next to Redis's own figures.",
         discussion: """
             Attaches to a running redis-server, waits for its next fork (or starts BGSAVE \

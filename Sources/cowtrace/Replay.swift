@@ -76,6 +76,7 @@ struct RecordingInput: ParsableArguments {
 
 struct Replay: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "replay",
         abstract: "Replay a recording through the simulated MMU and print the model's per-process table.",
         discussion: """
             Every fork, exec, exit, address-space change and page fault of the recording is \
@@ -108,6 +109,7 @@ struct Replay: ParsableCommand {
 
 struct Check: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
+        commandName: "check",
         abstract: "Compare the kernel's class of every recorded write-protect fault with the model's.",
         discussion: """
             Prints, per process and class, what the kernel counted and what the simulated MMU \

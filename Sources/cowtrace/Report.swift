@@ -6,6 +6,7 @@ import Foundation
 
 struct Report: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
+        commandName: "report",
         abstract: "Print the per-process totals of a recording, or write them as an HTML page with charts.",
         discussion: """
             The totals come from the recorded events alone (no model): each write-protect \

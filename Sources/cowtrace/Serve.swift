@@ -9,6 +9,7 @@ import Glibc
 
 struct Serve: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
+        commandName: "serve",
         abstract: "Serve per-process copy-on-write counts and histograms to Prometheus.",
         discussion: """
             Traces like `cowtrace stat` and serves what the kernel counted at \

@@ -6,6 +6,7 @@ import MMUSimScenario
 /// `cowtrace simulate`: run a fork/CoW/OOM scenario on the simulated MMU.
 struct Simulate: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
+        commandName: "simulate",
         abstract: "Run a copy-on-write scenario on a simulated Linux MMU: no BPF, no root, nothing forked for real.",
         discussion: """
             The simulator models x86-64 page tables, fork's write-protection, the fault \

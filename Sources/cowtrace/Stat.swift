@@ -9,6 +9,7 @@ import Glibc
 
 struct Stat: ParsableCommand, OptionChecks {
     static let configuration = CommandConfiguration(
+        commandName: "stat",
         abstract: "Print per-process copy-on-write counts, every interval.",
         discussion: """
             Counts are totals since cowtrace started, kept exactly in the kernel. COPIES are \

@@ -11,6 +11,7 @@
 //
 // Hidden: --write-seeds DIR writes the fuzz seed corpus (small valid files
 // plus truncated and bit-flipped variants) and exits.
+import CCRC32
 import CowTraceFormat
 import Foundation
 
@@ -249,6 +250,16 @@ do {
         try TraceFileReader.forEachRecord(path: path) { r in if case .fault(let f) = r { sink &+= f.address } }
     }
     let fileArrayTime = try best(rounds) { _ = try TraceFileReader.read(path: path).records.count }
+    // The checksum alone over the file's bytes: what every block costs the recorder and the readers.
+    var crcs: (UInt32, UInt32) = (0, 0)
+    let (crcTime, zlibTime) = try data.withUnsafeBytes { buffer in
+        (try best(rounds) { crcs.0 = ccrc32(0, buffer.baseAddress, buffer.count) },
+         try best(rounds) { crcs.1 = ccrc32_zlib(0, buffer.baseAddress, buffer.count) })
+    }
+    guard crcs.0 == crcs.1 else {
+        print("error: checksum \(crcs.0) differs from zlib's \(crcs.1)")
+        exit(1)
+    }
     guard streamed == records.count, arrayCount == records.count else {
         print("error: decoded \(streamed) / \(arrayCount) records, wrote \(records.count)")
         exit(1)
@@ -266,6 +277,7 @@ do {
     print("decode, to array   \(rate(arrayTime))")
     print("decode, file       \(rate(fileStreamTime)) streaming")
     print("decode, file       \(rate(fileArrayTime)) to array")
+    print("checksum           \(f(Double(bytes) / crcTime.wall / 1e9, 2)) GB/s (\(ccrc32_uses_clmul() == 1 ? "carry-less multiply" : "zlib")), zlib's \(f(Double(bytes) / zlibTime.wall / 1e9, 2)) GB/s")
     print("(best of \(rounds) rounds; decode from memory unless \"file\": read(path:) / forEachRecord(path:) through the page cache)")
     if sink == 42 { print("") }   // keeps the decoded values alive
     try? FileManager.default.removeItem(atPath: path)

@@ -6,6 +6,13 @@ import XCTest
 /// The one fault-class type against the C source of truth (bpf/cowtrace.h,
 /// enum cowtrace_fault_class), which the BPF programs send.
 final class FaultClassTests: XCTestCase {
+    /// The decoder's inlined switch (`fromRawValue`) is the synthesized `init(rawValue:)` for every byte.
+    func testFromRawValueIsInitRawValueForEveryByte() {
+        for raw in 0...255 {
+            XCTAssertEqual(FaultClass.fromRawValue(UInt8(raw)), FaultClass(rawValue: UInt8(raw)), "byte \(raw)")
+        }
+    }
+
     func testKernelClassesHaveTheCHeadersValues() {
         let header: [(FaultClass, cowtrace_fault_class)] = [
             (.unresolved, COWTRACE_CLASS_UNRESOLVED), (.copy, COWTRACE_CLASS_COPY), (.reuse, COWTRACE_CLASS_REUSE),

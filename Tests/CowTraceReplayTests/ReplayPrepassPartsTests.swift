@@ -46,6 +46,23 @@ final class ReplayPrepassPartsTests: XCTestCase {
         }
     }
 
+    /// A batch of faults written at the end (a CPU's last, as the recorder does):
+    /// the later half takes it aside, and the join keeps it.
+    func testALateBatchAtTheEndIsTakenAsideByTheLaterHalf() throws {
+        let b = trace()
+        var records = b.records
+        let batch = Array(records[1000..<1064])
+        records.removeSubrange(1000..<1064)
+        records.insert(contentsOf: batch, at: records.count - 1)
+        let path = try write(records, b)
+        try assertJoinedIsWhole(path, records, b)
+        var checksums = BlockChecksums()
+        let (joined, _) = try ReplayPrepass.read(path: path, salvage: false, checksums: &checksums)
+        XCTAssertTrue(joined.late.isComplete)
+        XCTAssertEqual(joined.late.count, 64)
+        XCTAssertFalse(joined.inOrder)
+    }
+
     /// A cut in a run of records without a time (here mappings, as a snapshot's):
     /// the later half's first records take the earlier half's last time, as in a
     /// whole read, so an in-order file stays in order and no chunk's minimum drops to 0.
@@ -81,6 +98,11 @@ final class ReplayPrepassPartsTests: XCTestCase {
         XCTAssertEqual(joined.chunkMinimum, whole.chunkMinimum, file: file, line: line)
         XCTAssertEqual(joined.inOrder, whole.inOrder, file: file, line: line)
         XCTAssertEqual(joined.gapTimes, whole.gapTimes, file: file, line: line)
+        // The late records the halves took aside are the whole read's, or the join gave up (chunks are merged then).
+        if joined.late.isComplete {
+            XCTAssertEqual(joined.late.positions, whole.late.positions, file: file, line: line)
+            XCTAssertEqual(joined.late.keys, whole.late.keys, file: file, line: line)
+        }
         XCTAssertTrue(checksums.complete, file: file, line: line)
 
         let expected = try TraceReplayer(header: b.header).replay(records)
