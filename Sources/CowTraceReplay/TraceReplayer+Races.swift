@@ -50,8 +50,8 @@ extension TraceReplayer {
             var fault: FrameFault
             /// The frame's previous fault (index in `entries`), -1 for none.
             var older: Int32
-            /// The frame (its slot in `latest`): compaction finds the heads to move from the faults.
-            var frame: Int32
+            /// The frame's slot in `latest`: compaction finds the heads to move from the faults.
+            var slot: Int32
         }
         private var latest = FrameHeads()
         private var entries: [Entry] = []
@@ -62,25 +62,29 @@ extension TraceReplayer {
         private static let minimumInterval = 1 << 12
 
         /// Logs `fault` on `frame`; returns its handle (for `setDisagreement`)
-        /// and the earlier faults of other processes on the frame that overlap it.
-        mutating func add(_ fault: FrameFault, on frame: Int) -> (handle: Int, overlapping: [FrameFault]) {
+        /// and the earlier faults of other processes on the frame that overlap
+        /// it, nil for none (no array to retain and release per fault).
+        mutating func add(_ fault: FrameFault, on frame: Int) -> (handle: Int, overlapping: [FrameFault]?) {
             if entries.count >= compactAt { compact(now: fault.start) }
             let slot = latest.slot(frame)
             var first: Int32 = -1, last: Int32 = -1
-            var overlapping: [FrameFault] = []
+            var overlapping: [FrameFault]? = nil
             var i = latest[slot]
             while i >= 0 {
                 let e = entries[Int(i)]
                 if e.fault.end >= fault.start {
                     if last < 0 { first = i } else { entries[Int(last)].older = i }
                     last = i
-                    if e.fault.pid != fault.pid { overlapping.append(e.fault) }
+                    if e.fault.pid != fault.pid {
+                        if overlapping == nil { overlapping = [] }
+                        overlapping!.append(e.fault)
+                    }
                 }
                 i = e.older
             }
             if last >= 0 { entries[Int(last)].older = -1 }
             let handle = entries.count
-            entries.append(Entry(fault: fault, older: first, frame: Int32(truncatingIfNeeded: slot)))
+            entries.append(Entry(fault: fault, older: first, slot: Int32(truncatingIfNeeded: slot)))
             latest[slot] = Int32(handle)
             return (handle, overlapping)
         }
@@ -103,8 +107,8 @@ extension TraceReplayer {
             // Links skip the faults that are over (their own links are read, never changed, here),
             // and so do the heads (each moves to a fault before it, already visited).
             for i in entries.indices {
-                let frame = Int(entries[i].frame)
-                if latest[frame] == Int32(i) { latest[frame] = live(Int32(i)) }
+                let slot = Int(entries[i].slot)
+                if latest[slot] == Int32(i) { latest[slot] = live(Int32(i)) }
                 if entries[i].fault.end >= now { entries[i].older = live(entries[i].older) }
             }
             // Then the faults kept move down, in order, and links and heads follow them
@@ -113,8 +117,8 @@ extension TraceReplayer {
             var kept = 0
             for i in entries.indices where entries[i].fault.end >= now {
                 moved[i] = Int32(kept)
-                let frame = Int(entries[i].frame)
-                if latest[frame] == Int32(i) { latest[frame] = Int32(kept) }
+                let slot = Int(entries[i].slot)
+                if latest[slot] == Int32(i) { latest[slot] = Int32(kept) }
                 entries[kept] = entries[i]
                 kept += 1
             }
@@ -129,32 +133,37 @@ extension TraceReplayer {
     /// pages): no hashing and no probing on the fault path. In chunks of 1024
     /// frames (4 KiB), each made when a frame in it is first faulted on: 4
     /// bytes a frame where faults happen, nothing where none does (a process
-    /// found running maps many frames it never write-faults).
+    /// found running maps many frames it never write-faults). The chunks lie
+    /// one after the other in one array, in the order made, found through a
+    /// directory: a head is read or set with one array access, not two.
     struct FrameHeads {
         static let chunkShift = 10
         static let chunkMask = (1 << chunkShift) - 1
-        /// Per chunk of frames, the head of each frame's chain (-1: none); empty: no chunk yet.
-        private var chunks: [[Int32]] = []
+        /// Per chunk of frames, where its heads start in `heads`, plus one; 0: no chunk yet.
+        private var directory: [Int32] = []
+        /// The head of each frame's chain (-1: none), chunk after chunk.
+        private var heads: [Int32] = []
 
-        /// The slot of `frame` (its number), its chunk made when it has none.
+        /// The slot of `frame` in `heads`, its chunk made when it has none.
         @inline(__always)
         mutating func slot(_ frame: Int) -> Int {
             let c = frame >> FrameHeads.chunkShift
-            if c >= chunks.count || chunks[c].isEmpty { makeChunk(c, frame) }
-            return frame
+            if c >= directory.count || directory[c] == 0 { makeChunk(c, frame) }
+            return Int(directory[c] &- 1) << FrameHeads.chunkShift | frame & FrameHeads.chunkMask
         }
 
         /// The head of the chain in `slot` (from `slot`), -1 for none.
         subscript(slot: Int) -> Int32 {
-            @inline(__always) get { chunks[slot >> FrameHeads.chunkShift][slot & FrameHeads.chunkMask] }
-            @inline(__always) set { chunks[slot >> FrameHeads.chunkShift][slot & FrameHeads.chunkMask] = newValue }
+            @inline(__always) get { heads[slot] }
+            @inline(__always) set { heads[slot] = newValue }
         }
 
         @inline(never)
         private mutating func makeChunk(_ c: Int, _ frame: Int) {
             precondition(frame >= 0, "negative frame number")
-            if c >= chunks.count { chunks.append(contentsOf: repeatElement([], count: c + 1 - chunks.count)) }
-            chunks[c] = [Int32](repeating: -1, count: 1 << FrameHeads.chunkShift)
+            if c >= directory.count { directory.append(contentsOf: repeatElement(0, count: c + 1 - directory.count)) }
+            directory[c] = Int32(heads.count >> FrameHeads.chunkShift) + 1
+            heads.append(contentsOf: repeatElement(-1, count: 1 << FrameHeads.chunkShift))
         }
     }
 

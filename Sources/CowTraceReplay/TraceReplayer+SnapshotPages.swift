@@ -20,6 +20,10 @@ extension TraceReplayer {
         /// The pids with a chunk, while they are few (most faults are of
         /// processes forked since, with none: no hashing for them); nil once many.
         private var fewPids: [Int32]? = []
+        /// The chunk `remove` last looked up and its first word (-1: none):
+        /// first touches come in runs through one chunk. `insert` forgets it.
+        private var lastKey = ChunkKey(pid: -1, chunk: .max)
+        private var lastBase = -1
 
         var isEmpty: Bool { chunks.isEmpty }
 
@@ -28,6 +32,7 @@ extension TraceReplayer {
                 fewPids = few.count < 8 ? few + [pid] : nil
             }
             let key = ChunkKey(pid: pid, chunk: page >> 21)
+            lastKey = ChunkKey(pid: -1, chunk: .max)
             let base: Int
             if let b = chunks[key] {
                 base = b
@@ -43,8 +48,14 @@ extension TraceReplayer {
         /// Removes the pair; returns whether it was in the set.
         @inline(__always)
         mutating func remove(pid: Int32, page: UInt64) -> Bool {
-            guard !chunks.isEmpty, fewPids?.contains(pid) ?? true,
-                  let base = chunks[ChunkKey(pid: pid, chunk: page >> 21)] else { return false }
+            guard !chunks.isEmpty, fewPids?.contains(pid) ?? true else { return false }
+            let key = ChunkKey(pid: pid, chunk: page >> 21)
+            if key != lastKey {
+                lastKey = key
+                lastBase = chunks[key] ?? -1
+            }
+            let base = lastBase
+            guard base >= 0 else { return false }
             let bit = Int((page >> 12) & 511)
             let mask: UInt64 = 1 << UInt64(bit & 63)
             guard words[base + bit >> 6] & mask != 0 else { return false }

@@ -33,7 +33,13 @@ public final class TraceReplayer {
     // Per-pid bookkeeping next to the model.
     struct PidState {
         /// Pages whose VMA the replay made up (each a one-page VMA).
-        var implicitPages: Set<UInt64> = []
+        var implicitPages: Set<UInt64> = [] {
+            didSet { fewImplicitPages = implicitPages.count <= 8 ? Array(implicitPages) : nil }
+        }
+        /// `implicitPages` in an array while they are few (nil once many):
+        /// a process has a few such pages at most, usually, and they are
+        /// looked for at every write-protect fault.
+        private(set) var fewImplicitPages: [UInt64]? = []
         /// The /proc/PID/maps lines recorded at start (inherited by fork, dropped by exec).
         var recordedMaps: [MappingRecord] = []
         /// Whether the model's start_brk is the real one.
@@ -42,10 +48,10 @@ public final class TraceReplayer {
         var memorySince: UInt64 = 0
 
         /// `implicitPages.contains(page)`; mutating so that `isImplicitPage` reads it in place.
-        /// A process has a few such pages at most, usually: compared one by one,
-        /// which costs less than hashing the page (once per write-protect fault).
+        /// While the pages are few they are compared one by one in their
+        /// array, which costs less than hashing the page or walking the set.
         mutating func hasImplicitPage(_ page: UInt64) -> Bool {
-            implicitPages.count <= 8 ? implicitPages.contains { $0 == page } : implicitPages.contains(page)
+            fewImplicitPages?.contains(page) ?? implicitPages.contains(page)
         }
     }
 
@@ -219,9 +225,9 @@ public final class TraceReplayer {
 
     func replayFault(_ f: CowTraceFormat.FaultRecord, verdict: KernelVerdict?) {
         let pid = f.pid
-        guard ensureProcess(pid) else { return }
         let page = f.address & ~UInt64(4095)
         if f.kind != .writeProtect {
+            guard ensureProcess(pid) else { return }
             stats.firstTouchFaults += 1
             withProcessRow(pid) { $0.firstTouchFaults += 1 }
             if machine.vma(pid, containing: page) == nil {
@@ -247,6 +253,15 @@ public final class TraceReplayer {
             return
         }
 
+        // The VMA and the entry in one lookup (the fault's site), which also
+        // says whether the process is alive (else it is adopted, and the site
+        // found again). The entry is read again when the page was changed
+        // since, and the fault then finds its site again.
+        var site = machine.faultSite(pid, containing: page)
+        if !site.processIsAlive {
+            guard ensureProcess(pid) else { return }
+            site = machine.faultSite(pid, containing: page)
+        }
         stats.writeProtectFaults += 1
         let fromSnapshot = snapshotPages.remove(pid: pid, page: page)
         let kernel = verdict ?? KernelVerdict(cls: .reuse, inferred: true)
@@ -254,9 +269,6 @@ public final class TraceReplayer {
             : max(lastSeen[PageKey(pid: pid, page: page)] ?? 0, pidState[pid]?.memorySince ?? 0)
         var hints: Hints = []
 
-        // The VMA and the entry in one lookup (the fault's site); the entry is
-        // read again when the page was changed since, and the fault then finds its site again.
-        let site = machine.faultSite(pid, containing: page)
         var vma = site.vma
         var entryChanged = false
         if vma == nil {
@@ -299,7 +311,8 @@ public final class TraceReplayer {
             frameFaults.add(FrameFault(pid: pid, start: f.time, end: TraceReplayer.faultEnd(start: f.time, kernel),
                                        kernel: kernel.cls, disagreement: nil), on: $0)
         }
-        let racing = logged?.overlapping ?? []
+        // nil for none (most faults): no array to retain and release.
+        let racing = logged?.overlapping ?? nil
 
         var outcome: FaultClass? = nil
         var onHugePMD = false
@@ -329,14 +342,14 @@ public final class TraceReplayer {
             agreed = true
             tierLimited = true
         } else {
-            if copyOrReuse, !racing.isEmpty { hints.insert(.concurrentFault) }
+            if copyOrReuse, racing != nil { hints.insert(.concurrentFault) }
             if kernel.cls == .copy, model == .reuse, let frame,
                sharerStillExiting(frame: frame, page: page, pid: pid, time: f.time) {
                 hints.insert(.sharerExiting)
             }
             // Both sharers copied: one of the copies was not needed.
             let wasted = kernel.cls == .copy && model == .reuse
-                && (racing.isEmpty || racing.contains { $0.kernel == .copy })
+                && (racing?.contains { $0.kernel == .copy } ?? true)
             let reason = disagreementReason(hints: hints, since: since, now: f.time, kernel: kernel.cls,
                                             model: model, outcome: outcome, onHugePMD: onHugePMD, vma: vma)
             disagreement = disagreements.count
@@ -349,7 +362,7 @@ public final class TraceReplayer {
         if let frame, kernel.cls == .reuse, !exitedSharers.isEmpty { noteReuseAfterExit(frame: frame) }
         // The earlier sharer's disagreement (it reused, or copied, where the
         // model says otherwise) is legal too once this fault overlaps it.
-        if kernel.cls == .copy || kernel.cls == .reuse {
+        if kernel.cls == .copy || kernel.cls == .reuse, let racing {
             for earlier in racing { if let i = earlier.disagreement { excuseRace(i) } }
         }
         if let disagreement, let logged { frameFaults.setDisagreement(disagreement, handle: logged.handle) }

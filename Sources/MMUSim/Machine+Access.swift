@@ -92,6 +92,8 @@ extension Machine {
         public let vma: VMArea?
         /// The entry found at the page (a huge PMD's for a huge page); nil when the slot is empty or has no table.
         public let entry: PageTableEntry?
+        /// The process exists and is alive (`isAlive(pid)`).
+        public let processIsAlive: Bool
         let pid: Int32
         /// The page-aligned address.
         let address: UInt64
@@ -107,7 +109,9 @@ extension Machine {
     public func faultSite(_ pid: Int32, containing address: UInt64) -> FaultSite {
         let page = Paging.pageAlignDown(address)
         guard let i = taskIndex[pid], let mm = tasks[i].mm.map(Unmanaged.passUnretained) else {
-            return FaultSite(vma: nil, entry: nil, pid: pid, address: page, task: nil, mm: nil, vmaIndex: 0, pte: nil)
+            let alive = taskIndex[pid].map { tasks[$0].alive } ?? false
+            return FaultSite(vma: nil, entry: nil, processIsAlive: alive, pid: pid, address: page, task: nil, mm: nil,
+                             vmaIndex: 0, pte: nil)
         }
         let alive = tasks[i].alive
         let task = Unmanaged.passUnretained(tasks[i])
@@ -116,11 +120,11 @@ extension Machine {
             let vmaIndex = alive ? m.findVMA(page) : nil
             let vma = vmaIndex.map { m.vmas[$0] }
             guard let slot = m.pageTable.walk(page, allocate: false), slot.pointee != 0 else {
-                return FaultSite(vma: vma, entry: nil, pid: pid, address: page, task: task, mm: mm,
+                return FaultSite(vma: vma, entry: nil, processIsAlive: alive, pid: pid, address: page, task: task, mm: mm,
                                  vmaIndex: vmaIndex ?? 0, pte: nil)
             }
             let entry = slot.pointee
-            return FaultSite(vma: vma, entry: PageTableEntry(rawValue: entry), pid: pid, address: page,
+            return FaultSite(vma: vma, entry: PageTableEntry(rawValue: entry), processIsAlive: alive, pid: pid, address: page,
                              task: alive ? task : nil, mm: mm, vmaIndex: vmaIndex ?? 0,
                              pte: entry & PageTableEntry.huge == 0 ? slot : nil)
         }
@@ -160,6 +164,7 @@ extension Machine {
         let now = faultSite(site.pid, containing: site.address)
         return now.task?.toOpaque() == site.task?.toOpaque() && now.mm?.toOpaque() == site.mm?.toOpaque()
             && now.vma == site.vma && now.vmaIndex == site.vmaIndex && now.pte == site.pte
+            && now.processIsAlive == site.processIsAlive
     }
 
     /// Reads the page's content word (one 64-bit word per page in this model).

@@ -74,7 +74,7 @@ final class FrameFaultLogTests: XCTestCase {
                               end: start + UInt64.random(in: 0...(n % 2 == 0 ? 40 : 400), using: &rng), kernel: .copy, disagreement: n)
             all[frame]?.removeAll { $0.end < start }
             let expected = (all[frame] ?? []).filter { $0.pid != fault.pid }.map(\.disagreement)
-            let got = log.add(fault, on: frame).overlapping.map(\.disagreement)
+            let got = (log.add(fault, on: frame).overlapping ?? []).map(\.disagreement)
             XCTAssertEqual(got.sorted { $0! < $1! }, expected.sorted { $0! < $1! }, "fault \(n)")
             if got.count != expected.count { return }
             all[frame, default: []].append(fault)

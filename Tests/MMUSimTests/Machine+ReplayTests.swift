@@ -274,6 +274,7 @@ final class MachineReplayTests: XCTestCase {
                 let site = bySite.faultSite(pid, containing: a + 8)
                 XCTAssertEqual(site.vma, byPid.vma(pid, containing: a), "at \(hex(a))")
                 XCTAssertEqual(site.entry, byPid.pageTableEntry(pid, a), "at \(hex(a))")
+                XCTAssertEqual(site.processIsAlive, byPid.isAlive(pid), "at \(hex(a))")
                 let full = Result { try byPid.fault(pid, at: a + 8, write: write) }
                 let atSite = Result { try bySite.fault(at: site, write: write) }
                 XCTAssertEqual(try? atSite.get(), try? full.get(), "write \(write) at \(hex(a))")
