@@ -75,8 +75,12 @@ public final class ReplayFeed: TraceRecordVisitor {
     private var merger: TimeOrderMerger<StreamRecord>
     private(set) var queue = VerdictQueue()
     private var others = OtherRecords()
-    /// Unowned: `replay(_:visiting:)` holds the worker for as long as the feed is fed (no retain per record).
-    private unowned(unsafe) let worker: ModelWorker
+    /// Unretained: `replay(_:visiting:)` holds the worker for as long as the feed is fed.
+    private let worker: Unmanaged<ModelWorker>
+    /// This feed, unretained, for the merger's and the queue's closures: a closure
+    /// capturing `self`, even unowned, retained and released it per record
+    /// (a third of the reading thread's reference counting).
+    private var unretained: Unmanaged<ReplayFeed> { Unmanaged.passUnretained(self) }
 
     init(_ prepass: ReplayPrepass, _ worker: ModelWorker) {
         var others = OtherRecords()
@@ -87,15 +91,17 @@ public final class ReplayFeed: TraceRecordVisitor {
             }
         }
         self.others = others
-        self.worker = worker
+        self.worker = Unmanaged.passUnretained(worker)
     }
 
     public func visit(fault f: FaultRecord) {
-        merger.add(StreamRecord(fault: f), time: f.time) { [unowned(unsafe) self] in self.enqueue($0) }
+        let me = unretained
+        merger.add(StreamRecord(fault: f), time: f.time) { r in me._withUnsafeGuaranteedRef { $0.enqueue(r) } }
     }
 
     public func visit(resolve r: ResolveRecord) {
-        merger.add(StreamRecord(resolve: r), time: r.time) { [unowned(unsafe) self] in self.enqueue($0) }
+        let me = unretained
+        merger.add(StreamRecord(resolve: r), time: r.time) { r in me._withUnsafeGuaranteedRef { $0.enqueue(r) } }
     }
 
     public func visit(_ record: TraceRecord) {
@@ -105,27 +111,33 @@ public final class ReplayFeed: TraceRecordVisitor {
         default:
             // Taken aside by the prepass (`LateRecords`): it was handed over in its place in time.
             if merger.nextIsTakenAside { return merger.skipTakenAside(time: record.time) }
-            merger.add(StreamRecord(other: others.add(record)), time: record.time) { [unowned(unsafe) self] in self.enqueue($0) }
+            let me = unretained
+            merger.add(StreamRecord(other: others.add(record)), time: record.time) { r in me._withUnsafeGuaranteedRef { $0.enqueue(r) } }
         }
     }
 
     func finish() {
-        merger.finish { [unowned(unsafe) self] in self.enqueue($0) }
-        queue.finish { [unowned(unsafe) self] in self.handOver($0, $1) }
+        let me = unretained
+        merger.finish { r in me._withUnsafeGuaranteedRef { $0.enqueue(r) } }
+        queue.finish { r, v in me._withUnsafeGuaranteedRef { $0.handOver(r, v) } }
     }
 
     @inline(__always)
     private func enqueue(_ record: StreamRecord) {
-        queue.add(record, other: record.kind == .other ? others.peek(record.otherNumber) : nil) { [unowned(unsafe) self] in self.handOver($0, $1) }
+        let me = unretained
+        queue.add(record, other: record.kind == .other ? others.peek(record.otherNumber) : nil) { r, v in
+            me._withUnsafeGuaranteedRef { $0.handOver(r, v) }
+        }
     }
 
     @inline(__always)
     private func handOver(_ record: StreamRecord, _ verdict: TraceReplayer.KernelVerdict?) {
         let step = ReplayStep(record: record, verdict: verdict)
         if record.kind == .other {
-            worker.send(step, other: others.take(record.otherNumber))
+            let other = others.take(record.otherNumber)
+            worker._withUnsafeGuaranteedRef { $0.send(step, other: other) }
         } else {
-            worker.send(step)
+            worker._withUnsafeGuaranteedRef { $0.send(step) }
         }
     }
 }
