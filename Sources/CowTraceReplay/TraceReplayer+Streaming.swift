@@ -96,12 +96,23 @@ public final class ReplayFeed: TraceRecordVisitor {
 
     public func visit(fault f: FaultRecord) {
         let me = unretained
-        merger.add(StreamRecord(fault: f), time: f.time) { r in me._withUnsafeGuaranteedRef { $0.enqueue(r) } }
+        let emit = { (r: StreamRecord) in me._withUnsafeGuaranteedRef { $0.enqueue(r) } }
+        switch merger.pass(time: f.time, emit) {
+        case .straight: enqueue(StreamRecord(fault: f))
+        case .takenAside: return
+        case .merge: merger.add(StreamRecord(fault: f), time: f.time, emit)
+        }
     }
 
     public func visit(resolve r: ResolveRecord) {
         let me = unretained
-        merger.add(StreamRecord(resolve: r), time: r.time) { r in me._withUnsafeGuaranteedRef { $0.enqueue(r) } }
+        let emit = { (r: StreamRecord) in me._withUnsafeGuaranteedRef { $0.enqueue(r) } }
+        switch merger.pass(time: r.time, emit) {
+        // A resolve only re-classifies its thread's open fault (`VerdictQueue.add`).
+        case .straight: queue.add(resolve: r)
+        case .takenAside: return
+        case .merge: merger.add(StreamRecord(resolve: r), time: r.time, emit)
+        }
     }
 
     public func visit(_ record: TraceRecord) {
@@ -453,6 +464,38 @@ struct TimeOrderMerger<Record> {
         takenAsideNext += 1
     }
 
+    /// Where the next record goes (`pass`).
+    enum Passage {
+        /// Out now, by the caller: the late records due before it went out first.
+        case straight
+        /// Taken aside by the prepass: skipped here, it went out in its place in time.
+        case takenAside
+        /// To the chunk merger: the caller `add`s it.
+        case merge
+    }
+
+    /// Counts the next record, with time `time`, for a caller that hands it
+    /// over itself when it can (a record need not be made for the merger).
+    /// Nothing is counted when it answers `.merge`.
+    @inline(__always)
+    mutating func pass(time: UInt64, _ emit: (Record) -> Void) -> Passage {
+        if inOrder { return .straight }
+        guard mergesLate else { return .merge }
+        lastKey = time
+        let position = index
+        index += 1
+        if takenAsideNext < takenAside.count && takenAside[takenAsideNext] == position {
+            takenAsideNext += 1
+            return .takenAside
+        }
+        while lateNext < lateKeys.count
+                && (lateKeys[lateNext] < lastKey || (lateKeys[lateNext] == lastKey && latePositions[lateNext] < position)) {
+            emit(lateRecords[lateNext])
+            lateNext += 1
+        }
+        return .straight
+    }
+
     /// Adds a record with time `time` (nil: none, it keeps the time of the one before it).
     @inline(__always)
     mutating func add(_ record: Record, time: UInt64?, _ emit: (Record) -> Void) {
@@ -671,6 +714,12 @@ struct VerdictQueue {
     private var base = 0
     /// Records added, resolves not counted.
     private var added = 0
+
+    /// Adds a resolve: it only re-classifies its thread's open fault, nothing to replay, nor to hold.
+    @inline(__always)
+    mutating func add(resolve r: ResolveRecord) {
+        fold.feed(resolve: r)
+    }
 
     /// Adds a record; `other`: the record itself when it is neither fault nor resolve.
     mutating func add(_ record: StreamRecord, other: TraceRecord?, _ apply: Apply) {
