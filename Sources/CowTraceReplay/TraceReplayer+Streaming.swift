@@ -120,10 +120,14 @@ public final class ReplayFeed: TraceRecordVisitor {
         case .fault(let f): visit(fault: f)
         case .resolve(let r): visit(resolve: r)
         default:
-            // Taken aside by the prepass (`LateRecords`): it was handed over in its place in time.
-            if merger.nextIsTakenAside { return merger.skipTakenAside(time: record.time) }
             let me = unretained
-            merger.add(StreamRecord(other: others.add(record)), time: record.time) { r in me._withUnsafeGuaranteedRef { $0.enqueue(r) } }
+            let emit = { (r: StreamRecord) in me._withUnsafeGuaranteedRef { $0.enqueue(r) } }
+            // Stored only when it goes on: one taken aside by the prepass (`LateRecords`) went out in its place in time.
+            switch merger.pass(time: record.time, emit) {
+            case .straight: enqueue(StreamRecord(other: others.add(record)))
+            case .takenAside: return
+            case .merge: merger.add(StreamRecord(other: others.add(record)), time: record.time, emit)
+            }
         }
     }
 
@@ -451,19 +455,6 @@ struct TimeOrderMerger<Record> {
         laterMinimum = minimum
     }
 
-    /// Whether the next record `add` would get was taken aside by the prepass:
-    /// it is to be skipped (`skipTakenAside`), not added.
-    var nextIsTakenAside: Bool {
-        mergesLate && takenAsideNext < takenAside.count && takenAside[takenAsideNext] == index
-    }
-
-    /// Skips the next record, one taken aside (`nextIsTakenAside`), with time `time`.
-    mutating func skipTakenAside(time: UInt64?) {
-        if let t = time { lastKey = t }
-        index += 1
-        takenAsideNext += 1
-    }
-
     /// Where the next record goes (`pass`).
     enum Passage {
         /// Out now, by the caller: the late records due before it went out first.
@@ -478,10 +469,10 @@ struct TimeOrderMerger<Record> {
     /// over itself when it can (a record need not be made for the merger).
     /// Nothing is counted when it answers `.merge`.
     @inline(__always)
-    mutating func pass(time: UInt64, _ emit: (Record) -> Void) -> Passage {
+    mutating func pass(time: UInt64?, _ emit: (Record) -> Void) -> Passage {
         if inOrder { return .straight }
         guard mergesLate else { return .merge }
-        lastKey = time
+        if let t = time { lastKey = t }
         let position = index
         index += 1
         if takenAsideNext < takenAside.count && takenAside[takenAsideNext] == position {
@@ -497,25 +488,15 @@ struct TimeOrderMerger<Record> {
     }
 
     /// Adds a record with time `time` (nil: none, it keeps the time of the one before it).
+    /// A record taken aside by the prepass is skipped: it went out in its place in time.
     @inline(__always)
     mutating func add(_ record: Record, time: UInt64?, _ emit: (Record) -> Void) {
-        guard !inOrder else { return emit(record) }
-        if let t = time { lastKey = t }
-        if mergesLate {
-            // The late records go out in their place in time, from the list.
-            let position = index
-            index += 1
-            if takenAsideNext < takenAside.count && takenAside[takenAsideNext] == position {
-                takenAsideNext += 1
-                return
-            }
-            while lateNext < lateKeys.count
-                    && (lateKeys[lateNext] < lastKey || (lateKeys[lateNext] == lastKey && latePositions[lateNext] < position)) {
-                emit(lateRecords[lateNext])
-                lateNext += 1
-            }
-            return emit(record)
+        switch pass(time: time, emit) {
+        case .straight: return emit(record)
+        case .takenAside: return
+        case .merge: break
         }
+        if let t = time { lastKey = t }
         keys.append(lastKey)
         records.append(record)
         index += 1
@@ -618,14 +599,6 @@ struct LateRecords {
     private(set) var isComplete = true
 
     var count: Int { records.count }
-
-    mutating func add(_ record: StreamRecord, key: UInt64, position: Int) {
-        add(.stream(record), key: key, position: position)
-    }
-
-    mutating func add(_ record: TraceRecord, key: UInt64, position: Int) {
-        add(.other(record), key: key, position: position)
-    }
 
     mutating func add(_ record: Record, key: UInt64, position: Int) {
         guard isComplete else { return }
