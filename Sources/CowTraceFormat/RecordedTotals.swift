@@ -80,6 +80,7 @@ public struct ClassifiedFault: Equatable, Sendable {
     /// When its thread was next seen doing something else (a fault, an
     /// address-space syscall, exec, exit): the fault was over by then.
     public var overBy: UInt64?
+    @inlinable
     public init(time: UInt64, pid: Int32, tid: Int32, address: UInt64, ip: UInt64,
                 faultClass: RecordedFaultClass, inferred: Bool, firstTouch: Bool = false,
                 index: Int = -1, resolvedAt: UInt64? = nil, overBy: UInt64? = nil) {
@@ -466,24 +467,35 @@ func log2Bucket(_ v: UInt64) -> Int { v < 2 ? 0 : 63 - v.leadingZeroBitCount }
 ///   kernel's counters count it.
 /// - Faults still open at the end are settled in fault-time order.
 public struct KernelFaultFold {
-    private struct Pending {
-        var fault: FaultRecord
-        var index: Int
-        var resolved: RecordedFaultClass?
-        var resolvedAt: UInt64?
+    @usableFromInline struct Pending {
+        @usableFromInline var fault: FaultRecord
+        @usableFromInline var index: Int
+        @usableFromInline var resolved: RecordedFaultClass?
+        @usableFromInline var resolvedAt: UInt64?
         /// The thread's first address-space syscall, exec or exit after the fault.
-        var over: UInt64?
+        @usableFromInline var over: UInt64?
+
+        @inlinable init(fault: FaultRecord, index: Int) {
+            self.fault = fault
+            self.index = index
+        }
     }
+    // The per-record paths (feed(fault:), feed(resolve:), settle) are inlinable:
+    // the replay's reading thread folds about a million records, and a call
+    // with a ClassifiedFault copied through it per fault was 15 % of that thread.
     /// The open fault of each thread, by tid (no hashing: one per fault record).
-    private var pending = PidTable<Pending>()
+    @usableFromInline var pending = PidTable<Pending>()
     /// Resolve records with no open fault of their thread.
-    public private(set) var unmatchedResolves: UInt64 = 0
+    public var unmatchedResolves: UInt64 { unmatched }
+    @usableFromInline var unmatched: UInt64 = 0
     /// Resolve records seen.
-    public private(set) var resolves: UInt64 = 0
+    public var resolves: UInt64 { resolvesSeen }
+    @usableFromInline var resolvesSeen: UInt64 = 0
 
     public init() {}
 
-    private static func settle(_ p: Pending, at next: UInt64?) -> ClassifiedFault? {
+    @inlinable @inline(__always)
+    static func settle(_ p: Pending, at next: UInt64?) -> ClassifiedFault? {
         let f = p.fault
         let overBy: UInt64? = switch (next, p.over) {
         case let (a?, b?): min(a, b)
@@ -542,6 +554,7 @@ public struct KernelFaultFold {
     }
 
     /// `feed(.fault(f), at: index, closed: closed)`, for a caller that holds the fault record itself.
+    @inlinable
     public mutating func feed(fault f: FaultRecord, at index: Int = -1, closed: (_ index: Int, ClassifiedFault?) -> Void) {
         let opens = f.kind != .firstTouchRead
         // One lookup: the thread's open fault, if any, is settled and replaced in its slot.
@@ -554,14 +567,15 @@ public struct KernelFaultFold {
     }
 
     /// `feed(.resolve(r)) { _, _ in }`: a resolve closes no fault.
+    @inlinable
     public mutating func feed(resolve r: ResolveRecord) {
-        resolves += 1
+        resolvesSeen += 1
         if let i = pending.slot(r.tid), pending[slot: i].fault.pid == r.pid,
            pending[slot: i].fault.kind == .writeProtect || r.faultClass == .fileCopy || r.faultClass == .unresolved {
             pending[slot: i].resolved = r.faultClass
             pending[slot: i].resolvedAt = r.time
         } else {
-            unmatchedResolves += 1
+            unmatched += 1
         }
     }
 

@@ -36,7 +36,6 @@ final class ModelWorker {
     init(_ body: @escaping Body) {
         self.body = body
         channel = BatchChannel(capacity: Self.maxBatches)
-        batch.reserve()
         // Without a thread, the steps are applied on the sender's thread (`send`).
         thread = startThread { [channel, body] in ModelWorker.run(channel, body) }
     }
@@ -45,22 +44,22 @@ final class ModelWorker {
     @inline(__always)
     func send(_ step: ReplayStep) {
         guard thread != nil else { return body(step, nil) }
-        batch.steps.append(step)
-        if batch.steps.count == Self.batchSize { flush() }
+        batch.append(step)
+        if batch.count == Self.batchSize { flush() }
     }
 
     /// Hands the step of another record over, with the record.
     func send(_ step: ReplayStep, other: TraceRecord) {
         guard thread != nil else { return body(step, other) }
         batch.others.append(other)
-        batch.steps.append(step)
-        if batch.steps.count == Self.batchSize { flush() }
+        batch.append(step)
+        if batch.count == Self.batchSize { flush() }
     }
 
     /// Hands over the last steps and waits until every step was applied.
     func finish() {
         guard let t = thread else { return }
-        if !batch.steps.isEmpty { flush() }
+        if batch.count > 0 { flush() }
         channel.close()
         pthread_join(t, nil)
         thread = nil
@@ -69,14 +68,14 @@ final class ModelWorker {
     private func flush() {
         let full = batch
         batch = channel.recycled() ?? ModelBatch()
-        batch.reserve()
         channel.send(full)
     }
 
     private static func run(_ channel: BatchChannel<ModelBatch>, _ body: Body) {
-        while var batch = channel.receive() {
+        while let batch = channel.receive() {
             var other = 0
-            for step in batch.steps {
+            for i in 0..<batch.count {
+                let step = batch.steps[i]
                 if step.record.kind == .other {
                     body(step, batch.others[other])
                     other += 1
@@ -84,21 +83,28 @@ final class ModelWorker {
                     body(step, nil)
                 }
             }
-            batch.steps.removeAll(keepingCapacity: true)
+            batch.count = 0
             batch.others.removeAll(keepingCapacity: true)
             channel.recycle(batch)
         }
     }
 }
 
-/// Steps for the model, plain values; the records of its steps of other
-/// records than faults and resolves, in the same order, aside.
-struct ModelBatch {
-    var steps: [ReplayStep] = []
+/// Steps for the model, plain values (`batchSize` of them at most, written
+/// through a pointer: no array's uniqueness and capacity checks per step);
+/// the records of its steps of other records than faults and resolves, in
+/// the same order, aside.
+final class ModelBatch {
+    let steps = UnsafeMutablePointer<ReplayStep>.allocate(capacity: ModelWorker.batchSize)
+    var count = 0
     var others: [TraceRecord] = []
 
-    mutating func reserve() {
-        if steps.capacity < ModelWorker.batchSize { steps.reserveCapacity(ModelWorker.batchSize) }
+    deinit { steps.deallocate() }
+
+    @inline(__always)
+    func append(_ step: ReplayStep) {
+        (steps + count).initialize(to: step)
+        count += 1
     }
 }
 

@@ -8,10 +8,11 @@ import CowTraceFormat
 struct StreamRecord {
     enum Kind: UInt8 { case fault, resolve, other }
 
+    // 28 bytes: the fields in this order leave no padding. A fault's ip is
+    // not carried (the replay does not use it).
     var time: UInt64
     /// A fault's or resolve's address; an other record's number in its store.
     var address: UInt64
-    var ip: UInt64
     var pid: Int32
     var tid: Int32
     var kind: Kind
@@ -21,25 +22,26 @@ struct StreamRecord {
 
     @inline(__always)
     init(fault f: FaultRecord) {
-        time = f.time; address = f.address; ip = f.ip; pid = f.pid; tid = f.tid
+        time = f.time; address = f.address; pid = f.pid; tid = f.tid
         kind = .fault; faultKind = f.kind; faultClass = f.faultClass; mapping = f.mapping
     }
 
     @inline(__always)
     init(resolve r: ResolveRecord) {
-        time = r.time; address = r.address; ip = 0; pid = r.pid; tid = r.tid
+        time = r.time; address = r.address; pid = r.pid; tid = r.tid
         kind = .resolve; faultKind = .writeProtect; faultClass = r.faultClass; mapping = .unknown
     }
 
     /// The other record number `number` of an `OtherRecords` store.
     @inline(__always)
     init(other number: Int) {
-        time = 0; address = UInt64(number); ip = 0; pid = 0; tid = 0
+        time = 0; address = UInt64(number); pid = 0; tid = 0
         kind = .other; faultKind = .writeProtect; faultClass = .unresolved; mapping = .unknown
     }
 
+    /// The fault record, its ip 0 (not carried).
     var fault: FaultRecord {
-        FaultRecord(time: time, pid: pid, tid: tid, address: address, ip: ip, kind: faultKind,
+        FaultRecord(time: time, pid: pid, tid: tid, address: address, ip: 0, kind: faultKind,
                     faultClass: faultClass, mapping: mapping)
     }
 

@@ -172,7 +172,7 @@ extension TraceReplayer {
     /// its start. An upper bound: a thread preempted between two faults
     /// stretches it, so an overlap means the race was possible, not certain.
     static func faultEnd(start: UInt64, _ v: KernelVerdict) -> UInt64 {
-        max(start, v.overBy ?? v.resolvedAt ?? start)
+        max(start, v.end ?? start)
     }
 
     /// The frame a write-protect fault finds mapped before it runs (the 4 KiB

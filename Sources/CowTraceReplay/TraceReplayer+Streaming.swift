@@ -157,10 +157,47 @@ public final class ReplayFeed: TraceRecordVisitor {
     }
 }
 
-/// One time-ordered record for the model, with the kernel's verdict on it (a fault's).
+/// One time-ordered record for the model, with the kernel's verdict on it (a
+/// fault's). Flat, 40 bytes (a record and an optional verdict side by side
+/// took 64): the model's batches carry one per record from one CPU to the other.
 struct ReplayStep {
-    var record: StreamRecord
-    var verdict: TraceReplayer.KernelVerdict?
+    private var time: UInt64
+    private var address: UInt64
+    private var verdictEnd: UInt64
+    private var pid: Int32
+    private var tid: Int32
+    private var kind: StreamRecord.Kind
+    private var faultKind: RecordedFaultKind
+    private var faultClass: FaultClass
+    private var mapping: RecordedMappingKind
+    private var cls: ReplayClass
+    private var inferred: Bool
+    private var hasVerdict: Bool
+
+    @inline(__always)
+    init(record r: StreamRecord, verdict: TraceReplayer.KernelVerdict?) {
+        time = r.time; address = r.address; pid = r.pid; tid = r.tid
+        kind = r.kind; faultKind = r.faultKind; faultClass = r.faultClass; mapping = r.mapping
+        hasVerdict = verdict != nil
+        cls = verdict?.cls ?? .reuse
+        inferred = verdict?.inferred ?? false
+        verdictEnd = verdict?.end ?? .max
+    }
+
+    var record: StreamRecord {
+        @inline(__always) get {
+            var r = StreamRecord(other: 0)
+            r.time = time; r.address = address; r.pid = pid; r.tid = tid
+            r.kind = kind; r.faultKind = faultKind; r.faultClass = faultClass; r.mapping = mapping
+            return r
+        }
+        set { self = ReplayStep(record: newValue, verdict: verdict) }
+    }
+
+    var verdict: TraceReplayer.KernelVerdict? {
+        guard hasVerdict else { return nil }
+        return TraceReplayer.KernelVerdict(cls: cls, inferred: inferred, end: verdictEnd == .max ? nil : verdictEnd)
+    }
 }
 
 /// What the replay needs to know of the whole recording before replaying its
@@ -639,12 +676,11 @@ struct LateRecords {
 /// closed, and hands each record over with the kernel's verdict on it.
 struct VerdictQueue {
     typealias Apply = (StreamRecord, TraceReplayer.KernelVerdict?) -> Void
-    /// The verdict is stored flat (its two times first, its flags in the
-    /// record's tail padding), no optional: 56 bytes an entry. A parent's open
-    /// fault holds every record of the child it forked behind it.
+    /// The verdict is stored flat (its time first, its flags after the
+    /// record), no optional: 40 bytes an entry. A parent's open fault holds
+    /// every record of the child it forked behind it.
     private struct Entry {
-        private var resolvedAt: UInt64 = 0
-        private var overBy: UInt64 = 0
+        private var end: UInt64 = .max
         let record: StreamRecord
         private var cls: ReplayClass = .reuse
         private var inferred = false
@@ -659,31 +695,27 @@ struct VerdictQueue {
         var verdict: TraceReplayer.KernelVerdict? {
             get {
                 guard hasVerdict else { return nil }
-                return TraceReplayer.KernelVerdict(cls: cls, inferred: inferred, resolvedAt: resolvedAt == .max ? nil : resolvedAt,
-                                                   overBy: overBy == .max ? nil : overBy)
+                return TraceReplayer.KernelVerdict(cls: cls, inferred: inferred, end: end == .max ? nil : end)
             }
             set {
                 hasVerdict = newValue != nil
                 guard let v = newValue else { return }
                 cls = v.cls
                 inferred = v.inferred
-                resolvedAt = v.resolvedAt ?? .max
-                overBy = v.overBy ?? .max
+                end = v.end ?? .max
             }
         }
     }
     private(set) var fold = KernelFaultFold()
-    /// The entries held, in chunks of `chunkSize` (the first starting at `base`):
+    /// The entries held (from `base`), in chunks of `ChunkedEntries.chunkSize`:
     /// a chunk is freed once every entry in it went out, so the memory of the
     /// records a parent's open fault held comes back as they are handed over,
-    /// instead of staying with the array while the model's batches fill.
-    private var chunks: [[Entry]] = []
-    private static let chunkShift = 12
-    private static var chunkSize: Int { 1 << chunkShift }
+    /// instead of staying with the queue while the model's batches fill.
+    private let entries = ChunkedEntries<Entry>()
     /// Entries held (from `base`), and the index of the next to hand over.
     private var count = 0
     private var head = 0
-    /// Time-order position (resolves not counted) of the first entry of `chunks[0]`.
+    /// Time-order position (resolves not counted) of the entry at index 0.
     private var base = 0
     /// Records added, resolves not counted.
     private var added = 0
@@ -723,47 +755,72 @@ struct VerdictQueue {
         handOver(apply)
     }
 
+    @inline(__always)
     private mutating func append(_ entry: Entry) {
-        let c = count >> VerdictQueue.chunkShift
-        if c == chunks.count {
-            chunks.append([])
-            chunks[c].reserveCapacity(VerdictQueue.chunkSize)
-        }
-        chunks[c].append(entry)
+        entries.at(count).initialize(to: entry)
         count += 1
     }
 
+    @inline(__always)
     private mutating func close(_ index: Int, _ f: ClassifiedFault?) {
-        let i = index - base
-        let (c, j) = (i >> VerdictQueue.chunkShift, i & (VerdictQueue.chunkSize - 1))
+        let e = entries.at(index - base)
         if let f {
-            chunks[c][j].verdict = TraceReplayer.KernelVerdict(cls: ReplayClass(kernel: f.faultClass), inferred: f.inferred,
-                                                               resolvedAt: f.resolvedAt, overBy: f.overBy)
+            e.pointee.verdict = TraceReplayer.KernelVerdict(cls: ReplayClass(kernel: f.faultClass), inferred: f.inferred,
+                                                            resolvedAt: f.resolvedAt, overBy: f.overBy)
         }
-        chunks[c][j].open = false
+        e.pointee.open = false
     }
 
     /// Hands over the records before the first still-open fault.
+    @inline(__always)
     private mutating func handOver(_ apply: Apply) {
         while head < count {
-            let (c, j) = (head >> VerdictQueue.chunkShift, head & (VerdictQueue.chunkSize - 1))
-            guard !chunks[c][j].open else { break }
-            apply(chunks[c][j].record, chunks[c][j].verdict)
+            let e = entries.at(head)
+            guard !e.pointee.open else { break }
+            apply(e.pointee.record, e.pointee.verdict)
             head += 1
-            if head == VerdictQueue.chunkSize && count > head {
+            if head == ChunkedEntries<Entry>.chunkSize && count > head {
                 // The first chunk went out: freed, the others move down.
-                chunks.removeFirst()
+                entries.dropFirstChunk()
                 base += head
                 count -= head
                 head = 0
             }
         }
         if head == count {
-            // Empty: one chunk's storage kept for the next records held.
-            chunks.removeLast(max(0, chunks.count - 1))
-            if !chunks.isEmpty { chunks[0].removeAll(keepingCapacity: true) }
+            // Empty: one chunk kept for the next records held.
+            entries.keepOneChunk()
             count = 0
             head = 0
         }
+    }
+}
+
+/// Plain values (no reference to retain: they are never deinitialized) in chunks of `chunkSize`, reached by
+/// index through a pointer: no array's uniqueness check per access. The
+/// chunks are allocated as the indices reach them; `dropFirstChunk` frees
+/// the first and moves the indices down by a chunk.
+final class ChunkedEntries<Element> {
+    static var chunkShift: Int { 12 }
+    static var chunkSize: Int { 1 << chunkShift }
+    private var chunks: [UnsafeMutablePointer<Element>] = []
+
+    deinit { for c in chunks { c.deallocate() } }
+
+    /// The element at `index`, its chunk allocated if it is the next one's first.
+    @inline(__always)
+    func at(_ index: Int) -> UnsafeMutablePointer<Element> {
+        let c = index >> Self.chunkShift
+        if c == chunks.count { chunks.append(.allocate(capacity: Self.chunkSize)) }
+        return chunks[c] + (index & (Self.chunkSize - 1))
+    }
+
+    func dropFirstChunk() {
+        chunks.removeFirst().deallocate()
+    }
+
+    /// Frees every chunk but the first.
+    func keepOneChunk() {
+        while chunks.count > 1 { chunks.removeLast().deallocate() }
     }
 }

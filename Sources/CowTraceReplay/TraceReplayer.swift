@@ -155,20 +155,23 @@ public final class TraceReplayer {
     struct KernelVerdict {
         var cls: ReplayClass
         var inferred: Bool
-        // One per record: 24 bytes, so no optionals stored (UInt64.max: none, never a ktime).
-        private var resolvedTime: UInt64
-        private var overTime: UInt64
+        // Carried with every record the model gets: 16 bytes, so no optional stored (UInt64.max: none, never a ktime).
+        private var endTime: UInt64
         init(cls: ReplayClass, inferred: Bool, resolvedAt: UInt64? = nil, overBy: UInt64? = nil) {
             self.cls = cls
             self.inferred = inferred
-            resolvedTime = resolvedAt ?? .max
-            overTime = overBy ?? .max
+            endTime = overBy ?? resolvedAt ?? .max
         }
-        /// When the fault was last resolved (the copy's allocation), nil with no resolve.
-        var resolvedAt: UInt64? { resolvedTime == .max ? nil : resolvedTime }
-        /// When its thread was next seen doing something else (a fault, an
-        /// address-space syscall, exec, exit): this fault was over by then.
-        var overBy: UInt64? { overTime == .max ? nil : overTime }
+        /// With its end already known (`end`).
+        init(cls: ReplayClass, inferred: Bool, end: UInt64?) {
+            self.cls = cls
+            self.inferred = inferred
+            endTime = end ?? .max
+        }
+        /// When the fault was certainly over, if known: when its thread was
+        /// next seen doing something else (a fault, an address-space syscall,
+        /// exec, exit), else when it was last resolved (the copy's allocation).
+        var end: UInt64? { endTime == .max ? nil : endTime }
     }
 
     /// Replays the records (in any order: they are sorted by time) and returns

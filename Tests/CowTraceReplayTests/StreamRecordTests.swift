@@ -6,7 +6,10 @@ final class StreamRecordTests: XCTestCase {
     func testFaultsAndResolvesGoThroughWhole() {
         let f = FaultRecord(time: 9, pid: 1, tid: 2, address: 0x7000, ip: 0x40_1000, kind: .firstTouchWrite,
                             faultClass: .sharedWrite, mapping: .filePrivate)
-        XCTAssertEqual(StreamRecord(fault: f).fault, f)
+        // Whole but for the ip, which the replay does not use.
+        var withoutIP = f
+        withoutIP.ip = 0
+        XCTAssertEqual(StreamRecord(fault: f).fault, withoutIP)
         XCTAssertEqual(StreamRecord(fault: f).kind, .fault)
         let r = ResolveRecord(time: 10, pid: 1, tid: 2, address: 0x7000, faultClass: .fileCopy)
         XCTAssertEqual(StreamRecord(resolve: r).resolve, r)
@@ -14,6 +17,19 @@ final class StreamRecordTests: XCTestCase {
         XCTAssertEqual(StreamRecord(other: 12345).otherNumber, 12345)
         XCTAssertTrue(_isPOD(StreamRecord.self))
         XCTAssertTrue(_isPOD(ReplayStep.self))
+        // One per record in the model's batches and the verdict queue.
+        XCTAssertEqual(MemoryLayout<StreamRecord>.size, 28)
+        XCTAssertEqual(MemoryLayout<ReplayStep>.stride, 40)
+        let v = TraceReplayer.KernelVerdict(cls: .copy, inferred: false, resolvedAt: 20, overBy: 30)
+        for verdict in [nil, v, TraceReplayer.KernelVerdict(cls: .reuse, inferred: true)] {
+            let step = ReplayStep(record: StreamRecord(fault: f), verdict: verdict)
+            XCTAssertEqual(step.record.fault, withoutIP)
+            XCTAssertEqual(step.verdict?.cls, verdict?.cls)
+            XCTAssertEqual(step.verdict?.inferred, verdict?.inferred)
+            XCTAssertEqual(step.verdict?.end, verdict?.end)
+        }
+        XCTAssertEqual(v.end, 30, "the thread's next act bounds the fault before its last resolve")
+        XCTAssertEqual(TraceReplayer.KernelVerdict(cls: .copy, inferred: false, resolvedAt: 20).end, 20)
     }
 
     func testOtherRecordsAreTakenByNumberAndTheStoreShrinks() {
