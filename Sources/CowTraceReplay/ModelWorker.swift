@@ -76,7 +76,7 @@ final class ModelWorker {
             var other = 0
             for i in 0..<batch.count {
                 let step = batch.steps[i]
-                if step.record.kind == .other {
+                if step.kind == .other {
                     body(step, batch.others[other])
                     other += 1
                 } else {

@@ -56,7 +56,7 @@ extension TraceReplayer {
     /// Replays one step on the model's thread; `other`: the record when it is neither fault nor resolve.
     @inline(__always)
     func apply(_ step: ReplayStep, other: TraceRecord?) {
-        switch step.record.kind {
+        switch step.kind {
         case .fault:
             replayFault(step.record.fault, verdict: step.verdict)
             if machine.oomEvents.count != modelOOMEventsSeen { noteModelOOM() }
@@ -134,22 +134,21 @@ public final class ReplayFeed: TraceRecordVisitor {
     func finish() {
         let me = unretained
         merger.finish { r in me._withUnsafeGuaranteedRef { $0.enqueue(r) } }
-        queue.finish { r, v in me._withUnsafeGuaranteedRef { $0.handOver(r, v) } }
+        queue.finish { step in me._withUnsafeGuaranteedRef { $0.handOver(step) } }
     }
 
     @inline(__always)
     private func enqueue(_ record: StreamRecord) {
         let me = unretained
-        queue.add(record, other: record.kind == .other ? others.peek(record.otherNumber) : nil) { r, v in
-            me._withUnsafeGuaranteedRef { $0.handOver(r, v) }
+        queue.add(record, other: record.kind == .other ? others.peek(record.otherNumber) : nil) { step in
+            me._withUnsafeGuaranteedRef { $0.handOver(step) }
         }
     }
 
     @inline(__always)
-    private func handOver(_ record: StreamRecord, _ verdict: TraceReplayer.KernelVerdict?) {
-        let step = ReplayStep(record: record, verdict: verdict)
-        if record.kind == .other {
-            let other = others.take(record.otherNumber)
+    private func handOver(_ step: ReplayStep) {
+        if step.kind == .other {
+            let other = others.take(step.otherNumber)
             worker._withUnsafeGuaranteedRef { $0.send(step, other: other) }
         } else {
             worker._withUnsafeGuaranteedRef { $0.send(step) }
@@ -166,7 +165,7 @@ struct ReplayStep {
     private var verdictEnd: UInt64
     private var pid: Int32
     private var tid: Int32
-    private var kind: StreamRecord.Kind
+    private(set) var kind: StreamRecord.Kind
     private var faultKind: RecordedFaultKind
     private var faultClass: FaultClass
     private var mapping: RecordedMappingKind
@@ -195,9 +194,20 @@ struct ReplayStep {
     }
 
     var verdict: TraceReplayer.KernelVerdict? {
-        guard hasVerdict else { return nil }
-        return TraceReplayer.KernelVerdict(cls: cls, inferred: inferred, end: verdictEnd == .max ? nil : verdictEnd)
+        @inline(__always) get {
+            guard hasVerdict else { return nil }
+            return TraceReplayer.KernelVerdict(cls: cls, inferred: inferred, end: verdictEnd == .max ? nil : verdictEnd)
+        }
+        @inline(__always) set {
+            hasVerdict = newValue != nil
+            cls = newValue?.cls ?? .reuse
+            inferred = newValue?.inferred ?? false
+            verdictEnd = newValue?.end ?? .max
+        }
     }
+
+    /// An other record's number in its store (`OtherRecords`).
+    var otherNumber: Int { Int(address) }
 }
 
 /// What the replay needs to know of the whole recording before replaying its
@@ -675,36 +685,13 @@ struct LateRecords {
 /// open (`KernelFaultFold`: until its thread's next fault or exit) until it is
 /// closed, and hands each record over with the kernel's verdict on it.
 struct VerdictQueue {
-    typealias Apply = (StreamRecord, TraceReplayer.KernelVerdict?) -> Void
-    /// The verdict is stored flat (its time first, its flags after the
-    /// record), no optional: 40 bytes an entry. A parent's open fault holds
-    /// every record of the child it forked behind it.
+    typealias Apply = (ReplayStep) -> Void
+    /// A record held, as the step it goes out as (its verdict set when its
+    /// fault closes): 40 bytes. A parent's open fault holds every record of
+    /// the child it forked behind it.
     private struct Entry {
-        private var end: UInt64 = .max
-        let record: StreamRecord
-        private var cls: ReplayClass = .reuse
-        private var inferred = false
-        private var hasVerdict = false
+        var step: ReplayStep
         var open: Bool
-
-        init(record: StreamRecord, open: Bool) {
-            self.record = record
-            self.open = open
-        }
-
-        var verdict: TraceReplayer.KernelVerdict? {
-            get {
-                guard hasVerdict else { return nil }
-                return TraceReplayer.KernelVerdict(cls: cls, inferred: inferred, end: end == .max ? nil : end)
-            }
-            set {
-                hasVerdict = newValue != nil
-                guard let v = newValue else { return }
-                cls = v.cls
-                inferred = v.inferred
-                end = v.end ?? .max
-            }
-        }
     }
     private(set) var fold = KernelFaultFold()
     /// The entries held (from `base`), in chunks of `ChunkedEntries.chunkSize`:
@@ -731,43 +718,54 @@ struct VerdictQueue {
         // A resolve only re-classifies its thread's open fault: nothing to replay, nor to hold.
         if record.kind == .resolve { return fold.feed(resolve: record.resolve) }
         let opens = record.kind == .fault && record.faultKind != .firstTouchRead
-        // At most one fault closes per record (its thread's previous one).
-        var closed: (index: Int, fault: ClassifiedFault?)? = nil
+        // At most one fault closes per record (its thread's previous one): its
+        // index and verdict noted (the fold is being changed), then set.
+        var closedIndex = -1
+        var closedVerdict: TraceReplayer.KernelVerdict? = nil
         let position = added
         added += 1
         if record.kind == .fault {
-            fold.feed(fault: record.fault, at: position) { closed = ($0, $1) }
+            fold.feed(fault: record.fault, at: position) { i, f in
+                closedIndex = i
+                closedVerdict = f.map(VerdictQueue.verdict)
+            }
         } else {
-            fold.feed(other!, at: position) { closed = ($0, $1) }
+            fold.feed(other!, at: position) { i, f in
+                closedIndex = i
+                closedVerdict = f.map(VerdictQueue.verdict)
+            }
         }
-        if let closed { close(closed.index, closed.fault) }
+        if closedIndex >= 0 { close(closedIndex, closedVerdict) }
         // Nothing open before it, and it opens nothing: straight through.
-        if !opens && count == 0 { return apply(record, nil) }
+        if !opens && count == 0 { return apply(ReplayStep(record: record, verdict: nil)) }
         if count == 0 { base = position }
-        append(Entry(record: record, open: opens))
+        append(Entry(step: ReplayStep(record: record, verdict: nil), open: opens))
         handOver(apply)
     }
 
     mutating func finish(_ apply: Apply) {
         var closed: [(index: Int, fault: ClassifiedFault?)] = []
         fold.finish { closed.append(($0, $1)) }
-        for c in closed { close(c.index, c.fault) }
+        for c in closed { close(c.index, c.fault.map(VerdictQueue.verdict)) }
         handOver(apply)
     }
 
     @inline(__always)
+    private static func verdict(_ f: ClassifiedFault) -> TraceReplayer.KernelVerdict {
+        TraceReplayer.KernelVerdict(cls: ReplayClass(kernel: f.faultClass), inferred: f.inferred,
+                                    resolvedAt: f.resolvedAt, overBy: f.overBy)
+    }
+
+    @inline(__always)
     private mutating func append(_ entry: Entry) {
-        entries.at(count).initialize(to: entry)
+        entries.slot(count).initialize(to: entry)
         count += 1
     }
 
     @inline(__always)
-    private mutating func close(_ index: Int, _ f: ClassifiedFault?) {
-        let e = entries.at(index - base)
-        if let f {
-            e.pointee.verdict = TraceReplayer.KernelVerdict(cls: ReplayClass(kernel: f.faultClass), inferred: f.inferred,
-                                                            resolvedAt: f.resolvedAt, overBy: f.overBy)
-        }
+    private mutating func close(_ index: Int, _ verdict: TraceReplayer.KernelVerdict?) {
+        let e = entries[index - base]
+        if let verdict { e.pointee.step.verdict = verdict }
         e.pointee.open = false
     }
 
@@ -775,9 +773,9 @@ struct VerdictQueue {
     @inline(__always)
     private mutating func handOver(_ apply: Apply) {
         while head < count {
-            let e = entries.at(head)
+            let e = entries[head]
             guard !e.pointee.open else { break }
-            apply(e.pointee.record, e.pointee.verdict)
+            apply(e.pointee.step)
             head += 1
             if head == ChunkedEntries<Entry>.chunkSize && count > head {
                 // The first chunk went out: freed, the others move down.
@@ -807,12 +805,20 @@ final class ChunkedEntries<Element> {
 
     deinit { for c in chunks { c.deallocate() } }
 
-    /// The element at `index`, its chunk allocated if it is the next one's first.
+    /// The element at `index` (of a chunk allocated by `slot`).
     @inline(__always)
-    func at(_ index: Int) -> UnsafeMutablePointer<Element> {
-        let c = index >> Self.chunkShift
-        if c == chunks.count { chunks.append(.allocate(capacity: Self.chunkSize)) }
-        return chunks[c] + (index & (Self.chunkSize - 1))
+    subscript(index: Int) -> UnsafeMutablePointer<Element> {
+        chunks[index >> Self.chunkShift] + (index & (Self.chunkSize - 1))
+    }
+
+    /// The element at `index`, to be initialized: its chunk is allocated when
+    /// `index` is the first of a chunk not allocated yet (indices are taken in order).
+    @inline(__always)
+    func slot(_ index: Int) -> UnsafeMutablePointer<Element> {
+        if index & (Self.chunkSize - 1) == 0, index >> Self.chunkShift == chunks.count {
+            chunks.append(.allocate(capacity: Self.chunkSize))
+        }
+        return self[index]
     }
 
     func dropFirstChunk() {
