@@ -567,7 +567,7 @@ public struct KernelFaultFold {
     }
 
     /// `feed(.resolve(r)) { _, _ in }`: a resolve closes no fault.
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func feed(resolve r: ResolveRecord) {
         resolvesSeen += 1
         if let i = pending.slot(r.tid), pending[slot: i].fault.pid == r.pid,

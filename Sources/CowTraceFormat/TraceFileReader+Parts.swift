@@ -60,8 +60,20 @@ extension TraceFileReader {
     /// Reads the blocks of `part` as `visitRecords(path:salvage:checksums:_:)`
     /// reads them (the preamble too, for the first part); nil at any problem.
     /// `checksums` gets the part's.
+    /// Inlinable, as `visitRecords(path:salvage:checksums:_:)` is.
+    @inlinable
     public static func visitRecords<V: TraceRecordVisitor>(path: String, part: TracePart, checksums: inout BlockChecksums,
                                                            _ visitor: inout V) -> TracePartRead? {
+        var sink = VisitorSink(visitor: consume visitor)
+        defer { visitor = sink.visitor }
+        return visitPart(path: path, part: part, checksums: &checksums) { payload, offset, found, sawEnd in
+            try decodeRecords(payload, fileOffset: offset, found: &found, sawEnd: &sawEnd, sink: &sink)
+        }
+    }
+
+    @usableFromInline
+    static func visitPart(path: String, part: TracePart, checksums: inout BlockChecksums,
+                          records: RecordsDecoder) -> TracePartRead? {
         checksums = BlockChecksums(firstBlock: Int(part.sequence))
         do {
             var source = try FileSource(path: path)
@@ -80,21 +92,20 @@ extension TraceFileReader {
                                      overcommitMemory: 0, overcommitRatio: 0, overcommitKBytes: 0,
                                      transparentHugePages: "", selection: "", toolVersion: "")
             }
-            var sink = VisitorSink(visitor: consume visitor)
-            defer { visitor = sink.visitor }
+            var recordsSeen = 0
             var schema: [TraceRecordSchema] = []
             var offset = part.start, sequence = part.sequence, blocks = 0, sawEnd = false
             while offset < part.end {
                 let problem = try readBlock(&source, at: offset, size: part.end, expectedSequence: sequence,
                                             header: &header, schema: &schema, sawEnd: &sawEnd, checksums: &checksums,
-                                            sink: &sink, nextOffset: &offset)
+                                            records: records, recordsSeen: &recordsSeen, nextOffset: &offset)
                 if problem != nil { return nil }
                 blocks += 1
                 sequence &+= 1
             }
             guard offset == part.end else { return nil }
             return TracePartRead(header: part.start == TraceFormat.preambleSize ? header : nil, schema: schema,
-                                 records: sink.count, blocks: blocks, sawEnd: sawEnd)
+                                 records: recordsSeen, blocks: blocks, sawEnd: sawEnd)
         } catch {
             return nil
         }

@@ -123,14 +123,36 @@ public enum TraceFileReader {
     /// `visitRecords(path:salvage:_:)`; a block whose stored payload checksum
     /// `checksums` holds as verified (by an earlier read of the same file) is
     /// not checksummed again. An empty `checksums` gets this read's.
-    @discardableResult
+    ///
+    /// Inlinable, as is the per-record loop (`decodeRecords`): the visitor's
+    /// module specializes it for its visitor, whose calls are then direct (a
+    /// generic loop here called the visitor through two witness tables per
+    /// record, a fifth of the replay's first pass). The blocks are checked by
+    /// `decodeFile`, which is not generic.
+    @inlinable @discardableResult
     public static func visitRecords<V: TraceRecordVisitor>(path: String, salvage: Bool = false,
                                                            checksums: inout BlockChecksums,
                                                            _ visitor: inout V) throws -> TraceSummary {
-        var source = try FileSource(path: path)
         var sink = VisitorSink(visitor: consume visitor)
         defer { visitor = sink.visitor }
-        return try decode(&source, path: path, salvage: salvage, checksums: &checksums, sink: &sink)
+        return try decodeFile(path: path, salvage: salvage, checksums: &checksums) { payload, offset, found, sawEnd in
+            try decodeRecords(payload, fileOffset: offset, found: &found, sawEnd: &sawEnd, sink: &sink)
+        }
+    }
+
+    /// The records of one records block's payload at `fileOffset`: `found` gets
+    /// how many were handed over, `sawEnd` whether one was an `end` record; the
+    /// first problem is returned (the records before it were handed over).
+    @usableFromInline
+    typealias RecordsDecoder = (_ payload: UnsafeRawBufferPointer, _ fileOffset: Int, _ found: inout Int,
+                                _ sawEnd: inout Bool) throws -> TraceProblem?
+
+    /// `decode` of the file at `path`, its records blocks' payloads handed to `records`.
+    @usableFromInline
+    static func decodeFile(path: String, salvage: Bool, checksums: inout BlockChecksums,
+                           records: RecordsDecoder) throws -> TraceSummary {
+        var source = try FileSource(path: path)
+        return try decode(&source, path: path, salvage: salvage, checksums: &checksums, records: records)
     }
 
     @discardableResult
@@ -180,6 +202,15 @@ public enum TraceFileReader {
     static func decode<S: TraceByteSource, K: TraceRecordSink>(
         _ source: inout S, path: String, salvage: Bool, checksums: inout BlockChecksums, sink: inout K
     ) throws -> TraceSummary {
+        try decode(&source, path: path, salvage: salvage, checksums: &checksums) { payload, offset, found, sawEnd in
+            try decodeRecords(payload, fileOffset: offset, found: &found, sawEnd: &sawEnd, sink: &sink)
+        }
+    }
+
+    static func decode<S: TraceByteSource>(
+        _ source: inout S, path: String, salvage: Bool, checksums: inout BlockChecksums, records: RecordsDecoder
+    ) throws -> TraceSummary {
+        var recordsSeen = 0
         let size = source.size
         guard size > 0 else { throw TraceFileError(path: path, problem: .empty) }
         let preamble = try source.bytes(at: 0, count: TraceFormat.preambleSize)
@@ -206,14 +237,14 @@ public enum TraceFileReader {
         while offset < size {
             let problem = try readBlock(&source, at: offset, size: size, expectedSequence: expectedSequence,
                                         header: &header, schema: &schema, sawEnd: &sawEnd, checksums: &checksums,
-                                        sink: &sink, nextOffset: &offset)
+                                        records: records, recordsSeen: &recordsSeen, nextOffset: &offset)
             if let problem = problem {
                 if salvage && header != nil {
                     let at = problem.offset ?? offset
                     cut = .damaged(offset: at, problem: TraceFileError(path: path, problem: problem))
                     break
                 }
-                throw TraceFileError(path: path, problem: problem, recordsBefore: header != nil ? sink.count : nil)
+                throw TraceFileError(path: path, problem: problem, recordsBefore: header != nil ? recordsSeen : nil)
             }
             blocks += 1
             expectedSequence &+= 1
@@ -225,15 +256,15 @@ public enum TraceFileReader {
         }
         if cut == nil && !sawEnd { cut = .noEndRecord(offset: offset) }
         checksums.complete = true
-        return TraceSummary(header: finalHeader, schema: schema, records: sink.count, blocks: blocks,
+        return TraceSummary(header: finalHeader, schema: schema, records: recordsSeen, blocks: blocks,
                             bytes: size, cut: cut)
     }
 
     /// Reads and checks the block at `offset`; on success advances `nextOffset`.
-    static func readBlock<S: TraceByteSource, K: TraceRecordSink>(
+    static func readBlock<S: TraceByteSource>(
         _ source: inout S, at offset: Int, size: Int, expectedSequence: UInt64,
         header: inout TraceHeader?, schema: inout [TraceRecordSchema], sawEnd: inout Bool,
-        checksums: inout BlockChecksums, sink: inout K, nextOffset: inout Int
+        checksums: inout BlockChecksums, records: RecordsDecoder, recordsSeen: inout Int, nextOffset: inout Int
     ) throws -> TraceProblem? {
         let h = try source.bytes(at: offset, count: TraceFormat.blockHeaderSize)
         guard h.count >= TraceFormat.blockHeaderSize, let hp = h.baseAddress else {
@@ -286,10 +317,9 @@ public enum TraceFileReader {
             }
         case TraceFormat.recordsBlockKind:
             var found = 0
-            if let problem = try decodeRecords(payload, fileOffset: payloadOffset, found: &found,
-                                               sawEnd: &sawEnd, sink: &sink) {
-                return problem
-            }
+            let problem = try records(payload, payloadOffset, &found, &sawEnd)
+            recordsSeen += found
+            if let problem { return problem }
             if found != recordCount {
                 return .recordCountMismatch(offset: offset, declared: recordCount, found: found)
             }
@@ -302,8 +332,8 @@ public enum TraceFileReader {
 
     /// Decodes the records of one payload into `sink`. Returns the first
     /// problem (the records before it have been handed to the sink).
-    @inline(__always)
-    private static func decodeRecords<K: TraceRecordSink>(
+    @inlinable @inline(__always)
+    static func decodeRecords<K: TraceRecordSink>(
         _ payload: UnsafeRawBufferPointer, fileOffset: Int, found: inout Int, sawEnd: inout Bool, sink: inout K
     ) throws -> TraceProblem? {
         var n = 0
@@ -378,7 +408,8 @@ public enum TraceFileReader {
         return nil
     }
 
-    private enum OtherResult {
+    @usableFromInline
+    enum OtherResult {
         case record(TraceRecord)
         case unknown
         case problem(TraceProblem)
@@ -386,7 +417,8 @@ public enum TraceFileReader {
 
     /// Decodes the less frequent record types. `r` points at the record
     /// header; `length` (≥ 4) bytes are readable.
-    private static func decodeOther(_ r: UnsafeRawPointer, type: UInt8, length: Int, fileOffset: Int) -> OtherResult {
+    @usableFromInline
+    static func decodeOther(_ r: UnsafeRawPointer, type: UInt8, length: Int, fileOffset: Int) -> OtherResult {
         guard let minimum = TraceFormat.minimumRecordLength[type] else { return .unknown }
         var needed = minimum
         guard length >= needed else {
@@ -611,16 +643,16 @@ func printable(_ s: String) -> String {
 
 // MARK: byte access
 
-@inline(__always) func load16(_ p: UnsafeRawPointer, _ o: Int) -> UInt16 {
+@inlinable @inline(__always) func load16(_ p: UnsafeRawPointer, _ o: Int) -> UInt16 {
     UInt16(littleEndian: p.loadUnaligned(fromByteOffset: o, as: UInt16.self))
 }
-@inline(__always) func load32(_ p: UnsafeRawPointer, _ o: Int) -> UInt32 {
+@inlinable @inline(__always) func load32(_ p: UnsafeRawPointer, _ o: Int) -> UInt32 {
     UInt32(littleEndian: p.loadUnaligned(fromByteOffset: o, as: UInt32.self))
 }
-@inline(__always) func loadI32(_ p: UnsafeRawPointer, _ o: Int) -> Int32 {
+@inlinable @inline(__always) func loadI32(_ p: UnsafeRawPointer, _ o: Int) -> Int32 {
     Int32(bitPattern: load32(p, o))
 }
-@inline(__always) func load64(_ p: UnsafeRawPointer, _ o: Int) -> UInt64 {
+@inlinable @inline(__always) func load64(_ p: UnsafeRawPointer, _ o: Int) -> UInt64 {
     UInt64(littleEndian: p.loadUnaligned(fromByteOffset: o, as: UInt64.self))
 }
 
@@ -783,6 +815,7 @@ public protocol TraceRecordVisitor {
 }
 
 /// Where decoded records go.
+@usableFromInline
 protocol TraceRecordSink {
     var count: Int { get }
     mutating func accept(_ record: consuming TraceRecord) throws
@@ -792,26 +825,28 @@ protocol TraceRecordSink {
 }
 
 extension TraceRecordSink {
-    @inline(__always)
+    @inlinable @inline(__always)
     mutating func accept(fault: FaultRecord) throws { try accept(.fault(fault)) }
-    @inline(__always)
+    @inlinable @inline(__always)
     mutating func accept(resolve: ResolveRecord) throws { try accept(.resolve(resolve)) }
 }
 
+@usableFromInline
 struct VisitorSink<V: TraceRecordVisitor>: TraceRecordSink {
-    var visitor: V
-    var count = 0
-    @inline(__always)
+    @usableFromInline var visitor: V
+    @usableFromInline var count = 0
+    @inlinable init(visitor: consuming V) { self.visitor = visitor }
+    @inlinable @inline(__always)
     mutating func accept(_ record: consuming TraceRecord) throws {
         count += 1
         try visitor.visit(record)
     }
-    @inline(__always)
+    @inlinable @inline(__always)
     mutating func accept(fault: FaultRecord) throws {
         count += 1
         try visitor.visit(fault: fault)
     }
-    @inline(__always)
+    @inlinable @inline(__always)
     mutating func accept(resolve: ResolveRecord) throws {
         count += 1
         try visitor.visit(resolve: resolve)
