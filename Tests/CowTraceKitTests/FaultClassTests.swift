@@ -6,7 +6,7 @@ import XCTest
 /// The one fault-class type against the C source of truth (bpf/cowtrace.h,
 /// enum cowtrace_fault_class), which the BPF programs send.
 final class FaultClassTests: XCTestCase {
-    /// The decoder's inlined switch (`fromRawValue`) is the synthesized `init(rawValue:)` for every byte.
+    /// The decoder's inlined range checks (`fromRawValue`) are the synthesized `init(rawValue:)` for every byte.
     func testFromRawValueIsInitRawValueForEveryByte() {
         for raw in 0...255 {
             XCTAssertEqual(FaultClass.fromRawValue(UInt8(raw)), FaultClass(rawValue: UInt8(raw)), "byte \(raw)")
