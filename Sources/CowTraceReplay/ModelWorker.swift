@@ -24,15 +24,17 @@ import Darwin
 final class ModelWorker {
     static var batchSize: Int { 4096 }
     static var maxBatches: Int { 32 }
-    typealias Body = (ReplayStep, TraceRecord?) -> Void
+    /// Applies a batch of steps, in order, with the records of its steps of
+    /// other records than faults and resolves, in the same order: one call per
+    /// batch, so the per-step work is inlined where the closure is written.
+    typealias Body = (_ steps: UnsafeBufferPointer<ReplayStep>, _ others: [TraceRecord]) -> Void
 
     private let channel: BatchChannel<ModelBatch>
     private var batch = ModelBatch()
     private var thread: pthread_t?
     private let body: Body
 
-    /// `body` gets each step, and with a step of another record than a fault
-    /// or resolve, the record.
+    /// `body` gets the steps a batch at a time.
     init(_ body: @escaping Body) {
         self.body = body
         channel = BatchChannel(capacity: Self.maxBatches)
@@ -43,14 +45,16 @@ final class ModelWorker {
     /// Hands a fault's or resolve's step over; blocks while `maxBatches` batches wait for the worker.
     @inline(__always)
     func send(_ step: ReplayStep) {
-        guard thread != nil else { return body(step, nil) }
+        guard thread != nil else { return withUnsafePointer(to: step) { body(UnsafeBufferPointer(start: $0, count: 1), []) } }
         batch.append(step)
         if batch.count == Self.batchSize { flush() }
     }
 
     /// Hands the step of another record over, with the record.
     func send(_ step: ReplayStep, other: TraceRecord) {
-        guard thread != nil else { return body(step, other) }
+        guard thread != nil else {
+            return withUnsafePointer(to: step) { body(UnsafeBufferPointer(start: $0, count: 1), [other]) }
+        }
         batch.others.append(other)
         batch.append(step)
         if batch.count == Self.batchSize { flush() }
@@ -73,16 +77,7 @@ final class ModelWorker {
 
     private static func run(_ channel: BatchChannel<ModelBatch>, _ body: Body) {
         while let batch = channel.receive() {
-            var other = 0
-            for i in 0..<batch.count {
-                let step = batch.steps[i]
-                if step.kind == .other {
-                    body(step, batch.others[other])
-                    other += 1
-                } else {
-                    body(step, nil)
-                }
-            }
+            body(UnsafeBufferPointer(start: batch.steps, count: batch.count), batch.others)
             batch.count = 0
             batch.others.removeAll(keepingCapacity: true)
             channel.recycle(batch)

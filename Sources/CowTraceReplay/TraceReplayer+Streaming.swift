@@ -42,7 +42,17 @@ extension TraceReplayer {
 
         // The model runs on a thread of its own (`ModelWorker`): from here
         // until `finish`, this thread touches the feed only.
-        let worker = ModelWorker { step, other in self.apply(step, other: other) }
+        let worker = ModelWorker { steps, others in
+            var other = 0
+            for step in steps {
+                if step.kind == .other {
+                    self.apply(step, other: others[other])
+                    other += 1
+                } else {
+                    self.apply(step, other: nil)
+                }
+            }
+        }
         defer { worker.finish() }
         var feed = ReplayFeed(prepass, worker)
         try visiting(&feed)

@@ -11,7 +11,17 @@ final class ModelWorkerTests: XCTestCase {
 
     func testEveryStepArrivesInOrderWithItsRecord() {
         let log = Log()
-        let worker = ModelWorker { step, other in log.seen.append((step.record.time, other)) }
+        let worker = ModelWorker { steps, others in
+            var other = 0
+            for step in steps {
+                if step.kind == .other {
+                    log.seen.append((step.record.time, others[other]))
+                    other += 1
+                } else {
+                    log.seen.append((step.record.time, nil))
+                }
+            }
+        }
         let n = 5 * ModelWorker.batchSize * ModelWorker.maxBatches + 17
         var expected: [(UInt64, TraceRecord?)] = []
         for i in 0..<n {
