@@ -27,7 +27,7 @@ extension Machine {
         var result = AccessResult()
         guard length > 0 else { return result }
         accessRange(task, address, address &+ length, write: kind == .write, &result)
-        task.faults += result.faults
+        task.addFaults(result.faults)
         return result
     }
 
@@ -51,7 +51,7 @@ extension Machine {
             }
             result.faults.add(counts)
         }
-        task.faults += result.faults
+        task.addFaults(result.faults)
         return result
     }
 
@@ -73,7 +73,7 @@ extension Machine {
             // The last fault is caught by `log` (no array per fault); `faultLog`, when set, still gets every one.
             lastFault.pointee = nil
             accessRange(task, address, address &+ 1, write: write, logging: true, faultCounts, &unreadResult)
-            task.faults.take(faultCounts)
+            task.takeFaults(faultCounts)
             return lastFault.pointee
         }
     }
@@ -151,7 +151,7 @@ extension Machine {
         var ctx = FaultContext(taskRef: taskRef, mmRef: mmRef, vmaIndex: site.vmaIndex, address: site.address, write: write)
         ctx.pte = pte
         let cls = handleMMFault(&ctx)
-        taskRef._withUnsafeGuaranteedRef { $0.faults[cls] += 1 }
+        taskRef._withUnsafeGuaranteedRef { $0.faultsByClass[cls.index] += 1 }
         let record = FaultRecord(pid: site.pid, address: site.address, write: write,
                                  present: entry & PageTableEntry.present != 0, cls)
         lastFault.pointee = record
