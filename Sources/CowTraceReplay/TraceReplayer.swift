@@ -437,6 +437,7 @@ public final class TraceReplayer {
         return lo < gapTimes.count && gapTimes[lo] <= now
     }
 
+    @inline(__always) // per fault, and nothing to do without gaps
     func touch(_ pid: Int32, _ page: UInt64, _ time: UInt64) {
         if !gapTimes.isEmpty { lastSeen[PageKey(pid: pid, page: page)] = time }
     }
