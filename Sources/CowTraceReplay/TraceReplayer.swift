@@ -257,13 +257,15 @@ public final class TraceReplayer {
         }
 
         // The VMA and the entry in one lookup (the fault's site), which also
-        // says whether the process is alive (else it is adopted, and the site
-        // found again). The entry is read again when the page was changed
-        // since, and the fault then finds its site again.
-        var site = machine.faultSite(pid, containing: page)
-        if !site.processIsAlive {
-            guard ensureProcess(pid) else { return }
-            site = machine.faultSite(pid, containing: page)
+        // says whether the process is alive (else it is adopted, and the
+        // fault replayed again, as for any live process). The entry is read
+        // again when the page was changed since, and the fault then finds its
+        // site again. One site, never reassigned: the site is large, and a
+        // variable assigned twice was copied three times per fault.
+        let site = machine.faultSite(pid, containing: page)
+        guard site.processIsAlive else {
+            if ensureProcess(pid) { replayFault(f, verdict: verdict) }
+            return
         }
         stats.writeProtectFaults += 1
         let fromSnapshot = snapshotPages.remove(pid: pid, page: page)
@@ -310,12 +312,17 @@ public final class TraceReplayer {
         }
 
         let frame = entrySeen ? frameSeen : frameBeforeFault(pid, page)
-        let logged = frame.map {
-            frameFaults.add(FrameFault(pid: pid, start: f.time, end: TraceReplayer.faultEnd(start: f.time, kernel),
-                                       kernel: kernel.cls, disagreement: nil), on: $0)
+        // The fault's handle in the log, and the faults it overlaps: nil for
+        // none (most faults), no array to retain and release. Two variables,
+        // not an optional tuple holding the optional array (an outlined
+        // consume of it per fault).
+        var logged: Int? = nil
+        var racing: [FrameFault]? = nil
+        if let frame {
+            (logged, racing) = frameFaults.add(FrameFault(pid: pid, start: f.time,
+                                                          end: TraceReplayer.faultEnd(start: f.time, kernel),
+                                                          kernel: kernel.cls, disagreement: nil), on: frame)
         }
-        // nil for none (most faults): no array to retain and release.
-        let racing = logged?.overlapping ?? nil
 
         var outcome: FaultClass? = nil
         var onHugePMD = false
@@ -368,7 +375,7 @@ public final class TraceReplayer {
         if kernel.cls == .copy || kernel.cls == .reuse, let racing {
             for earlier in racing { if let i = earlier.disagreement { excuseRace(i) } }
         }
-        if let disagreement, let logged { frameFaults.setDisagreement(disagreement, handle: logged.handle) }
+        if let disagreement, let logged { frameFaults.setDisagreement(disagreement, handle: logged) }
     }
 
     /// A not-present write the kernel counted as a file copy (do_cow_fault):
