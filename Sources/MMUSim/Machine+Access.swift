@@ -119,7 +119,7 @@ extension Machine {
         return mm._withUnsafeGuaranteedRef { m in
             let vmaIndex = alive ? m.findVMA(page) : nil
             let vma = vmaIndex.map { m.vmas[$0] }
-            guard let slot = m.pageTable.walk(page, allocate: false), slot.pointee != 0 else {
+            guard let slot = m.pageTable.lookup(page), slot.pointee != 0 else {
                 return FaultSite(vma: vma, entry: nil, processIsAlive: alive, pid: pid, address: page, task: task, mm: mm,
                                  vmaIndex: vmaIndex ?? 0, pte: nil)
             }
