@@ -298,7 +298,8 @@ public final class TraceReplayer {
         }
         // The frame the fault finds, from the entry read here when it was present (write-protecting keeps the frame).
         var frameSeen: Int? = nil, entrySeen = false
-        if let vma, vma.flags.contains(.write) {
+        // The flags only, not `if let vma`: a copy of the VMA per fault.
+        if vma?.flags.contains(.write) == true {
             if let entry = entryChanged ? machine.pageTableEntry(pid, page) : site.entry, entry.isPresent {
                 if entry.isWritable, machine.writeProtect(pid, at: page) {
                     stats.reprotectedPages += 1
@@ -306,7 +307,7 @@ public final class TraceReplayer {
                 }
                 frameSeen = Machine.presentFrame(entry, page)
                 entrySeen = true
-            } else if materialize(pid, page, vma, kernel: kernel.cls) {
+            } else if materialize(pid, page, vma!, kernel: kernel.cls) {
                 hints.insert(.materialized)
             }
         }
