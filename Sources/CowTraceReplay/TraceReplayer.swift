@@ -369,7 +369,7 @@ public final class TraceReplayer {
                                               modelOutcome: outcome?.description ?? "none", reason: reason,
                                               wastedCopy: wasted))
         }
-        withProcessRow(pid) { $0.tally(kernel: kernel.cls, model: model, agreed: agreed, tierLimited: tierLimited) }
+        tallyFault(pid, kernel: kernel.cls, model: model, agreed: agreed, tierLimited: tierLimited)
         if let frame, kernel.cls == .reuse, !exitedSharers.isEmpty { noteReuseAfterExit(frame: frame) }
         // The earlier sharer's disagreement (it reused, or copied, where the
         // model says otherwise) is legal too once this fault overlaps it.
@@ -387,13 +387,22 @@ public final class TraceReplayer {
     /// default (an autoclosure) is allocated on the heap at every call.
     @inline(__always)
     func withProcessRow(_ pid: Int32, _ body: (inout ReplayProcess) -> Void) {
-        if let i = processes.slot(pid) {
-            body(&processes[slot: i])
-        } else {
-            var p = ReplayProcess(pid: pid, comm: "?", origin: .adopted)
-            body(&p)
-            processes[pid] = p
-        }
+        body(&processes[slot: processes.slot(pid) ?? addProcessRow(pid)])
+    }
+
+    /// A new row for `pid` (adopted, comm "?"); its slot. Out of line: the
+    /// row is large, and building it inline gave every caller a large frame.
+    @inline(never)
+    func addProcessRow(_ pid: Int32) -> Int {
+        processes.insert(pid, ReplayProcess(pid: pid, comm: "?", origin: .adopted))
+    }
+
+    /// Counts one compared write-protect fault in the process's row. Out of
+    /// line: inlined into replayFault, the row's uniqueness check, bounds
+    /// check and unwrap were each a call of their own.
+    @inline(never)
+    func tallyFault(_ pid: Int32, kernel: ReplayClass, model: ReplayClass, agreed: Bool, tierLimited: Bool) {
+        withProcessRow(pid) { $0.tally(kernel: kernel, model: model, agreed: agreed, tierLimited: tierLimited) }
     }
 
     func judgeFirstTouchFileCopy(_ f: CowTraceFormat.FaultRecord, kernel: KernelVerdict, outcome: FaultClass?) {
@@ -655,8 +664,8 @@ extension ReplayProcess {
     /// Counts one compared fault.
     @inline(__always)
     mutating func tally(kernel: ReplayClass, model: ReplayClass, agreed: Bool, tierLimited: Bool) {
-        self.kernel[kernel] += 1
-        self.model[model] += 1
+        self.kernel.countOne(kernel)
+        self.model.countOne(model)
         if agreed { agreements += 1 }
         if tierLimited { tierLimitedAgreements += 1 }
     }
