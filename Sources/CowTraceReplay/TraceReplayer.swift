@@ -34,12 +34,20 @@ public final class TraceReplayer {
     struct PidState {
         /// Pages whose VMA the replay made up (each a one-page VMA).
         var implicitPages: Set<UInt64> = [] {
-            didSet { fewImplicitPages = implicitPages.count <= 8 ? Array(implicitPages) : nil }
+            didSet {
+                fewImplicitPages = implicitPages.count <= 8 ? Array(implicitPages) : nil
+                implicitPageBits = implicitPages.count <= 64 ? implicitPages.reduce(0) { $0 | PidState.bit($1) } : ~0
+            }
         }
         /// `implicitPages` in an array while they are few (nil once many):
         /// a process has a few such pages at most, usually, and they are
         /// looked for at every write-protect fault.
         private(set) var fewImplicitPages: [UInt64]? = []
+        /// The implicit pages' `bit`s (all set once there are many): a page
+        /// whose bit is clear is none of them, found without comparing it to each.
+        private(set) var implicitPageBits: UInt64 = 0
+        @inline(__always)
+        static func bit(_ page: UInt64) -> UInt64 { 1 << (page >> 12 & 63) }
         /// The /proc/PID/maps lines recorded at start (inherited by fork, dropped by exec).
         var recordedMaps: [MappingRecord] = []
         /// Whether the model's start_brk is the real one.
@@ -51,7 +59,8 @@ public final class TraceReplayer {
         /// While the pages are few they are compared one by one in their
         /// array, which costs less than hashing the page or walking the set.
         mutating func hasImplicitPage(_ page: UInt64) -> Bool {
-            fewImplicitPages?.contains(page) ?? implicitPages.contains(page)
+            guard implicitPageBits & PidState.bit(page) != 0 else { return false }
+            return fewImplicitPages?.contains(page) ?? implicitPages.contains(page)
         }
     }
 
