@@ -242,21 +242,29 @@ public final class TraceReplayer {
             guard ensureProcess(pid) else { return }
             stats.firstTouchFaults += 1
             withProcessRow(pid) { $0.firstTouchFaults += 1 }
-            if machine.vma(pid, containing: page) == nil {
+            // The fault's site, as for a write-protect fault (below): the
+            // fault is taken there unless the replay changed the page first.
+            let site = machine.faultSite(pid, containing: page)
+            var entryChanged = false
+            if site.vma == nil {
                 // A file copy on a first touch (do_cow_fault) says the page maps a private file.
                 makeImplicitMapping(pid, page, kind: verdict != nil ? .filePrivate : f.mapping)
+                entryChanged = true
             }
             // A snapshot read after this fault already shows its result (an
             // exec'd process's maps are read while it runs): undo the page so
             // the fault replays from the state before it.
             if snapshotPages.remove(pid: pid, page: page),
-               machine.pageTableEntry(pid, page)?.isPresent == true {
+               (entryChanged ? machine.pageTableEntry(pid, page) : site.entry)?.isPresent == true {
                 try? machine.madvise(pid, page, length: 4096, .dontNeed)
                 stats.snapshotPagesRefaulted += 1
+                entryChanged = true
             }
             var outcome: FaultClass? = nil
             do {
-                outcome = try machine.fault(pid, at: f.address, write: f.kind == .firstTouchWrite)?.faultClass
+                let write = f.kind == .firstTouchWrite
+                outcome = try (entryChanged ? machine.fault(pid, at: f.address, write: write)
+                    : machine.fault(at: site, write: write))?.faultClass
             } catch {
                 modelError("fault refused by the model", "pid \(pid) at \(hex(f.address)): \(error)")
             }

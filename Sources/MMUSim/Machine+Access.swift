@@ -119,13 +119,14 @@ extension Machine {
         return mm._withUnsafeGuaranteedRef { m in
             let vmaIndex = alive ? m.findVMA(page) : nil
             let vma = vmaIndex.map { m.vmas[$0] }
-            guard let slot = m.pageTable.lookup(page), slot.pointee != 0 else {
+            guard let slot = m.pageTable.lookup(page) else {
                 return FaultSite(vma: vma, entry: nil, processIsAlive: alive, pid: pid, address: page, task: task, mm: mm,
                                  vmaIndex: vmaIndex ?? 0, pte: nil)
             }
+            // An empty PTE is a site too: a first touch is taken there, as accessVMA takes it.
             let entry = slot.pointee
-            return FaultSite(vma: vma, entry: PageTableEntry(rawValue: entry), processIsAlive: alive, pid: pid, address: page,
-                             task: alive ? task : nil, mm: mm, vmaIndex: vmaIndex ?? 0,
+            return FaultSite(vma: vma, entry: entry == 0 ? nil : PageTableEntry(rawValue: entry), processIsAlive: alive,
+                             pid: pid, address: page, task: alive ? task : nil, mm: mm, vmaIndex: vmaIndex ?? 0,
                              pte: entry & PageTableEntry.huge == 0 ? slot : nil)
         }
     }
@@ -133,8 +134,9 @@ extension Machine {
     /// `fault(pid, at: address, write:)` at a site `faultSite` found for the
     /// address: handle_mm_fault with the VMA and the PTE already reached, as
     /// the hardware walk reaches them before the fault (`accessVMA` does the
-    /// same per page). A site with no VMA, no PTE (a huge PMD, an empty table)
-    /// or a VMA that forbids the access takes the full path of `fault(_:at:write:)`.
+    /// same per page, an empty PTE included). A site with no VMA, no PTE (a
+    /// huge PMD, a missing table) or a VMA that forbids the access takes the
+    /// full path of `fault(_:at:write:)`.
     public func fault(at site: FaultSite, write: Bool) throws -> FaultRecord? {
         guard let taskRef = site.task, let mmRef = site.mm, let pte = site.pte, let vma = site.vma,
               Machine.accessAllowed(vma, write: write) else {
