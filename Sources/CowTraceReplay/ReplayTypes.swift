@@ -74,6 +74,20 @@ public struct ClassCounts: Equatable, Sendable {
         }
     }
 
+    /// `self[c] += 1` with one switch, where the subscript's getter and
+    /// setter run one each (the replay counts two classes per fault).
+    @inline(__always)
+    mutating func countOne(_ c: ReplayClass) {
+        switch c {
+        case .copy: copy += 1
+        case .reuse, .unresolved: reuse += 1
+        case .zeroFill: zeroFill += 1
+        case .fileCopy: fileCopy += 1
+        case .sharedWrite: sharedWrite += 1
+        default: other += 1
+        }
+    }
+
     public var total: Int { copy + reuse + zeroFill + fileCopy + sharedWrite + other }
 
     public static func += (a: inout ClassCounts, b: ClassCounts) {

@@ -97,33 +97,34 @@ extension TraceReplayer {
         /// as many faults were logged since as it keeps: O(1) a fault. Visits
         /// the faults only, not the chain heads: a head that is set is the
         /// index of its frame's latest fault, which names the frame.
+        ///
+        /// One pass, in log order. A chain runs from later faults to earlier
+        /// ones, so by the time a fault is visited every fault its link can
+        /// reach was: `liveAt[i]` says where the first fault kept from `i` down
+        /// its chain (`i` itself, else the faults it links to) moved (-1:
+        /// none), and a link or a head is
+        /// redirected with one lookup instead of a walk down the faults that
+        /// are over. A fault kept moves down to the next free index, never
+        /// above its own: the faults not visited yet stay where they were.
         private mutating func compact(now: UInt64) {
-            // The first fault at or after `i` in a chain that is not over (-1: none).
-            func live(_ i: Int32) -> Int32 {
-                var i = i
-                while i >= 0 && entries[Int(i)].fault.end < now { i = entries[Int(i)].older }
-                return i
-            }
-            // Links skip the faults that are over (their own links are read, never changed, here),
-            // and so do the heads (each moves to a fault before it, already visited).
-            for i in entries.indices {
-                let slot = Int(entries[i].slot)
-                if latest[slot] == Int32(i) { latest[slot] = live(Int32(i)) }
-                if entries[i].fault.end >= now { entries[i].older = live(entries[i].older) }
-            }
-            // Then the faults kept move down, in order, and links and heads follow them
-            // (a head already moved holds an index below this fault's).
-            var moved = [Int32](repeating: -1, count: entries.count)
+            var liveAt = [Int32](repeating: -1, count: entries.count)
             var kept = 0
-            for i in entries.indices where entries[i].fault.end >= now {
-                moved[i] = Int32(kept)
-                let slot = Int(entries[i].slot)
-                if latest[slot] == Int32(i) { latest[slot] = Int32(kept) }
-                entries[kept] = entries[i]
-                kept += 1
+            for i in entries.indices {
+                var e = entries[i]
+                let olderLive = e.older < 0 ? -1 : liveAt[Int(e.older)]
+                if e.fault.end >= now {
+                    liveAt[i] = Int32(kept)
+                    e.older = olderLive
+                    entries[kept] = e
+                    kept += 1
+                } else {
+                    liveAt[i] = olderLive
+                }
+                // The head names its chain's latest fault: the highest index, visited last.
+                let slot = Int(e.slot)
+                if latest[slot] == Int32(i) { latest[slot] = liveAt[i] }
             }
             entries.removeLast(entries.count - kept)
-            for i in entries.indices where entries[i].older >= 0 { entries[i].older = moved[Int(entries[i].older)] }
             compactAt = kept + max(FrameFaultLog.minimumInterval, kept)
         }
     }

@@ -34,12 +34,20 @@ public final class TraceReplayer {
     struct PidState {
         /// Pages whose VMA the replay made up (each a one-page VMA).
         var implicitPages: Set<UInt64> = [] {
-            didSet { fewImplicitPages = implicitPages.count <= 8 ? Array(implicitPages) : nil }
+            didSet {
+                fewImplicitPages = implicitPages.count <= 8 ? Array(implicitPages) : nil
+                implicitPageBits = implicitPages.count <= 64 ? implicitPages.reduce(0) { $0 | PidState.bit($1) } : ~0
+            }
         }
         /// `implicitPages` in an array while they are few (nil once many):
         /// a process has a few such pages at most, usually, and they are
         /// looked for at every write-protect fault.
         private(set) var fewImplicitPages: [UInt64]? = []
+        /// The implicit pages' `bit`s (all set once there are many): a page
+        /// whose bit is clear is none of them, found without comparing it to each.
+        private(set) var implicitPageBits: UInt64 = 0
+        @inline(__always)
+        static func bit(_ page: UInt64) -> UInt64 { 1 << (page >> 12 & 63) }
         /// The /proc/PID/maps lines recorded at start (inherited by fork, dropped by exec).
         var recordedMaps: [MappingRecord] = []
         /// Whether the model's start_brk is the real one.
@@ -51,7 +59,8 @@ public final class TraceReplayer {
         /// While the pages are few they are compared one by one in their
         /// array, which costs less than hashing the page or walking the set.
         mutating func hasImplicitPage(_ page: UInt64) -> Bool {
-            fewImplicitPages?.contains(page) ?? implicitPages.contains(page)
+            guard implicitPageBits & PidState.bit(page) != 0 else { return false }
+            return fewImplicitPages?.contains(page) ?? implicitPages.contains(page)
         }
     }
 
@@ -233,21 +242,29 @@ public final class TraceReplayer {
             guard ensureProcess(pid) else { return }
             stats.firstTouchFaults += 1
             withProcessRow(pid) { $0.firstTouchFaults += 1 }
-            if machine.vma(pid, containing: page) == nil {
+            // The fault's site, as for a write-protect fault (below): the
+            // fault is taken there unless the replay changed the page first.
+            let site = machine.faultSite(pid, containing: page)
+            var entryChanged = false
+            if site.vma == nil {
                 // A file copy on a first touch (do_cow_fault) says the page maps a private file.
                 makeImplicitMapping(pid, page, kind: verdict != nil ? .filePrivate : f.mapping)
+                entryChanged = true
             }
             // A snapshot read after this fault already shows its result (an
             // exec'd process's maps are read while it runs): undo the page so
             // the fault replays from the state before it.
             if snapshotPages.remove(pid: pid, page: page),
-               machine.pageTableEntry(pid, page)?.isPresent == true {
+               (entryChanged ? machine.pageTableEntry(pid, page) : site.entry)?.isPresent == true {
                 try? machine.madvise(pid, page, length: 4096, .dontNeed)
                 stats.snapshotPagesRefaulted += 1
+                entryChanged = true
             }
             var outcome: FaultClass? = nil
             do {
-                outcome = try machine.fault(pid, at: f.address, write: f.kind == .firstTouchWrite)?.faultClass
+                let write = f.kind == .firstTouchWrite
+                outcome = try (entryChanged ? machine.fault(pid, at: f.address, write: write)
+                    : machine.fault(at: site, write: write))?.faultClass
             } catch {
                 modelError("fault refused by the model", "pid \(pid) at \(hex(f.address)): \(error)")
             }
@@ -257,13 +274,15 @@ public final class TraceReplayer {
         }
 
         // The VMA and the entry in one lookup (the fault's site), which also
-        // says whether the process is alive (else it is adopted, and the site
-        // found again). The entry is read again when the page was changed
-        // since, and the fault then finds its site again.
-        var site = machine.faultSite(pid, containing: page)
-        if !site.processIsAlive {
-            guard ensureProcess(pid) else { return }
-            site = machine.faultSite(pid, containing: page)
+        // says whether the process is alive (else it is adopted, and the
+        // fault replayed again, as for any live process). The entry is read
+        // again when the page was changed since, and the fault then finds its
+        // site again. One site, never reassigned: the site is large, and a
+        // variable assigned twice was copied three times per fault.
+        let site = machine.faultSite(pid, containing: page)
+        guard site.processIsAlive else {
+            if ensureProcess(pid) { replayFault(f, verdict: verdict) }
+            return
         }
         stats.writeProtectFaults += 1
         let fromSnapshot = snapshotPages.remove(pid: pid, page: page)
@@ -296,7 +315,8 @@ public final class TraceReplayer {
         }
         // The frame the fault finds, from the entry read here when it was present (write-protecting keeps the frame).
         var frameSeen: Int? = nil, entrySeen = false
-        if let vma, vma.flags.contains(.write) {
+        // The flags only, not `if let vma`: a copy of the VMA per fault.
+        if vma?.flags.contains(.write) == true {
             if let entry = entryChanged ? machine.pageTableEntry(pid, page) : site.entry, entry.isPresent {
                 if entry.isWritable, machine.writeProtect(pid, at: page) {
                     stats.reprotectedPages += 1
@@ -304,18 +324,23 @@ public final class TraceReplayer {
                 }
                 frameSeen = Machine.presentFrame(entry, page)
                 entrySeen = true
-            } else if materialize(pid, page, vma, kernel: kernel.cls) {
+            } else if materialize(pid, page, vma!, kernel: kernel.cls) {
                 hints.insert(.materialized)
             }
         }
 
         let frame = entrySeen ? frameSeen : frameBeforeFault(pid, page)
-        let logged = frame.map {
-            frameFaults.add(FrameFault(pid: pid, start: f.time, end: TraceReplayer.faultEnd(start: f.time, kernel),
-                                       kernel: kernel.cls, disagreement: nil), on: $0)
+        // The fault's handle in the log, and the faults it overlaps: nil for
+        // none (most faults), no array to retain and release. Two variables,
+        // not an optional tuple holding the optional array (an outlined
+        // consume of it per fault).
+        var logged: Int? = nil
+        var racing: [FrameFault]? = nil
+        if let frame {
+            (logged, racing) = frameFaults.add(FrameFault(pid: pid, start: f.time,
+                                                          end: TraceReplayer.faultEnd(start: f.time, kernel),
+                                                          kernel: kernel.cls, disagreement: nil), on: frame)
         }
-        // nil for none (most faults): no array to retain and release.
-        let racing = logged?.overlapping ?? nil
 
         var outcome: FaultClass? = nil
         var onHugePMD = false
@@ -361,14 +386,14 @@ public final class TraceReplayer {
                                               modelOutcome: outcome?.description ?? "none", reason: reason,
                                               wastedCopy: wasted))
         }
-        withProcessRow(pid) { $0.tally(kernel: kernel.cls, model: model, agreed: agreed, tierLimited: tierLimited) }
+        tallyFault(pid, kernel: kernel.cls, model: model, agreed: agreed, tierLimited: tierLimited)
         if let frame, kernel.cls == .reuse, !exitedSharers.isEmpty { noteReuseAfterExit(frame: frame) }
         // The earlier sharer's disagreement (it reused, or copied, where the
         // model says otherwise) is legal too once this fault overlaps it.
         if kernel.cls == .copy || kernel.cls == .reuse, let racing {
             for earlier in racing { if let i = earlier.disagreement { excuseRace(i) } }
         }
-        if let disagreement, let logged { frameFaults.setDisagreement(disagreement, handle: logged.handle) }
+        if let disagreement, let logged { frameFaults.setDisagreement(disagreement, handle: logged) }
     }
 
     /// A not-present write the kernel counted as a file copy (do_cow_fault):
@@ -379,13 +404,22 @@ public final class TraceReplayer {
     /// default (an autoclosure) is allocated on the heap at every call.
     @inline(__always)
     func withProcessRow(_ pid: Int32, _ body: (inout ReplayProcess) -> Void) {
-        if let i = processes.slot(pid) {
-            body(&processes[slot: i])
-        } else {
-            var p = ReplayProcess(pid: pid, comm: "?", origin: .adopted)
-            body(&p)
-            processes[pid] = p
-        }
+        body(&processes[slot: processes.slot(pid) ?? addProcessRow(pid)])
+    }
+
+    /// A new row for `pid` (adopted, comm "?"); its slot. Out of line: the
+    /// row is large, and building it inline gave every caller a large frame.
+    @inline(never)
+    func addProcessRow(_ pid: Int32) -> Int {
+        processes.insert(pid, ReplayProcess(pid: pid, comm: "?", origin: .adopted))
+    }
+
+    /// Counts one compared write-protect fault in the process's row. Out of
+    /// line: inlined into replayFault, the row's uniqueness check, bounds
+    /// check and unwrap were each a call of their own.
+    @inline(never)
+    func tallyFault(_ pid: Int32, kernel: ReplayClass, model: ReplayClass, agreed: Bool, tierLimited: Bool) {
+        withProcessRow(pid) { $0.tally(kernel: kernel, model: model, agreed: agreed, tierLimited: tierLimited) }
     }
 
     func judgeFirstTouchFileCopy(_ f: CowTraceFormat.FaultRecord, kernel: KernelVerdict, outcome: FaultClass?) {
@@ -437,6 +471,7 @@ public final class TraceReplayer {
         return lo < gapTimes.count && gapTimes[lo] <= now
     }
 
+    @inline(__always) // per fault, and nothing to do without gaps
     func touch(_ pid: Int32, _ page: UInt64, _ time: UInt64) {
         if !gapTimes.isEmpty { lastSeen[PageKey(pid: pid, page: page)] = time }
     }
@@ -646,8 +681,8 @@ extension ReplayProcess {
     /// Counts one compared fault.
     @inline(__always)
     mutating func tally(kernel: ReplayClass, model: ReplayClass, agreed: Bool, tierLimited: Bool) {
-        self.kernel[kernel] += 1
-        self.model[model] += 1
+        self.kernel.countOne(kernel)
+        self.model.countOne(model)
         if agreed { agreements += 1 }
         if tierLimited { tierLimitedAgreements += 1 }
     }

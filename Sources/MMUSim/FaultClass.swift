@@ -22,17 +22,6 @@ public struct FaultCounts: Equatable, Sendable {
         }
     }
 
-    /// `add(raw)`, leaving `raw` all zeros. Touches only the classes counted
-    /// (one, for most calls): the task's array is rarely in the cache.
-    mutating func take(_ raw: UnsafeMutablePointer<Int>) {
-        counts.withUnsafeMutableBufferPointer { c in
-            for i in c.indices where raw[i] != 0 {
-                c[i] += raw[i]
-                raw[i] = 0
-            }
-        }
-    }
-
     public static func += (lhs: inout FaultCounts, rhs: FaultCounts) {
         for i in lhs.counts.indices { lhs.counts[i] += rhs.counts[i] }
     }

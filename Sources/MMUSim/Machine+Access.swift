@@ -27,7 +27,7 @@ extension Machine {
         var result = AccessResult()
         guard length > 0 else { return result }
         accessRange(task, address, address &+ length, write: kind == .write, &result)
-        task.faults += result.faults
+        task.addFaults(result.faults)
         return result
     }
 
@@ -51,7 +51,7 @@ extension Machine {
             }
             result.faults.add(counts)
         }
-        task.faults += result.faults
+        task.addFaults(result.faults)
         return result
     }
 
@@ -73,7 +73,7 @@ extension Machine {
             // The last fault is caught by `log` (no array per fault); `faultLog`, when set, still gets every one.
             lastFault.pointee = nil
             accessRange(task, address, address &+ 1, write: write, logging: true, faultCounts, &unreadResult)
-            task.faults.take(faultCounts)
+            task.takeFaults(faultCounts)
             return lastFault.pointee
         }
     }
@@ -119,13 +119,14 @@ extension Machine {
         return mm._withUnsafeGuaranteedRef { m in
             let vmaIndex = alive ? m.findVMA(page) : nil
             let vma = vmaIndex.map { m.vmas[$0] }
-            guard let slot = m.pageTable.walk(page, allocate: false), slot.pointee != 0 else {
+            guard let slot = m.pageTable.lookup(page) else {
                 return FaultSite(vma: vma, entry: nil, processIsAlive: alive, pid: pid, address: page, task: task, mm: mm,
                                  vmaIndex: vmaIndex ?? 0, pte: nil)
             }
+            // An empty PTE is a site too: a first touch is taken there, as accessVMA takes it.
             let entry = slot.pointee
-            return FaultSite(vma: vma, entry: PageTableEntry(rawValue: entry), processIsAlive: alive, pid: pid, address: page,
-                             task: alive ? task : nil, mm: mm, vmaIndex: vmaIndex ?? 0,
+            return FaultSite(vma: vma, entry: entry == 0 ? nil : PageTableEntry(rawValue: entry), processIsAlive: alive,
+                             pid: pid, address: page, task: alive ? task : nil, mm: mm, vmaIndex: vmaIndex ?? 0,
                              pte: entry & PageTableEntry.huge == 0 ? slot : nil)
         }
     }
@@ -133,8 +134,9 @@ extension Machine {
     /// `fault(pid, at: address, write:)` at a site `faultSite` found for the
     /// address: handle_mm_fault with the VMA and the PTE already reached, as
     /// the hardware walk reaches them before the fault (`accessVMA` does the
-    /// same per page). A site with no VMA, no PTE (a huge PMD, an empty table)
-    /// or a VMA that forbids the access takes the full path of `fault(_:at:write:)`.
+    /// same per page, an empty PTE included). A site with no VMA, no PTE (a
+    /// huge PMD, a missing table) or a VMA that forbids the access takes the
+    /// full path of `fault(_:at:write:)`.
     public func fault(at site: FaultSite, write: Bool) throws -> FaultRecord? {
         guard let taskRef = site.task, let mmRef = site.mm, let pte = site.pte, let vma = site.vma,
               Machine.accessAllowed(vma, write: write) else {
@@ -151,7 +153,7 @@ extension Machine {
         var ctx = FaultContext(taskRef: taskRef, mmRef: mmRef, vmaIndex: site.vmaIndex, address: site.address, write: write)
         ctx.pte = pte
         let cls = handleMMFault(&ctx)
-        taskRef._withUnsafeGuaranteedRef { $0.faults[cls] += 1 }
+        taskRef._withUnsafeGuaranteedRef { $0.faultsByClass[cls.index] += 1 }
         let record = FaultRecord(pid: site.pid, address: site.address, write: write,
                                  present: entry & PageTableEntry.present != 0, cls)
         lastFault.pointee = record

@@ -138,6 +138,9 @@ extension Machine {
 
     /// zap_page_range: unmap every page in [start, end), dropping maps, references and RSS.
     func zapRange(_ mm: MM, _ start: UInt64, _ end: UInt64) {
+        // Anonymous pages zapped, taken off the RSS once at the end (zap_pte_range's rss[] and add_mm_rss_vec).
+        var anonZapped = 0
+        defer { mm.rssCounters.pointee.anon -= anonZapped }
         mm.pageTable.forEachPMD(start: start, end: end) { pmdAddress, pmd in
             if pmd.pointee & PageTableEntry.huge != 0 {
                 if pmdAddress >= start && pmdAddress + Paging.hugePageSize <= end {
@@ -151,14 +154,14 @@ extension Machine {
             var i = Paging.pteIndex(lo)
             let last = Paging.pteIndex(hi - 1)
             while i <= last {
-                zapPTE(mm, table + i)
+                zapPTE(mm, table + i, anonZapped: &anonZapped)
                 i += 1
             }
         }
     }
 
     @inline(__always)
-    func zapPTE(_ mm: MM, _ slot: UnsafeMutablePointer<UInt64>) {
+    func zapPTE(_ mm: MM, _ slot: UnsafeMutablePointer<UInt64>, anonZapped: inout Int) {
         let entry = slot.pointee
         guard entry != 0 else { return }
         slot.pointee = 0
@@ -166,7 +169,7 @@ extension Machine {
         let f = Int((entry & PageTableEntry.frameMask) >> 12)
         var state = frames.states[f]
         if state.flags & FrameTable.Flags.anon.rawValue != 0 {
-            mm.rssCounters.pointee.anon -= 1
+            anonZapped &+= 1
             state.mapcount &-= 1
             state.refcount &-= 1
             if state.refcount == 0 { freeFrame(f) } else { frames.states[f] = state }

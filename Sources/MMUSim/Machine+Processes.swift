@@ -86,7 +86,9 @@ extension Machine {
     }
 
     /// `presentFrame(pid, address)` for the entry `pageTableEntry(pid, address)` returned.
-    @inline(__always)
+    /// Inlinable: the replay asks it at every write-protect fault, where a call
+    /// also fetched Machine's metadata.
+    @inlinable @inline(__always)
     public static func presentFrame(_ entry: PageTableEntry, _ address: UInt64) -> Int? {
         guard entry.isPresent else { return nil }
         var f = entry.frame

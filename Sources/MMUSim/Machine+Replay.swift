@@ -87,11 +87,19 @@ extension Machine {
                     }
                     return
                 }
+                // A plain loop with the address stepped along: a closed range's
+                // iterator and the address's checked arithmetic cost more than the entry's test.
                 let table = PageTable.table(pmd.pointee)
-                for k in Paging.pteIndex(lo)...Paging.pteIndex(hi - 1) {
+                var k = Paging.pteIndex(lo)
+                let last = Paging.pteIndex(hi - 1)
+                var address = pmdAddress &+ UInt64(k) << Paging.pageShift
+                while k <= last {
                     let e = table[k]
-                    guard e & PageTableEntry.present != 0, e & PageTableEntry.special == 0 else { continue }
-                    note(pmdAddress + UInt64(k) * Paging.pageSize, Int((e & PageTableEntry.frameMask) >> 12))
+                    if e & PageTableEntry.present != 0, e & PageTableEntry.special == 0 {
+                        note(address, Int((e & PageTableEntry.frameMask) >> 12))
+                    }
+                    k &+= 1
+                    address &+= Paging.pageSize
                 }
             }
         }

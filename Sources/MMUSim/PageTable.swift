@@ -79,6 +79,24 @@ public final class PageTable {
         return PageTable.table(pmdSlot.pointee) + Paging.pteIndex(address)
     }
 
+    /// `walk(address, to: .pte, allocate: false)` inlined, for the lookup
+    /// the replay makes per fault (`Machine.faultSite`): the slot of the leaf
+    /// entry mapping `address` (a PTE, or the PMD when it is a huge leaf), nil
+    /// at the first missing table. The walk's level and allocation cases cost
+    /// more than the four loads.
+    @inline(__always)
+    func lookup(_ address: UInt64) -> UnsafeMutablePointer<UInt64>? {
+        let pgdEntry = pgd[Paging.pgdIndex(address)]
+        guard pgdEntry != 0 else { return nil }
+        let pudEntry = PageTable.table(pgdEntry)[Paging.pudIndex(address)]
+        guard pudEntry != 0 else { return nil }
+        let pmdSlot = PageTable.table(pudEntry) + Paging.pmdIndex(address)
+        let pmdEntry = pmdSlot.pointee
+        if pmdEntry & PageTableEntry.huge != 0 { return pmdSlot }
+        guard pmdEntry != 0 else { return nil }
+        return PageTable.table(pmdEntry) + Paging.pteIndex(address)
+    }
+
     /// Installs a PTE table under an empty or huge PMD slot, for a split.
     /// The table was already counted when the huge PMD was installed (it is the deposited one).
     func withdrawDepositedTable(into pmdSlot: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> {

@@ -13,7 +13,15 @@ final class Task {
     var alive: Bool { get { state.pointee.alive } set { state.pointee.alive = newValue } }
     var killedByOOM = false
     let parent: Int32?
-    var faults = FaultCounts()
+    /// Faults handled, by class (`FaultClass.index`), behind a pointer: a
+    /// replayed fault counts itself with one add, where an array stored in
+    /// the task paid a uniqueness check and two bounds checks.
+    let faultsByClass: UnsafeMutablePointer<Int>
+    var faults: FaultCounts {
+        var counts = FaultCounts()
+        counts.add(faultsByClass)
+        return counts
+    }
 
     init(pid: Int32, comm: String, uid: UInt32, oomScoreAdj: Int, memcg: Int, capSysAdmin: Bool, parent: Int32?, mm: MM) {
         self.pid = pid
@@ -22,10 +30,29 @@ final class Task {
         self.oomScoreAdj = oomScoreAdj
         state = .allocate(capacity: 1)
         state.initialize(to: State(memcg: memcg, alive: true))
+        faultsByClass = .allocate(capacity: FaultClass.count)
+        faultsByClass.initialize(repeating: 0, count: FaultClass.count)
         self.capSysAdmin = capSysAdmin
         self.parent = parent
         self.mm = mm
     }
 
-    deinit { state.deallocate() }
+    deinit {
+        state.deallocate()
+        faultsByClass.deallocate()
+    }
+
+    /// Adds counts by class (as `faultsByClass`) to the task's.
+    func addFaults(_ counts: FaultCounts) {
+        for (i, n) in counts.counts.enumerated() { faultsByClass[i] += n }
+    }
+
+    /// Adds counts by class to the task's and zeroes them. Touches only the
+    /// classes counted (one, for most calls): the task's counts are rarely in the cache.
+    func takeFaults(_ raw: UnsafeMutablePointer<Int>) {
+        for i in 0..<FaultClass.count where raw[i] != 0 {
+            faultsByClass[i] += raw[i]
+            raw[i] = 0
+        }
+    }
 }

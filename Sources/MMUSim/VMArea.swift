@@ -1,27 +1,30 @@
 /// `vm_flags` of a VMA (include/linux/mm.h), the subset the model uses.
 public struct VMFlags: OptionSet, Hashable, Sendable {
     public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
-    public static let read = VMFlags(rawValue: 1 << 0)        // VM_READ
-    public static let write = VMFlags(rawValue: 1 << 1)       // VM_WRITE
-    public static let exec = VMFlags(rawValue: 1 << 2)        // VM_EXEC
-    public static let shared = VMFlags(rawValue: 1 << 3)      // VM_SHARED
-    public static let mayWrite = VMFlags(rawValue: 1 << 5)    // VM_MAYWRITE
-    public static let noReserve = VMFlags(rawValue: 1 << 21)  // VM_NORESERVE
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
+    // Inlinable computed constants, not stored ones: other modules (the replay
+    // tests VM_WRITE at every fault) fold them, where a stored one is read
+    // through a call to its addressor.
+    @inlinable public static var read: VMFlags { VMFlags(rawValue: 1 << 0) }        // VM_READ
+    @inlinable public static var write: VMFlags { VMFlags(rawValue: 1 << 1) }       // VM_WRITE
+    @inlinable public static var exec: VMFlags { VMFlags(rawValue: 1 << 2) }        // VM_EXEC
+    @inlinable public static var shared: VMFlags { VMFlags(rawValue: 1 << 3) }      // VM_SHARED
+    @inlinable public static var mayWrite: VMFlags { VMFlags(rawValue: 1 << 5) }    // VM_MAYWRITE
+    @inlinable public static var noReserve: VMFlags { VMFlags(rawValue: 1 << 21) }  // VM_NORESERVE
     /// VM_ACCOUNT: the mapping's pages are charged to Committed_AS.
-    public static let account = VMFlags(rawValue: 1 << 20)
+    @inlinable public static var account: VMFlags { VMFlags(rawValue: 1 << 20) }
     /// VM_DONTCOPY (MADV_DONTFORK): the child does not get this mapping.
-    public static let dontCopy = VMFlags(rawValue: 1 << 17)
+    @inlinable public static var dontCopy: VMFlags { VMFlags(rawValue: 1 << 17) }
     /// VM_WIPEONFORK (MADV_WIPEONFORK): the child gets it empty.
-    public static let wipeOnFork = VMFlags(rawValue: 1 << 24)
+    @inlinable public static var wipeOnFork: VMFlags { VMFlags(rawValue: 1 << 24) }
     /// VM_HUGEPAGE (MADV_HUGEPAGE): eligible for THP under "madvise".
-    public static let hugePage = VMFlags(rawValue: 1 << 29)
+    @inlinable public static var hugePage: VMFlags { VMFlags(rawValue: 1 << 29) }
     /// VM_NOHUGEPAGE (MADV_NOHUGEPAGE).
-    public static let noHugePage = VMFlags(rawValue: 1 << 30)
+    @inlinable public static var noHugePage: VMFlags { VMFlags(rawValue: 1 << 30) }
     /// VM_MERGEABLE (MADV_MERGEABLE): KSM may merge its pages.
-    public static let mergeable = VMFlags(rawValue: 1 << 31)
+    @inlinable public static var mergeable: VMFlags { VMFlags(rawValue: 1 << 31) }
     /// The model's marker for the heap made by brk.
-    public static let brkHeap = VMFlags(rawValue: 1 << 12)
+    @inlinable public static var brkHeap: VMFlags { VMFlags(rawValue: 1 << 12) }
 }
 
 /// One virtual memory area (`struct vm_area_struct`): [start, end) with one set of flags.

@@ -248,7 +248,7 @@ final class MachineReplayTests: XCTestCase {
             try m.installPage(c, at: base + page, .frame(f))
             try m.installPage(p, at: base + 2 * page, .zeroPage)                        // zero fill
             try m.installPage(p, at: base + 3 * page, .anonymous(exclusive: true), writable: true) // no fault
-            // base + 4 * page: nothing present (do_anonymous_page, the full path).
+            // base + 4 * page: nothing present (do_anonymous_page at the empty PTE).
             let lib = m.createFile("lib.so", size: page)
             let fileAt = base + 16 * page
             try m.adoptMapping(p, start: fileAt, end: fileAt + page, protection: .readWrite, shared: false, file: lib)
