@@ -58,9 +58,15 @@ public final class TraceReplayer {
         /// `implicitPages.contains(page)`; mutating so that `isImplicitPage` reads it in place.
         /// While the pages are few they are compared one by one in their
         /// array, which costs less than hashing the page or walking the set.
+        /// The bit test inlined, the comparisons out of line (for the few pages whose bit is set).
+        @inline(__always)
         mutating func hasImplicitPage(_ page: UInt64) -> Bool {
-            guard implicitPageBits & PidState.bit(page) != 0 else { return false }
-            return fewImplicitPages?.contains(page) ?? implicitPages.contains(page)
+            implicitPageBits & PidState.bit(page) != 0 && comparesImplicitPage(page)
+        }
+
+        @inline(never)
+        mutating func comparesImplicitPage(_ page: UInt64) -> Bool {
+            fewImplicitPages?.contains(page) ?? implicitPages.contains(page)
         }
     }
 
