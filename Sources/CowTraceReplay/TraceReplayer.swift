@@ -287,7 +287,8 @@ public final class TraceReplayer {
         // variable assigned twice was copied three times per fault.
         let site = machine.faultSite(pid, containing: page)
         guard site.processIsAlive else {
-            if ensureProcess(pid) { replayFault(f, verdict: verdict) }
+            // Once: a process ensureProcess adopted is alive (isAlive, as the site says).
+            if ensureProcess(pid), machine.isAlive(pid) { replayFault(f, verdict: verdict) }
             return
         }
         stats.writeProtectFaults += 1
