@@ -66,8 +66,10 @@ extension TraceFileReader {
                                                            _ visitor: inout V) -> TracePartRead? {
         var sink = VisitorSink(visitor: consume visitor)
         defer { visitor = sink.visitor }
-        return visitPart(path: path, part: part, checksums: &checksums) { payload, offset, found, sawEnd in
-            try decodeRecords(payload, fileOffset: offset, found: &found, sawEnd: &sawEnd, sink: &sink)
+        return visitPart(path: path, part: part, checksums: &checksums) { payload, offset, found, handed, sawEnd in
+            let before = sink.count
+            defer { handed = sink.count - before }
+            return try decodeRecords(payload, fileOffset: offset, found: &found, sawEnd: &sawEnd, sink: &sink)
         }
     }
 

@@ -135,17 +135,21 @@ public enum TraceFileReader {
                                                            _ visitor: inout V) throws -> TraceSummary {
         var sink = VisitorSink(visitor: consume visitor)
         defer { visitor = sink.visitor }
-        return try decodeFile(path: path, salvage: salvage, checksums: &checksums) { payload, offset, found, sawEnd in
-            try decodeRecords(payload, fileOffset: offset, found: &found, sawEnd: &sawEnd, sink: &sink)
+        return try decodeFile(path: path, salvage: salvage, checksums: &checksums) { payload, offset, found, handed, sawEnd in
+            let before = sink.count
+            defer { handed = sink.count - before }
+            return try decodeRecords(payload, fileOffset: offset, found: &found, sawEnd: &sawEnd, sink: &sink)
         }
     }
 
     /// The records of one records block's payload at `fileOffset`: `found` gets
-    /// how many were handed over, `sawEnd` whether one was an `end` record; the
-    /// first problem is returned (the records before it were handed over).
+    /// how many were decoded (records of unknown types, skipped, included: the
+    /// block header counts them), `handed` how many were handed over, `sawEnd`
+    /// whether one was an `end` record; the first problem is returned (the
+    /// records before it were handed over).
     @usableFromInline
     typealias RecordsDecoder = (_ payload: UnsafeRawBufferPointer, _ fileOffset: Int, _ found: inout Int,
-                                _ sawEnd: inout Bool) throws -> TraceProblem?
+                                _ handed: inout Int, _ sawEnd: inout Bool) throws -> TraceProblem?
 
     /// `decode` of the file at `path`, its records blocks' payloads handed to `records`.
     @usableFromInline
@@ -202,8 +206,10 @@ public enum TraceFileReader {
     static func decode<S: TraceByteSource, K: TraceRecordSink>(
         _ source: inout S, path: String, salvage: Bool, checksums: inout BlockChecksums, sink: inout K
     ) throws -> TraceSummary {
-        try decode(&source, path: path, salvage: salvage, checksums: &checksums) { payload, offset, found, sawEnd in
-            try decodeRecords(payload, fileOffset: offset, found: &found, sawEnd: &sawEnd, sink: &sink)
+        try decode(&source, path: path, salvage: salvage, checksums: &checksums) { payload, offset, found, handed, sawEnd in
+            let before = sink.count
+            defer { handed = sink.count - before }
+            return try decodeRecords(payload, fileOffset: offset, found: &found, sawEnd: &sawEnd, sink: &sink)
         }
     }
 
@@ -316,9 +322,9 @@ public enum TraceFileReader {
                 return .malformedHeader(offset: offset, detail: detail.text)
             }
         case TraceFormat.recordsBlockKind:
-            var found = 0
-            let problem = try records(payload, payloadOffset, &found, &sawEnd)
-            recordsSeen += found
+            var found = 0, handed = 0
+            let problem = try records(payload, payloadOffset, &found, &handed, &sawEnd)
+            recordsSeen += handed
             if let problem { return problem }
             if found != recordCount {
                 return .recordCountMismatch(offset: offset, declared: recordCount, found: found)

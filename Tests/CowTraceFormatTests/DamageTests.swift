@@ -161,6 +161,32 @@ final class DamageTests: XCTestCase {
         let contents = try TraceFileReader.read(bytes: withRecordsPayload(payload, count: 4))
         XCTAssertEqual(contents.records, [fault(1), fault(2), end()])
         XCTAssertNil(contents.cut)
+        // Every reader counts the records it hands over, not the one skipped
+        // (the block header counts it): the fuzzer found a streaming read of a
+        // file that counted it.
+        var handed = 0
+        let streamed = try TraceFileReader.forEachRecord(bytes: Data(withRecordsPayload(payload, count: 4))) { _ in handed += 1 }
+        XCTAssertEqual(streamed.records, 3)
+        XCTAssertEqual(handed, 3)
+        let path = NSTemporaryDirectory() + "unknown-type-\(getpid()).ctr"
+        try Data(withRecordsPayload(payload, count: 4)).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        struct Counter: TraceRecordVisitor {
+            var count = 0
+            mutating func visit(fault: FaultRecord) { count += 1 }
+            mutating func visit(resolve: ResolveRecord) { count += 1 }
+            mutating func visit(_ record: TraceRecord) { count += 1 }
+        }
+        var counter = Counter()
+        let visited = try TraceFileReader.visitRecords(path: path, &counter)
+        XCTAssertEqual(visited.records, 3)
+        XCTAssertEqual(counter.count, 3)
+        var partCounter = Counter()
+        var checksums = BlockChecksums()
+        let part = TracePart(start: TraceFormat.preambleSize, end: withRecordsPayload(payload, count: 4).count,
+                             sequence: 0, recordsBefore: 0)
+        XCTAssertEqual(TraceFileReader.visitRecords(path: path, part: part, checksums: &checksums, &partCounter)?.records, 3)
+        XCTAssertEqual(partCounter.count, 3)
     }
 
     func testFieldsAppendedToAKnownRecordAreIgnored() throws {
