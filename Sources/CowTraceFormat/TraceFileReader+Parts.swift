@@ -67,9 +67,7 @@ extension TraceFileReader {
         var sink = VisitorSink(visitor: consume visitor)
         defer { visitor = sink.visitor }
         return visitPart(path: path, part: part, checksums: &checksums) { payload, offset, found, handed, sawEnd in
-            let before = sink.count
-            defer { handed = sink.count - before }
-            return try decodeRecords(payload, fileOffset: offset, found: &found, sawEnd: &sawEnd, sink: &sink)
+            try decodeRecords(payload, fileOffset: offset, found: &found, handed: &handed, sawEnd: &sawEnd, sink: &sink)
         }
     }
 

@@ -136,9 +136,7 @@ public enum TraceFileReader {
         var sink = VisitorSink(visitor: consume visitor)
         defer { visitor = sink.visitor }
         return try decodeFile(path: path, salvage: salvage, checksums: &checksums) { payload, offset, found, handed, sawEnd in
-            let before = sink.count
-            defer { handed = sink.count - before }
-            return try decodeRecords(payload, fileOffset: offset, found: &found, sawEnd: &sawEnd, sink: &sink)
+            try decodeRecords(payload, fileOffset: offset, found: &found, handed: &handed, sawEnd: &sawEnd, sink: &sink)
         }
     }
 
@@ -207,9 +205,7 @@ public enum TraceFileReader {
         _ source: inout S, path: String, salvage: Bool, checksums: inout BlockChecksums, sink: inout K
     ) throws -> TraceSummary {
         try decode(&source, path: path, salvage: salvage, checksums: &checksums) { payload, offset, found, handed, sawEnd in
-            let before = sink.count
-            defer { handed = sink.count - before }
-            return try decodeRecords(payload, fileOffset: offset, found: &found, sawEnd: &sawEnd, sink: &sink)
+            try decodeRecords(payload, fileOffset: offset, found: &found, handed: &handed, sawEnd: &sawEnd, sink: &sink)
         }
     }
 
@@ -336,14 +332,17 @@ public enum TraceFileReader {
         return nil
     }
 
-    /// Decodes the records of one payload into `sink`. Returns the first
-    /// problem (the records before it have been handed to the sink).
+    /// Decodes the records of one payload into `sink`: `found` gets how many
+    /// were decoded (a record of an unknown type, skipped, too: the block
+    /// header counts it), `handed` how many went to the sink. Returns the
+    /// first problem (the records before it have been handed to the sink).
     @inlinable @inline(__always)
     static func decodeRecords<K: TraceRecordSink>(
-        _ payload: UnsafeRawBufferPointer, fileOffset: Int, found: inout Int, sawEnd: inout Bool, sink: inout K
+        _ payload: UnsafeRawBufferPointer, fileOffset: Int, found: inout Int, handed: inout Int, sawEnd: inout Bool,
+        sink: inout K
     ) throws -> TraceProblem? {
-        var n = 0
-        defer { found = n }
+        var n = 0, h = 0
+        defer { found = n; handed = h }
         guard let p = payload.baseAddress else { return nil }
         let end = payload.count
         var i = 0
@@ -386,6 +385,7 @@ public enum TraceFileReader {
                 try sink.accept(fault: FaultRecord(
                     time: load64(r, 4), pid: loadI32(r, 12), tid: loadI32(r, 16),
                     address: load64(r, 20), ip: load64(r, 28), kind: kind, faultClass: cls, mapping: mapping))
+                h += 1
             } else if type == TraceFormat.RecordType.resolve.rawValue {
                 guard length >= 29 else {
                     return .recordTooShort(offset: fileOffset + i, type: type, length: length, needed: 29)
@@ -397,11 +397,13 @@ public enum TraceFileReader {
                 try sink.accept(resolve: ResolveRecord(
                     time: load64(r, 4), pid: loadI32(r, 12), tid: loadI32(r, 16),
                     address: load64(r, 20), faultClass: cls))
+                h += 1
             } else {
                 switch decodeOther(r, type: type, length: length, fileOffset: fileOffset + i) {
                 case .record(let record):
                     if case .end = record { sawEnd = true }
                     try sink.accept(record)
+                    h += 1
                 case .unknown:
                     break   // a record type from a later version: skipped by its length
                 case .problem(let problem):
@@ -823,7 +825,6 @@ public protocol TraceRecordVisitor {
 /// Where decoded records go.
 @usableFromInline
 protocol TraceRecordSink {
-    var count: Int { get }
     mutating func accept(_ record: consuming TraceRecord) throws
     /// The hot paths: `accept(.fault(fault))` unless the sink does better.
     mutating func accept(fault: FaultRecord) throws
@@ -840,21 +841,17 @@ extension TraceRecordSink {
 @usableFromInline
 struct VisitorSink<V: TraceRecordVisitor>: TraceRecordSink {
     @usableFromInline var visitor: V
-    @usableFromInline var count = 0
     @inlinable init(visitor: consuming V) { self.visitor = visitor }
     @inlinable @inline(__always)
     mutating func accept(_ record: consuming TraceRecord) throws {
-        count += 1
         try visitor.visit(record)
     }
     @inlinable @inline(__always)
     mutating func accept(fault: FaultRecord) throws {
-        count += 1
         try visitor.visit(fault: fault)
     }
     @inlinable @inline(__always)
     mutating func accept(resolve: ResolveRecord) throws {
-        count += 1
         try visitor.visit(resolve: resolve)
     }
 }
@@ -885,17 +882,14 @@ struct ArraySink: TraceRecordSink {
         }
         #endif
     }
-    var count: Int { records.count }
     @inline(__always)
     mutating func accept(_ record: consuming TraceRecord) { records.append(record) }
 }
 
 struct ClosureSink: TraceRecordSink {
     let body: (TraceRecord) throws -> Void
-    var count = 0
     @inline(__always)
     mutating func accept(_ record: consuming TraceRecord) throws {
-        count += 1
         try body(record)
     }
 }

@@ -158,7 +158,7 @@ public final class ReplayFeed: TraceRecordVisitor {
     @inline(__always)
     private func handOver(_ step: ReplayStep) {
         if step.kind == .other {
-            let other = others.take(step.otherNumber)
+            let other = others.take(step.record.otherNumber)
             worker._withUnsafeGuaranteedRef { $0.send(step, other: other) }
         } else {
             worker._withUnsafeGuaranteedRef { $0.send(step) }
@@ -167,41 +167,24 @@ public final class ReplayFeed: TraceRecordVisitor {
 }
 
 /// One time-ordered record for the model, with the kernel's verdict on it (a
-/// fault's). Flat, 40 bytes (a record and an optional verdict side by side
-/// took 64): the model's batches carry one per record from one CPU to the other.
+/// fault's). 40 bytes: the verdict's flags sit in the record's tail padding
+/// and its time after it, no optional (a record and an optional verdict side
+/// by side took 64); the model's batches carry one per record from one CPU to
+/// the other.
 struct ReplayStep {
-    private var time: UInt64
-    private var address: UInt64
-    private var verdictEnd: UInt64
-    private var pid: Int32
-    private var tid: Int32
-    private(set) var kind: StreamRecord.Kind
-    private var faultKind: RecordedFaultKind
-    private var faultClass: FaultClass
-    private var mapping: RecordedMappingKind
-    private var cls: ReplayClass
-    private var inferred: Bool
-    private var hasVerdict: Bool
+    var record: StreamRecord
+    private var cls: ReplayClass = .reuse
+    private var inferred = false
+    private var hasVerdict = false
+    private var verdictEnd: UInt64 = .max
 
     @inline(__always)
-    init(record r: StreamRecord, verdict: TraceReplayer.KernelVerdict?) {
-        time = r.time; address = r.address; pid = r.pid; tid = r.tid
-        kind = r.kind; faultKind = r.faultKind; faultClass = r.faultClass; mapping = r.mapping
-        hasVerdict = verdict != nil
-        cls = verdict?.cls ?? .reuse
-        inferred = verdict?.inferred ?? false
-        verdictEnd = verdict?.end ?? .max
+    init(record: StreamRecord, verdict: TraceReplayer.KernelVerdict?) {
+        self.record = record
+        self.verdict = verdict
     }
 
-    var record: StreamRecord {
-        @inline(__always) get {
-            var r = StreamRecord(other: 0)
-            r.time = time; r.address = address; r.pid = pid; r.tid = tid
-            r.kind = kind; r.faultKind = faultKind; r.faultClass = faultClass; r.mapping = mapping
-            return r
-        }
-        set { self = ReplayStep(record: newValue, verdict: verdict) }
-    }
+    var kind: StreamRecord.Kind { record.kind }
 
     var verdict: TraceReplayer.KernelVerdict? {
         @inline(__always) get {
@@ -215,9 +198,6 @@ struct ReplayStep {
             verdictEnd = newValue?.end ?? .max
         }
     }
-
-    /// An other record's number in its store (`OtherRecords`).
-    var otherNumber: Int { Int(address) }
 }
 
 /// What the replay needs to know of the whole recording before replaying its
@@ -812,6 +792,8 @@ final class ChunkedEntries<Element> {
     static var chunkShift: Int { 12 }
     static var chunkSize: Int { 1 << chunkShift }
     private var chunks: [UnsafeMutablePointer<Element>] = []
+
+    init() { precondition(_isPOD(Element.self), "ChunkedEntries never deinitializes its elements") }
 
     deinit { for c in chunks { c.deallocate() } }
 
