@@ -74,6 +74,9 @@ extension TraceReplayer {
             break   // folded into the verdicts (VerdictQueue)
         case .other:
             apply(other!, verdict: step.verdict)
+        case .pageRun:
+            replayPageRun(step.record.pageRun)
+            if machine.oomEvents.count != modelOOMEventsSeen { noteModelOOM() }
         }
     }
 }
@@ -97,6 +100,7 @@ public final class ReplayFeed: TraceRecordVisitor {
         merger = TimeOrderMerger(prepass) { late in
             switch late {
             case .stream(let record): record
+            case .other(.pageRun(let r)) where StreamRecord(pageRun: r) != nil: StreamRecord(pageRun: r)!
             case .other(let record): StreamRecord(other: others.addLate(record))
             }
         }
@@ -134,11 +138,19 @@ public final class ReplayFeed: TraceRecordVisitor {
             let emit = { (r: StreamRecord) in me._withUnsafeGuaranteedRef { $0.enqueue(r) } }
             // Stored only when it goes on: one taken aside by the prepass (`LateRecords`) went out in its place in time.
             switch merger.pass(time: record.time, emit) {
-            case .straight: enqueue(StreamRecord(other: others.add(record)))
+            case .straight: enqueue(stream(record))
             case .takenAside: return
-            case .merge: merger.add(StreamRecord(other: others.add(record)), time: record.time, emit)
+            case .merge: merger.add(stream(record), time: record.time, emit)
             }
         }
+    }
+
+    /// A record other than a fault or resolve as it goes on: a pageRun record
+    /// whole, any other by its number in the store.
+    @inline(__always)
+    private func stream(_ record: TraceRecord) -> StreamRecord {
+        if case .pageRun(let r) = record, let s = StreamRecord(pageRun: r) { return s }
+        return StreamRecord(other: others.add(record))
     }
 
     func finish() {
@@ -167,15 +179,20 @@ public final class ReplayFeed: TraceRecordVisitor {
 }
 
 /// One time-ordered record for the model, with the kernel's verdict on it (a
-/// fault's). 40 bytes: the verdict's flags sit in the record's tail padding
-/// and its time after it, no optional (a record and an optional verdict side
-/// by side took 64); the model's batches carry one per record from one CPU to
-/// the other.
+/// fault's). 40 bytes: the verdict's flags and `open` sit in the record's
+/// tail padding and the verdict's time after it, no optional (a record and an
+/// optional verdict side by side took 64); the verdict queue holds one per
+/// record behind an open fault, and the model's batches carry one per record
+/// from one CPU to the other.
 struct ReplayStep {
     var record: StreamRecord
     private var cls: ReplayClass = .reuse
     private var inferred = false
     private var hasVerdict = false
+    /// The verdict queue's mark on a fault whose kernel class is still open:
+    /// nothing from it on is handed over. (In the queue's own entry beside
+    /// the step, it made each held record 48 bytes.)
+    var open = false
     private var verdictEnd: UInt64 = .max
 
     @inline(__always)
@@ -677,12 +694,9 @@ struct LateRecords {
 struct VerdictQueue {
     typealias Apply = (ReplayStep) -> Void
     /// A record held, as the step it goes out as (its verdict set when its
-    /// fault closes): 40 bytes. A parent's open fault holds every record of
-    /// the child it forked behind it.
-    private struct Entry {
-        var step: ReplayStep
-        var open: Bool
-    }
+    /// fault closes, `open` until then): 40 bytes. A parent's open fault holds
+    /// every record of the child it forked behind it.
+    private typealias Entry = ReplayStep
     private(set) var fold = KernelFaultFold()
     /// The entries held (from `base`), in chunks of `ChunkedEntries.chunkSize`:
     /// a chunk is freed once every entry in it went out, so the memory of the
@@ -703,7 +717,8 @@ struct VerdictQueue {
         fold.feed(resolve: r)
     }
 
-    /// Adds a record; `other`: the record itself when it is neither fault nor resolve.
+    /// Adds a record; `other`: the record itself when it is an other record
+    /// (a pageRun record, carried whole, closes and opens no fault).
     mutating func add(_ record: StreamRecord, other: TraceRecord?, _ apply: Apply) {
         // A resolve only re-classifies its thread's open fault: nothing to replay, nor to hold.
         if record.kind == .resolve { return fold.feed(resolve: record.resolve) }
@@ -719,7 +734,7 @@ struct VerdictQueue {
                 closedIndex = i
                 closedVerdict = f.map(VerdictQueue.verdict)
             }
-        } else {
+        } else if record.kind == .other {
             fold.feed(other!, at: position) { i, f in
                 closedIndex = i
                 closedVerdict = f.map(VerdictQueue.verdict)
@@ -729,7 +744,9 @@ struct VerdictQueue {
         // Nothing open before it, and it opens nothing: straight through.
         if !opens && count == 0 { return apply(ReplayStep(record: record, verdict: nil)) }
         if count == 0 { base = position }
-        append(Entry(step: ReplayStep(record: record, verdict: nil), open: opens))
+        var step = ReplayStep(record: record, verdict: nil)
+        step.open = opens
+        append(step)
         handOver(apply)
     }
 
@@ -755,7 +772,7 @@ struct VerdictQueue {
     @inline(__always)
     private mutating func close(_ index: Int, _ verdict: TraceReplayer.KernelVerdict?) {
         let e = entries[index - base]
-        if let verdict { e.pointee.step.verdict = verdict }
+        if let verdict { e.pointee.verdict = verdict }
         e.pointee.open = false
     }
 
@@ -765,7 +782,7 @@ struct VerdictQueue {
         while head < count {
             let e = entries[head]
             guard !e.pointee.open else { break }
-            apply(e.pointee.step)
+            apply(e.pointee)
             head += 1
             if head == ChunkedEntries<Entry>.chunkSize && count > head {
                 // The first chunk went out: freed, the others move down.

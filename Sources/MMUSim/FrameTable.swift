@@ -66,16 +66,20 @@ public final class FrameTable {
     let contents: LazyUInt64Column
     /// Page offset inside the owning file, for page-cache pages (cold, so kept apart).
     let fileIndex: UnsafeMutablePointer<Int32>
-    let freeList: UnsafeMutablePointer<Int32>
     /// Allocator state behind a pointer (no exclusivity checks on the hot path).
-    let cursor: UnsafeMutablePointer<(freeCount: Int, nextUnused: Int)>
-    var freeCount: Int { get { cursor.pointee.freeCount } set { cursor.pointee.freeCount = newValue } }
+    /// The free frames are a stack linked through their own records (a free
+    /// frame's `owner` holds the next free frame + 1, 0 at the bottom), as the
+    /// buddy allocator links free pages through `page->lru`: freeing a
+    /// process's pages writes only the records `zap` already touched, where a
+    /// separate array of free frame numbers cost 4 more bytes a frame, first
+    /// touched at the last exit.
+    let cursor: UnsafeMutablePointer<(freeHead: Int, nextUnused: Int)>
     /// Frames above this index were never handed out.
     var nextUnused: Int { get { cursor.pointee.nextUnused } set { cursor.pointee.nextUnused = newValue } }
 
-    /// Bytes of simulator memory per simulated frame: the packed record, the
-    /// file index and a free-list slot (and 8 more for a frame given contents).
-    public static let bytesPerFrame = MemoryLayout<State>.stride + 4 + 4
+    /// Bytes of simulator memory per simulated frame: the packed record and
+    /// the file index (and 8 more for a frame given contents).
+    public static let bytesPerFrame = MemoryLayout<State>.stride + 4
 
     init(frames: Int) {
         let capacity = max(frames, 0) + FrameTable.reservedFrames + Paging.hugePageFrames
@@ -90,15 +94,14 @@ public final class FrameTable {
         memcg = UInt16Field(base: raw + MemoryLayout<State>.offset(of: \State.memcg)!)
         contents = LazyUInt64Column(capacity: capacity)
         fileIndex = calloc(capacity, 4)!.bindMemory(to: Int32.self, capacity: capacity)
-        freeList = calloc(capacity, 4)!.bindMemory(to: Int32.self, capacity: capacity)
         cursor = .allocate(capacity: 1)
-        cursor.initialize(to: (0, FrameTable.reservedFrames))
+        cursor.initialize(to: (-1, FrameTable.reservedFrames))
         states[FrameTable.zeroPage].refcount = 1
         states[FrameTable.hugeZeroPage].refcount = 1
     }
 
     deinit {
-        free(states); free(fileIndex); free(freeList)
+        free(states); free(fileIndex)
         contents.deallocate()
         cursor.deallocate()
     }
@@ -106,10 +109,12 @@ public final class FrameTable {
     /// Takes one frame, or returns -1 when the index space is exhausted.
     @inline(__always)
     func allocate() -> Int {
-        let n = cursor.pointee.freeCount
-        if n > 0 {
-            cursor.pointee.freeCount = n &- 1
-            return Int(freeList[n &- 1])
+        let head = cursor.pointee.freeHead
+        if head >= 0 {
+            // The last frame freed: its record holds the next one down (+ 1).
+            cursor.pointee.freeHead = Int(states[head].owner) &- 1
+            states[head].owner = 0
+            return head
         }
         guard nextUnused < capacity else { return -1 }
         nextUnused += 1
@@ -129,10 +134,9 @@ public final class FrameTable {
     /// Returns one frame to the allocator and clears its state.
     @inline(__always)
     func release(_ frame: Int) {
-        states[frame] = State()
+        states[frame] = State(owner: Int32(truncatingIfNeeded: cursor.pointee.freeHead &+ 1))
         contents[frame] = 0
-        freeList[freeCount] = Int32(truncatingIfNeeded: frame)
-        freeCount += 1
+        cursor.pointee.freeHead = frame
     }
 
     @inline(__always) func has(_ frame: Int, _ flag: Flags) -> Bool { flags[frame] & flag.rawValue != 0 }

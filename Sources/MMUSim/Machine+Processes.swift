@@ -111,6 +111,7 @@ extension Machine {
                   isKSM: frames.has(f, .ksm),
                   isZeroPage: f == FrameTable.zeroPage || (f >= FrameTable.hugeZeroPage && f < FrameTable.hugeZeroPage + 512),
                   isPageCache: frames.has(f, .pageCache), isHuge: frames.has(f, .huge),
-                  owner: Int(frames.owner[f]), contents: frames.contents[f])
+                  owner: frames.refcount[f] == 0 ? 0 : Int(frames.owner[f]), // a free frame's owner links the free list
+                  contents: frames.contents[f])
     }
 }

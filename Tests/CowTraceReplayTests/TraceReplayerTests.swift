@@ -358,6 +358,48 @@ final class TraceReplayerTests: XCTestCase {
         XCTAssertTrue(check.passed)
     }
 
+    /// PageRun records go to the model whole (`StreamRecord(pageRun:)`), but
+    /// for a frame number beyond pagemap's 55 bits, which goes as an other
+    /// record: both ways replay the same snapshot alike.
+    func testPageRunsReplayAlikeWholeOrAsOtherRecords() throws {
+        func snapshot(frameBase: UInt64) throws -> ReplayResult {
+            var b = TraceBuilder()
+            let D: UInt64 = 0x7f50_0000_0000, S: UInt64 = 0x7ffe_0000_0000
+            for (pid, comm) in [(Int32(2000), "redis"), (2001, "redis-rdb")] {
+                b.records.append(.process(ProcessRecord(time: b.tick(), pid: pid, ppid: pid == 2000 ? 1 : 2000, uid: 0,
+                                                        comm: comm, startBrk: 0x5600_0000_0000,
+                                                        brk: 0x5600_0000_0000, startStack: S + 7 * page)))
+                b.records.append(.mapping(MappingRecord(pid: pid, start: D, end: D + 64 * page, permissions: "rw-p",
+                                                        offset: 0, inode: 0, path: "")))
+                b.records.append(.pageRun(PageRunRecord(pid: pid, address: D, count: 16, flags: [.present],
+                                                        frame: frameBase + 0x10000)))
+                b.comms[pid] = comm
+            }
+            b.records.append(.pageRun(PageRunRecord(pid: 2000, address: D + 16 * page, count: 8,
+                                                    flags: [.present, .exclusive], frame: frameBase + 0x20000)))
+            b.records.append(.pageRun(PageRunRecord(pid: 2000, address: D + 24 * page, count: 2,
+                                                    flags: [.present, .zeroPage], frame: 0)))
+            b.wp(2001, at: D, .copy)
+            b.wp(2000, at: D, .reuse)
+            b.wp(2000, at: D + page, .copy)
+            b.wp(2000, at: D + 16 * page, .reuse)
+            b.wp(2000, at: D + 24 * page, .zeroFill)
+            b.end()
+            return try b.replay()
+        }
+        let whole = try snapshot(frameBase: 0)
+        XCTAssertNotNil(StreamRecord(pageRun: PageRunRecord(pid: 1, address: 0, count: 1, flags: [], frame: 0x20000)))
+        let asOthers = try snapshot(frameBase: 1 << 56)
+        XCTAssertNil(StreamRecord(pageRun: PageRunRecord(pid: 1, address: 0, count: 1, flags: [], frame: 1 << 56)))
+        for result in [whole, asOthers] {
+            XCTAssertEqual(result.stats.installedPages, 16 + 16 + 8 + 2)
+            XCTAssertEqual(result.process(2000)?.model, ClassCounts(copy: 1, reuse: 2, zeroFill: 1))
+            XCTAssertEqual(result.process(2001)?.model, ClassCounts(copy: 1))
+            XCTAssertTrue(result.disagreements.isEmpty, "\(result.disagreements)")
+            XCTAssertEqual(result.stats.modelErrors, 0, "\(result.notes)")
+        }
+    }
+
     func testUnsortedRecordsAreSortedByTime() throws {
         var b = TraceBuilder()
         forkedParent(&b)

@@ -52,6 +52,42 @@ final class FrameTableTests: XCTestCase {
         XCTAssertEqual(frames.contents[f], 0)
     }
 
+    /// The free frames are a stack linked through their records: the last
+    /// freed goes out first, each with a clean record, then never-used ones.
+    func testFreedFramesGoOutLastFirstWithCleanRecords() {
+        let frames = FrameTable(frames: 64)
+        let taken = (0..<5).map { _ in frames.allocate() }
+        for f in taken {
+            frames.refcount[f] = 2
+            frames.mapcount[f] = 1
+            frames.owner[f] = 4000
+            frames.memcg[f] = 3
+            frames.set(f, .anon)
+        }
+        for f in [taken[1], taken[3], taken[0]] { frames.release(f) }
+        // A free frame reads as free from outside, whatever its record links to.
+        let m = Machine()
+        let (g, h) = (m.frames.allocate(), m.frames.allocate())
+        m.frames.release(g)
+        m.frames.release(h)
+        XCTAssertNotEqual(m.frames.owner[h], 0, "h links to g")
+        XCTAssertEqual(m.frameInfo(frame: h), FrameInfo(frame: h, refcount: 0, mapcount: 0, isAnon: false,
+                                                        isAnonExclusive: false, isKSM: false, isZeroPage: false,
+                                                        isPageCache: false, isHuge: false, owner: 0, contents: 0))
+        var again: [Int] = []
+        for _ in 0..<4 {
+            let f = frames.allocate()
+            again.append(f)
+            XCTAssertEqual([frames.refcount[f], frames.mapcount[f], frames.owner[f]], [0, 0, 0], "frame \(f)")
+            XCTAssertEqual(frames.memcg[f], 0)
+            XCTAssertEqual(frames.flags[f], 0)
+        }
+        XCTAssertEqual(again, [taken[0], taken[3], taken[1], taken[4] + 1], "last freed first, then a new frame")
+        // A frame freed, taken and freed again goes back on top.
+        frames.release(again[1])
+        XCTAssertEqual(frames.allocate(), again[1])
+    }
+
     /// A copy keeps the contents word of the page it copies; a zero-filled page has none.
     func testCopiesCarryContents() throws {
         let m = Machine()
