@@ -32,6 +32,15 @@ public enum RecordedMappingKind: UInt8, Sendable, CaseIterable {
     case filePrivate = 2
     /// MAP_SHARED, file or anonymous (shmem).
     case shared = 3
+
+    /// `init(rawValue:)` with `.unknown` for any other byte, as one range
+    /// check other modules inline (the recorder takes one per fault event;
+    /// the synthesized initializer is a call). The cases are numbered from 0
+    /// in order, so a raw value is its case; tests check every byte.
+    @inlinable @inline(__always)
+    public static func fromRawValue(orUnknown raw: UInt8) -> RecordedMappingKind {
+        raw <= 3 ? unsafeBitCast(raw, to: RecordedMappingKind.self) : .unknown
+    }
 }
 
 /// An address-space change, recorded at the exit of the syscall that made it.

@@ -1,5 +1,6 @@
 import CBPF
 import CowTraceFaultClass
+import CowTraceFormat
 import CowTraceKit
 import XCTest
 
@@ -10,6 +11,17 @@ final class FaultClassTests: XCTestCase {
     func testFromRawValueIsInitRawValueForEveryByte() {
         for raw in 0...255 {
             XCTAssertEqual(FaultClass.fromRawValue(UInt8(raw)), FaultClass(rawValue: UInt8(raw)), "byte \(raw)")
+        }
+    }
+
+    /// The recorder's inlined conversions are the synthesized initializers, kernel classes only.
+    func testKernelAndMappingBytesAreTheirCasesForEveryByte() {
+        for raw in 0...255 {
+            let byte = UInt8(raw)
+            let expected = FaultClass(rawValue: byte).flatMap { $0.isKernelClass ? $0 : nil }
+            XCTAssertEqual(FaultClass(kernel: byte), expected, "byte \(raw)")
+            XCTAssertEqual(RecordedMappingKind.fromRawValue(orUnknown: byte), RecordedMappingKind(rawValue: byte) ?? .unknown,
+                           "byte \(raw)")
         }
     }
 

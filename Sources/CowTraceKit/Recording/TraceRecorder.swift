@@ -280,7 +280,7 @@ public final class TraceRecorder {
         let ip = base.loadUnaligned(fromByteOffset: ShortEvent.ip, as: UInt64.self)
         let otherPid = base.loadUnaligned(fromByteOffset: ShortEvent.otherPid, as: UInt32.self)
         // Bits 8..15 of a fault event's other_pid: the VMA kind the kernel found.
-        let mapping = RecordedMappingKind(rawValue: UInt8(truncatingIfNeeded: otherPid >> 8)) ?? .unknown
+        let mapping = RecordedMappingKind.fromRawValue(orUnknown: UInt8(truncatingIfNeeded: otherPid >> 8))
         if type == COWTRACE_EVENT_WP_FAULT.rawValue {
             writer.appendFault(time: time, pid: pid, tid: tid, address: address, ip: ip, kind: .writeProtect,
                                faultClass: FaultClass(kernel: kernelClass) ?? .other, mapping: mapping)
