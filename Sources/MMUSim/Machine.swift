@@ -55,7 +55,7 @@ public final class Machine {
 
     public let ramPages: Int
     public let swapPages: Int
-    /// Simulator memory per simulated frame (frame record, file index, free-list slot).
+    /// Simulator memory per simulated frame (frame record, file index; a free frame links the free list through its record).
     public static var bytesPerFrame: Int { FrameTable.bytesPerFrame }
 
     /// The most RAM + swap a Machine can simulate (frame numbers are 32-bit).
