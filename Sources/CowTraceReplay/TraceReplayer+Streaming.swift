@@ -148,7 +148,7 @@ public final class ReplayFeed: TraceRecordVisitor {
     /// A record other than a fault or resolve as it goes on: a pageRun record
     /// whole, any other by its number in the store.
     @inline(__always)
-    private func stream(_ record: TraceRecord) -> StreamRecord {
+    func stream(_ record: TraceRecord) -> StreamRecord {
         if case .pageRun(let r) = record, let s = StreamRecord(pageRun: r) { return s }
         return StreamRecord(other: others.add(record))
     }

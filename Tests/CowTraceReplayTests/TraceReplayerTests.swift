@@ -360,44 +360,78 @@ final class TraceReplayerTests: XCTestCase {
 
     /// PageRun records go to the model whole (`StreamRecord(pageRun:)`), but
     /// for a frame number beyond pagemap's 55 bits, which goes as an other
-    /// record: both ways replay the same snapshot alike.
+    /// record: both ways replay a snapshot alike, in the file's order, held
+    /// behind an open fault (the second process is found while the first's
+    /// fault is open), and out of time order (its snapshot written after its
+    /// first fault: taken aside by the prepass, put back by the merger).
     func testPageRunsReplayAlikeWholeOrAsOtherRecords() throws {
-        func snapshot(frameBase: UInt64) throws -> ReplayResult {
+        let D: UInt64 = 0x7f50_0000_0000, S: UInt64 = 0x7ffe_0000_0000
+        func snapshot(frameBase: UInt64, late: Bool) throws -> ReplayResult {
             var b = TraceBuilder()
-            let D: UInt64 = 0x7f50_0000_0000, S: UInt64 = 0x7ffe_0000_0000
-            for (pid, comm) in [(Int32(2000), "redis"), (2001, "redis-rdb")] {
-                b.records.append(.process(ProcessRecord(time: b.tick(), pid: pid, ppid: pid == 2000 ? 1 : 2000, uid: 0,
-                                                        comm: comm, startBrk: 0x5600_0000_0000,
-                                                        brk: 0x5600_0000_0000, startStack: S + 7 * page)))
-                b.records.append(.mapping(MappingRecord(pid: pid, start: D, end: D + 64 * page, permissions: "rw-p",
-                                                        offset: 0, inode: 0, path: "")))
-                b.records.append(.pageRun(PageRunRecord(pid: pid, address: D, count: 16, flags: [.present],
-                                                        frame: frameBase + 0x10000)))
+            func found(_ pid: Int32, _ comm: String) -> [TraceRecord] {
                 b.comms[pid] = comm
+                return [
+                    .process(ProcessRecord(time: b.tick(), pid: pid, ppid: pid == 2000 ? 1 : 2000, uid: 0, comm: comm,
+                                           startBrk: 0x5600_0000_0000, brk: 0x5600_0000_0000, startStack: S + 7 * page)),
+                    .mapping(MappingRecord(pid: pid, start: D, end: D + 64 * page, permissions: "rw-p",
+                                           offset: 0, inode: 0, path: "")),
+                    .pageRun(PageRunRecord(pid: pid, address: D, count: 16, flags: [.present], frame: frameBase + 0x10000)),
+                ]
             }
+            let parent = found(2000, "redis")
+            b.records += parent
             b.records.append(.pageRun(PageRunRecord(pid: 2000, address: D + 16 * page, count: 8,
                                                     flags: [.present, .exclusive], frame: frameBase + 0x20000)))
             b.records.append(.pageRun(PageRunRecord(pid: 2000, address: D + 24 * page, count: 2,
                                                     flags: [.present, .zeroPage], frame: 0)))
+            b.wp(2000, at: D + 16 * page, .reuse)   // open until 2000 faults again: what follows is held
+            let child = found(2001, "redis-rdb")
+            if !late { b.records += child }
             b.wp(2001, at: D, .copy)
+            if late { b.records += child }          // after the fault that follows it in time
             b.wp(2000, at: D, .reuse)
             b.wp(2000, at: D + page, .copy)
-            b.wp(2000, at: D + 16 * page, .reuse)
             b.wp(2000, at: D + 24 * page, .zeroFill)
             b.end()
+            if late {
+                var prepass = ReplayPrepass()
+                for r in b.records { prepass.feed(r) }
+                XCTAssertFalse(prepass.inOrder, "the second snapshot comes after a later fault")
+            }
             return try b.replay()
         }
-        let whole = try snapshot(frameBase: 0)
         XCTAssertNotNil(StreamRecord(pageRun: PageRunRecord(pid: 1, address: 0, count: 1, flags: [], frame: 0x20000)))
-        let asOthers = try snapshot(frameBase: 1 << 56)
         XCTAssertNil(StreamRecord(pageRun: PageRunRecord(pid: 1, address: 0, count: 1, flags: [], frame: 1 << 56)))
-        for result in [whole, asOthers] {
-            XCTAssertEqual(result.stats.installedPages, 16 + 16 + 8 + 2)
-            XCTAssertEqual(result.process(2000)?.model, ClassCounts(copy: 1, reuse: 2, zeroFill: 1))
-            XCTAssertEqual(result.process(2001)?.model, ClassCounts(copy: 1))
-            XCTAssertTrue(result.disagreements.isEmpty, "\(result.disagreements)")
-            XCTAssertEqual(result.stats.modelErrors, 0, "\(result.notes)")
+        var json: [String] = []
+        for frameBase: UInt64 in [0, 1 << 56] {
+            for late in [false, true] {
+                let result = try snapshot(frameBase: frameBase, late: late)
+                let what = "frames from \(frameBase), late: \(late)"
+                XCTAssertEqual(result.stats.installedPages, 16 + 16 + 8 + 2, what)
+                XCTAssertEqual(result.process(2000)?.model, ClassCounts(copy: 1, reuse: 2, zeroFill: 1), what)
+                XCTAssertEqual(result.process(2001)?.model, ClassCounts(copy: 1), what)
+                XCTAssertTrue(result.disagreements.isEmpty, "\(what): \(result.disagreements)")
+                XCTAssertEqual(result.stats.modelErrors, 0, "\(what): \(result.notes)")
+                json.append(renderCheckJSON(TraceCheck(result: result)))
+            }
         }
+        XCTAssertEqual(Set(json).count, 1, "the same comparison every way")
+    }
+
+    /// The feed hands a pageRun record on whole, with no number in the store of other records.
+    func testTheFeedCarriesPageRunsWhole() {
+        let worker = ModelWorker { _, _ in }
+        defer { worker.finish() }
+        let feed = ReplayFeed(ReplayPrepass(), worker)
+        let run = PageRunRecord(pid: 1, address: 0x1000, count: 4, flags: [.present, .exclusive], frame: 0x42)
+        XCTAssertEqual(feed.stream(.pageRun(run)).kind, .pageRun)
+        XCTAssertEqual(feed.stream(.pageRun(run)).pageRun, run)
+        var beyond = run
+        beyond.frame = 1 << 56
+        let other = feed.stream(.pageRun(beyond))
+        XCTAssertEqual(other.kind, .other)
+        XCTAssertEqual(other.otherNumber, 0, "the first record in the store")
+        XCTAssertEqual(feed.stream(.exit(ExitEventRecord(time: 1, pid: 1, tid: 1, exitCode: 0))).otherNumber, 1)
     }
 
     func testUnsortedRecordsAreSortedByTime() throws {

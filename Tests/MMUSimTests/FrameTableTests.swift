@@ -65,15 +65,6 @@ final class FrameTableTests: XCTestCase {
             frames.set(f, .anon)
         }
         for f in [taken[1], taken[3], taken[0]] { frames.release(f) }
-        // A free frame reads as free from outside, whatever its record links to.
-        let m = Machine()
-        let (g, h) = (m.frames.allocate(), m.frames.allocate())
-        m.frames.release(g)
-        m.frames.release(h)
-        XCTAssertNotEqual(m.frames.owner[h], 0, "h links to g")
-        XCTAssertEqual(m.frameInfo(frame: h), FrameInfo(frame: h, refcount: 0, mapcount: 0, isAnon: false,
-                                                        isAnonExclusive: false, isKSM: false, isZeroPage: false,
-                                                        isPageCache: false, isHuge: false, owner: 0, contents: 0))
         var again: [Int] = []
         for _ in 0..<4 {
             let f = frames.allocate()
@@ -86,6 +77,42 @@ final class FrameTableTests: XCTestCase {
         // A frame freed, taken and freed again goes back on top.
         frames.release(again[1])
         XCTAssertEqual(frames.allocate(), again[1])
+    }
+
+    /// A huge allocation puts the frames it skips to align on the free list, above those already there.
+    func testFramesSkippedForAHugePageGoOnTheFreeList() {
+        let frames = FrameTable(frames: 4096)
+        let first = frames.allocate()
+        let second = frames.allocate()
+        frames.owner[second] = 77
+        frames.release(second)
+        let huge = frames.allocateHuge()
+        XCTAssertEqual(huge % Paging.hugePageFrames, 0)
+        XCTAssertGreaterThan(huge, second)
+        // Skipped in ascending order, so the last skipped goes out first, then on down, then the older free frame.
+        var expected: [Int] = Array(((second + 1)..<huge).reversed())
+        expected.append(second)
+        var out: [Int] = []
+        for _ in expected.indices {
+            let f = frames.allocate()
+            out.append(f)
+            XCTAssertEqual([frames.refcount[f], frames.mapcount[f], frames.owner[f]], [0, 0, 0], "frame \(f)")
+        }
+        XCTAssertEqual(out, expected)
+        XCTAssertEqual(frames.allocate(), huge + Paging.hugePageFrames, "then frames never used")
+        XCTAssertNotEqual(first, second)
+    }
+
+    /// A free frame reads as free from outside, whatever its record links to.
+    func testAFreeFramesInfoShowsNoOwner() {
+        let m = Machine()
+        let (g, h) = (m.frames.allocate(), m.frames.allocate())
+        m.frames.release(g)
+        m.frames.release(h)
+        XCTAssertNotEqual(m.frames.owner[h], 0, "h links to g")
+        XCTAssertEqual(m.frameInfo(frame: h), FrameInfo(frame: h, refcount: 0, mapcount: 0, isAnon: false,
+                                                        isAnonExclusive: false, isKSM: false, isZeroPage: false,
+                                                        isPageCache: false, isHuge: false, owner: 0, contents: 0))
     }
 
     /// A copy keeps the contents word of the page it copies; a zero-filled page has none.
