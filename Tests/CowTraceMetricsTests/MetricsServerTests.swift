@@ -165,7 +165,11 @@ final class MetricsServerTests: XCTestCase {
             XCTAssertTrue(r.body.contains(Self.copyLine), r.body)
         }
         print("scrape latency with \(idle) idle connections: \(latencies.map { String(format: "%.1f ms", $0 * 1000) })")
-        XCTAssertLessThan(latencies.max()!, 1.0)
+        // Starved, a scrape would wait for idle connections to time out (the
+        // head timeout) or get a 503. The latency itself is a benchmark's
+        // (`scripts/bench-serve`), not this test's: on a loaded CI machine a
+        // fixed 1 s bound failed at 1.015 s.
+        XCTAssertLessThan(latencies.max()!, Double(MetricsServer.headTimeoutSeconds))
         // The idle connections were accepted and are still open: the first
         // and the last one are served too.
         for fd in [fds.first!, fds.last!] {
