@@ -95,8 +95,8 @@ public enum FaultClass: UInt8, CaseIterable, Sendable, Comparable, CustomStringC
     /// where `init(rawValue:)` was a call (3 % of its samples).
     @inlinable @inline(__always)
     public init?(kernel raw: UInt8) {
-        guard raw <= 6 else { return nil } // FaultClass.other.rawValue: the kernel's classes come first
-        self = unsafeBitCast(raw, to: FaultClass.self)
+        guard raw <= FaultClass.other.rawValue, let c = FaultClass.fromRawValue(raw) else { return nil }
+        self = c
     }
 
     /// True for the kernel's classes (`kernelCases`).

@@ -39,7 +39,7 @@ public enum RecordedMappingKind: UInt8, Sendable, CaseIterable {
     /// in order, so a raw value is its case; tests check every byte.
     @inlinable @inline(__always)
     public static func fromRawValue(orUnknown raw: UInt8) -> RecordedMappingKind {
-        raw <= 3 ? unsafeBitCast(raw, to: RecordedMappingKind.self) : .unknown
+        raw <= RecordedMappingKind.shared.rawValue ? unsafeBitCast(raw, to: RecordedMappingKind.self) : .unknown
     }
 }
 

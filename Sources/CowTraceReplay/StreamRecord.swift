@@ -55,6 +55,17 @@ struct StreamRecord {
         kind = .pageRun; faultKind = .writeProtect; faultClass = .unresolved; mapping = .unknown
     }
 
+    /// `record`, neither a fault nor a resolve, as it goes on: a pageRun
+    /// record whole, any other by the number `store` gives it.
+    @inline(__always)
+    init(_ record: TraceRecord, storing store: (TraceRecord) -> Int) {
+        if case .pageRun(let r) = record, let whole = StreamRecord(pageRun: r) {
+            self = whole
+        } else {
+            self.init(other: store(record))
+        }
+    }
+
     var pageRun: PageRunRecord {
         PageRunRecord(pid: pid, address: address, count: UInt32(bitPattern: tid),
                       flags: PageRunFlags(rawValue: UInt8(truncatingIfNeeded: time >> 56)),
